@@ -1,0 +1,38 @@
+# idguard — run `make help` for the list.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help setup run test lint typecheck bench clean
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## create .venv and install idguard with its dev tools
+
+run: $(STAMP) ## migrate, load demo data if empty, serve on 127.0.0.1:8000 (SQLite by default)
+	$(BIN)/idguard run-dev
+
+lint: $(STAMP) ## ruff (lint and format check)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP) ## mypy strict on src/
+	$(BIN)/mypy src
+
+test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (PostgreSQL too when IDGUARD_TEST_POSTGRES_URL is set)
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+bench: $(STAMP) ## run the benchmarks (prints figures and ratios)
+	$(BIN)/python bench/loss_reports.py
+
+clean: ## remove the virtualenv and local databases
+	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm

@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI): routers by resource, dependencies, request/response schemas."""

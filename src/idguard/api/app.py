@@ -1,0 +1,48 @@
+"""The app factory: settings, engine and routers are built here, never at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from idguard import __version__
+from idguard.api import errors
+from idguard.api.routes import auth, cards, found_cards, health, loss_reports, persons
+from idguard.config import Settings
+from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.domain.clock import Clock, SystemClock
+
+DESCRIPTION = """
+The invalid resident ID card information system (失效居民身份证信息系统).
+
+* **Staff** (clerks, supervisors, auditors) record every event in a card's life: issue, loss
+  report, replacement, found card, revocation. Get a token at `POST /api/v1/auth/token` and send
+  it as `Authorization: Bearer <token>`.
+* Writes accept an `Idempotency-Key` header: a retried request returns the first answer and
+  changes nothing twice.
+* Errors are RFC 9457 problem details (`application/problem+json`) whose `errors` name each bad
+  field.
+"""
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    settings = settings or Settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    app = FastAPI(
+        title="idguard",
+        version=__version__,
+        description=DESCRIPTION,
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    engine = make_engine(settings)
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = make_sessionmaker(engine)
+    app.state.clock = clock or SystemClock()
+    errors.install(app)
+    for module in (health, auth, persons, cards, loss_reports, found_cards):
+        app.include_router(module.router)
+    return app

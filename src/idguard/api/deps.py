@@ -1,0 +1,157 @@
+"""Request dependencies: the session, the acting staff member, and the one transaction boundary.
+
+`Tx.write` is where every staff write commits: it replays a stored answer for a repeated
+Idempotency-Key, runs the use-case, stores the answer beside the change, and commits once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from idguard.config import Settings
+from idguard.db.models import IdempotencyRecord
+from idguard.domain.clock import Clock
+from idguard.domain.errors import InvalidField, RuleViolation
+from idguard.domain.roles import Actor
+from idguard.services.staff import actor_from_token
+
+_bearer = HTTPBearer(auto_error=False, description="staff token from /api/v1/auth/token, or a unit's API key")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+T = TypeVar("T")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with request.app.state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
+    return clock
+
+
+def current_staff(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    unauthorized = HTTPException(
+        401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+    )
+    if credentials is None:
+        raise unauthorized
+    actor = actor_from_token(session, credentials.credentials, secret=get_settings(request).secret_key)
+    if actor is None:
+        raise unauthorized
+    return actor
+
+
+CurrentStaff = Annotated[Actor, Depends(current_staff)]
+
+
+class Tx:
+    """The unit of work of one request."""
+
+    def __init__(self, request: Request, session: SessionDep, actor: CurrentStaff) -> None:
+        self.request = request
+        self.session = session
+        self.actor = actor
+        self.now: dt.datetime = get_clock(request).now()
+
+    def read(self, fn: Callable[[], T]) -> T:
+        """Run a read and commit its audit entries with it."""
+        result = fn()
+        self.session.commit()
+        return result
+
+    def write(
+        self, fn: Callable[[], BaseModel], *, body: BaseModel | None, status_code: int = 201
+    ) -> Response:
+        key = self.request.headers.get(IDEMPOTENCY_HEADER)
+        if key is None:
+            result = self._run(fn)
+            return _json(result.model_dump_json(), status_code)
+        if not 1 <= len(key) <= 128:
+            raise InvalidField(IDEMPOTENCY_HEADER, "an Idempotency-Key has 1 to 128 characters")
+        principal = str(self.actor.staff_id)
+        digest = hashlib.sha256(
+            f"{self.request.method} {self.request.url.path}\n".encode()
+            + (body.model_dump_json().encode() if body is not None else b"")
+        ).hexdigest()
+        replay = self._replay(principal, key, digest)
+        if replay is not None:
+            return replay
+        # Claim the key first: a concurrent retry blocks on this row (PostgreSQL) or on the write
+        # lock (SQLite) until we commit, then finds our answer instead of acting twice.
+        record = IdempotencyRecord(
+            principal=principal,
+            key=key,
+            request_hash=digest,
+            status_code=0,
+            body="",
+            created_at=self.now,
+        )
+        self.session.add(record)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            self.session.rollback()
+            replay = self._replay(principal, key, digest)
+            if replay is not None:
+                return replay
+            raise
+        result = fn()
+        record.status_code = status_code
+        record.body = result.model_dump_json()
+        self._commit()
+        return _json(record.body, status_code)
+
+    def _run(self, fn: Callable[[], BaseModel]) -> BaseModel:
+        result = fn()
+        self._commit()
+        return result
+
+    def _commit(self) -> None:
+        try:
+            self.session.commit()
+        except IntegrityError:
+            # The database's own invariants (one valid card, unique numbers) caught a race the
+            # locks should have prevented; nothing was written.
+            self.session.rollback()
+            raise RuleViolation("a concurrent change conflicted with this one; nothing was written") from None
+
+    def _replay(self, principal: str, key: str, digest: str) -> Response | None:
+        stored = self.session.get(IdempotencyRecord, (principal, key), populate_existing=True)
+        if stored is None:
+            return None
+        if stored.request_hash != digest:
+            raise InvalidField(IDEMPOTENCY_HEADER, "this Idempotency-Key was used for a different request")
+        response = _json(stored.body, stored.status_code)
+        response.headers["Idempotent-Replayed"] = "true"
+        return response
+
+
+def _json(body: str, status_code: int) -> Response:
+    return Response(content=body, status_code=status_code, media_type="application/json")
+
+
+TxDep = Annotated[Tx, Depends()]

@@ -1,0 +1,84 @@
+"""Every error leaves as RFC 9457 problem details naming the field; never a bare 500 for bad input."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from idguard.domain.errors import DomainError, InvalidField
+
+PROBLEM = "application/problem+json"
+log = logging.getLogger("idguard.api")
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if errors:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or "body"
+
+
+def _message(err: dict[str, Any]) -> str:
+    # Pydantic's messages are clear but may echo the input; we never echo it (it may be an id number).
+    return str(err.get("msg", "invalid value"))
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        errors = [{"field": exc.field, "detail": exc.detail}] if isinstance(exc, InvalidField) else None
+        return problem(exc.status, exc.title, exc.detail, errors)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": _field_name(tuple(e["loc"])), "detail": _message(e)} for e in exc.errors()]
+        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+        return problem(422, "Invalid request", f"invalid fields: {names}", errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers) if exc.headers else None
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers)
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database unavailable: %s", type(exc.orig).__name__)
+        return problem(
+            503,
+            "Service unavailable",
+            "the registry database is unavailable; retry later",
+            headers={"Retry-After": "1"},
+        )
+
+
+def _title(status: int) -> str:
+    return {
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "Not found",
+        405: "Method not allowed",
+        409: "Conflict",
+        415: "Unsupported media type",
+    }.get(status, "Error")

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from idguard.api.deps import SessionDep, get_clock, get_settings
+from idguard.api.schemas import Problem, TokenIn, TokenOut
+from idguard.domain.errors import InvalidField
+from idguard.services.staff import authenticate, issue_token
+
+router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": TokenIn.model_json_schema(),
+                "example": {"username": "clerk1", "password": "..."},
+            },
+            "application/x-www-form-urlencoded": {"schema": TokenIn.model_json_schema()},
+        },
+    }
+}
+
+
+@router.post(
+    "/token",
+    response_model=TokenOut,
+    responses={401: {"model": Problem}, 422: {"model": Problem}},
+    openapi_extra=_BODY_DOC,
+)
+async def token(request: Request, session: SessionDep) -> TokenOut:
+    """Exchange a staff username and password (JSON or OAuth2 form) for an expiring bearer token."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith("application/x-www-form-urlencoded") or content_type.startswith(
+            "multipart/form-data"
+        ):
+            form = await request.form()
+            data: object = {k: v for k, v in form.items() if k in ("username", "password")}
+        else:
+            data = await request.json()
+        credentials = TokenIn.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise InvalidField(str(first["loc"][0]) if first["loc"] else "body", first["msg"]) from None
+    except ValueError:
+        raise InvalidField("body", "send username and password as JSON or as a form") from None
+    # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
+    staff = await run_in_threadpool(
+        authenticate, session, username=credentials.username, password=credentials.password
+    )
+    if staff is None:
+        raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
+    settings = get_settings(request)
+    now = get_clock(request).now()
+    return TokenOut(
+        access_token=issue_token(
+            staff, secret=settings.secret_key, now=now, ttl_seconds=settings.token_ttl_seconds
+        ),
+        expires_in=settings.token_ttl_seconds,
+    )

@@ -1,0 +1,84 @@
+"""Lost and found (丢失招领)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import Response
+
+from idguard.api.deps import SessionDep, TxDep, get_clock
+from idguard.api.schemas import (
+    FoundCardIn,
+    FoundCardOut,
+    HeldLookupOut,
+    IdNumberStr,
+    Name,
+    Problem,
+    ReturnIn,
+)
+from idguard.domain.errors import InvalidField
+from idguard.services import found_cards
+
+router = APIRouter(prefix="/api/v1/found-cards", tags=["lost and found"])
+ERRORS = {s: {"model": Problem} for s in (401, 403, 404, 409, 422)}
+
+
+@router.post("", status_code=201, response_model=FoundCardOut, responses=ERRORS)
+def hand_in(body: FoundCardIn, tx: TxDep) -> Response:
+    """Record a card handed in by a finder. If the owner already has a newer card the found card
+    is destroyed (`disposition: destroyed`); otherwise it is held for the owner."""
+
+    def run() -> FoundCardOut:
+        found, card = found_cards.hand_in(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            id_number=body.id_number,
+            issued_on=body.issued_on,
+            office=body.office,
+            finder_name=body.finder.name,
+            finder_phone=body.finder.phone,
+        )
+        return FoundCardOut.of(found, card, tx.now)
+
+    return tx.write(run, body=body)
+
+
+@router.post("/{found_no}/return", status_code=200, response_model=FoundCardOut, responses=ERRORS)
+def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
+    """Hand a held card back to its owner, at the office that holds it, after checking the
+    claimant's id number (and name, when sent) against the card."""
+
+    def run() -> FoundCardOut:
+        office = body.office or tx.actor.office
+        if office is None:
+            raise InvalidField("office", "office is required for staff not bound to an office")
+        found, card = found_cards.return_to_owner(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            found_no=found_no,
+            office=office,
+            claimant_id_number=body.claimant_id_number,
+            claimant_name=body.claimant_name,
+            photo_ref=body.photo_ref,
+        )
+        return FoundCardOut.of(found, card, tx.now)
+
+    return tx.write(run, body=body, status_code=200)
+
+
+@router.get("/lookup", response_model=HeldLookupOut, responses={422: {"model": Problem}})
+def lookup(
+    request: Request,
+    session: SessionDep,
+    id_number: Annotated[IdNumberStr, Query()],
+    name: Annotated[Name, Query()],
+) -> HeldLookupOut:
+    """For citizens, no login: is a card of mine held at a police office? Answers only when the
+    name matches the registry, and says only where to collect it."""
+    held = found_cards.lookup_held(session, now=get_clock(request).now(), id_number=id_number, name=name)
+    if held is None:
+        return HeldLookupOut(held=False)
+    return HeldLookupOut(held=True, office=held.office_code, office_name=held.office_name)

@@ -1,0 +1,51 @@
+"""Loss reports (挂失申报) and their cancellation (解除挂失)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from idguard.api.deps import TxDep
+from idguard.api.schemas import CancelIn, LossReportIn, LossReportOut, Problem
+from idguard.services import loss_reports
+
+router = APIRouter(prefix="/api/v1/loss-reports", tags=["loss reports"])
+ERRORS = {s: {"model": Problem} for s in (401, 403, 404, 409, 422)}
+
+
+@router.post("", status_code=201, response_model=LossReportOut, responses=ERRORS)
+def report_loss(body: LossReportIn, tx: TxDep) -> Response:
+    """Accept a loss report at any office, from the holder in person (a guardian for a holder
+    under 16), free of charge. The card is invalid from the moment this answers; `report_no` is
+    the receipt number. A card with registered fingerprints needs an on-site comparison: this
+    version refuses such a report with 409 rather than accept it unchecked."""
+
+    def run() -> LossReportOut:
+        report, card = loss_reports.report_loss(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            card_id=str(body.card_id),
+            reason=body.reason,
+            office=body.office,
+            applicant_id_number=body.applicant_id_number,
+            applicant_name=body.applicant_name,
+            fingerprint=body.fingerprint,
+        )
+        return LossReportOut.of(report, card, tx.now)
+
+    return tx.write(run, body=body)
+
+
+@router.post("/{report_no}/cancel", status_code=200, response_model=LossReportOut, responses=ERRORS)
+def cancel(report_no: str, body: CancelIn, tx: TxDep) -> Response:
+    """Cancel a loss report: only at the office that accepted it, only while no newer card has
+    been issued. The card is valid again."""
+
+    def run() -> LossReportOut:
+        report, card = loss_reports.cancel_loss_report(
+            tx.session, actor=tx.actor, now=tx.now, report_no=report_no, office=body.office
+        )
+        return LossReportOut.of(report, card, tx.now)
+
+    return tx.write(run, body=body, status_code=200)

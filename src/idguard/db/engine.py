@@ -1,0 +1,60 @@
+"""Engine and session factory, built from Settings by the app factory or CLI (never at import)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from idguard.config import Settings
+
+
+def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
+    url = settings.database_url
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if settings.is_sqlite:
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
+        _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
+    """WAL, foreign keys, and BEGIN IMMEDIATE.
+
+    pysqlite's default deferred BEGIN lets two writers both read, then one fails to upgrade its
+    lock with "database is locked". Taking the write lock at BEGIN serialises writers on the
+    busy timeout instead, so concurrent requests on one person queue and then see each other's
+    result (the SQLAlchemy-documented recipe for serialisable SQLite transactions).
+    """
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cursor.execute("PRAGMA journal_mode=WAL")
+            # FULL: an acknowledged loss report must survive a power cut, not just a crash.
+            cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    if not settings.is_sqlite:
+        return None
+    database = sa.make_url(settings.database_url).database
+    return Path(database) if database and database != ":memory:" else None

@@ -1,0 +1,213 @@
+"""Issuing cards: first issue, renewal, replacement, corrected re-issue, temporary cards."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from idguard.db.models import Card, LedgerEvent, Person
+from idguard.domain import cards as rules
+from idguard.domain.cards import CardStatus, IssueKind
+from idguard.domain.clock import today_cst
+from idguard.domain.errors import Forbidden, InvalidField, RuleViolation
+from idguard.domain.roles import Actor, Permission
+from idguard.services import ledger
+from idguard.services.registry import (
+    audit_read,
+    card_by_id,
+    cards_of,
+    lock_person,
+    person_by_number,
+    require_office,
+    view,
+)
+
+
+def _new_card(
+    person: Person,
+    *,
+    kind: IssueKind,
+    office: str,
+    issued_on: dt.date,
+    expires_on: dt.date | None,
+    now: dt.datetime,
+    fingerprints_registered: bool,
+) -> Card:
+    return Card(
+        id=uuid.uuid4(),
+        person_id=person.id,
+        id_number=person.id_number,
+        kind=kind,
+        temporary=kind is IssueKind.TEMPORARY,
+        status=CardStatus.VALID,
+        name=person.name,
+        sex=person.sex,
+        ethnicity=person.ethnicity,
+        birth_date=person.birth_date,
+        address=person.address,
+        issued_on=issued_on,
+        expires_on=expires_on,
+        issuing_office=office,
+        chip_serial=secrets.token_hex(16).upper(),
+        fingerprints_registered=fingerprints_registered,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def issue_card(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    id_number: str,
+    kind: IssueKind,
+    office: str,
+    issued_on: dt.date | None = None,
+    previous_card_id: uuid.UUID | None = None,
+    fingerprints_registered: bool = False,
+    fingerprints: list[object] | None = None,
+) -> Card:
+    """Issue a regular card; the person's previous card (if any) becomes SUPERSEDED.
+
+    `issued_on` and `fingerprints_registered` are for the admin role importing existing cards;
+    everyone else issues today. Fingerprint enrolment arrives with the fingerprint module: until
+    then templates are refused rather than silently dropped.
+    """
+    if kind is IssueKind.TEMPORARY:
+        raise InvalidField("kind", "temporary cards are issued at /temporary-cards")
+    actor.require_office(office)
+    if issued_on is not None or fingerprints_registered:
+        try:
+            actor.require(Permission.IMPORT)
+        except Forbidden:
+            raise Forbidden(
+                "only the admin role may set issued_on or fingerprints_registered (imports)"
+            ) from None
+    if fingerprints:
+        raise InvalidField("fingerprints", "fingerprint enrolment is not available in this version")
+    today = today_cst(now)
+    issued_on = issued_on or today
+    if issued_on > today:
+        raise InvalidField("issued_on", "a card cannot be issued in the future")
+    require_office(session, office)
+    person = person_by_number(session, id_number, now=now)
+    if issued_on < person.birth_date:
+        raise InvalidField("issued_on", "a card cannot be issued before the holder's birth")
+    person = lock_person(session, person.id)
+    existing = [c for c in cards_of(session, person.id) if not c.temporary]
+    previous = rules.check_can_issue(
+        kind,
+        revoked=person.revoked_reason is not None,
+        regular_cards=[view(c) for c in existing],
+        previous_card_id=str(previous_card_id) if previous_card_id else None,
+    )
+    if previous is not None and issued_on < previous.issued_on:
+        raise RuleViolation("the person holds a card issued later than issued_on")
+    card = _new_card(
+        person,
+        kind=kind,
+        office=office,
+        issued_on=issued_on,
+        expires_on=rules.expiry_date(person.birth_date, issued_on),
+        now=now,
+        fingerprints_registered=fingerprints_registered,
+    )
+    if previous is not None:
+        old = next(c for c in existing if str(c.id) == previous.card_id)
+        old.superseded_by = card.id
+        # Free the one-valid-card slot before the new card takes it. A lost or stolen card keeps
+        # its reason (invalid either way, and the reason is what a verifier sees), but the event
+        # is recorded all the same: from now on its loss report can no longer be cancelled.
+        keep = old.status if old.status is not CardStatus.VALID else CardStatus.SUPERSEDED
+        ledger.record(
+            session,
+            old,
+            event="superseded",
+            new_status=keep,
+            actor=actor,
+            office=office,
+            at=now,
+            reason=kind.value,
+            reference=str(card.id),
+        )
+        session.flush()
+    session.add(card)
+    ledger.record(
+        session,
+        card,
+        event=f"issued:{kind.value}",
+        new_status=CardStatus.VALID,
+        actor=actor,
+        office=office,
+        at=now,
+        initial=True,
+        reference=str(previous.card_id) if previous else None,
+    )
+    session.flush()
+    return card
+
+
+def issue_temporary_card(
+    session: Session, *, actor: Actor, now: dt.datetime, id_number: str, office: str
+) -> Card:
+    """临时居民身份证: valid 3 months; a newer temporary card supersedes the previous one."""
+    actor.require_office(office)
+    require_office(session, office)
+    person = person_by_number(session, id_number, now=now)
+    person = lock_person(session, person.id)
+    if person.revoked_reason is not None:
+        raise RuleViolation("the person's registration is revoked; no card can be issued")
+    today = today_cst(now)
+    card = _new_card(
+        person,
+        kind=IssueKind.TEMPORARY,
+        office=office,
+        issued_on=today,
+        expires_on=rules.temporary_expiry(today),
+        now=now,
+        fingerprints_registered=False,
+    )
+    for old in cards_of(session, person.id):
+        if old.temporary and old.status is CardStatus.VALID:
+            old.superseded_by = card.id
+            ledger.record(
+                session,
+                old,
+                event="superseded",
+                new_status=CardStatus.SUPERSEDED,
+                actor=actor,
+                office=office,
+                at=now,
+                reason="temporary",
+                reference=str(card.id),
+            )
+    session.flush()
+    session.add(card)
+    ledger.record(
+        session,
+        card,
+        event="issued:temporary",
+        new_status=CardStatus.VALID,
+        actor=actor,
+        office=office,
+        at=now,
+        initial=True,
+    )
+    session.flush()
+    return card
+
+
+def card_events(session: Session, *, actor: Actor, now: dt.datetime, card_id: str) -> list[LedgerEvent]:
+    """The card's ledger, oldest first (an audited read)."""
+    actor.require(Permission.REGISTRY_READ)
+    card = card_by_id(session, card_id)
+    person = session.get(Person, card.person_id)
+    assert person is not None  # noqa: S101 - foreign key guarantees it
+    audit_read(session, actor, action="card.events", person=person, at=now, detail=str(card.id))
+    stmt = sa.select(LedgerEvent).where(LedgerEvent.card_id == card.id).order_by(LedgerEvent.seq)
+    return list(session.scalars(stmt))

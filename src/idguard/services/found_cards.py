@@ -1,0 +1,161 @@
+"""Lost and found (丢失招领): found cards handed in, destroyed or held, returned to the owner."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from idguard.db.models import Card, FoundCard, Office, Person
+from idguard.domain import cards as rules
+from idguard.domain import idnumber
+from idguard.domain.cards import CardStatus, FoundDisposition
+from idguard.domain.clock import today_cst
+from idguard.domain.errors import NotFound, RuleViolation
+from idguard.domain.roles import Actor
+from idguard.services import ledger
+from idguard.services.registry import card_by_id, lock_person, new_reference, require_office, view
+
+
+def hand_in(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    id_number: str,
+    issued_on: dt.date,
+    office: str,
+    finder_name: str,
+    finder_phone: str | None,
+) -> tuple[FoundCard, Card]:
+    """Record a card handed in by a finder; destroy it if the owner already has a newer card."""
+    actor.require_office(office)
+    require_office(session, office)
+    number = idnumber.parse(id_number, today=today_cst(now)).value
+    candidates = session.scalars(
+        sa.select(Card)
+        .where(Card.id_number == number, Card.issued_on == issued_on)
+        .order_by(Card.temporary)  # a regular card before a temporary one of the same date
+    ).all()
+    if not candidates:
+        raise NotFound("no card with this id number and issue date is registered: treat the card as suspect")
+    lock_person(session, candidates[0].person_id)
+    card = card_by_id(session, candidates[0].id)
+    open_claim = session.scalar(
+        sa.select(FoundCard.found_no).where(
+            FoundCard.card_id == card.id, FoundCard.disposition == FoundDisposition.HELD
+        )
+    )
+    if open_claim is not None:
+        raise RuleViolation(f"this card is already held as found card {open_claim}")
+    if card.status is CardStatus.DESTROYED:
+        raise RuleViolation("this card has already been destroyed")
+    disposition = rules.found_disposition(view(card), newer_card_exists=card.superseded_by is not None)
+    found = FoundCard(
+        found_no=new_reference("FC"),
+        card_id=card.id,
+        office=office,
+        finder_name=finder_name,
+        finder_phone=finder_phone,
+        received_by=actor.staff_id,
+        received_at=now,
+        disposition=disposition,
+    )
+    session.add(found)
+    if disposition is FoundDisposition.DESTROYED:
+        ledger.record(
+            session,
+            card,
+            event="destroyed",
+            new_status=CardStatus.DESTROYED,
+            actor=actor,
+            office=office,
+            at=now,
+            reason="found after replacement",
+            reference=found.found_no,
+        )
+    else:
+        ledger.record(
+            session,
+            card,
+            event="found",
+            new_status=card.status,
+            actor=actor,
+            office=office,
+            at=now,
+            reference=found.found_no,
+        )
+    session.flush()
+    return found, card
+
+
+def return_to_owner(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    found_no: str,
+    office: str,
+    claimant_id_number: str,
+    claimant_name: str | None = None,
+    photo_ref: str | None = None,
+) -> tuple[FoundCard, Card]:
+    """Hand a held card back to its verified owner, at the office that holds it."""
+    actor.require_office(office)
+    found = session.get(FoundCard, found_no)
+    if found is None:
+        raise NotFound(f"no found card {found_no}")
+    card = card_by_id(session, found.card_id)
+    lock_person(session, card.person_id)
+    session.refresh(found)
+    if found.disposition is not FoundDisposition.HELD:
+        raise RuleViolation(f"the found card is {found.disposition.value}, not held")
+    if office != found.office:
+        raise RuleViolation("the card is held at another office; it is returned there")
+    claimant = idnumber.parse(claimant_id_number, today=today_cst(now), field="claimant_id_number").value
+    if claimant != card.id_number:
+        raise RuleViolation("the claimant is not the card's owner")
+    if claimant_name is not None and claimant_name != card.name:
+        raise RuleViolation("the claimant's name does not match the card")
+    found.disposition = FoundDisposition.RETURNED
+    found.returned_at = now
+    found.returned_by = actor.staff_id
+    ledger.record(
+        session,
+        card,
+        event="returned",
+        new_status=card.status,
+        actor=actor,
+        office=office,
+        at=now,
+        reason=f"photo {photo_ref}" if photo_ref else None,
+        reference=found.found_no,
+    )
+    session.flush()
+    return found, card
+
+
+@dataclass(frozen=True, slots=True)
+class HeldCard:
+    office_code: str
+    office_name: str
+
+
+def lookup_held(session: Session, *, now: dt.datetime, id_number: str, name: str) -> HeldCard | None:
+    """Citizen-facing: is a card of mine held? Only a name that matches the registry gets an answer,
+    and the answer says only where to collect it."""
+    number = idnumber.parse(id_number, today=today_cst(now)).value
+    row = session.execute(
+        sa.select(FoundCard.office, Office.name)
+        .join(Card, Card.id == FoundCard.card_id)
+        .join(Person, Person.id == Card.person_id)
+        .join(Office, Office.code == FoundCard.office)
+        .where(
+            Card.id_number == number,
+            Person.name == name,
+            FoundCard.disposition == FoundDisposition.HELD,
+        )
+    ).first()
+    return HeldCard(office_code=row[0], office_name=row[1]) if row else None
