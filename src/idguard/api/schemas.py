@@ -122,7 +122,8 @@ class PersonOut(BaseModel):
     @classmethod
     def of(cls, person: Person, cards: list[Card], now: dt.datetime) -> PersonOut:
         regular = [c for c in cards if not c.temporary]
-        newest = max(regular, key=lambda c: (c.issued_on, c.created_at), default=None)
+        heads = [c for c in regular if c.superseded_by is None]
+        newest = max(heads, key=lambda c: c.issued_on, default=None)
         today = today_cst(now)
         temporary = next(
             (
@@ -286,6 +287,9 @@ class FoundCardIn(Strict):
     issued_on: dt.date
     office: OfficeCode
     finder: FinderIn
+    chip_serial: (
+        Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)] | None
+    ) = Field(default=None, description="read from the chip, when a reader is at hand")
 
 
 class ReturnIn(Strict):
@@ -346,3 +350,21 @@ class Health(BaseModel):
     database: str
     ledger_seq: int | None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+_PROBLEM_DESCRIPTIONS = {
+    401: "no or invalid bearer token",
+    403: "the role or office may not do this",
+    404: "unknown resource",
+    409: "a registry rule forbids this (the rule is in `detail`)",
+    422: "a field is invalid (each bad field is named in `errors`)",
+}
+
+
+def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the problem answers a route can give."""
+    return {code: {"model": Problem, "description": _PROBLEM_DESCRIPTIONS[code]} for code in codes}
+
+
+STAFF_WRITE_ERRORS = problem_responses(401, 403, 404, 409, 422)
+STAFF_READ_ERRORS = problem_responses(401, 403, 404, 422)

@@ -128,6 +128,13 @@ class CardView:
     expires_on: dt.date | None
     temporary: bool
     fingerprints_registered: bool = False
+    superseded_by: str | None = None
+
+
+def current_card(cards: Sequence[CardView]) -> CardView | None:
+    """The person's current card: the one no newer card has superseded (issue dates can tie)."""
+    heads = [c for c in cards if c.superseded_by is None]
+    return max(heads, key=lambda c: c.issued_on, default=None)
 
 
 def check_can_issue(
@@ -146,7 +153,7 @@ def check_can_issue(
     """
     if revoked:
         raise RuleViolation("the person's registration is revoked; no card can be issued")
-    newest = max(regular_cards, key=lambda c: (c.issued_on, c.card_id), default=None)
+    newest = current_card(regular_cards)
     if kind is IssueKind.FIRST:
         if newest is not None:
             raise RuleViolation("the person already holds a card; use renewal, replacement or correction")

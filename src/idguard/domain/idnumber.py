@@ -52,7 +52,7 @@ def parse(value: str, *, today: dt.date, field: str = "id_number") -> IdNumber:
             raise InvalidField(field, "the birth date in the id number is not a real date") from None
         raise InvalidField(field, "the region code is not a known GB/T 2260 region") from None
     except stdnum_errors.ValidationError as exc:  # pragma: no cover - other stdnum faults
-        raise InvalidField(field, f"not a valid id number: {exc.message}") from None
+        raise InvalidField(field, f"not a valid id number: {exc}") from None
     birth_date = ric.get_birth_date(number)
     if birth_date > today:
         raise InvalidField(field, "the birth date in the id number is in the future")

@@ -59,6 +59,55 @@ def _new_card(
     )
 
 
+def _replace(
+    session: Session,
+    old: Card | None,
+    card: Card,
+    *,
+    actor: Actor,
+    office: str,
+    now: dt.datetime,
+    reason: str,
+) -> None:
+    """Add `card`, superseding `old` (the person's previous card of the same sort) if there is one.
+
+    The old card leaves the one-valid-card slot before the new card takes it (the partial unique
+    index is checked row by row). A lost or stolen card keeps its reason (invalid either way, and
+    the reason is what a verifier sees), but the event is recorded all the same: from now on its
+    loss report can no longer be cancelled.
+    """
+    if old is not None:
+        keep = old.status if old.status is not CardStatus.VALID else CardStatus.SUPERSEDED
+        ledger.record(
+            session,
+            old,
+            event="superseded",
+            new_status=keep,
+            actor=actor,
+            office=office,
+            at=now,
+            reason=reason,
+            reference=str(card.id),
+        )
+        session.flush()
+    session.add(card)
+    ledger.record(
+        session,
+        card,
+        event=f"issued:{card.kind.value}",
+        new_status=CardStatus.VALID,
+        actor=actor,
+        office=office,
+        at=now,
+        initial=True,
+        reference=str(old.id) if old else None,
+    )
+    session.flush()
+    if old is not None:
+        old.superseded_by = card.id  # after the insert: it is a foreign key to the new card
+        session.flush()
+
+
 def issue_card(
     session: Session,
     *,
@@ -117,38 +166,8 @@ def issue_card(
         now=now,
         fingerprints_registered=fingerprints_registered,
     )
-    if previous is not None:
-        old = next(c for c in existing if str(c.id) == previous.card_id)
-        old.superseded_by = card.id
-        # Free the one-valid-card slot before the new card takes it. A lost or stolen card keeps
-        # its reason (invalid either way, and the reason is what a verifier sees), but the event
-        # is recorded all the same: from now on its loss report can no longer be cancelled.
-        keep = old.status if old.status is not CardStatus.VALID else CardStatus.SUPERSEDED
-        ledger.record(
-            session,
-            old,
-            event="superseded",
-            new_status=keep,
-            actor=actor,
-            office=office,
-            at=now,
-            reason=kind.value,
-            reference=str(card.id),
-        )
-        session.flush()
-    session.add(card)
-    ledger.record(
-        session,
-        card,
-        event=f"issued:{kind.value}",
-        new_status=CardStatus.VALID,
-        actor=actor,
-        office=office,
-        at=now,
-        initial=True,
-        reference=str(previous.card_id) if previous else None,
-    )
-    session.flush()
+    old = next((c for c in existing if previous and str(c.id) == previous.card_id), None)
+    _replace(session, old, card, actor=actor, office=office, now=now, reason=kind.value)
     return card
 
 
@@ -172,33 +191,10 @@ def issue_temporary_card(
         now=now,
         fingerprints_registered=False,
     )
-    for old in cards_of(session, person.id):
-        if old.temporary and old.status is CardStatus.VALID:
-            old.superseded_by = card.id
-            ledger.record(
-                session,
-                old,
-                event="superseded",
-                new_status=CardStatus.SUPERSEDED,
-                actor=actor,
-                office=office,
-                at=now,
-                reason="temporary",
-                reference=str(card.id),
-            )
-    session.flush()
-    session.add(card)
-    ledger.record(
-        session,
-        card,
-        event="issued:temporary",
-        new_status=CardStatus.VALID,
-        actor=actor,
-        office=office,
-        at=now,
-        initial=True,
+    old = next(
+        (c for c in cards_of(session, person.id) if c.temporary and c.status is CardStatus.VALID), None
     )
-    session.flush()
+    _replace(session, old, card, actor=actor, office=office, now=now, reason="temporary")
     return card
 
 

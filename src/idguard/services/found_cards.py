@@ -29,6 +29,7 @@ def hand_in(
     office: str,
     finder_name: str,
     finder_phone: str | None,
+    chip_serial: str | None = None,
 ) -> tuple[FoundCard, Card]:
     """Record a card handed in by a finder; destroy it if the owner already has a newer card."""
     actor.require_office(office)
@@ -37,7 +38,10 @@ def hand_in(
     candidates = session.scalars(
         sa.select(Card)
         .where(Card.id_number == number, Card.issued_on == issued_on)
-        .order_by(Card.temporary)  # a regular card before a temporary one of the same date
+        .where(Card.chip_serial == chip_serial if chip_serial else sa.true())
+        # Two cards of one date are rare (a card replaced the day it was issued): prefer a regular
+        # card, then one not yet destroyed, then the older. The chip serial, when read, settles it.
+        .order_by(Card.temporary, Card.status == CardStatus.DESTROYED, Card.created_at)
     ).all()
     if not candidates:
         raise NotFound("no card with this id number and issue date is registered: treat the card as suspect")

@@ -81,6 +81,7 @@ def view(card: Card) -> CardView:
         expires_on=card.expires_on,
         temporary=card.temporary,
         fingerprints_registered=card.fingerprints_registered,
+        superseded_by=str(card.superseded_by) if card.superseded_by else None,
     )
 
 

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import datetime as dt
+
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from idguard.api.deps import SessionDep, get_clock, get_settings
-from idguard.api.schemas import Problem, TokenIn, TokenOut
+from idguard.api.deps import SessionDep, get_settings
+from idguard.api.schemas import TokenIn, TokenOut, problem_responses
 from idguard.domain.errors import InvalidField
 from idguard.services.staff import authenticate, issue_token
 
@@ -29,7 +31,7 @@ _BODY_DOC = {
 @router.post(
     "/token",
     response_model=TokenOut,
-    responses={401: {"model": Problem}, 422: {"model": Problem}},
+    responses=problem_responses(401, 422),
     openapi_extra=_BODY_DOC,
 )
 async def token(request: Request, session: SessionDep) -> TokenOut:
@@ -56,7 +58,8 @@ async def token(request: Request, session: SessionDep) -> TokenOut:
     if staff is None:
         raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
     settings = get_settings(request)
-    now = get_clock(request).now()
+    # Token expiry is checked by PyJWT against the wall clock, so it is issued by the wall clock too.
+    now = dt.datetime.now(dt.UTC)
     return TokenOut(
         access_token=issue_token(
             staff, secret=settings.secret_key, now=now, ttl_seconds=settings.token_ttl_seconds

@@ -5,7 +5,7 @@ import uuid
 from fastapi import APIRouter
 
 from idguard.api.deps import TxDep
-from idguard.api.schemas import EventList, Problem
+from idguard.api.schemas import STAFF_READ_ERRORS, EventList
 from idguard.services import cards
 
 router = APIRouter(prefix="/api/v1/cards", tags=["persons and cards"])
@@ -14,7 +14,7 @@ router = APIRouter(prefix="/api/v1/cards", tags=["persons and cards"])
 @router.get(
     "/{card_id}/events",
     response_model=EventList,
-    responses={s: {"model": Problem} for s in (401, 403, 404, 422)},
+    responses=STAFF_READ_ERRORS,
 )
 def card_events(card_id: uuid.UUID, tx: TxDep) -> EventList:
     """The card's ledger, oldest first: every change with who, which office, when, why, and the

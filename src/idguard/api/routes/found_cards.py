@@ -9,22 +9,22 @@ from starlette.responses import Response
 
 from idguard.api.deps import SessionDep, TxDep, get_clock
 from idguard.api.schemas import (
+    STAFF_WRITE_ERRORS,
     FoundCardIn,
     FoundCardOut,
     HeldLookupOut,
     IdNumberStr,
     Name,
-    Problem,
     ReturnIn,
+    problem_responses,
 )
 from idguard.domain.errors import InvalidField
 from idguard.services import found_cards
 
 router = APIRouter(prefix="/api/v1/found-cards", tags=["lost and found"])
-ERRORS = {s: {"model": Problem} for s in (401, 403, 404, 409, 422)}
 
 
-@router.post("", status_code=201, response_model=FoundCardOut, responses=ERRORS)
+@router.post("", status_code=201, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS)
 def hand_in(body: FoundCardIn, tx: TxDep) -> Response:
     """Record a card handed in by a finder. If the owner already has a newer card the found card
     is destroyed (`disposition: destroyed`); otherwise it is held for the owner."""
@@ -39,13 +39,14 @@ def hand_in(body: FoundCardIn, tx: TxDep) -> Response:
             office=body.office,
             finder_name=body.finder.name,
             finder_phone=body.finder.phone,
+            chip_serial=body.chip_serial,
         )
         return FoundCardOut.of(found, card, tx.now)
 
     return tx.write(run, body=body)
 
 
-@router.post("/{found_no}/return", status_code=200, response_model=FoundCardOut, responses=ERRORS)
+@router.post("/{found_no}/return", status_code=200, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS)
 def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
     """Hand a held card back to its owner, at the office that holds it, after checking the
     claimant's id number (and name, when sent) against the card."""
@@ -69,7 +70,7 @@ def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
     return tx.write(run, body=body, status_code=200)
 
 
-@router.get("/lookup", response_model=HeldLookupOut, responses={422: {"model": Problem}})
+@router.get("/lookup", response_model=HeldLookupOut, responses=problem_responses(422))
 def lookup(
     request: Request,
     session: SessionDep,

@@ -6,14 +6,13 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from idguard.api.deps import TxDep
-from idguard.api.schemas import CancelIn, LossReportIn, LossReportOut, Problem
+from idguard.api.schemas import STAFF_WRITE_ERRORS, CancelIn, LossReportIn, LossReportOut
 from idguard.services import loss_reports
 
 router = APIRouter(prefix="/api/v1/loss-reports", tags=["loss reports"])
-ERRORS = {s: {"model": Problem} for s in (401, 403, 404, 409, 422)}
 
 
-@router.post("", status_code=201, response_model=LossReportOut, responses=ERRORS)
+@router.post("", status_code=201, response_model=LossReportOut, responses=STAFF_WRITE_ERRORS)
 def report_loss(body: LossReportIn, tx: TxDep) -> Response:
     """Accept a loss report at any office, from the holder in person (a guardian for a holder
     under 16), free of charge. The card is invalid from the moment this answers; `report_no` is
@@ -37,7 +36,9 @@ def report_loss(body: LossReportIn, tx: TxDep) -> Response:
     return tx.write(run, body=body)
 
 
-@router.post("/{report_no}/cancel", status_code=200, response_model=LossReportOut, responses=ERRORS)
+@router.post(
+    "/{report_no}/cancel", status_code=200, response_model=LossReportOut, responses=STAFF_WRITE_ERRORS
+)
 def cancel(report_no: str, body: CancelIn, tx: TxDep) -> Response:
     """Cancel a loss report: only at the office that accepted it, only while no newer card has
     been issued. The card is valid again."""

@@ -7,13 +7,13 @@ from starlette.responses import Response
 
 from idguard.api.deps import TxDep
 from idguard.api.schemas import (
+    STAFF_WRITE_ERRORS,
     CardList,
     CardOut,
     IdNumberStr,
     IssueCardIn,
     PersonIn,
     PersonOut,
-    Problem,
     RevocationIn,
     RevocationOut,
     TemporaryCardIn,
@@ -21,10 +21,9 @@ from idguard.api.schemas import (
 from idguard.services import cards, persons
 
 router = APIRouter(prefix="/api/v1/persons", tags=["persons and cards"])
-ERRORS = {s: {"model": Problem} for s in (401, 403, 404, 409, 422)}
 
 
-@router.post("", status_code=201, response_model=PersonOut, responses=ERRORS)
+@router.post("", status_code=201, response_model=PersonOut, responses=STAFF_WRITE_ERRORS)
 def register_person(body: PersonIn, tx: TxDep) -> Response:
     """Register a citizen identity record. The id number is checked (GB 11643-1999: check
     character, real birth date not in the future, known region) and sex and birth date must agree
@@ -37,7 +36,7 @@ def register_person(body: PersonIn, tx: TxDep) -> Response:
     return tx.write(run, body=body)
 
 
-@router.get("/{id_number}", response_model=PersonOut, responses=ERRORS)
+@router.get("/{id_number}", response_model=PersonOut, responses=STAFF_WRITE_ERRORS)
 def read_person(id_number: IdNumberStr, tx: TxDep) -> PersonOut:
     """The record and its current card. The read is recorded in the audit log."""
     record = tx.read(
@@ -48,7 +47,7 @@ def read_person(id_number: IdNumberStr, tx: TxDep) -> PersonOut:
     return PersonOut.of(record.person, record.cards, tx.now)
 
 
-@router.get("/{id_number}/cards", response_model=CardList, responses=ERRORS)
+@router.get("/{id_number}/cards", response_model=CardList, responses=STAFF_WRITE_ERRORS)
 def list_cards(id_number: IdNumberStr, tx: TxDep) -> CardList:
     """Every card of the person, oldest first, with today's status (an audited read)."""
     record = tx.read(
@@ -59,7 +58,7 @@ def list_cards(id_number: IdNumberStr, tx: TxDep) -> CardList:
     return CardList(items=[CardOut.of(c, tx.now) for c in record.cards])
 
 
-@router.post("/{id_number}/cards", status_code=201, response_model=CardOut, responses=ERRORS)
+@router.post("/{id_number}/cards", status_code=201, response_model=CardOut, responses=STAFF_WRITE_ERRORS)
 def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response:
     """Issue a card (first / renewal / replacement / correction). The previous card becomes
     `superseded`; the validity period follows the holder's age at issue (5/10/20 years/long-term).
@@ -83,7 +82,9 @@ def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response
     return tx.write(run, body=body)
 
 
-@router.post("/{id_number}/temporary-cards", status_code=201, response_model=CardOut, responses=ERRORS)
+@router.post(
+    "/{id_number}/temporary-cards", status_code=201, response_model=CardOut, responses=STAFF_WRITE_ERRORS
+)
 def issue_temporary_card(id_number: IdNumberStr, body: TemporaryCardIn, tx: TxDep) -> Response:
     """Issue a temporary card (临时居民身份证), valid 3 months; it may coexist with a regular card."""
 
@@ -96,7 +97,9 @@ def issue_temporary_card(id_number: IdNumberStr, body: TemporaryCardIn, tx: TxDe
     return tx.write(run, body=body)
 
 
-@router.post("/{id_number}/revocations", status_code=201, response_model=RevocationOut, responses=ERRORS)
+@router.post(
+    "/{id_number}/revocations", status_code=201, response_model=RevocationOut, responses=STAFF_WRITE_ERRORS
+)
 def revoke(id_number: IdNumberStr, body: RevocationIn, tx: TxDep) -> Response:
     """Revoke the person's registration (deceased, nationality lost, fraud, hukou cancelled):
     every valid card becomes `revoked` and no new card can be issued."""

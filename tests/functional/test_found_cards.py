@@ -1,0 +1,92 @@
+from tests.factories import OFFICE_A, OFFICE_B
+from tests.functional.conftest import Counter, assert_problem
+
+FINDER = {"name": "李四", "phone": "13800000000"}
+
+
+def hand_in(counter: Counter, card: dict[str, str], *, office: str = OFFICE_A, as_: str = "clerk_a"):  # type: ignore[no-untyped-def]
+    body = {
+        "id_number": card["id_number"],
+        "issued_on": card["issued_on"],
+        "office": office,
+        "finder": FINDER,
+    }
+    return counter.post("/api/v1/found-cards", body, as_=as_)
+
+
+def test_found_card_is_held_then_returned_to_verified_owner(counter: Counter) -> None:
+    number = counter.person(name="赵六")
+    card = counter.card(number)
+    counter.report(card)
+    r = hand_in(counter, card, office=OFFICE_B, as_="clerk_b")
+    assert r.status_code == 201, r.text
+    found = r.json()
+    assert found["disposition"] == "held"
+    assert found["card_status"] == "reported_lost"
+    lookup = counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "赵六"})
+    assert lookup.json() == {"held": True, "office": OFFICE_B, "office_name": "黄浦区外滩派出所"}
+    path = f"/api/v1/found-cards/{found['found_no']}/return"
+    assert_problem(counter.post(path, {"claimant_id_number": number}), 409, says="another office")
+    other = counter.person()
+    assert_problem(
+        counter.post(path, {"claimant_id_number": other}, as_="clerk_b"), 409, says="not the card's owner"
+    )
+    assert_problem(
+        counter.post(path, {"claimant_id_number": number, "claimant_name": "钱七"}, as_="clerk_b"), 409
+    )
+    r = counter.post(path, {"claimant_id_number": number, "photo_ref": "IMG-1"}, as_="clerk_b")
+    assert r.status_code == 200, r.text
+    assert r.json()["disposition"] == "returned"
+    assert_problem(counter.post(path, {"claimant_id_number": number}, as_="clerk_b"), 409, says="not held")
+    assert (
+        counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "赵六"}).json()[
+            "held"
+        ]
+        is False
+    )
+    assert [e["event"] for e in counter.events(card["card_id"])] == [
+        "issued:first",
+        "reported_lost",
+        "found",
+        "returned",
+    ]
+
+
+def test_found_card_of_a_replaced_card_is_destroyed(counter: Counter) -> None:
+    number = counter.person()
+    old = counter.card(number, issued_on="2020-01-01", as_="admin")
+    counter.report(old)
+    counter.card(number, kind="replacement")
+    r = hand_in(counter, old)
+    assert r.status_code == 201, r.text
+    assert r.json()["disposition"] == "destroyed"
+    assert r.json()["card_status"] == "destroyed"
+    assert_problem(hand_in(counter, old), 409, says="destroyed")
+
+
+def test_held_card_cannot_be_handed_in_twice(counter: Counter) -> None:
+    card = counter.card(counter.person())
+    assert hand_in(counter, card).json()["disposition"] == "held"
+    assert_problem(hand_in(counter, card), 409, says="already held")
+
+
+def test_unknown_card_is_404_and_bad_fields_named(counter: Counter) -> None:
+    card = {"id_number": counter.person(), "issued_on": "2001-01-01"}
+    assert_problem(hand_in(counter, card), 404, says="suspect")
+    r = counter.post(
+        "/api/v1/found-cards", {"id_number": "1", "issued_on": "nope", "office": OFFICE_A, "finder": {}}
+    )
+    assert_problem(r, 422)
+    assert {"id_number", "issued_on", "finder.name"} <= {e["field"] for e in r.json()["errors"]}
+
+
+def test_lookup_reveals_nothing_without_the_right_name(counter: Counter) -> None:
+    number = counter.person(name="孙八")
+    hand_in(counter, counter.card(number))
+    r = counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "别人"})
+    assert r.json() == {"held": False, "office": None, "office_name": None}
+    assert_problem(
+        counter.client.get("/api/v1/found-cards/lookup", params={"id_number": "1", "name": "x"}),
+        422,
+        field="id_number",
+    )
