@@ -64,7 +64,14 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
-        log.error("database unavailable: %s", type(exc.orig).__name__)
+        kind = type(exc.orig).__name__
+        if kind in ("DeadlockDetected", "SerializationFailure", "LockNotAvailable"):
+            # Nothing was written (the transaction rolled back); the client may simply retry.
+            log.warning("transaction conflict: %s", kind)
+            return problem(
+                409, "Conflict", "a concurrent change conflicted with this one; nothing was written, retry"
+            )
+        log.error("database unavailable: %s", kind)
         return problem(
             503,
             "Service unavailable",

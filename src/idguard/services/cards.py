@@ -17,12 +17,12 @@ from idguard.domain.errors import Forbidden, InvalidField, RuleViolation
 from idguard.domain.roles import Actor, Permission
 from idguard.services import ledger
 from idguard.services.registry import (
+    acting_at,
     audit_read,
     card_by_id,
     cards_of,
     lock_person,
     person_by_number,
-    require_office,
     view,
 )
 
@@ -129,7 +129,7 @@ def issue_card(
     """
     if kind is IssueKind.TEMPORARY:
         raise InvalidField("kind", "temporary cards are issued at /temporary-cards")
-    actor.require_office(office)
+    acting_at(session, actor, office)
     if issued_on is not None or fingerprints_registered:
         try:
             actor.require(Permission.IMPORT)
@@ -143,7 +143,6 @@ def issue_card(
     issued_on = issued_on or today
     if issued_on > today:
         raise InvalidField("issued_on", "a card cannot be issued in the future")
-    require_office(session, office)
     person = person_by_number(session, id_number, now=now)
     if issued_on < person.birth_date:
         raise InvalidField("issued_on", "a card cannot be issued before the holder's birth")
@@ -175,8 +174,7 @@ def issue_temporary_card(
     session: Session, *, actor: Actor, now: dt.datetime, id_number: str, office: str
 ) -> Card:
     """临时居民身份证: valid 3 months; a newer temporary card supersedes the previous one."""
-    actor.require_office(office)
-    require_office(session, office)
+    acting_at(session, actor, office)
     person = person_by_number(session, id_number, now=now)
     person = lock_person(session, person.id)
     if person.revoked_reason is not None:

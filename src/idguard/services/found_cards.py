@@ -16,7 +16,7 @@ from idguard.domain.clock import today_cst
 from idguard.domain.errors import NotFound, RuleViolation
 from idguard.domain.roles import Actor
 from idguard.services import ledger
-from idguard.services.registry import card_by_id, lock_person, new_reference, require_office, view
+from idguard.services.registry import acting_at, card_by_id, lock_person, new_reference, view
 
 
 def hand_in(
@@ -32,8 +32,7 @@ def hand_in(
     chip_serial: str | None = None,
 ) -> tuple[FoundCard, Card]:
     """Record a card handed in by a finder; destroy it if the owner already has a newer card."""
-    actor.require_office(office)
-    require_office(session, office)
+    acting_at(session, actor, office)
     number = idnumber.parse(id_number, today=today_cst(now)).value
     candidates = session.scalars(
         sa.select(Card)
@@ -107,7 +106,7 @@ def return_to_owner(
     photo_ref: str | None = None,
 ) -> tuple[FoundCard, Card]:
     """Hand a held card back to its verified owner, at the office that holds it."""
-    actor.require_office(office)
+    acting_at(session, actor, office)
     found = session.get(FoundCard, found_no)
     if found is None:
         raise NotFound(f"no found card {found_no}")

@@ -15,11 +15,12 @@ from idguard.domain.errors import NotFound, RuleViolation
 from idguard.domain.roles import Actor
 from idguard.services import ledger
 from idguard.services.registry import (
+    acting_at,
     card_by_id,
+    lock_card,
     lock_person,
     new_reference,
     person_by_number,
-    require_office,
     view,
 )
 
@@ -45,13 +46,10 @@ def report_loss(
     registered fingerprints needs an on-site comparison, which this version cannot do: such a
     report is refused, never accepted unchecked.
     """
-    actor.require_office(office)
-    require_office(session, office)
+    acting_at(session, actor, office)
     today = today_cst(now)
     applicant_number = idnumber.parse(applicant_id_number, today=today, field="applicant_id_number").value
-    card = card_by_id(session, card_id)
-    holder = lock_person(session, card.person_id)
-    card = card_by_id(session, card_id)  # re-read under the person lock
+    card, holder = lock_card(session, card_id)
     by_guardian = applicant_number != holder.id_number
     applicant: Person = holder
     if by_guardian:
@@ -103,7 +101,7 @@ def cancel_loss_report(
     session: Session, *, actor: Actor, now: dt.datetime, report_no: str, office: str
 ) -> tuple[LossReport, Card]:
     """解除挂失: only at the accepting office, only while no newer card exists; the card is valid again."""
-    actor.require_office(office)
+    acting_at(session, actor, office)
     report = session.get(LossReport, report_no)
     if report is None:
         raise NotFound(f"no loss report {report_no}")

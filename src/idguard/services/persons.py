@@ -17,11 +17,11 @@ from idguard.domain.idnumber import Sex
 from idguard.domain.roles import Actor, Permission
 from idguard.services import ledger
 from idguard.services.registry import (
+    acting_at,
     audit_read,
     cards_of,
     lock_person,
     person_by_number,
-    require_office,
 )
 
 
@@ -39,13 +39,12 @@ def register_person(
     hukou_office: str,
 ) -> Person:
     """Register a citizen. The number must be valid, and sex and birth date must agree with it."""
-    actor.require_office(hukou_office)
+    acting_at(session, actor, hukou_office, field="hukou_office")
     number = idnumber.parse(id_number, today=today_cst(now))
     if sex != number.sex:
         raise InvalidField("sex", f"the id number's sequence digit says {number.sex.value}")
     if birth_date != number.birth_date:
         raise InvalidField("birth_date", "the birth date does not match the one in the id number")
-    require_office(session, hukou_office, field="hukou_office")
     exists = session.scalar(sa.select(Person.id).where(Person.id_number == number.value))
     if exists is not None:
         raise RuleViolation(f"a person with id number {number} is already registered")

@@ -14,7 +14,7 @@ from idguard.domain import idnumber
 from idguard.domain.cards import CardView
 from idguard.domain.clock import today_cst
 from idguard.domain.errors import InvalidField, NotFound
-from idguard.domain.roles import Actor
+from idguard.domain.roles import Actor, Role
 
 
 def new_reference(prefix: str) -> str:
@@ -28,6 +28,14 @@ def require_office(session: Session, code: str, *, field: str = "office") -> Off
     if office is None:
         raise InvalidField(field, f"unknown office code {code!r}")
     return office
+
+
+def acting_at(session: Session, actor: Actor, office: str, *, field: str = "office") -> None:
+    """Authorise a registry write at `office` (a clerk only at their own). A clerk's office exists
+    by the staff table's foreign key, so only other roles cost a lookup."""
+    actor.require_office(office)
+    if actor.role is not Role.CLERK:
+        require_office(session, office, field=field)
 
 
 def person_by_number(session: Session, id_number: str, *, now: dt.datetime, lock: bool = False) -> Person:
@@ -60,6 +68,28 @@ def cards_of(session: Session, person_id: uuid.UUID) -> list[Card]:
         .execution_options(populate_existing=True)
     )
     return list(session.scalars(stmt))
+
+
+def lock_card(session: Session, card_id: str) -> tuple[Card, Person]:
+    """Lock the card's holder, then read the card: two round trips (the loss report hot path).
+
+    Locks are always taken person first (see services/__init__.py); the card is read by a new
+    statement after the lock is held, so PostgreSQL shows it as the previous writer left it.
+    """
+    try:
+        key = uuid.UUID(card_id)
+    except ValueError:
+        raise NotFound(f"no card {card_id}") from None
+    holder_of = sa.select(Card.person_id).where(Card.id == key).scalar_subquery()
+    person = session.scalars(
+        sa.select(Person)
+        .where(Person.id == holder_of)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one_or_none()
+    if person is None:
+        raise NotFound(f"no card {key}")
+    return card_by_id(session, key), person
 
 
 def card_by_id(session: Session, card_id: uuid.UUID | str, *, field: str = "card_id") -> Card:

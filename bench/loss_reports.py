@@ -1,0 +1,185 @@
+"""Loss reports per second vs. a bare single-row insert-and-commit, on SQLite and PostgreSQL.
+
+A loss report is the whole use-case: validate the id number, lock the person, re-read the card,
+check the rules, change the status, append the ledger event (allocating the global sequence),
+store the report, commit. The baseline is the cheapest durable write the same database can do:
+one INSERT of one row and a COMMIT, on the same engine, in the same run. Target: ratio >= 0.5.
+
+    .venv/bin/python bench/loss_reports.py [--reports 2000] [--postgres-url URL]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from idguard.config import Environment, Settings
+from idguard.db import migrate
+from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.db.models import Card, Office, Person, Staff
+from idguard.domain.cards import CardStatus, IssueKind, LossReason
+from idguard.domain.idnumber import Sex, check_character
+from idguard.domain.roles import Actor, Role
+from idguard.services.loss_reports import report_loss
+
+NOW = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)
+OFFICE = "110105001"
+
+
+def seed(engine: sa.Engine, n: int) -> tuple[Actor, list[str]]:
+    """n persons with one valid card each, inserted directly (this is setup, not measured)."""
+    staff_id = uuid.uuid4()
+    persons, cards = [], []
+    for i in range(n):
+        birth = dt.date(1950, 1, 1) + dt.timedelta(days=i % 20000)
+        body = f"110105{birth:%Y%m%d}{(i % 500) * 2 + 1:03d}"
+        number = body + check_character(body)
+        pid, cid = uuid.uuid4(), uuid.uuid4()
+        persons.append(
+            {
+                "id": pid,
+                "id_number": number,
+                "name": "张三",
+                "sex": Sex.MALE,
+                "ethnicity": "汉",
+                "birth_date": birth,
+                "address": "北京",
+                "hukou_office": OFFICE,
+                "created_at": NOW,
+            }
+        )
+        cards.append(
+            {
+                "id": cid,
+                "person_id": pid,
+                "id_number": number,
+                "kind": IssueKind.FIRST,
+                "temporary": False,
+                "status": CardStatus.VALID,
+                "name": "张三",
+                "sex": Sex.MALE,
+                "ethnicity": "汉",
+                "birth_date": birth,
+                "address": "北京",
+                "issued_on": dt.date(2020, 1, 1),
+                "expires_on": None,
+                "issuing_office": OFFICE,
+                "chip_serial": cid.hex.upper(),
+                "fingerprints_registered": False,
+                "created_at": NOW,
+                "updated_at": NOW,
+            }
+        )
+    # Unique numbers: the sequence digit cycles every 500, the birth date every 20,000.
+    assert len({p["id_number"] for p in persons}) == n
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Office), [{"code": OFFICE, "name": "bench", "region": "110105", "created_at": NOW}]
+        )
+        conn.execute(
+            sa.insert(Staff),
+            [
+                {
+                    "id": staff_id,
+                    "username": "bench",
+                    "password_hash": "x",
+                    "role": Role.CLERK,
+                    "office_code": OFFICE,
+                    "active": True,
+                    "created_at": NOW,
+                }
+            ],
+        )
+        conn.execute(sa.insert(Person), persons)
+        conn.execute(sa.insert(Card), cards)
+        conn.execute(sa.text("CREATE TABLE bench_bare (id BIGINT PRIMARY KEY, payload VARCHAR(64))"))
+    actor = Actor(staff_id=staff_id, username="bench", role=Role.CLERK, office=OFFICE)
+    return actor, [f"{c['id']}|{c['id_number']}" for c in cards]
+
+
+def bare_inserts(engine: sa.Engine, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO bench_bare (id, payload) VALUES (:i, :p)"), {"i": i, "p": "x" * 32}
+            )
+    return n / (time.perf_counter() - start)
+
+
+def loss_reports(engine: sa.Engine, actor: Actor, cards: list[str]) -> float:
+    sessions = make_sessionmaker(engine)
+    start = time.perf_counter()
+    for entry in cards:
+        card_id, number = entry.split("|")
+        with sessions() as session:
+            report_loss(
+                session,
+                actor=actor,
+                now=NOW,
+                card_id=card_id,
+                reason=LossReason.LOST,
+                office=OFFICE,
+                applicant_id_number=number,
+            )
+            session.commit()
+    return len(cards) / (time.perf_counter() - start)
+
+
+def run(name: str, url: str, n: int) -> tuple[str, float, float]:
+    engine = make_engine(
+        Settings(database_url=url, env=Environment.TEST, secret_key="bench-secret-0123456789")
+    )
+    migrate.upgrade(engine)
+    actor, cards = seed(engine, n)
+    # Warm both paths (connection pool, statement caches) before measuring.
+    bare_inserts(engine, 0)
+    baseline = bare_inserts(engine, n)
+    reports = loss_reports(engine, actor, cards)
+    engine.dispose()
+    return name, baseline, reports
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--reports", type=int, default=2000)
+    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.append(
+            run("sqlite (WAL, synchronous=FULL)", f"sqlite:///{Path(tmp) / 'bench.db'}", args.reports)
+        )
+    admin = sa.create_engine(
+        sa.make_url(args.postgres_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE IF EXISTS idguard_bench_lr WITH (FORCE)")
+            conn.exec_driver_sql("CREATE DATABASE idguard_bench_lr")
+        url = (
+            sa.make_url(args.postgres_url)
+            .set(database="idguard_bench_lr")
+            .render_as_string(hide_password=False)
+        )
+        rows.append(run("postgresql", url, args.reports))
+        with admin.connect() as conn:
+            conn.exec_driver_sql("DROP DATABASE IF EXISTS idguard_bench_lr WITH (FORCE)")
+    except sa.exc.OperationalError as exc:
+        print(f"postgresql skipped: {type(exc.orig).__name__}")
+    print(f"\n{args.reports} loss reports, one transaction each, vs. {args.reports} bare insert+commit")
+    print(f"{'database':32} {'bare insert/s':>14} {'loss report/s':>14} {'ratio':>7}  target >= 0.50")
+    for name, baseline, reports in rows:
+        print(f"{name:32} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}")
+
+
+if __name__ == "__main__":
+    main()
