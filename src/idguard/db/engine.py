@@ -20,7 +20,9 @@ def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    # No pool_pre_ping: it costs a round trip on every request. A connection found dead raises a
+    # disconnect error, SQLAlchemy then invalidates the pool, and the client gets a 503 to retry.
+    return sa.create_engine(url, pool_recycle=1800, **kwargs)
 
 
 def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:

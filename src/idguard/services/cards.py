@@ -147,7 +147,7 @@ def issue_card(
     if issued_on < person.birth_date:
         raise InvalidField("issued_on", "a card cannot be issued before the holder's birth")
     person = lock_person(session, person.id)
-    existing = [c for c in cards_of(session, person.id) if not c.temporary]
+    existing = [c for c in cards_of(session, person.id, lock=True) if not c.temporary]
     previous = rules.check_can_issue(
         kind,
         revoked=person.revoked_reason is not None,
@@ -190,7 +190,8 @@ def issue_temporary_card(
         fingerprints_registered=False,
     )
     old = next(
-        (c for c in cards_of(session, person.id) if c.temporary and c.status is CardStatus.VALID), None
+        (c for c in cards_of(session, person.id, lock=True) if c.temporary and c.status is CardStatus.VALID),
+        None,
     )
     _replace(session, old, card, actor=actor, office=office, now=now, reason="temporary")
     return card

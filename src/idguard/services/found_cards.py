@@ -16,7 +16,7 @@ from idguard.domain.clock import today_cst
 from idguard.domain.errors import NotFound, RuleViolation
 from idguard.domain.roles import Actor
 from idguard.services import ledger
-from idguard.services.registry import acting_at, card_by_id, lock_person, new_reference, view
+from idguard.services.registry import acting_at, lock_card, new_reference, view
 
 
 def hand_in(
@@ -44,8 +44,7 @@ def hand_in(
     ).all()
     if not candidates:
         raise NotFound("no card with this id number and issue date is registered: treat the card as suspect")
-    lock_person(session, candidates[0].person_id)
-    card = card_by_id(session, candidates[0].id)
+    card, _ = lock_card(session, candidates[0].id)
     open_claim = session.scalar(
         sa.select(FoundCard.found_no).where(
             FoundCard.card_id == card.id, FoundCard.disposition == FoundDisposition.HELD
@@ -110,9 +109,8 @@ def return_to_owner(
     found = session.get(FoundCard, found_no)
     if found is None:
         raise NotFound(f"no found card {found_no}")
-    card = card_by_id(session, found.card_id)
-    lock_person(session, card.person_id)
-    session.refresh(found)
+    card, _ = lock_card(session, found.card_id)
+    session.refresh(found)  # re-read under the card lock: another clerk may have returned it
     if found.disposition is not FoundDisposition.HELD:
         raise RuleViolation(f"the found card is {found.disposition.value}, not held")
     if office != found.office:

@@ -16,9 +16,7 @@ from idguard.domain.roles import Actor
 from idguard.services import ledger
 from idguard.services.registry import (
     acting_at,
-    card_by_id,
     lock_card,
-    lock_person,
     new_reference,
     person_by_number,
     view,
@@ -105,10 +103,8 @@ def cancel_loss_report(
     report = session.get(LossReport, report_no)
     if report is None:
         raise NotFound(f"no loss report {report_no}")
-    card = card_by_id(session, report.card_id)
-    lock_person(session, card.person_id)
-    session.refresh(report)
-    card = card_by_id(session, report.card_id)
+    card, _ = lock_card(session, report.card_id)
+    session.refresh(report)  # re-read under the card lock: another clerk may have cancelled it
     rules.check_can_cancel_report(
         report_office=report.office,
         office=office,

@@ -103,7 +103,7 @@ def revoke_person(
         raise RuleViolation(f"the person's registration is already revoked ({person.revoked_reason.value})")
     person.revoked_reason = reason
     person.revoked_at = now
-    cards = cards_of(session, person.id)
+    cards = cards_of(session, person.id, lock=True)
     for card in cards:
         if card.status is CardStatus.VALID:
             ledger.record(

@@ -38,11 +38,9 @@ def acting_at(session: Session, actor: Actor, office: str, *, field: str = "offi
         require_office(session, office, field=field)
 
 
-def person_by_number(session: Session, id_number: str, *, now: dt.datetime, lock: bool = False) -> Person:
+def person_by_number(session: Session, id_number: str, *, now: dt.datetime) -> Person:
     number = idnumber.parse(id_number, today=today_cst(now)).value
     stmt = sa.select(Person).where(Person.id_number == number)
-    if lock:
-        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     person = session.scalars(stmt).one_or_none()
     if person is None:
         raise NotFound(f"no person with id number {idnumber.mask(number)}")
@@ -50,46 +48,59 @@ def person_by_number(session: Session, id_number: str, *, now: dt.datetime, lock
 
 
 def lock_person(session: Session, person_id: uuid.UUID) -> Person:
-    """Take the per-person write lock (see services/__init__.py)."""
+    """Take the person-level lock (the top of the lock hierarchy, see services/__init__.py).
+
+    FOR NO KEY UPDATE (`key_share=True`) everywhere: inserting a ledger event or a report takes a
+    KEY SHARE lock on the rows it references, which plain FOR UPDATE would block — a deadlock
+    between a loss report (card locked, inserting an event that references the person) and an
+    issue (person locked, waiting for the card).
+    """
     stmt = (
         sa.select(Person)
         .where(Person.id == person_id)
-        .with_for_update()
+        .with_for_update(key_share=True)
         .execution_options(populate_existing=True)
     )
     return session.scalars(stmt).one()
 
 
-def cards_of(session: Session, person_id: uuid.UUID) -> list[Card]:
+def cards_of(session: Session, person_id: uuid.UUID, *, lock: bool = False) -> list[Card]:
+    """The person's cards, oldest first; `lock` takes every card's lock (after the person's)."""
     stmt = (
         sa.select(Card)
         .where(Card.person_id == person_id)
-        .order_by(Card.issued_on, Card.created_at)
+        .order_by(Card.issued_on, Card.created_at, Card.id)
         .execution_options(populate_existing=True)
     )
+    if lock:
+        stmt = stmt.with_for_update(key_share=True)
     return list(session.scalars(stmt))
 
 
-def lock_card(session: Session, card_id: str) -> tuple[Card, Person]:
-    """Lock the card's holder, then read the card: two round trips (the loss report hot path).
+def lock_card(session: Session, card_id: uuid.UUID | str) -> tuple[Card, Person]:
+    """Lock one card and read it with its holder, in one round trip (the loss-report hot path).
 
-    Locks are always taken person first (see services/__init__.py); the card is read by a new
-    statement after the lock is held, so PostgreSQL shows it as the previous writer left it.
+    Only the card row is locked: operations on a single card need nothing more, and operations
+    on several cards take the person lock first and then these same card locks, so the order
+    is always person → card and no two transactions can wait on each other in a cycle.
+    PostgreSQL re-reads a locked row after a lock wait, so the card comes back as the previous
+    writer left it. The holder's fields used here (number, birth date, name) do not change.
     """
     try:
-        key = uuid.UUID(card_id)
+        key = card_id if isinstance(card_id, uuid.UUID) else uuid.UUID(str(card_id))
     except ValueError:
         raise NotFound(f"no card {card_id}") from None
-    holder_of = sa.select(Card.person_id).where(Card.id == key).scalar_subquery()
-    person = session.scalars(
-        sa.select(Person)
-        .where(Person.id == holder_of)
-        .with_for_update()
+    stmt = (
+        sa.select(Card, Person)
+        .join(Person, Person.id == Card.person_id)
+        .where(Card.id == key)
+        .with_for_update(of=Card, key_share=True)
         .execution_options(populate_existing=True)
-    ).one_or_none()
-    if person is None:
+    )
+    row = session.execute(stmt).one_or_none()
+    if row is None:
         raise NotFound(f"no card {key}")
-    return card_by_id(session, key), person
+    return row[0], row[1]
 
 
 def card_by_id(session: Session, card_id: uuid.UUID | str, *, field: str = "card_id") -> Card:
