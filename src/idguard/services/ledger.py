@@ -8,6 +8,7 @@ every loss report, and the ORM object is kept in step with `set_committed_value`
 from __future__ import annotations
 
 import datetime as dt
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -17,9 +18,9 @@ from idguard.db.models import Card, LedgerEvent, LedgerHead
 from idguard.domain.cards import CardStatus
 from idguard.domain.roles import Actor
 
-_head = LedgerHead.__table__
-_events = LedgerEvent.__table__
-_cards = Card.__table__
+_head = cast(sa.Table, LedgerHead.__table__)
+_events = cast(sa.Table, LedgerEvent.__table__)
+_cards = cast(sa.Table, Card.__table__)
 
 _NEXT_SEQ = sa.update(_head).where(_head.c.id == 1).values(seq=_head.c.seq + 1).returning(_head.c.seq)
 _SET_STATUS = (
