@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import FastAPI
 
-from idguard import __version__
+from idguard import __version__, logs
 from idguard.api import errors
 from idguard.api.routes import auth, cards, found_cards, health, loss_reports, persons
 from idguard.config import Settings
@@ -28,7 +26,7 @@ The invalid resident ID card information system (失效居民身份证信息系�
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.install()
     app = FastAPI(
         title="idguard",
         version=__version__,

@@ -1,0 +1,39 @@
+"""Logging that never carries a full id number (DOMAIN.md: mask as 110105********002X).
+
+Paths such as /api/v1/persons/{id_number} and query strings reach the access log; the filter
+rewrites every 18-character id-number-shaped token in a record's message and arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from idguard.domain.idnumber import mask
+
+_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])")
+
+
+def redact(text: str) -> str:
+    return _ID_NUMBER.sub(lambda m: mask(m.group(0)), text)
+
+
+class MaskIdNumbers(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+LOGGERS = ("uvicorn.access", "uvicorn.error", "idguard")
+
+
+def install() -> None:
+    """Attach the filter to the loggers that can see request data (idempotent)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskIdNumbers) for f in logger.filters):
+            logger.addFilter(MaskIdNumbers())
