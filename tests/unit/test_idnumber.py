@@ -153,14 +153,6 @@ def test_error_detail_never_contains_the_full_number(value: str) -> None:
     assert value not in fault(value).detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: idnumber.parse rejects genuine numbers whose district code was created after the "
-        "holder's birth year (stdnum's get_birth_place birth-year check); GB 11643 address code is "
-        "the hukou district when the number was assigned, not the birth place"
-    ),
-)
 @pytest.mark.parametrize(
     ("region", "birth"),
     [

@@ -106,7 +106,10 @@ def demo(
 
     engine = _engine()
     migrate.upgrade(engine)
-    report = load_demo(engine, citizens=citizens, seed=seed, now=_now())
+    try:
+        report = load_demo(engine, citizens=citizens, seed=seed, now=_now())
+    except DomainError as exc:
+        raise _fail(exc) from None
     console.print(report.summary())
 
 

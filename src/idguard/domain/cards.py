@@ -185,15 +185,17 @@ def check_can_cancel_report(
         raise RuleViolation("the loss report is already cancelled")
     if office != report_office:
         raise RuleViolation("a loss report can be cancelled only at the office that accepted it")
-    if newer_card_exists or card.status not in (
-        CardStatus.REPORTED_LOST,
-        CardStatus.REPORTED_STOLEN,
-    ):
+    if newer_card_exists:
         raise RuleViolation("a newer card has been issued: the old card stays invalid and must be handed in")
+    if card.status not in (CardStatus.REPORTED_LOST, CardStatus.REPORTED_STOLEN):
+        raise RuleViolation(f"the card is {card.status.value}, not reported lost: there is nothing to cancel")
 
 
-def found_disposition(card: CardView, *, newer_card_exists: bool) -> FoundDisposition:
-    """A found card whose owner already has a newer card is destroyed; otherwise it is held."""
-    if newer_card_exists or card.status in (CardStatus.SUPERSEDED, CardStatus.REVOKED):
+def found_disposition(
+    card: CardView, *, newer_card_exists: bool, owner_revoked: bool = False
+) -> FoundDisposition:
+    """A found card whose owner already has a newer card (or whose registration is revoked: the
+    owner died, lost nationality...) is destroyed; otherwise it is held for the owner."""
+    if newer_card_exists or owner_revoked or card.status in (CardStatus.SUPERSEDED, CardStatus.REVOKED):
         return FoundDisposition.DESTROYED
     return FoundDisposition.HELD

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from stdnum import exceptions as stdnum_errors
+from stdnum import numdb
 from stdnum.cn import ric
 
 from idguard.domain.errors import InvalidField
@@ -45,12 +46,15 @@ def parse(value: str, *, today: dt.date, field: str = "id_number") -> IdNumber:
     except stdnum_errors.InvalidChecksum:
         raise InvalidField(field, "the check character does not match (ISO 7064 MOD 11-2)") from None
     except stdnum_errors.InvalidComponent:
-        # stdnum raises InvalidComponent both for impossible dates and unknown regions.
+        # stdnum raises InvalidComponent both for impossible dates and for regions it does not
+        # place at the birth year.
         try:
-            ric.get_birth_date(raw)
+            born = ric.get_birth_date(raw)
         except stdnum_errors.ValidationError:
             raise InvalidField(field, "the birth date in the id number is not a real date") from None
-        raise InvalidField(field, "the region code is not a known GB/T 2260 region") from None
+        if not _region_in_use_since(raw[:6], born.year):
+            raise InvalidField(field, "the region code is not a known GB/T 2260 region") from None
+        number = raw
     except stdnum_errors.ValidationError as exc:  # pragma: no cover - other stdnum faults
         raise InvalidField(field, f"not a valid id number: {exc}") from None
     birth_date = ric.get_birth_date(number)
@@ -58,6 +62,27 @@ def parse(value: str, *, today: dt.date, field: str = "id_number") -> IdNumber:
         raise InvalidField(field, "the birth date in the id number is in the future")
     sex = Sex.MALE if int(number[16]) % 2 == 1 else Sex.FEMALE
     return IdNumber(value=number, birth_date=birth_date, sex=sex, region=number[:6])
+
+
+def _region_in_use_since(code: str, year: int) -> bool:
+    """Whether the GB/T 2260 county `code` existed in `year` or was created later.
+
+    The address code is the county where the number was assigned, which for people registered
+    after birth (a new district, a move before the first card) can be younger than the person;
+    stdnum only accepts counties that existed in the birth year. A county abolished before the
+    birth year is still refused.
+    """
+    results = numdb.get("cn/loc").info(code)
+    counties = [props["county"] for part, props in results if "county" in props]
+    for entry in ",".join(counties).split(","):
+        if not entry:
+            continue
+        if not entry.startswith("["):
+            return True
+        end = entry[1:].split("]")[0].split("-")[1]
+        if not end or int(end) >= year:
+            return True
+    return False
 
 
 def mask(value: str) -> str:

@@ -44,7 +44,7 @@ def hand_in(
     ).all()
     if not candidates:
         raise NotFound("no card with this id number and issue date is registered: treat the card as suspect")
-    card, _ = lock_card(session, candidates[0].id)
+    card, owner = lock_card(session, candidates[0].id)
     open_claim = session.scalar(
         sa.select(FoundCard.found_no).where(
             FoundCard.card_id == card.id, FoundCard.disposition == FoundDisposition.HELD
@@ -54,7 +54,11 @@ def hand_in(
         raise RuleViolation(f"this card is already held as found card {open_claim}")
     if card.status is CardStatus.DESTROYED:
         raise RuleViolation("this card has already been destroyed")
-    disposition = rules.found_disposition(view(card), newer_card_exists=card.superseded_by is not None)
+    disposition = rules.found_disposition(
+        view(card),
+        newer_card_exists=card.superseded_by is not None,
+        owner_revoked=owner.revoked_reason is not None,
+    )
     found = FoundCard(
         found_no=new_reference("FC"),
         card_id=card.id,
@@ -113,6 +117,10 @@ def return_to_owner(
     session.refresh(found)  # re-read under the card lock: another clerk may have returned it
     if found.disposition is not FoundDisposition.HELD:
         raise RuleViolation(f"the found card is {found.disposition.value}, not held")
+    if card.superseded_by is not None or card.status in (CardStatus.REVOKED, CardStatus.DESTROYED):
+        raise RuleViolation(
+            "a newer card was issued (or the card revoked) since it was found: it is destroyed, not returned"
+        )
     if office != found.office:
         raise RuleViolation("the card is held at another office; it is returned there")
     claimant = idnumber.parse(claimant_id_number, today=today_cst(now), field="claimant_id_number").value

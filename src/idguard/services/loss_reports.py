@@ -103,8 +103,10 @@ def cancel_loss_report(
     report = session.get(LossReport, report_no)
     if report is None:
         raise NotFound(f"no loss report {report_no}")
-    card, _ = lock_card(session, report.card_id)
+    card, holder = lock_card(session, report.card_id)
     session.refresh(report)  # re-read under the card lock: another clerk may have cancelled it
+    if holder.revoked_reason is not None:
+        raise RuleViolation("the holder's registration is revoked: the card stays invalid")
     rules.check_can_cancel_report(
         report_office=report.office,
         office=office,

@@ -1,0 +1,1 @@
+"""Demo data: a seeded synthetic population (`population`) and its bulk loader (`load`)."""
