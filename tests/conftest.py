@@ -78,6 +78,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     with engine.begin() as conn:
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
+        conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")
         seed_world(conn)
     engine.dispose()
     return url

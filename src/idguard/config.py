@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///idguard.db"
     secret_key: str = Field(default=DEVELOPMENT_SECRET, min_length=16)
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
+    # Server worker processes: each holds its own verification index; rate limits are divided.
+    workers: int = Field(default=1, ge=1, le=64)
     # SQLite waits this long for the writer lock before giving up with a 503.
     sqlite_busy_timeout_ms: int = 10_000
 

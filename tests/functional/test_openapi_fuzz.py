@@ -1,6 +1,6 @@
 """Schemathesis against our own OpenAPI document: generated requests, valid and not, for every
-operation, as an admin (who may act at any office, so generated office codes get past the
-office check and the deeper validation is exercised). No input may produce a server error.
+operation: staff routes as an admin (who may act at any office, so generated office codes get
+past the office check and the deeper validation is exercised), unit routes with a unit's key. No input may produce a server error.
 
 The operations are driven through Hypothesis directly (schemathesis' pytest plugin does not yet
 support pytest 9); each operation is one parametrised test.
@@ -17,34 +17,59 @@ from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
 from idguard.api.app import create_app
+from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.clock import FixedClock
+from idguard.domain.units import PURPOSES
+from idguard.services.units import onboard
 from tests.conftest import settings_for
 from tests.factories import NOW, auth
 
-# The schema is read once at collection time from an app that is never served: it only needs
+# The schema is read once at collection time from an app that is never started: it only needs
 # the routes, not a database.
-_SCHEMA = schemathesis.openapi.from_asgi(
-    "/api/v1/openapi.json", create_app(settings_for("sqlite:///:memory:"), clock=FixedClock(NOW))
+_SCHEMA = schemathesis.openapi.from_dict(
+    create_app(settings_for("sqlite:///:memory:"), clock=FixedClock(NOW)).openapi()
 )
 OPERATIONS = [result.ok() for result in _SCHEMA.get_all_operations()]
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+def fuzz_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[FastAPI, str]:
+    """The app on its own database, with one unit onboarded (its key calls the unit routes)."""
     path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
     shutil.copyfile(sqlite_template, path)
-    return create_app(settings_for(f"sqlite:///{path}"), clock=FixedClock(NOW))
+    settings = settings_for(f"sqlite:///{path}")
+    engine = make_engine(settings)
+    with make_sessionmaker(engine)() as session:
+        issued = onboard(
+            session,
+            actor=None,
+            now=NOW,
+            secret_key=settings.secret_key,
+            code="FUZZ",
+            name="fuzz",
+            sector="bank",
+            purposes=sorted(PURPOSES),
+            rate_limit=100_000,
+        )
+        session.commit()
+    engine.dispose()
+    return create_app(settings, clock=FixedClock(NOW)), issued.api_key
 
 
 @pytest.mark.parametrize("operation", OPERATIONS, ids=lambda op: op.label)
-def test_no_input_causes_a_server_error(fuzz_app: FastAPI, operation: schemathesis.APIOperation) -> None:
-    schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", fuzz_app)
+def test_no_input_causes_a_server_error(
+    fuzz_app: tuple[FastAPI, str], operation: schemathesis.APIOperation
+) -> None:
+    app, unit_key = fuzz_app
+    schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", app)
     live = schema[operation.path][operation.method.upper()]
+    unit_route = operation.path.startswith(("/api/v1/verify", "/api/v1/notifications"))
+    headers = {"Authorization": f"Bearer {unit_key}"} if unit_route else auth("admin")
 
     @given(case=live.as_strategy())
     @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
     def check(case: schemathesis.Case) -> None:
-        response = case.call(headers=auth("admin"))
+        response = case.call(headers=headers)
         assert response.status_code < 500, (
             f"{case.method} {case.formatted_path}: {response.status_code} {response.text[:300]}"
         )

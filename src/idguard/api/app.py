@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from idguard import __version__, logs
 from idguard.api import errors
-from idguard.api.routes import auth, cards, found_cards, health, loss_reports, persons
+from idguard.api.routes import auth, cards, checks, found_cards, health, loss_reports, persons, units, verify
 from idguard.config import Settings
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.clock import Clock, SystemClock
+from idguard.services.verify import Verifier
 
 DESCRIPTION = """
 The invalid resident ID card information system (失效居民身份证信息系统).
@@ -24,10 +29,23 @@ The invalid resident ID card information system (失效居民身份证信息系�
 """
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Build this worker's verification index before serving; flush the check log on the way out."""
+    verifier: Verifier = app.state.verifier
+    await run_in_threadpool(verifier.start)
+    try:
+        yield
+    finally:
+        await run_in_threadpool(verifier.stop)
+        app.state.engine.dispose()
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.install()
     app = FastAPI(
+        lifespan=_lifespan,
         title="idguard",
         version=__version__,
         description=DESCRIPTION,
@@ -40,7 +58,14 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.clock = clock or SystemClock()
+    app.state.verifier = Verifier(
+        engine,
+        app.state.sessionmaker,
+        secret_key=settings.secret_key,
+        clock=app.state.clock,
+        workers=settings.workers,
+    )
     errors.install(app)
-    for module in (health, auth, persons, cards, loss_reports, found_cards):
+    for module in (health, auth, verify, checks, units, persons, cards, loss_reports, found_cards):
         app.include_router(module.router)
     return app

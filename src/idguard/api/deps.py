@@ -24,7 +24,10 @@ from idguard.db.models import IdempotencyRecord
 from idguard.domain.clock import Clock
 from idguard.domain.errors import InvalidField, RuleViolation
 from idguard.domain.roles import Actor
+from idguard.domain.units import KEY_PREFIX
+from idguard.services.keyring import UnitView
 from idguard.services.staff import actor_from_token
+from idguard.services.verify import Verifier
 
 _bearer = HTTPBearer(auto_error=False, description="staff token from /api/v1/auth/token, or a unit's API key")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -155,3 +158,41 @@ def _json(body: str, status_code: int) -> Response:
 
 
 TxDep = Annotated[Tx, Depends()]
+
+
+def get_verifier(request: Request) -> Verifier:
+    verifier: Verifier = request.app.state.verifier
+    return verifier
+
+
+def current_unit(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> UnitView:
+    """The unit whose API key is the bearer token (checked in memory, constant-time)."""
+    unauthorized = HTTPException(
+        401, "a valid unit API key is required", headers={"WWW-Authenticate": "Bearer"}
+    )
+    if credentials is None:
+        raise unauthorized
+    verifier = get_verifier(request)
+    unit = verifier.keyring.authenticate(credentials.credentials, get_clock(request).now())
+    if unit is None:
+        raise unauthorized
+    return unit
+
+
+CurrentUnit = Annotated[UnitView, Depends(current_unit)]
+
+
+def current_caller(
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> UnitView | Actor:
+    """A unit (API key) or a member of staff (token), for routes both may call."""
+    if credentials is not None and credentials.credentials.startswith(KEY_PREFIX):
+        return current_unit(request, credentials)
+    return current_staff(request, session, credentials)
+
+
+CurrentCaller = Annotated[UnitView | Actor, Depends(current_caller)]

@@ -35,7 +35,7 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
+def field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
 
@@ -53,7 +53,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field_name(tuple(e["loc"])), "detail": _message(e)} for e in exc.errors()]
+        errors = [{"field": field_name(tuple(e["loc"])), "detail": _message(e)} for e in exc.errors()]
         names = ", ".join(dict.fromkeys(e["field"] for e in errors))
         return problem(422, "Invalid request", f"invalid fields: {names}", errors)
 

@@ -1,0 +1,155 @@
+"""What units send and receive. The answers are minimal by design: no personal data, ever."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from idguard.domain.units import PURPOSES
+
+_EXAMPLE: dict[str, Any] = {
+    "id_number": "11010519491231002X",
+    "name": "张三",
+    "issued_on": "2015-03-01",
+    "expires_on": "2035-03-01",
+    "purpose": "account_opening",
+    "operator": "teller-0042",
+}
+
+
+class VerifyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
+    id_number: Annotated[
+        str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^\d{17}[\dX]$")
+    ] = Field(description="the 18-character number printed on the card")
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+    issued_on: dt.date = Field(description="issue date printed on the card (签发日期)")
+    expires_on: dt.date | None = Field(
+        description="expiry date printed on the card; null for 长期 (long-term)"
+    )
+    purpose: Annotated[str, StringConstraints(min_length=1, max_length=40)] = Field(
+        description=f"business type; one of the unit's allowed purposes ({', '.join(sorted(PURPOSES))})"
+    )
+    operator: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
+        description="the unit's own identifier of the person at the counter"
+    )
+    chip_serial: (
+        Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)] | None
+    ) = Field(default=None, description="from a card reader, when one is used")
+    fingerprint: Annotated[str, StringConstraints(max_length=20000)] | None = Field(
+        default=None, description="base64 ISO/IEC 19794-2 record of a live capture (person-card check)"
+    )
+    watch: bool = Field(default=False, description="notify this unit when the card's status later changes")
+
+
+class VerifyOut(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "result": "invalid",
+                    "reason": "reported_lost",
+                    "check_id": "0b9f1c1e-5d0c-4a8e-9d5e-2c1a7f0e9b11",
+                    "checked_at": "2026-11-27T08:00:00Z",
+                }
+            ]
+        }
+    )
+    result: str = Field(
+        description="valid | invalid | mismatch (no card of that number matches what was sent)"
+    )
+    reason: str | None = Field(
+        default=None,
+        description="with invalid only: reported_lost | reported_stolen | superseded | expired | revoked",
+    )
+    check_id: str
+    checked_at: dt.datetime
+    fingerprint_match: bool | None = Field(default=None, description="when a fingerprint was sent")
+    fingerprint_reason: str | None = Field(default=None, description="why fingerprint_match is null")
+
+
+class VerifyBatchIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [_EXAMPLE]}]})
+    items: list[dict[str, Any]] = Field(min_length=1, max_length=1000, description="up to 1000 checks")
+
+
+class ItemError(BaseModel):
+    status: int
+    title: str
+    detail: str
+    errors: list[dict[str, str]] = Field(default_factory=list)
+
+
+class BatchResult(BaseModel):
+    """Either the answer's fields, or `error` for an item that could not be checked."""
+
+    model_config = ConfigDict(extra="allow")
+    error: ItemError | None = None
+
+
+class VerifyBatchOut(BaseModel):
+    results: list[BatchResult] = Field(description="one per item, in the order sent")
+
+
+class UnitIn(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "ICBC-BJ",
+                    "name": "工商银行北京分行",
+                    "sector": "bank",
+                    "purposes": ["account_opening"],
+                    "rate_limit": 200,
+                }
+            ]
+        },
+    )
+    code: Annotated[str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9_.-]{2,32}$")]
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+    sector: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+    purposes: list[str] = Field(min_length=1, max_length=len(PURPOSES))
+    rate_limit: int = Field(default=100, ge=1, le=100_000, description="checks per second")
+    webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=300)] | None = None
+
+
+class UnitOut(BaseModel):
+    code: str
+    name: str
+    sector: str
+    purposes: list[str]
+    rate_limit: int
+    status: str
+    webhook_url: str | None
+
+
+class UnitKeyOut(BaseModel):
+    unit: UnitOut
+    api_key: str = Field(description="shown once: store it now, it cannot be shown again")
+    webhook_secret: str = Field(description="signs webhook deliveries (HMAC-SHA256)")
+
+
+class RotateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    grace_seconds: int = Field(
+        default=86_400, ge=0, le=30 * 86_400, description="how long old keys keep working"
+    )
+
+
+class CheckOut(BaseModel):
+    check_id: str
+    unit: str
+    operator: str
+    purpose: str
+    at: dt.datetime
+    result: str
+    reason: str | None
+    id_number: str = Field(description="masked")
+
+
+class CheckPage(BaseModel):
+    items: list[CheckOut]
+    next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
