@@ -15,6 +15,7 @@ from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.errors import DomainError
 from idguard.domain.roles import Role
 from idguard.services import staff as staff_service
+from idguard.services import units as units_service
 
 app = typer.Typer(help="idguard: the invalid resident ID card information system.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -23,6 +24,10 @@ staff_app = typer.Typer(help="Staff accounts.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(office_app, name="office")
 app.add_typer(staff_app, name="staff")
+unit_app = typer.Typer(
+    help="ID-using units (banks, hotels, railways) and their API keys.", no_args_is_help=True
+)
+app.add_typer(unit_app, name="unit")
 console = Console()
 err = Console(stderr=True)
 
@@ -94,6 +99,39 @@ def staff_add(
             raise _fail(exc) from None
         session.commit()
     console.print(f"{role.value} {username} added")
+
+
+@unit_app.command("add")
+def unit_add(
+    code: str,
+    name: str,
+    sector: Annotated[str, typer.Option(help="bank, hotel, railway, telecom, ...")],
+    purpose: Annotated[list[str], typer.Option(help="an allowed purpose; repeat for several")],
+    rate_limit: Annotated[int, typer.Option(help="checks per second")] = 100,
+    webhook_url: Annotated[str | None, typer.Option(help="where to POST signed notifications")] = None,
+) -> None:
+    """Onboard unit CODE NAME and print its API key (shown this once only)."""
+    settings = Settings()
+    with make_sessionmaker(make_engine(settings))() as session:
+        try:
+            issued = units_service.onboard(
+                session,
+                actor=None,
+                now=_now(),
+                secret_key=settings.secret_key,
+                code=code,
+                name=name,
+                sector=sector,
+                purposes=purpose,
+                rate_limit=rate_limit,
+                webhook_url=webhook_url,
+            )
+        except DomainError as exc:
+            raise _fail(exc) from None
+        session.commit()
+    console.print(f"unit {code} added; its API key (store it now, it is not shown again):")
+    typer.echo(issued.api_key)
+    console.print(f"webhook signing secret: {issued.webhook_secret}")
 
 
 @app.command()
