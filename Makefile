@@ -31,8 +31,12 @@ typecheck: $(STAMP) ## mypy strict on src/
 test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (PostgreSQL too when IDGUARD_TEST_POSTGRES_URL is set)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
-bench: $(STAMP) ## run the benchmarks (prints figures and ratios)
+bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run baselines)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/loss_reports.py
+	$(BIN)/python bench/verify.py
+	$(BIN)/python bench/demo_load.py
+	$(BIN)/python bench/fingerprints.py
 
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm

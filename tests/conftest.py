@@ -48,7 +48,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def postgres_database(worker_id: str) -> Iterator[str]:
     if not POSTGRES_URL:
         pytest.skip("IDGUARD_TEST_POSTGRES_URL is not set: PostgreSQL tests skipped (CI always sets it)")
-    name = f"idguard_test_{worker_id}"
+    # Unique per process, so two runs on one server (two checkouts, CI and a developer) never
+    # truncate each other's database.
+    name = f"idguard_test_{worker_id}_{os.getpid()}"
     admin = sa.create_engine(
         sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
     )

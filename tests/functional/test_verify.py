@@ -295,3 +295,17 @@ def test_fingerprint_sample_is_not_yet_compared(counter: Counter, bank: Bank) ->
     body = bank.verify(card, fingerprint="Rk1SACAyMAA=").json()
     assert body["fingerprint_match"] is None
     assert body["fingerprint_reason"] == "comparison_unavailable"
+
+
+def test_same_day_replacement_answers_invalid_unless_the_chip_tells_them_apart(
+    counter: Counter, bank: Bank
+) -> None:
+    """Two cards with the same printed data (replaced the day it was issued): when in doubt, invalid."""
+    number = counter.person()
+    lost = counter.card(number)
+    counter.report(lost)
+    new = counter.card(number, kind="replacement")
+    sync(counter)
+    assert bank.verify(new).json()["result"] == "invalid"
+    assert bank.verify(new, chip_serial=new["chip_serial"]).json()["result"] == "valid"
+    assert bank.verify(lost, chip_serial=lost["chip_serial"]).json()["reason"] == "reported_lost"

@@ -10,7 +10,18 @@ from fastapi.concurrency import run_in_threadpool
 
 from idguard import __version__, logs
 from idguard.api import errors
-from idguard.api.routes import auth, cards, checks, found_cards, health, loss_reports, persons, units, verify
+from idguard.api.routes import (
+    auth,
+    cards,
+    checks,
+    found_cards,
+    health,
+    loss_reports,
+    notifications,
+    persons,
+    units,
+    verify,
+)
 from idguard.config import Settings
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.clock import Clock, SystemClock
@@ -66,6 +77,17 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         workers=settings.workers,
     )
     errors.install(app)
-    for module in (health, auth, verify, checks, units, persons, cards, loss_reports, found_cards):
+    for module in (
+        health,
+        auth,
+        verify,
+        checks,
+        notifications,
+        units,
+        persons,
+        cards,
+        loss_reports,
+        found_cards,
+    ):
         app.include_router(module.router)
     return app

@@ -97,6 +97,19 @@ def pack(card: CardFacts) -> int:
     )
 
 
+def _answer(packed: int, want: int, today: dt.date, chip_serial: str | None) -> tuple[Result, Reason | None]:
+    if packed & _MATCH_MASK != want:
+        return _MISMATCH
+    if chip_serial is not None and packed >> _CHIP_SHIFT != hash(chip_serial) & _H32:
+        return _MISMATCH
+    code = packed & 7
+    if code == 0:
+        expires = (packed >> 23) & _DAY_MASK
+        if expires and today.toordinal() - _EPOCH > expires:
+            return _EXPIRED
+    return _ANSWERS[code]
+
+
 class CardIndex:
     """id number → packed cards. Not thread-safe for writers: one follower thread applies
     changes; readers see either the old or the new value of an entry (a single dict store)."""
@@ -148,18 +161,20 @@ class CardIndex:
             | (0 if expires_on is None else expires_on.toordinal() - _EPOCH) << 23
             | (hash(name) & _H64) << _NAME_SHIFT
         )
-        for packed in (entry,) if isinstance(entry, int) else entry:
-            if packed & _MATCH_MASK != want:
+        if isinstance(entry, int):
+            return _answer(entry, want, today, chip_serial)
+        # Several cards of one number: two can print the same dates (a card replaced the day it
+        # was issued). Without the chip serial to tell them apart, any invalid match wins —
+        # when in doubt, the card is invalid.
+        answer: tuple[Result, Reason | None] = _MISMATCH
+        for packed in entry:
+            found = _answer(packed, want, today, chip_serial)
+            if found is _MISMATCH:
                 continue
-            if chip_serial is not None and packed >> _CHIP_SHIFT != hash(chip_serial) & _H32:
-                continue
-            code = packed & 7
-            if code == 0:
-                expires = (packed >> 23) & _DAY_MASK
-                if expires and today.toordinal() - _EPOCH > expires:
-                    return _EXPIRED
-            return _ANSWERS[code]
-        return _MISMATCH
+            if found[0] is not Result.VALID:
+                return found
+            answer = found
+        return answer
 
     def bare_lookup(self, id_number: str) -> bool:
         """The benchmark's baseline: the dict lookup alone."""

@@ -20,6 +20,7 @@ from idguard.domain.verification import CardIndex, Result
 from idguard.services.checklog import CheckEntry, CheckLog
 from idguard.services.follower import IndexFollower
 from idguard.services.keyring import KeyRing, UnitView
+from idguard.services.notifications import NotificationHorizon, WebhookDispatcher
 from idguard.services.ratelimit import RateLimiter
 
 
@@ -79,13 +80,22 @@ class Verifier:
         self.limiter = RateLimiter(workers)
         self.log = CheckLog(engine, secret_key)
         self.clock = clock
+        self.dispatcher = WebhookDispatcher(
+            sessions,
+            self.keyring,
+            NotificationHorizon(self.follower),
+            secret_key=secret_key,
+            clock=clock,
+        )
 
     def start(self) -> None:
         self.follower.load()
         self.follower.start()
         self.log.start()
+        self.dispatcher.start()
 
     def stop(self) -> None:
+        self.dispatcher.stop()
         self.follower.stop()
         self.log.stop()
 

@@ -22,10 +22,17 @@ def health(request: Request, session: SessionDep) -> Health:
     verifier = get_verifier(request)
     follower = verifier.follower
     extra = {
-        "index": {"cards": len(verifier.index), "seq": follower.seq, "age_seconds": round(follower.age, 3),
-                  "loaded_in_seconds": round(follower.loaded_in, 3)},
-        "check_log": {"pending": verifier.log.pending, "written": verifier.log.written,
-                      "failures": verifier.log.failures},
+        "index": {
+            "cards": len(verifier.index),
+            "seq": follower.seq,
+            "age_seconds": round(follower.age, 3),
+            "loaded_in_seconds": round(follower.loaded_in, 3),
+        },
+        "check_log": {
+            "pending": verifier.log.pending,
+            "written": verifier.log.written,
+            "failures": verifier.log.failures,
+        },
     }
     try:
         seq = session.scalar(sa.select(LedgerHead.seq).where(LedgerHead.id == 1))
