@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import re
 from typing import Any
 
 import pytest
@@ -35,9 +36,15 @@ def card(
     issued_on: dt.date = dt.date(2020, 1, 1),
     expires_on: dt.date | None = dt.date(2030, 1, 1),
     temporary: bool = False,
+    superseded_by: str | None = None,
 ) -> CardView:
     return CardView(
-        card_id=card_id, status=status, issued_on=issued_on, expires_on=expires_on, temporary=temporary
+        card_id=card_id,
+        status=status,
+        issued_on=issued_on,
+        expires_on=expires_on,
+        temporary=temporary,
+        superseded_by=superseded_by,
     )
 
 
@@ -217,7 +224,7 @@ def test_temporary_expiry_is_three_calendar_months_later_clamped(issued_on: dt.d
 # --- may a card be issued? -----------------------------------------------------------------------
 
 
-OLD = card(CardStatus.SUPERSEDED, card_id="old", issued_on=dt.date(2010, 1, 1))
+OLD = card(CardStatus.SUPERSEDED, card_id="old", issued_on=dt.date(2010, 1, 1), superseded_by="new")
 NEWEST = card(CardStatus.VALID, card_id="new", issued_on=dt.date(2020, 1, 1))
 
 
@@ -227,10 +234,20 @@ def test_first_card_for_a_person_without_cards() -> None:
     )
 
 
-def test_first_card_refused_when_the_person_already_had_one() -> None:
-    # Even a long-superseded card counts: the person is past their first issue.
+@pytest.mark.parametrize(
+    "regular_cards",
+    [
+        [OLD, NEWEST],
+        # A lost or long-expired card still counts: the person is past their first issue.
+        [card(CardStatus.REPORTED_STOLEN)],
+        [card(CardStatus.VALID, expires_on=dt.date(2001, 1, 1))],
+    ],
+)
+def test_first_card_refused_when_the_person_already_had_one(regular_cards: list[CardView]) -> None:
     with pytest.raises(RuleViolation, match="already holds a card"):
-        rules.check_can_issue(IssueKind.FIRST, revoked=False, regular_cards=[OLD], previous_card_id=None)
+        rules.check_can_issue(
+            IssueKind.FIRST, revoked=False, regular_cards=regular_cards, previous_card_id=None
+        )
 
 
 @pytest.mark.parametrize("kind", [IssueKind.RENEWAL, IssueKind.REPLACEMENT, IssueKind.CORRECTION])
@@ -250,6 +267,27 @@ def test_reissue_supersedes_the_newest_card(kind: IssueKind, newest_status: Card
         rules.check_can_issue(kind, revoked=False, regular_cards=[OLD, newest], previous_card_id="new")
         == newest
     )
+
+
+@pytest.mark.parametrize("newest_id", ["0-sorts-first", "z-sorts-last"])
+@pytest.mark.parametrize("newest_status", [CardStatus.VALID, *REPORTED])
+def test_same_day_reissue_supersedes_the_card_nobody_superseded(
+    newest_id: str, newest_status: CardStatus
+) -> None:
+    # A card corrected on the day it was issued: both share the issue date, and neither the list
+    # order nor the (random) card id may decide which one is current.
+    day = dt.date(2026, 6, 15)
+    older = card(CardStatus.SUPERSEDED, card_id="m-older", issued_on=day, superseded_by=newest_id)
+    newest = card(newest_status, card_id=newest_id, issued_on=day)
+    for regular_cards in ([older, newest], [newest, older]):
+        chosen = rules.check_can_issue(
+            IssueKind.CORRECTION, revoked=False, regular_cards=regular_cards, previous_card_id=None
+        )
+        assert chosen == newest
+    with pytest.raises(RuleViolation, match="newer card exists"):
+        rules.check_can_issue(
+            IssueKind.CORRECTION, revoked=False, regular_cards=[older, newest], previous_card_id="m-older"
+        )
 
 
 def test_reissue_with_a_stale_previous_card_id_is_refused() -> None:
@@ -319,19 +357,28 @@ def test_cancel_at_the_accepting_office_while_no_newer_card(status: CardStatus) 
 @pytest.mark.parametrize(
     ("overrides", "words"),
     [
-        ({"report_cancelled": True}, "already cancelled"),
-        ({"office": "B"}, "office that accepted"),
-        ({"newer_card_exists": True}, "newer card"),
-        ({"view": card(CardStatus.SUPERSEDED)}, "newer card"),
-        # The card is no longer reported (cancelled and re-validated, revoked, destroyed); the
-        # wording of the refusal is not pinned here, only that it is refused.
-        ({"view": card(CardStatus.VALID)}, None),
-        ({"view": card(CardStatus.REVOKED)}, None),
-        ({"view": card(CardStatus.DESTROYED)}, None),
+        ({"report_cancelled": True}, "the loss report is already cancelled"),
+        ({"office": "B"}, "a loss report can be cancelled only at the office that accepted it"),
+        # A replaced card: a lost one keeps its reason, a valid one became superseded. The newer
+        # card is what the clerk is told about, whatever the status.
+        ({"newer_card_exists": True}, "a newer card has been issued"),
+        (
+            {"newer_card_exists": True, "view": card(CardStatus.SUPERSEDED, superseded_by="c2")},
+            "a newer card has been issued",
+        ),
+        # The card is no longer reported (cancelled and re-validated, revoked, destroyed, or
+        # superseded with no newer card known to the caller): there is nothing to cancel.
+        (
+            {"view": card(CardStatus.VALID)},
+            "the card is valid, not reported lost: there is nothing to cancel",
+        ),
+        ({"view": card(CardStatus.REVOKED)}, "the card is revoked, not reported lost"),
+        ({"view": card(CardStatus.DESTROYED)}, "the card is destroyed, not reported lost"),
+        ({"view": card(CardStatus.SUPERSEDED)}, "the card is superseded, not reported lost"),
     ],
 )
-def test_cancel_refused(overrides: dict[str, Any], words: str | None) -> None:
-    with pytest.raises(RuleViolation, match=words):
+def test_cancel_refused(overrides: dict[str, Any], words: str) -> None:
+    with pytest.raises(RuleViolation, match=f"^{re.escape(words)}"):
         cancel(**overrides)
 
 
@@ -383,3 +430,12 @@ def test_found_disposition(status: CardStatus, newer: bool, disposition: FoundDi
 @PROPERTY
 def test_found_card_with_a_newer_card_is_always_destroyed(status: CardStatus) -> None:
     assert rules.found_disposition(card(status), newer_card_exists=True) is FoundDisposition.DESTROYED
+
+
+@pytest.mark.parametrize("status", [CardStatus.VALID, *STORED_NON_VALID])
+def test_found_card_of_a_revoked_person_is_destroyed(status: CardStatus) -> None:
+    # Revocation leaves a lost or stolen card as it is: the owner's revocation is what decides.
+    assert (
+        rules.found_disposition(card(status), newer_card_exists=False, owner_revoked=True)
+        is FoundDisposition.DESTROYED
+    )

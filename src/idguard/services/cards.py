@@ -190,7 +190,11 @@ def issue_temporary_card(
         fingerprints_registered=False,
     )
     old = next(
-        (c for c in cards_of(session, person.id, lock=True) if c.temporary and c.superseded_by is None),
+        (
+            c
+            for c in reversed(cards_of(session, person.id, lock=True))
+            if c.temporary and c.superseded_by is None
+        ),
         None,
     )
     _replace(session, old, card, actor=actor, office=office, now=now, reason="temporary")

@@ -113,10 +113,12 @@ def return_to_owner(
     found = session.get(FoundCard, found_no)
     if found is None:
         raise NotFound(f"no found card {found_no}")
-    card, _ = lock_card(session, found.card_id)
+    card, owner = lock_card(session, found.card_id)
     session.refresh(found)  # re-read under the card lock: another clerk may have returned it
     if found.disposition is not FoundDisposition.HELD:
         raise RuleViolation(f"the found card is {found.disposition.value}, not held")
+    if owner.revoked_reason is not None:
+        raise RuleViolation("the owner's registration is revoked: the card is not returned")
     if card.superseded_by is not None or card.status in (CardStatus.REVOKED, CardStatus.DESTROYED):
         raise RuleViolation(
             "a newer card was issued (or the card revoked) since it was found: it is destroyed, not returned"
