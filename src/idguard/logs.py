@@ -27,13 +27,23 @@ class MaskIdNumbers(logging.Filter):
         return True
 
 
-LOGGERS = ("uvicorn.access", "uvicorn.error", "idguard")
+LOGGERS = ("uvicorn", "uvicorn.access", "uvicorn.error", "idguard")
 
 
 def install() -> None:
-    """Attach the filter to the loggers that can see request data (idempotent)."""
+    """Attach the filter where every record passes (idempotent).
+
+    A logger's own filters apply only to records logged on that exact logger, not to its
+    children's, so the filter goes on the handlers (root's and uvicorn's), which see every
+    record they emit, and on the named loggers for handlers added later.
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handlers = list(logging.getLogger().handlers)
     for name in LOGGERS:
         logger = logging.getLogger(name)
+        handlers.extend(logger.handlers)
         if not any(isinstance(f, MaskIdNumbers) for f in logger.filters):
             logger.addFilter(MaskIdNumbers())
+    for handler in handlers:
+        if not any(isinstance(f, MaskIdNumbers) for f in handler.filters):
+            handler.addFilter(MaskIdNumbers())

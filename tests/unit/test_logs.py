@@ -23,3 +23,10 @@ def test_other_numbers_are_left_alone() -> None:
     assert logs.redact("card 5B7AE52858ACC00F1AED2A557E9D3FD4 seq 1234567890123456789") == (
         "card 5B7AE52858ACC00F1AED2A557E9D3FD4 seq 1234567890123456789"
     )
+
+
+def test_child_loggers_are_masked_too(caplog: pytest.LogCaptureFixture) -> None:
+    logs.install()
+    with caplog.at_level(logging.INFO):
+        logging.getLogger("idguard.services.verify").warning("number %s", "11010519491231002X")
+    assert "11010519491231002X" not in caplog.text

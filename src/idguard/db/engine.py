@@ -13,6 +13,8 @@ from idguard.config import Settings
 
 
 def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
+    # Statement parameters hold id numbers and names: never let SQL logging or an error print them.
+    kwargs.setdefault("hide_parameters", True)
     url = settings.database_url
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")

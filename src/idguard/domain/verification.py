@@ -161,8 +161,17 @@ class CardIndex:
             | (0 if expires_on is None else expires_on.toordinal() - _EPOCH) << 23
             | (hash(name) & _H64) << _NAME_SHIFT
         )
-        if isinstance(entry, int):
-            return _answer(entry, want, today, chip_serial)
+        if isinstance(entry, int):  # one card: the common case, inlined (this is the hot path)
+            if entry & _MATCH_MASK != want:
+                return _MISMATCH
+            if chip_serial is not None and entry >> _CHIP_SHIFT != hash(chip_serial) & _H32:
+                return _MISMATCH
+            code = entry & 7
+            if code == 0:
+                expires = (entry >> 23) & _DAY_MASK
+                if expires and today.toordinal() - _EPOCH > expires:
+                    return _EXPIRED
+            return _ANSWERS[code]
         # Several cards of one number: two can print the same dates (a card replaced the day it
         # was issued). Without the chip serial to tell them apart, any invalid match wins —
         # when in doubt, the card is invalid.

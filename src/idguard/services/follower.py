@@ -53,6 +53,7 @@ class IndexFollower:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
+        self._last_warning = 0.0
         self._polling = threading.Lock()  # the thread and a request forcing a refresh
 
     @property
@@ -133,4 +134,7 @@ class IndexFollower:
             try:
                 self.poll()
             except Exception as exc:  # the database may be down: keep answering from the index
-                log.warning("ledger poll failed (%s); index is %.1f s old", type(exc).__name__, self.age)
+                now = time.monotonic()
+                if now - self._last_warning >= 5:  # one line per 5 s, not 50 per second
+                    self._last_warning = now
+                    log.warning("ledger poll failed (%s); index is %.1f s old", type(exc).__name__, self.age)
