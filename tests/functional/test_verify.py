@@ -212,6 +212,7 @@ def test_rate_limit_gives_429_with_retry_after(counter: Counter) -> None:
     assert 429 in statuses[2:]
     r = slow.verify(card)
     assert_problem(r, 429)
+    assert r.json()["title"] == "Too many requests"
     assert int(r.headers["Retry-After"]) >= 1
 
 

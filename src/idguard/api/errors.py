@@ -88,4 +88,6 @@ def _title(status: int) -> str:
         405: "Method not allowed",
         409: "Conflict",
         415: "Unsupported media type",
+        429: "Too many requests",
+        503: "Service unavailable",
     }.get(status, "Error")
