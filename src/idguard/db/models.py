@@ -287,7 +287,8 @@ class Watch(Base):
 
 
 class WebhookDelivery(Base):
-    """The delivery log of webhook notifications: every attempt, its answer, and the next try."""
+    """The delivery log of webhook notifications: every attempt and its answer (the next try is
+    on the unit's WebhookCursor)."""
 
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)

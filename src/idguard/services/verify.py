@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.domain.clock import Clock, today_cst
-from idguard.domain.errors import Forbidden
 from idguard.domain.verification import CardIndex, Result
 from idguard.services.checklog import CheckEntry, CheckLog
 from idguard.services.follower import IndexFollower
@@ -63,7 +62,8 @@ class Answer:
 
 
 class Verifier:
-    """One per worker process: the index, its follower, keys, rate limits and the check log."""
+    """One per worker process: the index, its follower, keys, rate limits, the check log and the
+    webhook dispatcher."""
 
     def __init__(
         self,
@@ -136,8 +136,3 @@ class Verifier:
             )
         self.log.append(entries)
         return answers
-
-
-def require_purpose(unit: UnitView, purpose: str) -> None:
-    if purpose not in unit.purposes:
-        raise Forbidden(f"unit {unit.code} may not check for purpose {purpose!r}")
