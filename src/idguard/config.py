@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from enum import StrEnum
 from functools import cached_property
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from idguard.fingerprints.matching import DEFAULT_THRESHOLD
+
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+
+
+TEMPLATE_KEY_BYTES = 32
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")
+
+
+def parse_template_keys(text: str) -> dict[str, bytes]:
+    """ "id:base64,id:base64" -> {id: key}, in the given order (the first encrypts)."""
+    keys: dict[str, bytes] = {}
+    for n, item in enumerate(part.strip() for part in text.split(",")):
+        key_id, sep, encoded = item.partition(":")
+        if not sep or not _KEY_ID.fullmatch(key_id):
+            raise ValueError(
+                f"IDGUARD_TEMPLATE_KEYS entry {n + 1}: expected key_id:base64 (id of 1-16 of A-Z a-z 0-9 _ . -)"
+            )
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise ValueError(f"IDGUARD_TEMPLATE_KEYS key {key_id!r} is not valid base64") from None
+        if len(key) != TEMPLATE_KEY_BYTES:
+            raise ValueError(
+                f"IDGUARD_TEMPLATE_KEYS key {key_id!r} has {len(key)} bytes, needs {TEMPLATE_KEY_BYTES}"
+            )
+        if key_id in keys:
+            raise ValueError(f"IDGUARD_TEMPLATE_KEYS lists key id {key_id!r} twice")
+        keys[key_id] = key
+    return keys
 
 
 class Environment(StrEnum):
@@ -28,11 +60,24 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=64)
     # SQLite waits this long for the writer lock before giving up with a 503.
     sqlite_busy_timeout_ms: int = 10_000
+    # Fingerprint template encryption keys (AES-256-GCM), "key_id:base64-of-32-bytes" separated by
+    # commas. The first key encrypts new templates; every listed key decrypts. To rotate: put a
+    # new key first, run `idguard fingerprints rekey`, then drop the old key. Development and test
+    # derive a key from secret_key when this is unset; production refuses to start without it.
+    template_keys: SecretStr | None = None
+    # Decision threshold of the 1:1 fingerprint comparison (MCC similarity, 0..1). The default is
+    # calibrated at a false match rate of 1 in 10,000 on synthetic data (docs/fingerprints.md);
+    # `idguard fingerprints calibrate --fmr 0.001` computes the threshold for another rate.
+    fingerprint_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _no_default_secret_outside_development(self) -> Settings:
         if self.env is not Environment.DEVELOPMENT and self.secret_key == DEVELOPMENT_SECRET:
             raise ValueError("IDGUARD_SECRET_KEY must be set outside development")
+        if self.env is Environment.PRODUCTION and self.template_keys is None:
+            raise ValueError("IDGUARD_TEMPLATE_KEYS must be set in production")
+        if self.template_keys is not None:
+            parse_template_keys(self.template_keys.get_secret_value())  # fail at start, not at first use
         return self
 
     @cached_property

@@ -290,14 +290,6 @@ def test_unit_cannot_use_staff_routes(counter: Counter, bank: Bank) -> None:
     assert_problem(r, 401)
 
 
-def test_fingerprint_sample_is_not_yet_compared(counter: Counter, bank: Bank) -> None:
-    card = counter.card(counter.person())
-    sync(counter)
-    body = bank.verify(card, fingerprint="Rk1SACAyMAA=").json()
-    assert body["fingerprint_match"] is None
-    assert body["fingerprint_reason"] == "comparison_unavailable"
-
-
 def test_same_day_replacement_answers_invalid_unless_the_chip_tells_them_apart(
     counter: Counter, bank: Bank
 ) -> None:

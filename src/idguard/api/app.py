@@ -14,6 +14,7 @@ from idguard.api.routes import (
     auth,
     cards,
     checks,
+    fingerprints,
     found_cards,
     health,
     loss_reports,
@@ -25,6 +26,7 @@ from idguard.api.routes import (
 from idguard.config import Settings
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.clock import Clock, SystemClock
+from idguard.services.fingerprints import Biometrics
 from idguard.services.verify import Verifier
 
 DESCRIPTION = """
@@ -69,11 +71,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.engine = engine
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.clock = clock or SystemClock()
+    app.state.biometrics = Biometrics.from_settings(settings)
     app.state.verifier = Verifier(
         engine,
         app.state.sessionmaker,
         secret_key=settings.secret_key,
         clock=app.state.clock,
+        biometrics=app.state.biometrics,
         workers=settings.workers,
     )
     errors.install(app)
@@ -88,6 +92,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         cards,
         loss_reports,
         found_cards,
+        fingerprints,
     ):
         app.include_router(module.router)
     return app

@@ -22,9 +22,10 @@ from starlette.responses import Response
 from idguard.config import Settings
 from idguard.db.models import IdempotencyRecord
 from idguard.domain.clock import Clock
-from idguard.domain.errors import InvalidField, RuleViolation
+from idguard.domain.errors import InvalidField, RecordedRefusal, RuleViolation
 from idguard.domain.roles import Actor
 from idguard.domain.units import KEY_PREFIX
+from idguard.services.fingerprints import Biometrics
 from idguard.services.keyring import UnitView
 from idguard.services.staff import actor_from_token
 from idguard.services.verify import Verifier
@@ -79,6 +80,7 @@ class Tx:
         self.session = session
         self.actor = actor
         self.now: dt.datetime = get_clock(request).now()
+        self.biometrics: Biometrics = request.app.state.biometrics
 
     def read(self, fn: Callable[[], T]) -> T:
         """Run a read and commit its audit entries with it."""
@@ -122,16 +124,26 @@ class Tx:
             if replay is not None:
                 return replay
             raise
-        result = fn()
+        result = self._call(fn)
         record.status_code = status_code
         record.body = result.model_dump_json()
         self._commit()
         return _json(record.body, status_code)
 
     def _run(self, fn: Callable[[], BaseModel]) -> BaseModel:
-        result = fn()
+        result = self._call(fn)
         self._commit()
         return result
+
+    def _call(self, fn: Callable[[], BaseModel]) -> BaseModel:
+        try:
+            return fn()
+        except RecordedRefusal as refusal:
+            # Roll the request back, keep only the record of the refusal (a failed comparison).
+            self.session.rollback()
+            self.session.add_all(refusal.records)
+            self.session.commit()
+            raise
 
     def _commit(self) -> None:
         try:

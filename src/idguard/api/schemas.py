@@ -22,6 +22,7 @@ from idguard.domain.cards import (
 )
 from idguard.domain.clock import today_cst
 from idguard.domain.idnumber import Sex
+from idguard.services.fingerprints import MAX_RECORD_BASE64
 
 IdNumberStr = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=18, max_length=18)
@@ -151,9 +152,19 @@ class CardList(BaseModel):
     items: list[CardOut]
 
 
+# A base64 ISO/IEC 19794-2 finger minutiae record (2005 or 2011), as a scanner produces it.
+IsoRecord = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_RECORD_BASE64),
+    Field(description="base64 ISO/IEC 19794-2 finger minutiae record (2005 or 2011 format)"),
+]
+
+
 class FingerprintIn(Strict):
-    finger: int = Field(ge=1, le=10, description="ISO/IEC 19794-2 finger position")
-    template: str = Field(min_length=1, description="base64 ISO/IEC 19794-2 finger minutiae record")
+    finger: int = Field(
+        ge=1, le=10, description="ISO/IEC 19794-2 finger position (1 right thumb … 10 left little)"
+    )
+    template: IsoRecord
 
 
 class IssueCardIn(Strict):
@@ -167,11 +178,11 @@ class IssueCardIn(Strict):
         default=None,
         description="the card this one replaces; when sent, a newer card makes the request a 409",
     )
-    fingerprints_registered: bool = Field(
-        default=False,
-        description="admin role only: an imported card whose fingerprints were registered",
+    fingerprints: list[FingerprintIn] | None = Field(
+        default=None,
+        description="the two fingers registered on this card, captured at the counter; each passes "
+        "the quality gate or the request is refused naming the finger and what to do",
     )
-    fingerprints: list[FingerprintIn] | None = None
 
 
 class TemporaryCardIn(Strict):
@@ -232,7 +243,11 @@ class LossReportIn(Strict):
     office: OfficeCode
     applicant_id_number: IdNumberStr
     applicant_name: Name | None = Field(default=None, description="checked against the registry when sent")
-    fingerprint: str | None = Field(default=None, description="base64 ISO/IEC 19794-2 live capture")
+    fingerprint: IsoRecord | None = Field(
+        default=None,
+        description="live capture of one of the holder's registered fingers; required when the card "
+        "has registered fingerprints, which it must match",
+    )
 
 
 class LossReportOut(BaseModel):
@@ -298,6 +313,11 @@ class ReturnIn(Strict):
     office: OfficeCode | None = Field(default=None, description="defaults to the clerk's office")
     photo_ref: Annotated[str, StringConstraints(max_length=100)] | None = Field(
         default=None, description="reference of the photo taken at hand-over"
+    )
+    fingerprint: IsoRecord | None = Field(
+        default=None,
+        description="live capture of one of the claimant's fingers; required when the card has "
+        "registered fingerprints, which it must match",
     )
 
 

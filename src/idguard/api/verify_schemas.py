@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from idguard.domain.units import PURPOSES
+from idguard.services.fingerprints import MAX_RECORD_BASE64
 
 _EXAMPLE: dict[str, Any] = {
     "id_number": "11010519491231002X",
@@ -38,8 +39,10 @@ class VerifyIn(BaseModel):
     chip_serial: (
         Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)] | None
     ) = Field(default=None, description="from a card reader, when one is used")
-    fingerprint: Annotated[str, StringConstraints(max_length=20000)] | None = Field(
-        default=None, description="base64 ISO/IEC 19794-2 record of a live capture (person-card check)"
+    fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RECORD_BASE64)] | None = Field(
+        default=None,
+        description="base64 ISO/IEC 19794-2 record of a live capture, for the person-card check: the "
+        "answer adds `fingerprint_match`. Compared and discarded, never stored",
     )
     watch: bool = Field(default=False, description="notify this unit when the card's status later changes")
 
@@ -66,8 +69,15 @@ class VerifyOut(BaseModel):
     )
     check_id: str
     checked_at: dt.datetime
-    fingerprint_match: bool | None = Field(default=None, description="when a fingerprint was sent")
-    fingerprint_reason: str | None = Field(default=None, description="why fingerprint_match is null")
+    fingerprint_match: bool | None = Field(
+        default=None,
+        description="only when a fingerprint was sent: true / false, or null with `fingerprint_reason`",
+    )
+    fingerprint_reason: str | None = Field(
+        default=None,
+        description="why fingerprint_match is null: `card_not_valid` (the card is invalid or does not "
+        "match: no comparison is made) or `no_registered_fingerprints`",
+    )
 
 
 class VerifyBatchIn(BaseModel):
@@ -148,6 +158,9 @@ class CheckOut(BaseModel):
     result: str
     reason: str | None
     id_number: str = Field(description="masked")
+    fingerprint_match: bool | None = Field(
+        default=None, description="the person-card comparison's verdict, when one was made"
+    )
 
 
 class CheckPage(BaseModel):

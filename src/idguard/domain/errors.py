@@ -42,3 +42,22 @@ class Forbidden(DomainError):
 
     status = 403
     title = "Forbidden"
+
+
+class RecordedRefusal(RuleViolation):
+    """A refusal that is itself part of the record (a failed fingerprint comparison).
+
+    The unit of work rolls the request's changes back, then commits `records` alone, then
+    answers with this error: nothing half-written, and the failed attempt still visible.
+    """
+
+    def __init__(self, detail: str, *, records: tuple[object, ...]) -> None:
+        super().__init__(detail)
+        self.records = records
+
+
+class Unavailable(DomainError):
+    """The registry cannot serve this request now (a key or store it needs is unusable)."""
+
+    status = 503
+    title = "Service unavailable"

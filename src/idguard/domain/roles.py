@@ -19,7 +19,7 @@ class Role(StrEnum):
 class Permission(StrEnum):
     REGISTRY_WRITE = "registry_write"  # persons, cards, loss reports, found cards, revocations
     REGISTRY_READ = "registry_read"
-    IMPORT = "import"  # set issued_on / fingerprints_registered when importing existing cards
+    IMPORT = "import"  # set issued_on when importing existing cards
     ONBOARD_UNITS = "onboard_units"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import uuid
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -15,7 +16,9 @@ from idguard.domain.cards import CardStatus, IssueKind
 from idguard.domain.clock import today_cst
 from idguard.domain.errors import Forbidden, InvalidField, RuleViolation
 from idguard.domain.roles import Actor, Permission
+from idguard.services import fingerprints as fingerprint_service
 from idguard.services import ledger
+from idguard.services.fingerprints import Biometrics
 from idguard.services.registry import (
     acting_at,
     audit_read,
@@ -35,7 +38,6 @@ def _new_card(
     issued_on: dt.date,
     expires_on: dt.date | None,
     now: dt.datetime,
-    fingerprints_registered: bool,
 ) -> Card:
     return Card(
         id=uuid.uuid4(),
@@ -53,7 +55,7 @@ def _new_card(
         expires_on=expires_on,
         issuing_office=office,
         chip_serial=secrets.token_hex(16).upper(),
-        fingerprints_registered=fingerprints_registered,
+        fingerprints_registered=False,  # set by enrolment, with the fingers stored
         created_at=now,
         updated_at=now,
     )
@@ -118,27 +120,28 @@ def issue_card(
     office: str,
     issued_on: dt.date | None = None,
     previous_card_id: uuid.UUID | None = None,
-    fingerprints_registered: bool = False,
-    fingerprints: list[object] | None = None,
+    fingerprints: Sequence[tuple[int, str]] | None = None,
+    biometrics: Biometrics | None = None,
 ) -> Card:
     """Issue a regular card; the person's previous card (if any) becomes SUPERSEDED.
 
-    `issued_on` and `fingerprints_registered` are for the admin role importing existing cards;
-    everyone else issues today. Fingerprint enrolment arrives with the fingerprint module: until
-    then templates are refused rather than silently dropped.
+    `fingerprints`: (ISO finger position, base64 ISO/IEC 19794-2 record) for the two fingers
+    registered on this card, checked by the quality gate and stored sealed; without them the card
+    has no registered fingerprints. `issued_on` is for the admin role importing existing cards;
+    everyone else issues today.
     """
     if kind is IssueKind.TEMPORARY:
         raise InvalidField("kind", "temporary cards are issued at /temporary-cards")
+    # Templates are built first: CPU work stays outside the locks taken below.
+    enrolments = fingerprint_service.prepare_enrolment(fingerprints) if fingerprints is not None else []
+    if enrolments and biometrics is None:
+        raise ValueError("fingerprints given without the biometrics configuration")
     acting_at(session, actor, office)
-    if issued_on is not None or fingerprints_registered:
+    if issued_on is not None:
         try:
             actor.require(Permission.IMPORT)
         except Forbidden:
-            raise Forbidden(
-                "only the admin role may set issued_on or fingerprints_registered (imports)"
-            ) from None
-    if fingerprints:
-        raise InvalidField("fingerprints", "fingerprint enrolment is not available in this version")
+            raise Forbidden("only the admin role may set issued_on (imports)") from None
     today = today_cst(now)
     issued_on = issued_on or today
     if issued_on > today:
@@ -163,10 +166,14 @@ def issue_card(
         issued_on=issued_on,
         expires_on=rules.expiry_date(person.birth_date, issued_on),
         now=now,
-        fingerprints_registered=fingerprints_registered,
     )
+    card.fingerprints_registered = bool(enrolments)  # in the insert; the fingers follow it
     old = next((c for c in existing if previous and str(c.id) == previous.card_id), None)
     _replace(session, old, card, actor=actor, office=office, now=now, reason=kind.value)
+    if enrolments:
+        assert biometrics is not None  # noqa: S101 - checked above, before any lock
+        fingerprint_service.enrol(session, biometrics, card, enrolments, actor=actor, now=now)
+        session.flush()
     return card
 
 
@@ -187,7 +194,6 @@ def issue_temporary_card(
         issued_on=today,
         expires_on=rules.temporary_expiry(today),
         now=now,
-        fingerprints_registered=False,
     )
     old = next(
         (

@@ -49,6 +49,7 @@ class CheckEntry:
     watch: bool
     issued_on: dt.date | None  # with `watch`: which card to watch
     seq: int  # the ledger position the answer was given at
+    fingerprint_match: bool | None = None  # the person-card verdict, when a comparison was made
 
 
 class LogFull(Exception):
@@ -130,6 +131,7 @@ class CheckLog:
                 "id_masked": mask(e.id_number),
                 "id_hash": id_hash(self._secret, e.id_number),
                 "watch": e.watch,
+                "fingerprint_match": e.fingerprint_match,
             }
             for e in batch
         ]
@@ -177,6 +179,7 @@ _COLUMNS = (
     "id_masked",
     "id_hash",
     "watch",
+    "fingerprint_match",
 )
 
 

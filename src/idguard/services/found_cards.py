@@ -15,7 +15,8 @@ from idguard.domain.cards import CardStatus, FoundDisposition
 from idguard.domain.clock import today_cst
 from idguard.domain.errors import NotFound, RuleViolation
 from idguard.domain.roles import Actor
-from idguard.services import ledger
+from idguard.services import fingerprints, ledger
+from idguard.services.fingerprints import Biometrics
 from idguard.services.registry import acting_at, lock_card, new_reference, view
 
 
@@ -107,8 +108,13 @@ def return_to_owner(
     claimant_id_number: str,
     claimant_name: str | None = None,
     photo_ref: str | None = None,
+    fingerprint: str | None = None,
+    biometrics: Biometrics | None = None,
 ) -> tuple[FoundCard, Card]:
-    """Hand a held card back to its verified owner, at the office that holds it."""
+    """Hand a held card back to its verified owner, at the office that holds it. A card with
+    registered fingerprints goes back only to a claimant whose live finger matches one of them
+    (the comparison is recorded either way)."""
+    live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
     acting_at(session, actor, office)
     found = session.get(FoundCard, found_no)
     if found is None:
@@ -130,6 +136,19 @@ def return_to_owner(
         raise RuleViolation("the claimant is not the card's owner")
     if claimant_name is not None and claimant_name != card.name:
         raise RuleViolation("the claimant's name does not match the card")
+    if card.fingerprints_registered:
+        if biometrics is None:
+            raise ValueError("a card with registered fingerprints needs the biometrics configuration")
+        fingerprints.compare_at_counter(
+            session,
+            biometrics,
+            card,
+            live,
+            purpose=fingerprints.Purpose.FOUND_CARD_RETURN,
+            actor=actor,
+            office=office,
+            now=now,
+        )
     found.disposition = FoundDisposition.RETURNED
     found.returned_at = now
     found.returned_by = actor.staff_id

@@ -13,7 +13,8 @@ from idguard.domain.cards import CardStatus, LossReason
 from idguard.domain.clock import today_cst
 from idguard.domain.errors import NotFound, RuleViolation
 from idguard.domain.roles import Actor
-from idguard.services import ledger
+from idguard.services import fingerprints, ledger
+from idguard.services.fingerprints import Biometrics
 from idguard.services.registry import (
     acting_at,
     lock_card,
@@ -37,13 +38,16 @@ def report_loss(
     applicant_id_number: str,
     applicant_name: str | None = None,
     fingerprint: str | None = None,
+    biometrics: Biometrics | None = None,
 ) -> tuple[LossReport, Card]:
     """Accept a loss report at any office (就近办理); the card is invalid from the commit.
 
     Only the holder in person, or a registered adult guardian for a holder under 16. A card with
-    registered fingerprints needs an on-site comparison, which this version cannot do: such a
-    report is refused, never accepted unchecked.
+    registered fingerprints needs a live capture that matches one of them, whoever applies (a
+    guardian brings the child to give the finger): the comparison is recorded either way, and a
+    mismatch refuses the report (FingerprintMismatch).
     """
+    live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
     acting_at(session, actor, office)
     today = today_cst(now)
     applicant_number = idnumber.parse(applicant_id_number, today=today, field="applicant_id_number").value
@@ -65,9 +69,17 @@ def report_loss(
         raise RuleViolation("the applicant's name does not match the registry")
     rules.check_can_report_loss(view(card), today)
     if card.fingerprints_registered:
-        raise RuleViolation(
-            "this card has registered fingerprints: the report needs an on-site fingerprint "
-            "comparison, which is not available yet, so it cannot be accepted"
+        if biometrics is None:
+            raise ValueError("a card with registered fingerprints needs the biometrics configuration")
+        fingerprints.compare_at_counter(
+            session,
+            biometrics,
+            card,
+            live,
+            purpose=fingerprints.Purpose.LOSS_REPORT,
+            actor=actor,
+            office=office,
+            now=now,
         )
     report = LossReport(
         report_no=new_reference("LR"),

@@ -8,19 +8,35 @@ database round trip happens while a unit waits. What is answered never carries p
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from dataclasses import dataclass
+from enum import StrEnum
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.domain.clock import Clock, today_cst
 from idguard.domain.verification import CardIndex, Result
+from idguard.fingerprints import Template
+from idguard.services import fingerprints
 from idguard.services.checklog import CheckEntry, CheckLog
+from idguard.services.fingerprints import Biometrics
 from idguard.services.follower import IndexFollower
 from idguard.services.keyring import KeyRing, UnitView
 from idguard.services.notifications import NotificationHorizon, WebhookDispatcher
 from idguard.services.ratelimit import RateLimiter
+from idguard.services.vault import VaultError
+
+log = logging.getLogger("idguard.verify")
+
+
+class FingerprintReason(StrEnum):
+    """Why an answer's `fingerprint_match` is null."""
+
+    CARD_NOT_VALID = "card_not_valid"  # invalid or mismatching card: no comparison is made
+    NOT_REGISTERED = "no_registered_fingerprints"
+    UNAVAILABLE = "comparison_unavailable"  # the registry database could not be read
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +51,7 @@ class Query:
     operator: str
     chip_serial: str | None = None
     watch: bool = False
-    fingerprint: bool = False
+    fingerprint: Template | None = None  # the live capture's template, for the person-card check
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +88,11 @@ class Verifier:
         *,
         secret_key: str,
         clock: Clock,
+        biometrics: Biometrics,
         workers: int = 1,
     ) -> None:
+        self.sessions = sessions
+        self.biometrics = biometrics
         self.index = CardIndex()
         self.keyring = KeyRing()
         self.follower = IndexFollower(sessions, self.index, self.keyring)
@@ -100,7 +119,10 @@ class Verifier:
         self.log.stop()
 
     def check(self, unit: UnitView, queries: list[Query]) -> list[Answer]:
-        """Answer checks already admitted (purpose allowed, rate taken); record every one."""
+        """Answer checks already admitted (purpose allowed, rate taken); record every one.
+
+        In memory, except the person-card comparison of a query with a fingerprint, which reads
+        the card's sealed templates: call it off the event loop when any query carries one."""
         now = self.clock.now()
         today = today_cst(now)
         seq = self.follower.seq
@@ -109,14 +131,14 @@ class Verifier:
         index_check = self.index.check
         for q in queries:
             result, reason = index_check(q.id_number, q.name, q.issued_on, q.expires_on, today, q.chip_serial)
+            match, why = (None, None) if q.fingerprint is None else self._person_card(q, result)
             answer = Answer(
                 result=result.value,
                 reason=reason.value if reason is not None else None,
                 check_id=uuid.uuid4(),
                 checked_at=now,
-                # The person-card fingerprint comparison arrives with the fingerprint module; until
-                # then a sample is discarded unread and the answer says why there is no verdict.
-                fingerprint_reason="comparison_unavailable" if q.fingerprint else None,
+                fingerprint_match=match,
+                fingerprint_reason=why,
             )
             answers.append(answer)
             entries.append(
@@ -132,7 +154,33 @@ class Verifier:
                     watch=q.watch and result is not Result.MISMATCH,
                     issued_on=q.issued_on if q.watch and result is not Result.MISMATCH else None,
                     seq=seq,
+                    fingerprint_match=match,
                 )
             )
         self.log.append(entries)
         return answers
+
+    def _person_card(self, q: Query, result: Result) -> tuple[bool | None, str | None]:
+        """人证一致性核查: only a card the index found valid is compared (an invalid card's holder
+        is not served whoever they are). The sample is dropped after the comparison."""
+        assert q.fingerprint is not None  # noqa: S101 - only called with a sample
+        if result is not Result.VALID:
+            return None, FingerprintReason.CARD_NOT_VALID
+        try:
+            with self.sessions() as session:
+                match = fingerprints.matches_card(
+                    session,
+                    self.biometrics,
+                    q.fingerprint,
+                    id_number=q.id_number,
+                    issued_on=q.issued_on,
+                    expires_on=q.expires_on,
+                    chip_serial=q.chip_serial,
+                )
+        except (sa.exc.OperationalError, VaultError) as exc:
+            # The validity answer stands (it comes from memory); only the comparison is missing.
+            log.warning("person-card comparison unavailable: %s", type(exc).__name__)
+            return None, FingerprintReason.UNAVAILABLE
+        if match is None:
+            return None, FingerprintReason.NOT_REGISTERED
+        return match, None

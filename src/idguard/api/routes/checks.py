@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import uuid
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
 from idguard.api.deps import CurrentCaller, SessionDep
+from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import problem_responses
 from idguard.api.verify_schemas import CheckOut, CheckPage
 from idguard.db.models import Check
@@ -18,18 +17,6 @@ from idguard.domain.errors import Forbidden, InvalidField
 from idguard.domain.roles import Actor, Role
 
 router = APIRouter(prefix="/api/v1", tags=["verification (units)"])
-
-
-def _encode(at: dt.datetime, check_id: uuid.UUID) -> str:
-    return base64.urlsafe_b64encode(f"{at.isoformat()}|{check_id}".encode()).decode()
-
-
-def _decode(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    try:
-        at, check_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return dt.datetime.fromisoformat(at), uuid.UUID(check_id)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidField("cursor", "not a cursor returned by this endpoint") from None
 
 
 @router.get("/checks", response_model=CheckPage, responses=problem_responses(401, 403, 422))
@@ -64,7 +51,7 @@ def checks(
     if result is not None:
         stmt = stmt.where(Check.result == result)
     if cursor is not None:
-        at, check_id = _decode(cursor)
+        at, check_id = decode_cursor(cursor)
         stmt = stmt.where(sa.or_(Check.at < at, sa.and_(Check.at == at, Check.id < check_id)))
     rows = list(session.scalars(stmt.order_by(Check.at.desc(), Check.id.desc()).limit(limit + 1)))
     page, more = rows[:limit], len(rows) > limit
@@ -79,8 +66,9 @@ def checks(
                 result=c.result,
                 reason=c.reason,
                 id_number=c.id_masked,
+                fingerprint_match=c.fingerprint_match,
             )
             for c in page
         ],
-        next=_encode(page[-1].at, page[-1].id) if more else None,
+        next=encode_cursor(page[-1].at, page[-1].id) if more else None,
     )

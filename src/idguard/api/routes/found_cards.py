@@ -49,7 +49,9 @@ def hand_in(body: FoundCardIn, tx: TxDep) -> Response:
 @router.post("/{found_no}/return", status_code=200, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS)
 def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
     """Hand a held card back to its owner, at the office that holds it, after checking the
-    claimant's id number (and name, when sent) against the card."""
+    claimant's id number (and name, when sent) against the card. A card with registered
+    fingerprints needs the claimant's live `fingerprint`, which must match one of them; every
+    comparison is recorded, and a mismatch is refused with 409."""
 
     def run() -> FoundCardOut:
         office = body.office or tx.actor.office
@@ -64,6 +66,8 @@ def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
             claimant_id_number=body.claimant_id_number,
             claimant_name=body.claimant_name,
             photo_ref=body.photo_ref,
+            fingerprint=body.fingerprint,
+            biometrics=tx.biometrics,
         )
         return FoundCardOut.of(found, card, tx.now)
 

@@ -16,8 +16,10 @@ router = APIRouter(prefix="/api/v1/loss-reports", tags=["loss reports"])
 def report_loss(body: LossReportIn, tx: TxDep) -> Response:
     """Accept a loss report at any office, from the holder in person (a guardian for a holder
     under 16), free of charge. The card is invalid from the moment this answers; `report_no` is
-    the receipt number. A card with registered fingerprints needs an on-site comparison: this
-    version refuses such a report with 409 rather than accept it unchecked."""
+    the receipt number. A card with registered fingerprints needs the applicant's live
+    `fingerprint` (422 without it), which must match one of the card's two registered fingers:
+    a mismatch is refused with 409. Every comparison is recorded with office, clerk and time
+    (`GET /api/v1/fingerprint-comparisons`), so repeated failures are visible."""
 
     def run() -> LossReportOut:
         report, card = loss_reports.report_loss(
@@ -30,6 +32,7 @@ def report_loss(body: LossReportIn, tx: TxDep) -> Response:
             applicant_id_number=body.applicant_id_number,
             applicant_name=body.applicant_name,
             fingerprint=body.fingerprint,
+            biometrics=tx.biometrics,
         )
         return LossReportOut.of(report, card, tx.now)
 

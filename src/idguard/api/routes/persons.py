@@ -62,7 +62,9 @@ def list_cards(id_number: IdNumberStr, tx: TxDep) -> CardList:
 def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response:
     """Issue a card (first / renewal / replacement / correction). The previous card becomes
     `superseded`; the validity period follows the holder's age at issue (5/10/20 years/long-term).
-    Send `previous_card_id` to make a race with another clerk a clean 409."""
+    Send `previous_card_id` to make a race with another clerk a clean 409. `fingerprints`
+    registers two fingers on the card: each capture must pass the quality gate (enough minutiae,
+    scanner-reported quality), or the request is refused naming the finger and what to do."""
 
     def run() -> CardOut:
         card = cards.issue_card(
@@ -74,8 +76,10 @@ def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response
             office=body.office,
             issued_on=body.issued_on,
             previous_card_id=body.previous_card_id,
-            fingerprints_registered=body.fingerprints_registered,
-            fingerprints=list(body.fingerprints) if body.fingerprints else None,
+            fingerprints=[(f.finger, f.template) for f in body.fingerprints]
+            if body.fingerprints is not None
+            else None,
+            biometrics=tx.biometrics,
         )
         return CardOut.of(card, tx.now)
 

@@ -1,0 +1,22 @@
+"""Keyset pagination over (time, id), newest first: an opaque cursor that stays valid while rows
+are appended, unlike an offset."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import uuid
+
+from idguard.domain.errors import InvalidField
+
+
+def encode_cursor(at: dt.datetime, row_id: uuid.UUID) -> str:
+    return base64.urlsafe_b64encode(f"{at.isoformat()}|{row_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
+    try:
+        at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return dt.datetime.fromisoformat(at), uuid.UUID(row_id)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidField("cursor", "not a cursor returned by this endpoint") from None

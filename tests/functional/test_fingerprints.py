@@ -1,0 +1,386 @@
+"""Fingerprints at the counter and at the unit: enrolment with the quality gate, the on-site
+comparison for loss reports and found cards' returns, the person-card check, and what is stored."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import logging
+import uuid
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from idguard.db.models import Card, Fingerprint, FingerprintComparison
+from idguard.domain.clock import FixedClock
+from tests import prints
+from tests.factories import OFFICE_A, OFFICE_B
+from tests.functional.conftest import Counter, assert_problem
+from tests.functional.test_found_cards import hand_in
+from tests.functional.test_verify import Bank, flush, sync
+
+ALICE, BOB = 11, 12  # two persons' fingers (synthetic generator seeds)
+
+
+@pytest.fixture
+def bank(counter: Counter) -> Bank:
+    return Bank(counter)
+
+
+def enrolled_card(counter: Counter, person: int = ALICE, **kwargs: Any) -> dict[str, Any]:
+    return counter.card(counter.person(**kwargs), fingerprints=prints.enrolment(person))
+
+
+def comparisons(session_factory: sessionmaker[Session], card: dict[str, Any]) -> list[FingerprintComparison]:
+    with session_factory() as s:
+        return list(
+            s.scalars(
+                sa.select(FingerprintComparison)
+                .where(FingerprintComparison.card_id == uuid.UUID(card["card_id"]))
+                .order_by(FingerprintComparison.at)
+            )
+        )
+
+
+# --- enrolment ------------------------------------------------------------------------------
+
+
+def test_issue_with_two_fingers_registers_them(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    card = enrolled_card(counter)
+    assert card["fingerprints_registered"] is True
+    with session_factory() as s:
+        rows = s.scalars(
+            sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(card["card_id"]))
+        ).all()
+        assert sorted(r.finger for r in rows) == [prints.THUMB, prints.LEFT_THUMB]
+        assert all(r.minutiae >= 12 and r.quality >= 40 for r in rows)
+    plain = counter.card(counter.person())
+    assert plain["fingerprints_registered"] is False
+
+
+@pytest.mark.parametrize(
+    ("fingers", "field", "says"),
+    [
+        (lambda: prints.enrolment(ALICE)[:1], "fingerprints", "2 fingers"),
+        (lambda: prints.enrolment(ALICE, (1, 1)), "fingerprints[1].finger", "different"),
+        (
+            lambda: [{"finger": 1, "template": "not base64!"}, prints.enrolment(ALICE)[1]],
+            "fingerprints[0].template",
+            "base64",
+        ),
+        (
+            lambda: [prints.enrolment(ALICE)[0], {"finger": 6, "template": prints.capture(ALICE, 6)[:40]}],
+            "fingerprints[1].template",
+            "",
+        ),
+        (
+            # The record says it is the right thumb; it is sent as the left thumb.
+            lambda: [prints.enrolment(ALICE)[0], {"finger": 6, "template": prints.capture(ALICE, 1, 0)}],
+            "fingerprints[1].template",
+            "no view of finger 6",
+        ),
+        (
+            lambda: [{"finger": 1, "template": prints.poor(ALICE, minutiae=8)}, prints.enrolment(ALICE)[1]],
+            "fingerprints[0].template",
+            "only 8 minutiae",
+        ),
+        (
+            lambda: [
+                prints.enrolment(ALICE)[0],
+                {"finger": 6, "template": prints.poor(ALICE, 6, minutiae=40, quality=20)},
+            ],
+            "fingerprints[1].template",
+            "left thumb: finger quality 20",
+        ),
+    ],
+)
+def test_enrolment_refusals_name_the_finger_and_write_nothing(
+    counter: Counter, fingers: Any, field: str, says: str
+) -> None:
+    number = counter.person()
+    r = counter.issue(number, fingerprints=fingers())
+    assert_problem(r, 422, field=None if "." in field and says == "" else field)
+    body = r.json()
+    assert any(e["field"].startswith(field) for e in body["errors"]), body
+    assert says in body["detail"], body
+    assert counter.cards(number) == []
+
+
+def test_poor_capture_message_tells_the_clerk_what_to_do(counter: Counter) -> None:
+    r = counter.issue(
+        counter.person(),
+        fingerprints=[{"finger": 1, "template": prints.poor(ALICE, quality=20)}, prints.enrolment(ALICE)[1]],
+    )
+    assert_problem(r, 422, field="fingerprints[0].template", says="capture again")
+    assert "right thumb" in r.json()["detail"]
+
+
+def test_a_truncated_record_names_the_part_at_fault(counter: Counter) -> None:
+    good = prints.record(ALICE, 6, 0)
+    r = counter.issue(
+        counter.person(),
+        fingerprints=[
+            prints.enrolment(ALICE)[0],
+            {"finger": 6, "template": base64.b64encode(good[:-5]).decode()},
+        ],
+    )
+    assert_problem(r, 422, field="fingerprints[1].template.record_length")
+
+
+# --- loss reports ---------------------------------------------------------------------------
+
+
+def test_loss_report_with_matching_finger_is_accepted_and_recorded(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    card = enrolled_card(counter)
+    r = counter.report(card, fingerprint=prints.capture(ALICE, prints.LEFT_THUMB, impression=3))
+    assert r.status_code == 201, r.text
+    assert r.json()["card_status"] == "reported_lost"
+    [comparison] = comparisons(session_factory, card)
+    assert comparison.matched
+    assert comparison.purpose == "loss_report"
+    assert comparison.office == OFFICE_A
+
+
+def test_loss_report_with_another_persons_finger_is_refused_and_the_attempt_recorded(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    card = enrolled_card(counter)
+    r = counter.report(card, fingerprint=prints.capture(BOB), headers={"Idempotency-Key": "lr-1"})
+    assert_problem(r, 409, says="does not match")
+    assert "last 24 hours: 1" in r.json()["detail"]
+    assert counter.cards(card["id_number"])[0]["status"] == "valid"
+    assert len(counter.events(card["card_id"])) == 1  # only the issue: nothing half-written
+    r = counter.report(card, fingerprint=prints.capture(BOB, 6), office=OFFICE_B, as_="clerk_b")
+    assert_problem(r, 409, says="last 24 hours: 2")
+    failed = comparisons(session_factory, card)
+    assert [(c.matched, c.office) for c in failed] == [(False, OFFICE_A), (False, OFFICE_B)]
+    # The refusal did not consume the idempotency key: the holder's own finger then succeeds with it.
+    r = counter.report(card, fingerprint=prints.capture(ALICE), headers={"Idempotency-Key": "lr-1"})
+    assert r.status_code == 201, r.text
+    assert counter.cards(card["id_number"])[0]["status"] == "reported_lost"
+
+
+def test_loss_report_without_a_sample_is_refused_for_a_card_with_fingerprints(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    card = enrolled_card(counter)
+    assert_problem(counter.report(card), 422, field="fingerprint", says="registered fingerprints")
+    assert_problem(counter.report(card, fingerprint="Rk1SACAyMAA="), 422, field="fingerprint.record_length")
+    assert_problem(
+        counter.report(card, fingerprint=prints.poor(ALICE)), 422, field="fingerprint", says="capture again"
+    )
+    assert comparisons(session_factory, card) == []  # not an attempt: nothing was compared
+    assert counter.cards(card["id_number"])[0]["status"] == "valid"
+
+
+def test_card_without_fingerprints_needs_no_sample(counter: Counter) -> None:
+    card = counter.card(counter.person())
+    assert counter.report(card).status_code == 201
+
+
+def test_guardian_report_needs_the_childs_finger(counter: Counter) -> None:
+    parent = counter.person(dt.date(1980, 1, 1))
+    card = enrolled_card(counter, birth=dt.date(2015, 3, 3))  # a child of 11 with fingers registered
+    r = counter.report(card, applicant=parent, fingerprint=prints.capture(BOB))  # the parent's own finger
+    assert_problem(r, 409, says="does not match")
+    r = counter.report(card, applicant=parent, fingerprint=prints.capture(ALICE))
+    assert r.status_code == 201, r.text
+
+
+def test_comparisons_are_listed_for_supervisors_and_the_clerks_own_office(
+    counter: Counter, clock: FixedClock
+) -> None:
+    card = enrolled_card(counter)
+    counter.report(card, fingerprint=prints.capture(BOB))
+    clock.at += dt.timedelta(minutes=1)
+    counter.report(card, fingerprint=prints.capture(BOB), office=OFFICE_B, as_="clerk_b")
+    clock.at += dt.timedelta(minutes=1)
+    counter.report(card, fingerprint=prints.capture(ALICE))
+    r = counter.get("/api/v1/fingerprint-comparisons", as_="supervisor", matched="false")
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert [(i["office"], i["matched"]) for i in items] == [(OFFICE_B, False), (OFFICE_A, False)]
+    assert items[0]["clerk"] == "clerk_b"
+    assert "*" in items[0]["id_number"]
+    assert items[0]["id_number"] != card["id_number"]
+    mine = counter.get("/api/v1/fingerprint-comparisons", card_id=card["card_id"]).json()["items"]
+    assert [i["matched"] for i in mine] == [True, False]  # clerk_a: office A only, newest first
+    page = counter.get("/api/v1/fingerprint-comparisons", as_="auditor", limit=1).json()
+    assert len(page["items"]) == 1
+    assert page["next"]
+    rest = counter.get("/api/v1/fingerprint-comparisons", as_="auditor", cursor=page["next"]).json()
+    assert len(rest["items"]) == 2
+    assert_problem(counter.get("/api/v1/fingerprint-comparisons", office=OFFICE_B), 422, field="office")
+
+
+# --- found cards ----------------------------------------------------------------------------
+
+
+def test_found_card_goes_back_only_to_a_matching_finger(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    card = enrolled_card(counter)
+    assert counter.report(card, fingerprint=prints.capture(ALICE)).status_code == 201
+    found = hand_in(counter, card).json()
+    path = f"/api/v1/found-cards/{found['found_no']}/return"
+    claim = {"claimant_id_number": card["id_number"]}
+    assert_problem(counter.post(path, claim), 422, field="fingerprint")
+    assert_problem(
+        counter.post(path, {**claim, "fingerprint": prints.capture(BOB)}), 409, says="does not match"
+    )
+    r = counter.post(path, {**claim, "fingerprint": prints.capture(ALICE, prints.LEFT_THUMB, 4)})
+    assert r.status_code == 200, r.text
+    assert r.json()["disposition"] == "returned"
+    assert [(c.purpose, c.matched) for c in comparisons(session_factory, card)] == [
+        ("loss_report", True),
+        ("found_card_return", False),
+        ("found_card_return", True),
+    ]
+
+
+# --- the person-card check (verify) ---------------------------------------------------------
+
+
+def test_verify_with_fingerprint(counter: Counter, bank: Bank, clock: FixedClock) -> None:
+    card = enrolled_card(counter)
+    plain = counter.card(counter.person())
+    sync(counter)
+    own = bank.verify(card, fingerprint=prints.capture(ALICE, impression=5))
+    assert own.status_code == 200, own.text
+    assert own.json()["result"] == "valid"
+    assert own.json()["fingerprint_match"] is True
+    assert own.json().get("fingerprint_reason") is None
+    clock.at += dt.timedelta(seconds=1)
+    other = bank.verify(card, fingerprint=prints.capture(BOB)).json()
+    assert (other["result"], other["fingerprint_match"]) == ("valid", False)
+    clock.at += dt.timedelta(seconds=1)
+    none = bank.verify(plain, fingerprint=prints.capture(ALICE)).json()
+    assert none["fingerprint_match"] is None
+    assert none["fingerprint_reason"] == "no_registered_fingerprints"
+    clock.at += dt.timedelta(seconds=1)
+    without = bank.verify(card).json()
+    assert "fingerprint_match" not in without
+    flush(counter)
+    checks = counter.get("/api/v1/checks", as_="auditor").json()["items"]  # newest first
+    assert [c["fingerprint_match"] for c in checks] == [None, None, False, True]
+
+
+def test_verify_compares_only_a_valid_card(counter: Counter, bank: Bank) -> None:
+    card = enrolled_card(counter)
+    counter.report(card, fingerprint=prints.capture(ALICE))
+    sync(counter)
+    body = bank.verify(card, fingerprint=prints.capture(ALICE)).json()
+    assert (body["result"], body["reason"]) == ("invalid", "reported_lost")
+    assert body["fingerprint_match"] is None
+    assert body["fingerprint_reason"] == "card_not_valid"
+    mismatch = bank.verify(card, name="王五", fingerprint=prints.capture(ALICE)).json()
+    assert mismatch["result"] == "mismatch"
+    assert mismatch["fingerprint_reason"] == "card_not_valid"
+
+
+def test_verify_with_a_malformed_record_names_the_fault(counter: Counter, bank: Bank) -> None:
+    card = counter.card(counter.person())
+    sync(counter)
+    assert_problem(bank.verify(card, fingerprint="Rk1SACAyMAA="), 422, field="fingerprint.record_length")
+    assert_problem(bank.verify(card, fingerprint="%%%"), 422, field="fingerprint")
+
+
+def test_batch_with_fingerprints(counter: Counter, bank: Bank) -> None:
+    card = enrolled_card(counter)
+    sync(counter)
+    base = {
+        "id_number": card["id_number"],
+        "name": card["name"],
+        "issued_on": card["issued_on"],
+        "expires_on": card["expires_on"],
+        "purpose": "account_opening",
+        "operator": "teller-7",
+    }
+    items = [
+        {**base, "fingerprint": prints.capture(ALICE)},
+        {**base, "fingerprint": prints.capture(BOB)},
+        {**base, "fingerprint": "Rk1SACAyMAA="},
+        base,
+    ]
+    r = counter.client.post("/api/v1/verify/batch", json={"items": items}, headers=bank.headers())
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["fingerprint_match"] is True
+    assert results[1]["fingerprint_match"] is False
+    assert results[2]["error"]["status"] == 422
+    assert results[2]["error"]["errors"][0]["field"] == "fingerprint.record_length"
+    assert results[3]["result"] == "valid"
+    assert "fingerprint_match" not in results[3]
+
+
+# --- what is stored, and what never leaves --------------------------------------------------
+
+
+def test_templates_are_sealed_at_rest(counter: Counter, session_factory: sessionmaker[Session]) -> None:
+    card = enrolled_card(counter)
+    enrolled = prints.record(ALICE, prints.THUMB, prints.ENROLLED)
+    with session_factory() as s:
+        rows = s.scalars(
+            sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(card["card_id"]))
+        ).all()
+    for row in rows:
+        # Neither the record nor any recognisable part of it (its header, its minutiae) is there.
+        assert b"FMR\x00" not in row.record
+        assert b"FMR\x00" not in row.template
+        assert enrolled[24:60] not in row.record
+        assert b"IGMC" not in row.template
+        assert row.key_id == "derived"
+
+
+def test_nothing_answered_or_logged_carries_template_bytes(
+    counter: Counter, bank: Bank, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    sample = prints.capture(ALICE)
+    enrolment = prints.enrolment(ALICE)
+    card = counter.card(counter.person(), fingerprints=enrolment)
+    counter.report(card, fingerprint=prints.capture(BOB))
+    counter.report(card, fingerprint=sample)
+    sync(counter)
+    answers = [
+        counter.get(f"/api/v1/persons/{card['id_number']}", as_="auditor").text,
+        counter.get(f"/api/v1/persons/{card['id_number']}/cards", as_="auditor").text,
+        counter.get(f"/api/v1/cards/{card['card_id']}/events", as_="auditor").text,
+        counter.get("/api/v1/fingerprint-comparisons", as_="auditor").text,
+        bank.verify(card, fingerprint=sample).text,
+    ]
+    secrets = [sample[:40], enrolment[0]["template"][:40], enrolment[1]["template"][:40]]  # type: ignore[index]
+    for text in [*answers, caplog.text]:
+        for secret in secrets:
+            assert secret not in text
+    assert "FMR" not in caplog.text
+
+
+def test_a_sealed_template_moved_to_another_card_does_not_open(
+    counter: Counter, session_factory: sessionmaker[Session]
+) -> None:
+    """The associated data binds a blob to its card: copying Alice's fingers onto Bob's card row
+    (a database-level substitution) makes Bob's comparisons fail closed, not match Alice."""
+    alice = enrolled_card(counter)
+    bob = enrolled_card(counter, BOB)
+    with session_factory.begin() as s:
+        source = {
+            f.finger: f
+            for f in s.scalars(
+                sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(alice["card_id"]))
+            )
+        }
+        for target in s.scalars(
+            sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(bob["card_id"]))
+        ):
+            target.template = source[target.finger].template
+    assert_problem(counter.report(bob, fingerprint=prints.capture(ALICE)), 503, says="cannot be read")
+    assert_problem(counter.report(bob, fingerprint=prints.capture(BOB)), 503, says="cannot be read")
+    with session_factory() as s:
+        assert s.scalar(sa.select(Card.status).where(Card.id == uuid.UUID(bob["card_id"]))) == "valid"
