@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import datetime as dt
 import gc
@@ -75,6 +76,8 @@ from idguard.services.loss_reports import report_loss
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside this bench
+# Production mode needs template keys; a fixed bench-only key (it seals nothing real).
+TEMPLATE_KEYS = "bench:" + base64.b64encode(bytes(range(32))).decode()
 PURPOSE = "account_opening"
 # Far above anything this bench can reach, so the limiter never answers 429 while we measure
 # (the API caps rate_limit at 100,000/s, which a 1000-item batch run could exceed; the service
@@ -397,6 +400,7 @@ def server(
         **os.environ,
         "IDGUARD_DATABASE_URL": url,
         "IDGUARD_SECRET_KEY": SECRET,
+        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
         "IDGUARD_ENV": "production",
         "IDGUARD_WORKERS": str(workers),
     }
