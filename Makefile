@@ -37,6 +37,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python bench/verify.py
 	$(BIN)/python bench/demo_load.py
 	$(BIN)/python bench/fingerprints.py
+	$(BIN)/python bench/fingerprint_requests.py
 
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm
