@@ -13,15 +13,30 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+from typer.testing import CliRunner
 
-from idguard.db.models import Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person, Staff
+from idguard.cli.main import app
+from idguard.config import Settings
+from idguard.db.models import (
+    Card,
+    Fingerprint,
+    FingerprintComparison,
+    FoundCard,
+    LedgerEvent,
+    LedgerHead,
+    LossReport,
+    Person,
+    Staff,
+)
+from idguard.demo import fingers
 from idguard.demo import load as demo_load
-from idguard.demo.load import DEMO_CREDENTIALS, DatabaseNotEmpty, load_demo
+from idguard.demo.load import DEMO_CREDENTIALS, DatabaseNotEmpty, demo_fingerprint_holders, load_demo
 from idguard.demo.population import OFFICES, Population
 from idguard.domain.cards import CardStatus, LossReason, expiry_date, temporary_expiry
 from idguard.domain.clock import today_cst
 from idguard.domain.idnumber import parse
 from idguard.domain.roles import Actor, Role
+from idguard.services.fingerprints import Biometrics, FingerprintMismatch
 from idguard.services.loss_reports import report_loss
 from idguard.services.staff import authenticate
 from tests.factories import NOW
@@ -29,6 +44,7 @@ from tests.factories import NOW
 CITIZENS = 300
 SEED = 7
 TODAY = today_cst(NOW)
+FINGERPRINT_PERSONS = 5  # ~30 ms of CPU each: enough to see the rule hold, cheap enough to test
 
 
 def schema(engine: sa.Engine) -> list[tuple[object, ...]]:
@@ -48,9 +64,17 @@ def schema(engine: sa.Engine) -> list[tuple[object, ...]]:
         )
 
 
-def test_loaded_population_keeps_the_registry_rules(engine: sa.Engine) -> None:
+def test_loaded_population_keeps_the_registry_rules(engine: sa.Engine, settings: Settings) -> None:
     before = schema(engine)
-    report = load_demo(engine, citizens=CITIZENS, seed=SEED, now=NOW)
+    biometrics = Biometrics.from_settings(settings)
+    report = load_demo(
+        engine,
+        citizens=CITIZENS,
+        seed=SEED,
+        now=NOW,
+        fingerprint_persons=FINGERPRINT_PERSONS,
+        biometrics=biometrics,
+    )
     assert schema(engine) == before  # the PostgreSQL path drops and re-creates checks
     assert report.rows["persons"] == CITIZENS
     assert str(CITIZENS) in report.summary()
@@ -61,6 +85,7 @@ def test_loaded_population_keeps_the_registry_rules(engine: sa.Engine) -> None:
         reports = session.scalars(sa.select(LossReport)).all()
         found = session.scalars(sa.select(FoundCard)).all()
         head = session.scalar(sa.select(LedgerHead.seq))
+        prints = session.scalars(sa.select(Fingerprint)).all()
     assert report.rows == {
         "persons": len(persons),
         "cards": len(cards),
@@ -71,7 +96,6 @@ def test_loaded_population_keeps_the_registry_rules(engine: sa.Engine) -> None:
     # A population this size has some of everything the model produces.
     assert {c.status for c in cards} >= {CardStatus.VALID, CardStatus.SUPERSEDED, CardStatus.REPORTED_LOST}
     assert any(c.temporary for c in cards)
-    assert any(c.fingerprints_registered for c in cards)
     assert reports
     assert any(p.revoked_reason for p in persons)
 
@@ -112,6 +136,27 @@ def test_loaded_population_keeps_the_registry_rules(engine: sa.Engine) -> None:
         held.sort(key=lambda c: c.issued_on)
         assert [c for c in held if c.status is CardStatus.VALID] in ([], [held[-1]])
         assert all(old.superseded_by == new.id for old, new in itertools.pairwise(held))
+
+    # Fingerprints: a card is flagged if and only if its two fingers are stored, sealed under the
+    # active key; the sample is current valid regular cards issued since 2013, one per person.
+    by_card_prints: dict[uuid.UUID, list[Fingerprint]] = defaultdict(list)
+    for fp in prints:
+        by_card_prints[fp.card_id].append(fp)
+    flagged = [c for c in cards if c.fingerprints_registered]
+    assert len(flagged) == report.fingerprint_cards == FINGERPRINT_PERSONS
+    assert {c.id for c in flagged} == set(by_card_prints)
+    assert str(FINGERPRINT_PERSONS) in report.summary()
+    archive_clerks = {clerk.id for clerk in archive_staff(engine)}
+    for card in flagged:
+        stored = by_card_prints[card.id]
+        assert sorted(fp.finger for fp in stored) == sorted(fingers.DEMO_FINGERS)
+        assert all(fp.key_id == biometrics.vault.active_key_id for fp in stored)
+        assert all(fp.enrolled_at == card.created_at and fp.enrolled_by in archive_clerks for fp in stored)
+        assert card.status is CardStatus.VALID
+        assert not card.temporary
+        assert card.issued_on >= fingers.FINGERPRINTS_FROM
+        assert card.expires_on is None or card.expires_on >= TODAY
+    assert len({c.person_id for c in flagged}) == len(flagged)
 
     references = {e.reference for e in events}
     numbers = {c.id: c.id_number for c in cards}
@@ -176,6 +221,70 @@ def test_orm_and_services_carry_on_from_the_loaded_rows(
         archive = session.scalars(sa.select(Staff).where(Staff.username.startswith("archive."))).all()
         assert len(archive) == len(OFFICES)
         assert not any(s.active for s in archive)
+
+
+def archive_staff(engine: sa.Engine) -> list[Staff]:
+    with Session(engine) as session:
+        return list(session.scalars(sa.select(Staff).where(Staff.username.startswith("archive."))))
+
+
+def demo_fingerprint(*args: str) -> str:
+    """What `idguard demo fingerprint` prints: a counter scanner's base64 record."""
+    result = CliRunner().invoke(app, ["demo", "fingerprint", *args])
+    assert result.exit_code == 0, result.output
+    return result.output.strip()
+
+
+def test_a_demo_persons_live_capture_matches_their_card_and_no_one_elses(
+    engine: sa.Engine, settings: Settings, session_factory: sessionmaker[Session]
+) -> None:
+    biometrics = Biometrics.from_settings(settings)
+    load_demo(engine, citizens=CITIZENS, seed=SEED, now=NOW, fingerprint_persons=3, biometrics=biometrics)
+    count, examples = demo_fingerprint_holders(engine, now=NOW, examples=2)
+    assert count == 3
+    assert len(examples) == 2
+    holder, other = examples
+    with session_factory() as session:
+        clerk = authenticate(session, username=DEMO_CREDENTIALS[1][0], password=DEMO_CREDENTIALS[1][1])
+        assert clerk is not None
+        actor = Actor(staff_id=clerk.id, username=clerk.username, role=Role.CLERK, office=clerk.office_code)
+        card = session.scalars(
+            sa.select(Card).where(Card.id_number == holder, Card.fingerprints_registered)
+        ).one()
+        card_id = card.id
+
+    def report(fingerprint: str | None) -> None:
+        with session_factory() as session:
+            report_loss(
+                session,
+                actor=actor,
+                now=NOW,
+                card_id=str(card_id),
+                reason=LossReason.LOST,
+                office=actor.office or "",
+                applicant_id_number=holder,
+                fingerprint=fingerprint,
+                biometrics=biometrics,
+            )
+            session.commit()
+
+    # Another demo person's thumb, and the holder's own unregistered index finger: refused.
+    for wrong in (demo_fingerprint(other), demo_fingerprint(holder, "--finger", "2")):
+        with pytest.raises(FingerprintMismatch):
+            report(wrong)
+    # A new capture of the holder's left thumb (not the enrolled impression): accepted.
+    live = demo_fingerprint(holder, "--finger", str(fingers.DEMO_FINGERS[1]), "--impression", "3")
+    assert live == fingers.live_sample(holder, fingers.DEMO_FINGERS[1], 3)
+    report(live)
+    with session_factory() as session:
+        reported = session.get(Card, card_id)
+        assert reported is not None
+        assert reported.status is CardStatus.REPORTED_LOST
+        compared = session.scalars(
+            sa.select(FingerprintComparison.matched).where(FingerprintComparison.card_id == card_id)
+        ).all()
+    assert compared == [True]  # the refusals' records are the unit of work's (API) to commit
+    assert demo_fingerprint_holders(engine, now=NOW)[0] == 2  # only valid cards are listed
 
 
 def test_a_failed_load(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,7 +2,8 @@
 
 Hypothesis picks sequences of counter operations (register, issue, renew / replace / correct,
 temporary card, report lost or stolen, cancel the report, hand in a found card, return it, revoke
-the person, let time pass) over a handful of persons. A small model predicts each outcome: success,
+the person, let time pass) over a handful of persons. Some cards are issued with two fingers
+enrolled; their reports and returns then come with the holder's finger, another person's, or none. A small model predicts each outcome: success,
 or the DomainError class that refuses it. After every step the invariants of DOMAIN.md are checked
 on the stored rows themselves, and the rows are compared with the model.
 
@@ -18,6 +19,7 @@ covers the situation too.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import itertools
 import shutil
 import uuid
@@ -44,15 +46,29 @@ from sqlalchemy.orm import Session, sessionmaker
 from idguard.config import Environment, Settings
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.db.models import Base, Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
+from idguard.db.models import Fingerprint as StoredFinger
+from idguard.db.models import FingerprintComparison as Comparison
 from idguard.domain import cards as rules
 from idguard.domain.cards import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
 from idguard.domain.clock import FixedClock, today_cst
-from idguard.domain.errors import DomainError, Forbidden, NotFound, RuleViolation
+from idguard.domain.errors import (
+    DomainError,
+    Forbidden,
+    InvalidField,
+    NotFound,
+    RecordedRefusal,
+    RuleViolation,
+)
 from idguard.domain.idnumber import Sex, check_character
 from idguard.domain.roles import Actor
+from idguard.fingerprints import DEFAULT_THRESHOLD
 from idguard.services import cards as card_service
+from idguard.services import fingerprints as fingerprint_service
 from idguard.services import found_cards, loss_reports
 from idguard.services import persons as person_service
+from idguard.services.fingerprints import Biometrics, FingerprintMismatch
+from idguard.services.vault import TemplateVault
+from tests import prints
 from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, actor, id_number, seed_world
 
 # Known bugs the machine steps around (see the strict xfail tests at the end of this file).
@@ -108,6 +124,27 @@ PERSON_KEYS = st.sampled_from(sorted(PEOPLE))
 # towards the first one. Used to keep most steps on the path that can succeed.
 MOSTLY = st.sampled_from([True, True, True, False])
 STRANGER = make_number("110105", dt.date(1970, 1, 1), 71)  # valid, never registered
+BIOMETRICS = Biometrics(vault=TemplateVault({"machine": bytes(range(32))}), threshold=DEFAULT_THRESHOLD)
+# Each person's fingers are one synthetic seed; a card of theirs with fingers enrols impression 0
+# of the two thumbs, and a counter capture is a later impression.
+FINGER_SEED = {key: 101 + n for n, key in enumerate(sorted(PEOPLE))}
+SAMPLES = st.sampled_from(["own", "own", "other", "none"])
+
+
+@functools.cache
+def enrolment(who: str) -> list[tuple[int, str]]:
+    return [
+        (f, prints.capture(FINGER_SEED[who], f, prints.ENROLLED)) for f in (prints.THUMB, prints.LEFT_THUMB)
+    ]
+
+
+@functools.cache
+def live(who: str) -> str:
+    return prints.capture(FINGER_SEED[who], prints.LEFT_THUMB, impression=2)
+
+
+def someone_else(who: str) -> str:
+    return sorted(k for k in PEOPLE if k != who)[0]
 
 
 @dataclass
@@ -128,6 +165,7 @@ class CardModel:
     chip_serial: str
     status: CardStatus = CardStatus.VALID
     superseded_by: uuid.UUID | None = None
+    fingerprints: bool = False
 
 
 @dataclass
@@ -159,6 +197,8 @@ class Snapshot:
     persons: dict[str, sa.Row[Any]]
     reports: dict[str, sa.Row[Any]]
     found: dict[str, sa.Row[Any]]
+    fingers: list[sa.Row[Any]]
+    comparisons: list[bool]
     events_by_card: dict[uuid.UUID, list[sa.Row[Any]]] = field(default_factory=dict)
 
 
@@ -181,6 +221,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.expected_events = 0
         self.issue_order = itertools.count()
         self.writes = 0
+        self.comparisons: list[bool] = []  # every on-site comparison's verdict, in order
         self._snapshot: tuple[int, Snapshot] | None = None
 
     def teardown(self) -> None:
@@ -205,6 +246,12 @@ class LifecycleMachine(RuleBasedStateMachine):
         with self.sessions() as session:
             try:
                 result = service(session, now=self.clock.now(), **kwargs)
+            except RecordedRefusal as error:
+                # As the API's unit of work does: roll back, keep only the record of the refusal.
+                session.rollback()
+                session.add_all(error.records)
+                session.commit()
+                refusal = error
             except DomainError as error:
                 session.rollback()
                 refusal: DomainError | None = error
@@ -258,6 +305,25 @@ class LifecycleMachine(RuleBasedStateMachine):
     def valid_today(self, card: CardModel) -> bool:
         return card.status is CardStatus.VALID and (card.expires_on is None or self.today <= card.expires_on)
 
+    def comparison(
+        self, card: CardModel, *, allowed: bool, sample: str
+    ) -> tuple[type[DomainError] | None, str | None]:
+        """The expected outcome of a request that may need the holder's finger, and the capture
+        sent with it: the holder's own, another person's, or none. The rules are checked first;
+        only a request they allow reaches the comparison (which is then recorded)."""
+        fingerprint = {"own": live(card.person), "other": live(someone_else(card.person)), "none": None}[
+            sample
+        ]
+        if not allowed:
+            return RuleViolation, fingerprint
+        if not card.fingerprints:
+            return None, fingerprint  # a sample for a card without fingers is not compared
+        if fingerprint is None:
+            return InvalidField, None
+        matched = sample == "own"
+        self.comparisons.append(matched)
+        return (None if matched else FingerprintMismatch), fingerprint
+
     def add_card(self, card: Card, who: str) -> None:
         self.cards[card.id] = CardModel(
             id=card.id,
@@ -290,7 +356,10 @@ class LifecycleMachine(RuleBasedStateMachine):
             if key != left_out:
                 self.register(key)
                 if data.draw(MOSTLY, label=f"first card for {key}"):
-                    self.issue_card(key, IssueKind.FIRST, self.people[key].spec.hukou_office, "omitted")
+                    fingers = data.draw(st.booleans(), label=f"fingers for {key}")
+                    self.issue_card(
+                        key, IssueKind.FIRST, self.people[key].spec.hukou_office, "omitted", fingers
+                    )
 
     @rule(data=st.data())
     def register_late(self, data: st.DataObject) -> None:
@@ -315,11 +384,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         if created is not None:
             person.registered = True
 
-    @rule(data=st.data(), office=OFFICES)
-    def issue_first_card(self, data: st.DataObject, office: str) -> None:
+    @rule(data=st.data(), office=OFFICES, fingers=st.booleans())
+    def issue_first_card(self, data: st.DataObject, office: str, fingers: bool) -> None:
         # Mostly someone who never had a regular card; for anyone else it is refused.
         who = self.draw_person(data, prefer=lambda key: not self.cards_of(key, temporary=False))
-        self.issue_card(who, IssueKind.FIRST, office, "omitted")
+        self.issue_card(who, IssueKind.FIRST, office, "omitted", fingers)
 
     @rule(
         data=st.data(),
@@ -327,13 +396,16 @@ class LifecycleMachine(RuleBasedStateMachine):
         office=OFFICES,
         # The client may send the card it believes current; a stale one must get a conflict.
         previous=st.sampled_from(["newest", "omitted", "newest", "stale"]),
+        fingers=st.booleans(),
     )
-    def reissue_card(self, data: st.DataObject, kind: IssueKind, office: str, previous: str) -> None:
+    def reissue_card(
+        self, data: st.DataObject, kind: IssueKind, office: str, previous: str, fingers: bool
+    ) -> None:
         # As at a real counter, mostly people whose card is lost, stolen or expired.
         who = self.draw_person(data, prefer=lambda key: self.latest_not_valid(key, temporary=False))
-        self.issue_card(who, kind, office, previous)
+        self.issue_card(who, kind, office, previous, fingers)
 
-    def issue_card(self, who: str, kind: IssueKind, office: str, previous: str) -> None:
+    def issue_card(self, who: str, kind: IssueKind, office: str, previous: str, fingers: bool) -> None:
         person = self.people[who]
         regular = self.cards_of(who, temporary=False)
         newest = regular[-1] if regular else None
@@ -361,9 +433,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             kind=kind,
             office=office,
             previous_card_id=previous_card_id,
+            fingerprints=enrolment(who) if fingers else None,
+            biometrics=BIOMETRICS,
         )
         if card is None:
             return
+        assert card.fingerprints_registered is fingers
         assert card.issued_on == self.today
         assert card.expires_on == rules.expiry_date(person.spec.birth, self.today)
         assert card.status is CardStatus.VALID
@@ -375,6 +450,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             newest.superseded_by = card.id
             self.expected_events += 1
         self.add_card(card, who)
+        self.cards[card.id].fingerprints = fingers
 
     @rule(data=st.data(), office=OFFICES)
     def issue_temporary_card(self, data: st.DataObject, office: str) -> None:
@@ -420,6 +496,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         # kind if there is one, else any usable card) gets lost temporary cards (and what happens
         # to them when a newer one is issued) explored as often.
         temporary=st.booleans(),
+        sample=SAMPLES,
     )
     def report_loss(
         self,
@@ -429,6 +506,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         usual_applicant: bool,
         name: str,
         temporary: bool,
+        sample: str,
     ) -> None:
         usable = [c for c in self.cards.values() if self.valid_today(c)]
         usable_ids = {c.id for c in [c for c in usable if c.temporary == temporary] or usable}
@@ -465,15 +543,19 @@ class LifecycleMachine(RuleBasedStateMachine):
             "right": (guardian if by_guardian else holder).spec.name,
             "wrong": "冒名者",
         }[name]
+        # Whoever applies, the finger compared is the holder's (a guardian brings the child).
+        expected, fingerprint = self.comparison(card, allowed=allowed, sample=sample)
         result = self.call(
             loss_reports.report_loss,
-            None if allowed else RuleViolation,
+            expected,
             actor=clerk(office),
             card_id=str(card.id),
             reason=reason,
             office=office,
             applicant_id_number=applicant_number,
             applicant_name=applicant_name,
+            fingerprint=fingerprint,
+            biometrics=BIOMETRICS,
         )
         if result is None:
             return
@@ -578,8 +660,9 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(
         data=st.data(),
         claim=st.sampled_from(["name", "no name", "name", "other office", "stranger", "wrong name"]),
+        sample=SAMPLES,
     )
-    def return_found_card(self, data: st.DataObject, claim: str) -> None:
+    def return_found_card(self, data: st.DataObject, claim: str, sample: str) -> None:
         held = [no for no, f in self.found.items() if f.disposition is FoundDisposition.HELD]
         pool = held if bool(held) and data.draw(MOSTLY, label="held card") else list(self.found)
         found_no = data.draw(st.sampled_from(pool), label="found card")
@@ -605,15 +688,18 @@ class LifecycleMachine(RuleBasedStateMachine):
             if RETURN_TO_REVOKED_OWNER_BUG:
                 return
             refused = True
+        expected, fingerprint = self.comparison(card, allowed=not refused, sample=sample)
         result = self.call(
             found_cards.return_to_owner,
-            RuleViolation if refused else None,
+            expected,
             actor=clerk(office),
             found_no=found_no,
             office=office,
             claimant_id_number=owner.spec.id_number if by_owner else STRANGER,
             claimant_name={"omitted": None, "right": owner.spec.name, "wrong": "冒名者"}[name],
             photo_ref="photo-001",
+            fingerprint=fingerprint,
+            biometrics=BIOMETRICS,
         )
         if result is None:
             return
@@ -692,6 +778,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                     persons={p.id_number: p for p in rows(Person)},
                     reports={r.report_no: r for r in rows(LossReport)},
                     found={f.found_no: f for f in rows(FoundCard)},
+                    fingers=list(conn.execute(sa.select(StoredFinger.card_id, StoredFinger.finger)).all()),
+                    comparisons=list(
+                        conn.execute(
+                            sa.select(Comparison.matched).order_by(Comparison.at, Comparison.id)
+                        ).scalars()
+                    ),
                 )
             for event in events:
                 snapshot.events_by_card.setdefault(event.card_id, []).append(event)
@@ -776,6 +868,22 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert destroyed == destroyed_by_finding
 
     @invariant()
+    def a_card_has_registered_fingerprints_exactly_when_two_are_stored(self) -> None:
+        snapshot = self.snapshot()
+        stored: dict[uuid.UUID, list[int]] = {}
+        for row in snapshot.fingers:
+            stored.setdefault(row.card_id, []).append(row.finger)
+        for card_id, card in snapshot.cards.items():
+            expected = [prints.THUMB, prints.LEFT_THUMB] if card.fingerprints_registered else []
+            assert sorted(stored.get(card_id, [])) == expected
+            assert card.fingerprints_registered is self.cards[card_id].fingerprints
+
+    @invariant()
+    def every_comparison_is_recorded_matched_or_not(self) -> None:
+        # One per minute of machine time: the order of `at` is the order of the requests.
+        assert self.snapshot().comparisons == self.comparisons
+
+    @invariant()
     def database_matches_the_model(self) -> None:
         snapshot = self.snapshot()
         assert set(snapshot.cards) == set(self.cards)
@@ -808,6 +916,16 @@ MACHINE_SETTINGS = settings(max_examples=100, stateful_step_count=50, deadline=N
 
 def settings_for(url: str) -> Settings:
     return Settings(database_url=url, env=Environment.TEST, secret_key=SECRET)
+
+
+@pytest.fixture(autouse=True)
+def _templates_built_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The machine tests the lifecycle, not the matcher: the templates of its few captures (a pure
+    function of the capture) are built once per run, not on every request. Sealing, storing,
+    opening and comparing still run every time."""
+    monkeypatch.setattr(
+        fingerprint_service, "build_template", functools.cache(fingerprint_service.build_template)
+    )
 
 
 def run_machine(new_database: NewDatabase, machine_settings: settings) -> None:

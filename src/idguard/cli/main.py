@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from idguard.config import Settings
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.domain.errors import DomainError
+from idguard.domain.errors import DomainError, InvalidField
 from idguard.domain.roles import Role
 from idguard.services import staff as staff_service
 from idguard.services import units as units_service
@@ -28,6 +32,15 @@ unit_app = typer.Typer(
     help="ID-using units (banks, hotels, railways) and their API keys.", no_args_is_help=True
 )
 app.add_typer(unit_app, name="unit")
+demo_app = typer.Typer(
+    help="Synthetic demo data: load a population; make a demo person's live fingerprint.",
+    invoke_without_command=True,
+)
+app.add_typer(demo_app, name="demo")
+fingerprints_app = typer.Typer(
+    help="Registered fingerprints: re-seal under a new key, calibrate the threshold.", no_args_is_help=True
+)
+app.add_typer(fingerprints_app, name="fingerprints")
 console = Console()
 err = Console(stderr=True)
 
@@ -36,12 +49,23 @@ def _engine() -> sa.Engine:
     return make_engine(Settings())
 
 
+@contextmanager
+def _database(settings: Settings) -> Iterator[sa.Engine]:
+    """An engine for one command, its connections closed at the end."""
+    engine = make_engine(settings)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def _fail(exc: DomainError) -> typer.Exit:
-    err.print(f"[red]error:[/red] {exc.detail}")
+def _fail(exc: DomainError | str) -> typer.Exit:
+    message = exc.detail if isinstance(exc, DomainError) else exc
+    err.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True)  # one line, however narrow
     return typer.Exit(code=1)
 
 
@@ -134,21 +158,192 @@ def unit_add(
     console.print(f"webhook signing secret: {issued.webhook_secret}")
 
 
-@app.command()
+@demo_app.callback(
+    help="Load a synthetic population with demo offices and staff into an empty database (with "
+    "no subcommand); or work with demo data (a subcommand)."
+)
 def demo(
+    ctx: typer.Context,
     citizens: Annotated[int, typer.Option(help="number of synthetic citizens")] = 10_000,
     seed: Annotated[int, typer.Option(help="random seed (same seed, same population)")] = 1,
+    fingerprint_persons: Annotated[
+        int | None,
+        typer.Option(
+            help="persons whose current card gets two registered synthetic fingers "
+            "(default 100; 0 for none; ~30 ms of CPU each)"
+        ),
+    ] = None,
 ) -> None:
-    """Load a synthetic population with demo offices and staff into an empty database."""
-    from idguard.demo.load import load_demo
+    """`idguard demo [--citizens N]` loads; `idguard demo SUBCOMMAND` only runs the subcommand."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, load_demo
+    from idguard.services.fingerprints import Biometrics
 
-    engine = _engine()
-    migrate.upgrade(engine)
+    if citizens < 0:
+        raise _fail(f"--citizens {citizens}: must not be negative")
+    if fingerprint_persons is not None and fingerprint_persons < 0:
+        raise _fail(f"--fingerprint-persons {fingerprint_persons}: must not be negative (0 for none)")
+    settings = Settings()
+    with _database(settings) as engine:
+        migrate.upgrade(engine)
+        try:
+            report = load_demo(
+                engine,
+                citizens=citizens,
+                seed=seed,
+                now=_now(),
+                fingerprint_persons=DEFAULT_FINGERPRINT_PERSONS
+                if fingerprint_persons is None
+                else fingerprint_persons,
+                biometrics=Biometrics.from_settings(settings),
+            )
+        except DomainError as exc:
+            raise _fail(exc) from None
+        console.print(report.summary())
+        _print_fingerprint_holders(engine)
+
+
+def _print_fingerprint_holders(engine: sa.Engine) -> None:
+    """A few demo id numbers whose card has registered fingerprints: the ones a loss report or a
+    found card's return needs a live capture for (`idguard demo fingerprint`). Id numbers only."""
+    from idguard.demo.fingers import DEMO_FINGERS
+    from idguard.demo.load import demo_fingerprint_holders
+    from idguard.services.fingerprints import finger_name
+
+    count, examples = demo_fingerprint_holders(engine, now=_now())
+    if not count:
+        return
+    fingers = " and ".join(f"{finger_name(f)} ({f})" for f in DEMO_FINGERS)
+    console.print(f"{count:,} valid demo cards have registered fingerprints, {fingers}; for example:")
+    for number in examples:
+        console.print(f"  {number}")
+    console.print("  a live capture of one (for loss reports, found-card returns, verification):")
+    console.print("  idguard demo fingerprint ID_NUMBER --finger 1 --impression 1")
+
+
+@demo_app.command(
+    "fingerprint",
+    help="Print a new live capture of a demo person's finger: a base64 ISO/IEC 19794-2 record, as a "
+    "counter scanner sends it (the `fingerprint` of a loss report or a found card's return).\n\n"
+    "Demo data only, and no database needed: a demo person's fingers are a pure function of the id "
+    "number, so this matches the fingers the demo loader registered for that person (fingers 1 "
+    "and 6, on cards `idguard demo` lists) and nothing a real scanner enrolled. Another finger of "
+    "the same person does not match.",
+)
+def demo_fingerprint(
+    id_number: Annotated[str, typer.Argument(help="a demo person's citizen id number")],
+    finger: Annotated[
+        int,
+        typer.Option(
+            help="ISO finger position, 1 right thumb ... 10 left little; demo cards register 1 and 6"
+        ),
+    ] = 1,
+    impression: Annotated[
+        int, typer.Option(help="which live capture: 1, 2, ... (each a different impression of the finger)")
+    ] = 1,
+) -> None:
+    """A live capture for demo data, computed from the id number alone (idguard.demo.fingers)."""
+    from idguard.demo.fingers import live_sample
+    from idguard.domain import idnumber
+    from idguard.domain.clock import today_cst
+
     try:
-        report = load_demo(engine, citizens=citizens, seed=seed, now=_now())
-    except DomainError as exc:
-        raise _fail(exc) from None
-    console.print(report.summary())
+        number = idnumber.parse(id_number, today=today_cst(_now()), field="ID_NUMBER").value
+    except InvalidField as exc:
+        raise _fail(f"ID_NUMBER: {exc.detail}") from None
+    if not 1 <= finger <= 10:
+        raise _fail(f"--finger {finger}: a finger position is 1 (right thumb) to 10 (left little finger)")
+    if impression < 1:
+        raise _fail(f"--impression {impression}: live captures are numbered from 1 (0 is the enrolled one)")
+    typer.echo(live_sample(number, finger, impression))
+
+
+@fingerprints_app.command(
+    "rekey",
+    help="Re-seal every stored fingerprint under the active key, the first of IDGUARD_TEMPLATE_KEYS."
+    "\n\nTo rotate: put the new key first (keeping the old one listed), run this, then drop the "
+    "old key. Each batch is one transaction, so an interrupted run keeps what it did and can "
+    "simply be run again; on PostgreSQL, runs at once share the rows (SKIP LOCKED).",
+)
+def fingerprints_rekey(
+    batch: Annotated[int, typer.Option(help="fingerprints re-sealed per transaction")] = 500,
+) -> None:
+    """Key rotation: until every row is re-sealed, the old key must stay configured to decrypt."""
+    from idguard.db.models import AuditEntry, Fingerprint
+    from idguard.services.fingerprints import rekey
+    from idguard.services.vault import TemplateVault, VaultError
+
+    if batch < 1:
+        raise _fail(f"--batch {batch}: must be at least 1")
+    settings = Settings()
+    vault = TemplateVault.from_settings(settings)
+    total = 0
+    with _database(settings) as engine, make_sessionmaker(engine)() as session:
+        while True:
+            try:
+                with session.begin():
+                    done = rekey(session, vault, batch=batch)
+                    if done:
+                        session.add(
+                            AuditEntry(
+                                at=_now(),
+                                action="fingerprints.rekey",
+                                detail=f"{done} fingerprints re-sealed under key {vault.active_key_id}",
+                            )
+                        )
+            except VaultError as exc:
+                raise _fail(
+                    f"{exc}; {total:,} fingerprints were re-sealed before this batch (they stay so): "
+                    "list every key still in use in IDGUARD_TEMPLATE_KEYS and run again"
+                ) from None
+            if not done:
+                break
+            total += done
+        left = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Fingerprint)
+            .where(Fingerprint.key_id != vault.active_key_id)
+        )
+    console.print(f"{total:,} fingerprints re-sealed under key {vault.active_key_id}")
+    if left:
+        console.print(
+            f"{left:,} still under other keys (another run holds them?): run again before dropping a key"
+        )
+
+
+@fingerprints_app.command(
+    "calibrate",
+    help="Print the comparison threshold for a false match rate, computed on the held-out synthetic "
+    "calibration set, and how many impostor comparisons it rests on.\n\nTakes several minutes "
+    "(about 300,000 comparisons). Synthetic data: the figure is only as good as the synthetic "
+    "model (docs/fingerprints.md). Set IDGUARD_FINGERPRINT_THRESHOLD to use it.",
+)
+def fingerprints_calibrate(
+    fmr: Annotated[float, typer.Option(help="target false match rate, e.g. 0.0001 for 1 in 10,000")] = 1e-4,
+) -> None:
+    """The threshold is checked against the set's size first: minutes are not spent to refuse."""
+    from idguard.fingerprints import calibration
+    from idguard.fingerprints.synthetic import Difficulty
+
+    current = Settings().fingerprint_threshold
+    per_level = calibration.CALIBRATION_FINGERS * calibration.CALIBRATION_IMPRESSIONS
+    same_finger = calibration.CALIBRATION_FINGERS * math.comb(calibration.CALIBRATION_IMPRESSIONS, 2)
+    available = len(Difficulty) * (math.comb(per_level, 2) - same_finger)  # pairs of different fingers
+    if not 0.0 < fmr < 1.0:
+        raise _fail(f"--fmr {fmr:g}: a false match rate is between 0 and 1, e.g. 0.0001")
+    if math.ceil(1.0 / fmr - 1e-9) > available:  # as calibration.calibrate_threshold counts
+        raise _fail(
+            f"--fmr {fmr:g}: the calibration set has {available:,} impostor comparisons and a rate "
+            f"needs at least 1/FMR of them: the smallest FMR it can calibrate is 1/{available:,}"
+        )
+    err.print(f"calibrating on {available:,} synthetic impostor comparisons: this takes several minutes")
+    threshold, comparisons = calibration.calibrate_default_threshold(fmr)
+    rounded = math.ceil(threshold * 10_000) / 10_000  # up: the rate stays at most fmr on this set
+    console.print(
+        f"threshold {threshold!r} at FMR {fmr:g} from {comparisons:,} impostor scores (synthetic data); "
+        f"configure IDGUARD_FINGERPRINT_THRESHOLD={rounded:.4f} (current: {current:g})"
+    )
 
 
 @app.command("run-dev", hidden=True)
@@ -156,19 +351,34 @@ def run_dev(
     citizens: Annotated[int, typer.Option()] = 20_000,
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8000,
+    fingerprint_persons: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """What `make run` does: migrate, load demo data if empty, print credentials, serve."""
-    from idguard.demo.load import DEMO_CREDENTIALS, load_demo
+    """What `make run` does: migrate, load demo data if empty, print credentials and a few demo
+    id numbers with registered fingerprints, serve."""
+    from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, DEMO_CREDENTIALS, load_demo
+    from idguard.services.fingerprints import Biometrics
 
-    engine = _engine()
+    settings = Settings()
+    engine = make_engine(settings)
     migrate.upgrade(engine)
     with engine.connect() as conn:
         empty = conn.scalar(sa.text("SELECT count(*) FROM persons")) == 0
     if empty:
-        console.print(load_demo(engine, citizens=citizens, seed=1, now=_now()).summary())
+        report = load_demo(
+            engine,
+            citizens=citizens,
+            seed=1,
+            now=_now(),
+            fingerprint_persons=DEFAULT_FINGERPRINT_PERSONS
+            if fingerprint_persons is None
+            else fingerprint_persons,
+            biometrics=Biometrics.from_settings(settings),
+        )
+        console.print(report.summary())
     console.print("demo staff accounts (username / password / role):")
     for username, password, role, office in DEMO_CREDENTIALS:
         console.print(f"  {username} / {password} / {role}" + (f" at office {office}" if office else ""))
+    _print_fingerprint_holders(engine)
     console.print(f"API docs: http://{host}:{port}/api/v1/docs")
     engine.dispose()
     serve(host=host, port=port, workers=1)

@@ -12,30 +12,47 @@ writers wait), with foreign keys and secondary indexes re-created at the end: a 
 nothing behind. SQLite commits once per chunk to keep its WAL small, after reserving the whole
 seq range in ledger_head so that a writer running meanwhile numbers its events after ours; a
 failed SQLite load leaves a partial database, to be deleted.
+
+Then fingerprints (`fingerprint_persons`): a card is flagged `fingerprints_registered` only with
+its two fingers stored, and building a template costs ~12 ms a finger, far too much for every
+card of a large population. So the bulk load flags none, and a bounded sample of persons gets
+real synthetic fingers (fingers.py: a pure function of the id number, so `idguard demo
+fingerprint` can make a matching live capture later) on their current valid card, through the
+ORM and `services.fingerprints` as a counter would: templates are built on a few threads (numpy
+releases the GIL for most of the work), then stored `ENROL_BATCH` cards per transaction, each
+transaction storing both fingers and setting the flag together. An interrupted enrolment leaves
+fewer enrolled persons, never a flag without fingers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import queue
 import secrets
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from psycopg import errors, sql
+from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.db.engine import make_sessionmaker
-from idguard.db.models import AuditEntry, Base, Office, Staff
+from idguard.db.models import AuditEntry, Base, Card, Fingerprint, Office, Staff
+from idguard.demo import fingers
 from idguard.demo.population import COLUMNS, OFFICES, Population, Row
-from idguard.domain.clock import CST
-from idguard.domain.errors import RuleViolation
-from idguard.domain.roles import Role
+from idguard.domain.cards import CardStatus
+from idguard.domain.clock import CST, today_cst
+from idguard.domain.errors import InvalidField, RuleViolation
+from idguard.domain.roles import Actor, Role
+from idguard.services import fingerprints as fingerprint_service
+from idguard.services.fingerprints import Biometrics, Enrolment
 from idguard.services.staff import add_office, add_staff
 
 # Demo-only accounts, printed by `make run`: never use these anywhere real.
@@ -50,6 +67,10 @@ DEMO_CREDENTIALS: list[tuple[str, str, str, str | None]] = [
 # history (inactive "archive" accounts, one per office) are dated from then.
 HISTORY_STARTS = dt.datetime(1985, 1, 1, tzinfo=CST).astimezone(dt.UTC)
 ARCHIVE_CLERK = "archive.{code}"
+# Persons whose current card gets synthetic fingerprints by default (`idguard demo`, `make run`):
+# ~30 ms of CPU each, so about 1.5 s on two cores, less on more.
+DEFAULT_FINGERPRINT_PERSONS = 100
+ENROL_BATCH = 50  # cards per enrolment transaction
 
 
 class DatabaseNotEmpty(RuleViolation):
@@ -61,7 +82,9 @@ class LoadReport:
     backend: str
     citizens: int
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COLUMNS, 0))
-    seconds: float = 0.0
+    seconds: float = 0.0  # everything, fingerprints included
+    fingerprint_cards: int = 0  # cards enrolled with two synthetic fingers
+    fingerprint_seconds: float = 0.0
 
     @property
     def total_rows(self) -> int:
@@ -78,16 +101,38 @@ class LoadReport:
             f"{r['ledger_events']:,} ledger events, {r['loss_reports']:,} loss reports, "
             f"{r['found_cards']:,} found cards in {self.seconds:.1f} s "
             f"({self.citizens_per_second:,.0f} citizens/s, {self.total_rows / max(self.seconds, 1e-9):,.0f} rows/s)"
+            + (
+                f"; synthetic fingerprints (2 fingers) on {self.fingerprint_cards:,} cards "
+                f"in {self.fingerprint_seconds:.1f} s of that"
+                if self.fingerprint_cards
+                else ""
+            )
         )
 
 
-def load_demo(engine: sa.Engine, *, citizens: int, seed: int, now: dt.datetime) -> LoadReport:
+def load_demo(
+    engine: sa.Engine,
+    *,
+    citizens: int,
+    seed: int,
+    now: dt.datetime,
+    fingerprint_persons: int = 0,
+    biometrics: Biometrics | None = None,
+) -> LoadReport:
     """Create the demo offices and accounts (keeping any that exist) and load `citizens` persons
-    with their cards and history. Refuses with DatabaseNotEmpty if the registry holds persons."""
+    with their cards and history. Refuses with DatabaseNotEmpty if the registry holds persons.
+
+    Then, when `fingerprint_persons` > 0, enrol synthetic fingerprints on the current valid card
+    (issued from 2013) of up to that many persons, sealed with `biometrics` (required then).
+    """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     if citizens < 0:
         raise ValueError("citizens must not be negative")
+    if fingerprint_persons < 0:
+        raise ValueError("fingerprint_persons must not be negative")
+    if fingerprint_persons and biometrics is None:
+        raise ValueError("enrolling fingerprints needs the biometrics configuration")
     started = time.perf_counter()
     with engine.connect() as conn:
         _refuse_if_populated(conn.exec_driver_sql("SELECT count(*) FROM persons").scalar_one())
@@ -101,8 +146,146 @@ def load_demo(engine: sa.Engine, *, citizens: int, seed: int, now: dt.datetime) 
         _load_postgres(engine, population, report)
     else:
         _load_sqlite(engine, population, report)
+    if fingerprint_persons:
+        assert biometrics is not None  # noqa: S101 - checked above
+        enrolling = time.perf_counter()
+        report.fingerprint_cards = enrol_fingerprints(
+            engine, biometrics, persons=fingerprint_persons, clerks=clerks, now=now
+        )
+        report.fingerprint_seconds = time.perf_counter() - enrolling
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _enrollable(today: dt.date) -> tuple[sa.ColumnElement[bool], ...]:
+    """A card the demo may enrol: a holder's current valid regular card, issued since cards
+    register fingerprints, not expired, without fingers yet."""
+    return (
+        Card.status == CardStatus.VALID,
+        Card.temporary.is_(False),
+        Card.issued_on >= fingers.FINGERPRINTS_FROM,
+        sa.or_(Card.expires_on.is_(None), Card.expires_on >= today),
+        Card.fingerprints_registered.is_(False),
+    )
+
+
+def enrol_fingerprints(
+    engine: sa.Engine,
+    biometrics: Biometrics,
+    *,
+    persons: int,
+    clerks: dict[str, uuid.UUID],
+    now: dt.datetime,
+) -> int:
+    """Enrol the demo fingers (fingers.py) on up to `persons` enrollable cards; returns how many.
+
+    The sample is the enrollable cards in card-id order: the ids are seeded random draws, so it
+    is a random sample that the same seed repeats on either database. Each card's fingers are
+    stored as its issuing office's archive clerk (`clerks`: office -> staff id) would have
+    registered them when issuing it (enrolled_at = the card's creation; no ledger event, as at a
+    counter). Every batch re-reads its cards under lock with the same conditions, so a card that
+    changed meanwhile (a loss report on a running server) is skipped rather than enrolled.
+    """
+    today = today_cst(now)
+    factory = make_sessionmaker(engine)
+    with factory() as session:
+        sample = session.execute(
+            sa.select(Card.id, Card.id_number).where(*_enrollable(today)).order_by(Card.id).limit(persons)
+        ).all()
+    enrolled = 0
+    pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="demo-fingers")
+    try:
+        # map submits everything now and yields in order: batch n is stored while later ones build.
+        prepared = pool.map(_prepare, [number for _, number in sample])
+        batch: dict[uuid.UUID, list[Enrolment]] = {}
+        for (card_id, _), enrolments in zip(sample, prepared, strict=True):
+            if enrolments is not None:
+                batch[card_id] = enrolments
+            if len(batch) == ENROL_BATCH:
+                enrolled += _store(factory, biometrics, batch, clerks=clerks, today=today, now=now)
+                batch = {}
+        if batch:
+            enrolled += _store(factory, biometrics, batch, clerks=clerks, today=today, now=now)
+    finally:
+        pool.shutdown(cancel_futures=True)
+    return enrolled
+
+
+def _prepare(id_number: str) -> list[Enrolment] | None:
+    """Build the two templates, through the counter's own checks. None if the quality gate
+    refuses a capture (a clerk would capture again; this person then has no fingerprints)."""
+    try:
+        return fingerprint_service.prepare_enrolment(fingers.enrolment_samples(id_number))
+    except InvalidField:
+        return None
+
+
+def _store(
+    factory: sessionmaker[Session],
+    biometrics: Biometrics,
+    batch: dict[uuid.UUID, list[Enrolment]],
+    *,
+    clerks: dict[str, uuid.UUID],
+    today: dt.date,
+    now: dt.datetime,
+) -> int:
+    """One transaction: seal and store the fingers of these cards and flag them."""
+    with factory() as session, session.begin():
+        cards = session.scalars(
+            sa.select(Card).where(Card.id.in_(batch), *_enrollable(today)).order_by(Card.id).with_for_update()
+        ).all()
+        stored = 0
+        for card in cards:
+            clerk = clerks.get(card.issuing_office)
+            if clerk is None:  # not a demo office: not a card this loader wrote
+                continue
+            actor = Actor(
+                staff_id=clerk,
+                username=ARCHIVE_CLERK.format(code=card.issuing_office),
+                role=Role.CLERK,
+                office=card.issuing_office,
+            )
+            fingerprint_service.enrol(
+                session, biometrics, card, batch[card.id], actor=actor, now=card.created_at
+            )
+            stored += 1
+        if stored:
+            session.add(
+                AuditEntry(
+                    at=now,
+                    action="demo.fingerprints",
+                    detail=f"synthetic fingerprints on {stored} demo cards",
+                )
+            )
+    return stored
+
+
+def demo_fingerprint_holders(
+    engine: sa.Engine, *, now: dt.datetime, examples: int = 3
+) -> tuple[int, list[str]]:
+    """(how many valid cards have demo-enrolled fingers, the id numbers of the first `examples`).
+
+    Only fingers enrolled by the demo's archive clerks count, so a database holding real
+    enrolments never has them listed: these id numbers are for `idguard demo fingerprint`.
+    """
+    today = today_cst(now)
+    demo_cards = (
+        sa.select(Card.id, Card.id_number)
+        .join(Fingerprint, Fingerprint.card_id == Card.id)
+        .join(Staff, Staff.id == Fingerprint.enrolled_by)
+        .where(
+            Fingerprint.finger == fingers.DEMO_FINGERS[0],
+            Staff.username.startswith(ARCHIVE_CLERK.format(code=""), autoescape=True),
+            Card.status == CardStatus.VALID,
+            sa.or_(Card.expires_on.is_(None), Card.expires_on >= today),
+        )
+    )
+    with engine.connect() as conn:
+        count = conn.scalar(sa.select(sa.func.count()).select_from(demo_cards.subquery())) or 0
+        numbers = list(
+            conn.scalars(demo_cards.with_only_columns(Card.id_number).order_by(Card.id).limit(examples))
+        )
+    return count, numbers
 
 
 def _refuse_if_populated(persons: int) -> None:

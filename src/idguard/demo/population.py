@@ -21,8 +21,12 @@ The model, roughly:
   (补领) after a few weeks, with a temporary card meanwhile in 15 % of cases; 8 % of lost cards
   are handed in by a finder: held if the owner has no replacement yet, destroyed otherwise.
   Holders report their own losses (no guardian reports in the demo).
-- Cards issued from 2013 carry fingerprints (93 %). About 3 % of persons are recorded deceased
-  (more among the old) within the last 12 years; their still-valid cards are revoked.
+- About 3 % of persons are recorded deceased (more among the old) within the last 12 years;
+  their still-valid cards are revoked.
+- No card is flagged `fingerprints_registered`: a card has registered fingerprints only with its
+  two fingers stored, so the loader enrols real synthetic fingers for a sample of persons after
+  the bulk load (load.py, fingers.py). The random draw that used to flag 93 % of the cards
+  issued from 2013 is still made (and ignored), so a seed gives the same citizens as before.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ EPOCH = _D(dt.date(1985, 1, 1))  # 居民身份证条例: the first cards
 ROLLOUT_END = _D(dt.date(1989, 12, 31))
 VOLUNTARY_FROM = GEN2_START = _D(dt.date(2004, 1, 1))  # 居民身份证法: 2nd generation, under-16 cards
 GEN2_END = _D(dt.date(2012, 12, 31))  # first-generation cards invalid from 2013
-FINGERPRINTS_FROM = _D(dt.date(2013, 1, 1))
+FINGERPRINTS_FROM = _D(dt.date(2013, 1, 1))  # only for the retired draw below (_person)
 ELSEWHERE_FROM = _D(dt.date(2016, 1, 1))  # 异地受理: applying away from the hukou office
 
 P_VOLUNTARY, FIRST_DELAY_MEAN = 0.10, 120
@@ -97,7 +101,7 @@ P_ON_TIME, LATE_MEAN = 0.85, 300
 DAMAGE_RATE, LOSS_RATE = 1 / (70 * 365.25), 1 / (80 * 365.25)  # per day
 P_STOLEN, P_CANCEL, P_NEVER_REPLACED, P_TEMPORARY = 0.15, 0.10, 0.03, 0.15
 APPLY_DELAY_MEAN, P_FOUND, FOUND_DELAY_MEAN = 10, 0.08, 60
-P_MALE, P_FINGERPRINTS, P_ELSEWHERE, DEATH_WINDOW = 0.512, 0.93, 0.10, 12 * 365
+P_MALE, P_ELSEWHERE, DEATH_WINDOW = 0.512, 0.10, 12 * 365
 P_LOCAL_BIRTH = 0.80
 OFFICE_OPENS_UTC = dt.time(0, 30)  # 08:30 China time
 OFFICE_HOURS_US = 9 * 3600 * 1_000_000
@@ -478,13 +482,14 @@ class Population:
         for i in reversed(range(len(life.cards))):
             card = life.cards[i]
             temporary = card.kind is IssueKind.TEMPORARY
-            prints = not temporary and card.issued >= FINGERPRINTS_FROM and rng.random() < P_FINGERPRINTS
+            if not temporary and card.issued >= FINGERPRINTS_FROM:
+                rng.random()  # the retired fingerprint draw: kept so the stream, and the data, stay
             expires = None if card.expires is None else dt.date.fromordinal(card.expires)
             newer = None if card.superseded_by is None else card_ids[card.superseded_by]
             out.cards.append(
                 (card_ids[i], person_id, number, card.kind.value, temporary, card.status.value, full_name,
                  sex, folk, born, home, dt.date.fromordinal(card.issued), expires, where_issued[i],
-                 f"{rng.getrandbits(128):032X}", prints, newer, created[i], updated[i])
+                 f"{rng.getrandbits(128):032X}", False, newer, created[i], updated[i])
             )  # fmt: skip
         for j, (card_index, reason, reported, cancelled) in enumerate(life.reports):
             where = where_reported[j]
