@@ -76,8 +76,12 @@ def serve(
     workers: Annotated[int, typer.Option(help="server worker processes")] = 1,
 ) -> None:
     """Serve the HTTP API."""
+    import os
+
     import uvicorn
 
+    # Each worker divides the units' rate limits by this (the workers inherit the environment).
+    os.environ["IDGUARD_WORKERS"] = str(workers)
     uvicorn.run("idguard.api.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 

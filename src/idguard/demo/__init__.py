@@ -1,1 +1,2 @@
-"""Demo data: a seeded synthetic population (`population`) and its bulk loader (`load`)."""
+"""Demo data: a seeded synthetic population (`population`), its bulk loader (`load`), and the demo
+persons' synthetic fingers (`fingers`), which the loader enrols for a sample of cards."""
