@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-from idguard.fingerprints import Minutia, encode, synthetic
+from idguard.fingerprints import FormatVersion, Minutia, QualityBlock, Representation2011, encode, synthetic
 from idguard.fingerprints.synthetic import Difficulty
 
 THUMB, LEFT_THUMB = 1, 6
@@ -36,3 +36,19 @@ def poor(person: int, finger: int = THUMB, *, minutiae: int = 8, quality: int | 
     kept: tuple[Minutia, ...] = view.minutiae[:minutiae]
     rec = dataclasses.replace(rec, views=(dataclasses.replace(view, minutiae=kept, finger_quality=quality),))
     return base64.b64encode(encode(rec)).decode()
+
+
+def capture_2011(person: int, finger: int = THUMB, impression: int = 1) -> str:
+    """The same capture as `capture`, written as an ISO/IEC 19794-2:2011 record (quality in a
+    quality block, as 2011 scanners report it)."""
+    rec = synthetic.impression(synthetic.master_finger(person, finger - 1), impression, seed=person)
+    view = rec.views[0]
+    assert view.finger_quality is not None
+    view = dataclasses.replace(
+        view,
+        finger_quality=None,
+        representation=Representation2011(quality_blocks=(QualityBlock(view.finger_quality, 0x0101, 1),)),
+    )
+    return base64.b64encode(
+        encode(dataclasses.replace(rec, views=(view,), version=FormatVersion.V2011))
+    ).decode()

@@ -131,6 +131,17 @@ def test_a_truncated_record_names_the_part_at_fault(counter: Counter) -> None:
     assert_problem(r, 422, field="fingerprints[1].template.record_length")
 
 
+def test_2011_and_2005_records_interoperate(counter: Counter) -> None:
+    """A card enrolled from 2011-format records is compared with a 2005-format live capture (and
+    the other way round): scanners of either edition work together."""
+    modern = [{"finger": f, "template": prints.capture_2011(ALICE, f, prints.ENROLLED)} for f in (1, 6)]
+    card = counter.card(counter.person(), fingerprints=modern)
+    assert card["fingerprints_registered"] is True
+    assert counter.report(card, fingerprint=prints.capture(ALICE)).status_code == 201
+    older = enrolled_card(counter, BOB)
+    assert counter.report(older, fingerprint=prints.capture_2011(BOB, 6, 3)).status_code == 201
+
+
 # --- loss reports ---------------------------------------------------------------------------
 
 
