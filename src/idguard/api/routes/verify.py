@@ -95,8 +95,8 @@ async def verify(body: VerifyIn, request: Request, unit: CurrentUnit) -> JSONRes
     if body.fingerprint is None:  # the hot path: everything in memory, on the event loop
         _admit(verifier, unit, 1)
         return JSONResponse(_answer(verifier, unit, [_query(body)])[0], headers=_headers(verifier))
+    _admit(verifier, unit, 1)  # before the template build: a unit over its rate costs no CPU
     live = await run_in_threadpool(fingerprints.live_template, body.fingerprint)
-    _admit(verifier, unit, 1)
     answers = await run_in_threadpool(_answer, verifier, unit, [_query(body, live)])
     return JSONResponse(answers[0], headers=_headers(verifier))
 
@@ -139,13 +139,14 @@ async def verify_batch(body: VerifyBatchIn, request: Request, unit: CurrentUnit)
         raise InvalidField(
             "items", f"at most {MAX_BATCH_FINGERPRINTS} items of a batch may carry a fingerprint"
         )
+    if admitted:
+        _admit(verifier, unit, len(admitted))
     queries = (
         await run_in_threadpool(_queries_with_samples, admitted, results)
         if with_samples
         else [(i, _query(item)) for i, item in admitted]
     )
     if queries:
-        _admit(verifier, unit, len(queries))
         check = [q for _, q in queries]
         answers = (
             await run_in_threadpool(_answer, verifier, unit, check)
