@@ -213,7 +213,7 @@ def _registered(session: Session, vault: TemplateVault, card_ids: Sequence[uuid.
 
 def compare_at_counter(
     session: Session,
-    biometrics: Biometrics,
+    biometrics: Biometrics | None,
     card: Card,
     live: Template | None,
     *,
@@ -229,6 +229,8 @@ def compare_at_counter(
     A card without registered fingerprints needs none."""
     if not card.fingerprints_registered:
         return
+    if biometrics is None:
+        raise ValueError("a card with registered fingerprints needs the biometrics configuration")
     if live is None:
         raise InvalidField(
             field,

@@ -136,19 +136,16 @@ def return_to_owner(
         raise RuleViolation("the claimant is not the card's owner")
     if claimant_name is not None and claimant_name != card.name:
         raise RuleViolation("the claimant's name does not match the card")
-    if card.fingerprints_registered:
-        if biometrics is None:
-            raise ValueError("a card with registered fingerprints needs the biometrics configuration")
-        fingerprints.compare_at_counter(
-            session,
-            biometrics,
-            card,
-            live,
-            purpose=fingerprints.Purpose.FOUND_CARD_RETURN,
-            actor=actor,
-            office=office,
-            now=now,
-        )
+    fingerprints.compare_at_counter(
+        session,
+        biometrics,
+        card,
+        live,
+        purpose=fingerprints.Purpose.FOUND_CARD_RETURN,
+        actor=actor,
+        office=office,
+        now=now,
+    )
     found.disposition = FoundDisposition.RETURNED
     found.returned_at = now
     found.returned_by = actor.staff_id

@@ -68,19 +68,16 @@ def report_loss(
     if applicant_name is not None and applicant_name != applicant.name:
         raise RuleViolation("the applicant's name does not match the registry")
     rules.check_can_report_loss(view(card), today)
-    if card.fingerprints_registered:
-        if biometrics is None:
-            raise ValueError("a card with registered fingerprints needs the biometrics configuration")
-        fingerprints.compare_at_counter(
-            session,
-            biometrics,
-            card,
-            live,
-            purpose=fingerprints.Purpose.LOSS_REPORT,
-            actor=actor,
-            office=office,
-            now=now,
-        )
+    fingerprints.compare_at_counter(
+        session,
+        biometrics,
+        card,
+        live,
+        purpose=fingerprints.Purpose.LOSS_REPORT,
+        actor=actor,
+        office=office,
+        now=now,
+    )
     report = LossReport(
         report_no=new_reference("LR"),
         card_id=card.id,
