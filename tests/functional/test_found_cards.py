@@ -90,3 +90,24 @@ def test_lookup_reveals_nothing_without_the_right_name(counter: Counter) -> None
         422,
         field="id_number",
     )
+
+
+def test_held_card_no_longer_returnable_is_destroyed_by_the_holding_office(counter: Counter) -> None:
+    number = counter.person(name="孙八")
+    card = counter.card(number)
+    counter.report(card)
+    found = hand_in(counter, card, office=OFFICE_B, as_="clerk_b").json()
+    path = f"/api/v1/found-cards/{found['found_no']}/destroy"
+    # The owner may still collect it: it is kept.
+    assert_problem(counter.post(path, {}, as_="clerk_b"), 409, says="can still be returned")
+    # The owner did not wait: a replacement is issued, so the held card can only be destroyed.
+    counter.card(number, kind="replacement")
+    assert_problem(counter.post(path, {}), 409, says="another office")
+    r = counter.post(path, {}, as_="clerk_b")
+    assert r.status_code == 200, r.text
+    assert r.json()["disposition"] == "destroyed"
+    assert r.json()["card_status"] == "destroyed"
+    assert counter.events(card["card_id"])[-1]["event"] == "destroyed"
+    assert_problem(counter.post(path, {}, as_="clerk_b"), 409, says="not held")
+    lookup = counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "孙八"})
+    assert lookup.json()["held"] is False

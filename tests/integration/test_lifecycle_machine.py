@@ -1,8 +1,8 @@
 """A card's whole life, driven through the real services against a real database.
 
 Hypothesis picks sequences of counter operations (register, issue, renew / replace / correct,
-temporary card, report lost or stolen, cancel the report, hand in a found card, return it, revoke
-the person, let time pass) over a handful of persons. Some cards are issued with two fingers
+temporary card, report lost or stolen, cancel the report, hand in a found card, return it or
+destroy it once it cannot be returned, revoke the person, let time pass) over a handful of persons. Some cards are issued with two fingers
 enrolled; their reports and returns then come with the holder's finger, another person's, or none. A small model predicts each outcome: success,
 or the DomainError class that refuses it. After every step the invariants of DOMAIN.md are checked
 on the stored rows themselves, and the rows are compared with the model.
@@ -705,6 +705,36 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         assert result[0].disposition is FoundDisposition.RETURNED
         found.disposition = FoundDisposition.RETURNED
+        self.expected_events += 1
+
+    @precondition(lambda self: self.found)
+    @rule(data=st.data(), elsewhere=st.sampled_from([False, False, False, True]))
+    def destroy_found_card(self, data: st.DataObject, elsewhere: bool) -> None:
+        # Mostly a held card whose owner got a newer card (or was revoked) since it was handed in.
+        held = [no for no, f in self.found.items() if f.disposition is FoundDisposition.HELD]
+        pool = held if bool(held) and data.draw(MOSTLY, label="held card") else list(self.found)
+        found_no = data.draw(st.sampled_from(pool), label="found card")
+        found = self.found[found_no]
+        office = other_office(found.office) if elsewhere else found.office
+        card = self.cards[found.card_id]
+        returnable = (
+            card.superseded_by is None
+            and card.status not in (CardStatus.SUPERSEDED, CardStatus.REVOKED)
+            and not self.people[card.person].revoked
+        )
+        refused = found.disposition is not FoundDisposition.HELD or office != found.office or returnable
+        result = self.call(
+            found_cards.destroy_unreturnable,
+            RuleViolation if refused else None,
+            actor=clerk(office),
+            found_no=found_no,
+            office=office,
+        )
+        if result is None:
+            return
+        assert result[1].status is CardStatus.DESTROYED
+        found.disposition = FoundDisposition.DESTROYED
+        card.status = CardStatus.DESTROYED
         self.expected_events += 1
 
     # Revocation ends a person's story: only once a card is lost or found, so that runs reach what

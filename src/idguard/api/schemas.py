@@ -321,6 +321,10 @@ class ReturnIn(Strict):
     )
 
 
+class DestroyIn(Strict):
+    office: OfficeCode | None = Field(default=None, description="defaults to the clerk's office")
+
+
 class FoundCardOut(BaseModel):
     found_no: str
     card_id: uuid.UUID

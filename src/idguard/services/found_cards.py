@@ -164,6 +164,46 @@ def return_to_owner(
     return found, card
 
 
+def destroy_unreturnable(
+    session: Session, *, actor: Actor, now: dt.datetime, found_no: str, office: str
+) -> tuple[FoundCard, Card]:
+    """Record the destruction (销毁) of a held card that can no longer be returned: its owner got a
+    newer card, or the card or the owner's registration was revoked, since it was handed in. The
+    same rule as at hand-in (`rules.found_disposition`) decides; only the holding office does it.
+    A card its owner may still collect is not destroyed."""
+    acting_at(session, actor, office)
+    found = session.get(FoundCard, found_no)
+    if found is None:
+        raise NotFound(f"no found card {found_no}")
+    card, owner = lock_card(session, found.card_id)
+    session.refresh(found)  # re-read under the card lock: another clerk may have acted on it
+    if found.disposition is not FoundDisposition.HELD:
+        raise RuleViolation(f"the found card is {found.disposition.value}, not held")
+    if office != found.office:
+        raise RuleViolation("the card is held at another office; it is destroyed there")
+    disposition = rules.found_disposition(
+        view(card),
+        newer_card_exists=card.superseded_by is not None,
+        owner_revoked=owner.revoked_reason is not None,
+    )
+    if disposition is not FoundDisposition.DESTROYED:
+        raise RuleViolation("the card can still be returned to its owner: it is kept until collected")
+    found.disposition = FoundDisposition.DESTROYED
+    ledger.record(
+        session,
+        card,
+        event="destroyed",
+        new_status=CardStatus.DESTROYED,
+        actor=actor,
+        office=office,
+        at=now,
+        reason="held card no longer returnable",
+        reference=found.found_no,
+    )
+    session.flush()
+    return found, card
+
+
 @dataclass(frozen=True, slots=True)
 class HeldCard:
     office_code: str

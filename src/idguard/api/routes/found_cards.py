@@ -10,6 +10,7 @@ from starlette.responses import Response
 from idguard.api.deps import SessionDep, TxDep, get_clock
 from idguard.api.schemas import (
     STAFF_WRITE_ERRORS,
+    DestroyIn,
     FoundCardIn,
     FoundCardOut,
     HeldLookupOut,
@@ -68,6 +69,26 @@ def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
             photo_ref=body.photo_ref,
             fingerprint=body.fingerprint,
             biometrics=tx.biometrics,
+        )
+        return FoundCardOut.of(found, card, tx.now)
+
+    return tx.write(run, body=body, status_code=200)
+
+
+@router.post(
+    "/{found_no}/destroy", status_code=200, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS
+)
+def destroy(found_no: str, body: DestroyIn, tx: TxDep) -> Response:
+    """Record that a held card was destroyed (销毁) because it can no longer be returned: since it
+    was handed in, its owner got a newer card, or the card or the owner's registration was
+    revoked. Only at the holding office; a card its owner may still collect is refused (409)."""
+
+    def run() -> FoundCardOut:
+        office = body.office or tx.actor.office
+        if office is None:
+            raise InvalidField("office", "office is required for staff not bound to an office")
+        found, card = found_cards.destroy_unreturnable(
+            tx.session, actor=tx.actor, now=tx.now, found_no=found_no, office=office
         )
         return FoundCardOut.of(found, card, tx.now)
 
