@@ -1,10 +1,11 @@
 import datetime as dt
 
+import httpx2 as httpx
 import jwt
 from fastapi.testclient import TestClient
 
 from tests.factories import PASSWORD, SECRET, auth
-from tests.functional.conftest import assert_problem
+from tests.functional.conftest import Counter, assert_problem
 
 
 def test_token_from_json_works_as_bearer(client: TestClient) -> None:
@@ -81,3 +82,15 @@ def test_openapi_documents_every_route(client: TestClient) -> None:
             assert operation.get("description"), f"{path} has no description for integrators"
     assert client.get("/api/v1/docs").status_code == 200
     assert auth("clerk_a")  # the token helper itself works
+
+
+def test_login_attempts_are_throttled_per_account(counter: Counter) -> None:
+    def attempt(username: str, password: str = "wrong password") -> httpx.Response:  # noqa: S107
+        return counter.client.post("/api/v1/auth/token", json={"username": username, "password": password})
+
+    for _ in range(10):
+        assert attempt("clerk_a").status_code == 401
+    r = attempt("clerk_a", PASSWORD)  # even the right password: the account's burst is spent
+    assert_problem(r, 429, says="this account")
+    assert int(r.headers["Retry-After"]) >= 1
+    assert attempt("clerk_b", PASSWORD).status_code == 200  # another account is not affected

@@ -111,3 +111,14 @@ def test_held_card_no_longer_returnable_is_destroyed_by_the_holding_office(count
     assert_problem(counter.post(path, {}, as_="clerk_b"), 409, says="not held")
     lookup = counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "孙八"})
     assert lookup.json()["held"] is False
+
+
+def test_public_lookup_is_throttled_per_address(counter: Counter) -> None:
+    number = counter.person(name="周九")
+    answers = [
+        counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "周九"})
+        for _ in range(21)
+    ]
+    assert [r.status_code for r in answers[:20]] == [200] * 20
+    assert_problem(answers[20], 429, says="lookups")
+    assert int(answers[20].headers["Retry-After"]) >= 1

@@ -27,6 +27,7 @@ from idguard.config import Settings
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.domain.clock import Clock, SystemClock
 from idguard.services.fingerprints import Biometrics
+from idguard.services.ratelimit import RateLimiter
 from idguard.services.verify import Verifier
 
 DESCRIPTION = """
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.sessionmaker = make_sessionmaker(engine)
     app.state.clock = clock or SystemClock()
     app.state.biometrics = Biometrics.from_settings(settings)
+    app.state.throttle = RateLimiter(settings.workers)  # logins and the public lookup
     app.state.verifier = Verifier(
         engine,
         app.state.sessionmaker,

@@ -27,6 +27,7 @@ from idguard.domain.roles import Actor
 from idguard.domain.units import KEY_PREFIX
 from idguard.services.fingerprints import Biometrics
 from idguard.services.keyring import UnitView
+from idguard.services.ratelimit import RateLimiter
 from idguard.services.staff import actor_from_token
 from idguard.services.verify import Verifier
 
@@ -46,6 +47,21 @@ SessionDep = Annotated[Session, Depends(get_session)]
 def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
+
+
+def throttle(request: Request, key: str, *, per_minute: float, burst: int, what: str) -> None:
+    """429 with Retry-After once `key` has used its burst and refills at `per_minute`: slows
+    guessing (passwords, who holds a found card) without a lock-out anyone could trigger forever."""
+    limiter: RateLimiter = request.app.state.throttle
+    wait = limiter.take(key, per_minute / 60.0, burst=burst)
+    if wait:
+        raise HTTPException(
+            429, f"too many {what}; retry later", headers={"Retry-After": limiter.retry_after_header(wait)}
+        )
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
 
 
 def get_clock(request: Request) -> Clock:

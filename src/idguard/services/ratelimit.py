@@ -1,8 +1,9 @@
-"""Per-unit token buckets (a unit that harvests identities is stopped here).
+"""Token buckets: per unit for checks (a unit that harvests identities is stopped here), and per
+account and client address for staff logins and the public found-card lookup (guessing).
 
-Each worker process keeps its own buckets with the unit's rate divided by the number of workers,
-so the service as a whole allows about `rate_limit` checks per second with a burst of one
-second's worth. A batch takes one token per item.
+Each worker process keeps its own buckets with the rate divided by the number of workers, so the
+service as a whole allows about `rate_limit` per second with a burst of one second's worth (or
+`burst`, when given). A batch takes one token per item.
 """
 
 from __future__ import annotations
@@ -18,18 +19,18 @@ class RateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}  # unit -> (tokens, last refill time)
         self._lock = threading.Lock()
 
-    def take(self, unit: str, rate_limit: int, n: int = 1) -> float:
-        """Take `n` tokens; return 0 when allowed, else the seconds to wait before retrying."""
+    def take(self, key: str, rate_limit: float, n: int = 1, *, burst: float | None = None) -> float:
+        """Take `n` tokens from `key`'s bucket; return 0 when allowed, else the seconds to wait."""
         rate = max(rate_limit / self.workers, 1e-9)
-        capacity = max(rate, float(n))
+        capacity = max(rate if burst is None else burst / self.workers, float(n))
         now = time.monotonic()
         with self._lock:
-            tokens, last = self._buckets.get(unit, (capacity, now))
+            tokens, last = self._buckets.get(key, (capacity, now))
             tokens = min(capacity, tokens + (now - last) * rate)
             if tokens >= n:
-                self._buckets[unit] = (tokens - n, now)
+                self._buckets[key] = (tokens - n, now)
                 return 0.0
-            self._buckets[unit] = (tokens, now)
+            self._buckets[key] = (tokens, now)
             return max(0.001, (n - tokens) / rate)
 
     @staticmethod

@@ -7,12 +7,14 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from idguard.api.deps import SessionDep, get_settings
+from idguard.api.deps import SessionDep, client_address, get_settings, throttle
 from idguard.api.schemas import TokenIn, TokenOut, problem_responses
 from idguard.domain.errors import InvalidField
 from idguard.services.staff import authenticate, issue_token
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
+LOGIN_BURST = 10  # attempts at once per account (50 per client address)
+LOGIN_PER_MINUTE = 2.0  # then refilled at this rate (10 per minute per address)
 
 _BODY_DOC = {
     "requestBody": {
@@ -31,7 +33,7 @@ _BODY_DOC = {
 @router.post(
     "/token",
     response_model=TokenOut,
-    responses=problem_responses(401, 422),
+    responses={**problem_responses(401, 422), 429: {"description": "too many attempts; see Retry-After"}},
     openapi_extra=_BODY_DOC,
 )
 async def token(request: Request, session: SessionDep) -> TokenOut:
@@ -51,6 +53,21 @@ async def token(request: Request, session: SessionDep) -> TokenOut:
         raise InvalidField(str(first["loc"][0]) if first["loc"] else "body", first["msg"]) from None
     except ValueError:
         raise InvalidField("body", "send username and password as JSON or as a form") from None
+    # Per account and per client address: a slow trickle of guesses at most, whoever sends them.
+    throttle(
+        request,
+        f"login-account:{credentials.username}",
+        per_minute=LOGIN_PER_MINUTE,
+        burst=LOGIN_BURST,
+        what="login attempts for this account",
+    )
+    throttle(
+        request,
+        f"login-address:{client_address(request)}",
+        per_minute=LOGIN_PER_MINUTE * 5,
+        burst=LOGIN_BURST * 5,
+        what="login attempts from this address",
+    )
     # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
     staff = await run_in_threadpool(
         authenticate, session, username=credentials.username, password=credentials.password

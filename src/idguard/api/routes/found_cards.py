@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from idguard.api.deps import SessionDep, TxDep, get_clock
+from idguard.api.deps import SessionDep, TxDep, client_address, get_clock, throttle
 from idguard.api.schemas import (
     STAFF_WRITE_ERRORS,
     DestroyIn,
@@ -23,6 +23,8 @@ from idguard.domain.errors import InvalidField
 from idguard.services import found_cards
 
 router = APIRouter(prefix="/api/v1/found-cards", tags=["lost and found"])
+LOOKUP_BURST = 20  # lookups at once per client address
+LOOKUP_PER_MINUTE = 10.0  # then refilled at this rate
 
 
 @router.post("", status_code=201, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS)
@@ -95,7 +97,11 @@ def destroy(found_no: str, body: DestroyIn, tx: TxDep) -> Response:
     return tx.write(run, body=body, status_code=200)
 
 
-@router.get("/lookup", response_model=HeldLookupOut, responses=problem_responses(422))
+@router.get(
+    "/lookup",
+    response_model=HeldLookupOut,
+    responses={**problem_responses(422), 429: {"description": "too many lookups; see Retry-After"}},
+)
 def lookup(
     request: Request,
     session: SessionDep,
@@ -103,7 +109,15 @@ def lookup(
     name: Annotated[Name, Query()],
 ) -> HeldLookupOut:
     """For citizens, no login: is a card of mine held at a police office? Answers only when the
-    name matches the registry, and says only where to collect it."""
+    name matches the registry, and says only where to collect it. Limited per client address
+    (429 with Retry-After), so it cannot be used to guess who holds which number."""
+    throttle(
+        request,
+        f"lookup:{client_address(request)}",
+        per_minute=LOOKUP_PER_MINUTE,
+        burst=LOOKUP_BURST,
+        what="lookups from this address",
+    )
     held = found_cards.lookup_held(session, now=get_clock(request).now(), id_number=id_number, name=name)
     if held is None:
         return HeldLookupOut(held=False)
