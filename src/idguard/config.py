@@ -50,7 +50,8 @@ class Environment(StrEnum):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="IDGUARD_", extra="ignore")
+    # hide_input_in_errors: a refused setting's message must never echo a secret (a key's tail).
+    model_config = SettingsConfigDict(env_prefix="IDGUARD_", extra="ignore", hide_input_in_errors=True)
 
     env: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite:///idguard.db"

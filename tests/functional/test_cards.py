@@ -70,7 +70,9 @@ def test_issued_on_is_admin_only(counter: Counter) -> None:
     number = counter.person(dt.date(1960, 1, 1))
     assert_problem(counter.issue(number, issued_on="2010-03-01"), 403, says="admin")
     # The flag follows stored fingers; nobody may set it without them.
-    assert_problem(counter.issue(number, fingerprints_registered=True, as_="admin"), 422)
+    assert_problem(
+        counter.issue(number, fingerprints_registered=True, as_="admin"), 422, field="fingerprints_registered"
+    )
     r = counter.issue(number, issued_on="2000-03-01", as_="admin")
     assert r.status_code == 201, r.text
     # 40 at issue: 20 years, so it expired on 2020-03-01 and is answered as expired.

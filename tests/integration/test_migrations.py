@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from idguard.db import migrate
-from idguard.db.models import Base
+from idguard.db.models import Base, Card, Person
+from tests.factories import OFFICE_A, id_number
 
 
 def _reset_to_base(engine: sa.Engine) -> None:
@@ -38,3 +42,48 @@ def test_one_valid_card_is_enforced_by_the_database_itself(engine: sa.Engine) ->
     with engine.connect() as conn:
         index_names = {ix["name"] for ix in sa.inspect(conn).get_indexes("cards")}
     assert {"uq_cards_one_valid_card", "uq_cards_one_valid_temporary_card"} <= index_names
+
+
+def test_cards_flagged_before_fingerprints_were_stored_are_unflagged(engine: sa.Engine) -> None:
+    """0003: a card flagged under 0002 has no stored fingers, so no comparison could ever pass and
+    its loss reports would be refused for good; the upgrade unflags it (it can be reported)."""
+    migrate.downgrade(engine, "0002")
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    person_id, card_id = uuid.uuid4(), uuid.uuid4()
+    number = id_number(dt.date(1990, 1, 1))
+    common = {
+        "name": "张三",
+        "sex": "male",
+        "ethnicity": "汉",
+        "birth_date": dt.date(1990, 1, 1),
+        "address": "北京",
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            sa.insert(Person.__table__),
+            {"id": person_id, "id_number": number, "hukou_office": OFFICE_A, "created_at": now, **common},
+        )
+        conn.execute(
+            sa.insert(Card.__table__),
+            {
+                "id": card_id,
+                "person_id": person_id,
+                "id_number": number,
+                "kind": "first",
+                "temporary": False,
+                "status": "valid",
+                "issued_on": dt.date(2015, 1, 1),
+                "expires_on": dt.date(2035, 1, 1),
+                "issuing_office": OFFICE_A,
+                "chip_serial": "C" * 32,
+                "fingerprints_registered": True,
+                "superseded_by": None,
+                "created_at": now,
+                "updated_at": now,
+                **common,
+            },
+        )
+    migrate.upgrade(engine)
+    with engine.connect() as conn:
+        flag = conn.scalar(sa.select(Card.fingerprints_registered).where(Card.id == card_id))
+    assert flag is False

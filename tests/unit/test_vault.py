@@ -33,8 +33,10 @@ def test_keys_parse_in_order_the_first_encrypts() -> None:
     ],
 )
 def test_bad_key_configuration_is_refused_at_start(text: str, says: str) -> None:
-    with pytest.raises(ValidationError, match=says):
-        Settings(secret_key=SECRET, template_keys=text)
+    with pytest.raises(ValidationError, match=says) as refused:
+        Settings(secret_key=SECRET, template_keys=f"{text},good:{K2}")
+    assert K2 not in str(refused.value)  # the message never echoes key material
+    assert K2[-12:] not in str(refused.value)
 
 
 def test_production_needs_template_keys() -> None:
@@ -68,6 +70,8 @@ def test_sealed_bytes_reveal_nothing_and_fail_closed() -> None:
         vault.open(key_id, tampered, context=CONTEXT)
     with pytest.raises(VaultError, match="not configured"):
         vault.open("gone", blob, context=CONTEXT)
+    with pytest.raises(VaultError, match="truncated"):
+        vault.open(key_id, blob[:20], context=CONTEXT)
 
 
 def test_rotation_old_key_still_opens_until_dropped() -> None:

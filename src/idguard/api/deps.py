@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from idguard.api.errors import PROBLEM, problem_body
 from idguard.config import Settings
 from idguard.db.models import IdempotencyRecord
 from idguard.domain.clock import Clock
@@ -140,7 +142,7 @@ class Tx:
             if replay is not None:
                 return replay
             raise
-        result = self._call(fn)
+        result = self._call(fn, replay_as=record)
         record.status_code = status_code
         record.body = result.model_dump_json()
         self._commit()
@@ -151,13 +153,26 @@ class Tx:
         self._commit()
         return result
 
-    def _call(self, fn: Callable[[], BaseModel]) -> BaseModel:
+    def _call(self, fn: Callable[[], BaseModel], *, replay_as: IdempotencyRecord | None = None) -> BaseModel:
         try:
             return fn()
         except RecordedRefusal as refusal:
-            # Roll the request back, keep only the record of the refusal (a failed comparison).
+            # Roll the request back, keep only the record of the refusal (a failed comparison),
+            # and, under an Idempotency-Key, the refusal as the key's answer: a retry of the same
+            # request replays it instead of being compared (and recorded) a second time.
             self.session.rollback()
             self.session.add_all(refusal.records)
+            if replay_as is not None:
+                self.session.add(
+                    IdempotencyRecord(
+                        principal=replay_as.principal,
+                        key=replay_as.key,
+                        request_hash=replay_as.request_hash,
+                        status_code=refusal.status,
+                        body=json.dumps(problem_body(refusal.status, refusal.title, refusal.detail)),
+                        created_at=replay_as.created_at,
+                    )
+                )
             self.session.commit()
             raise
 
@@ -176,13 +191,14 @@ class Tx:
             return None
         if stored.request_hash != digest:
             raise InvalidField(IDEMPOTENCY_HEADER, "this Idempotency-Key was used for a different request")
-        response = _json(stored.body, stored.status_code)
+        # A stored error is a recorded refusal, replayed as it was answered.
+        response = _json(stored.body, stored.status_code, PROBLEM if stored.status_code >= 400 else None)
         response.headers["Idempotent-Replayed"] = "true"
         return response
 
 
-def _json(body: str, status_code: int) -> Response:
-    return Response(content=body, status_code=status_code, media_type="application/json")
+def _json(body: str, status_code: int, media_type: str | None = None) -> Response:
+    return Response(content=body, status_code=status_code, media_type=media_type or "application/json")
 
 
 TxDep = Annotated[Tx, Depends()]

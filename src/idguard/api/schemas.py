@@ -9,7 +9,8 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from idguard.db.models import Card, FoundCard, LedgerEvent, LossReport, Person
 from idguard.domain.cards import (
@@ -183,6 +184,22 @@ class IssueCardIn(Strict):
         description="the two fingers registered on this card, captured at the counter; each passes "
         "the quality gate or the request is refused naming the finger and what to do",
     )
+    fingerprints_registered: bool | None = Field(
+        default=None,
+        json_schema_extra={"deprecated": True},  # OpenAPI only: pydantic's own flag warns on each read
+        description="deprecated: the flag now follows the stored fingers. `true` without "
+        "`fingerprints` is refused (422); otherwise ignored",
+    )
+
+    @field_validator("fingerprints_registered")
+    @classmethod
+    def _flag_needs_the_fingers(cls, flag: bool | None, info: ValidationInfo) -> bool | None:
+        if flag and info.data.get("fingerprints") is None:
+            raise PydanticCustomError(
+                "fingers_required",
+                "send the two fingers in `fingerprints`: a card has registered fingerprints only with them",
+            )
+        return flag
 
 
 class TemporaryCardIn(Strict):

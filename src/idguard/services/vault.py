@@ -66,6 +66,8 @@ class TemplateVault:
         cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise VaultError(f"template key {key_id!r} is not configured (IDGUARD_TEMPLATE_KEYS)")
+        if len(blob) < NONCE_BYTES + 16:  # a nonce and a tag at the least
+            raise VaultError(f"a template sealed under key {key_id!r} is truncated")
         try:
             return cipher.decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], context)
         except InvalidTag:

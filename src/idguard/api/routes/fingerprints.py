@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from idguard.api.deps import CurrentStaff, SessionDep
+from idguard.api.deps import TxDep
 from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import STAFF_READ_ERRORS, OfficeCode
-from idguard.db.models import Card, FingerprintComparison, Staff
-from idguard.domain.errors import InvalidField
+from idguard.db.models import AuditEntry, Card, FingerprintComparison, Staff
+from idguard.domain.errors import Forbidden, InvalidField
 from idguard.domain.idnumber import mask
 from idguard.domain.roles import Permission, Role
 from idguard.services.fingerprints import Purpose
@@ -31,7 +31,9 @@ class ComparisonOut(BaseModel):
     clerk: str = Field(description="username of the clerk who made the comparison")
     at: dt.datetime
     matched: bool
-    score: float = Field(description="MCC similarity 0..1; the decision threshold is configured")
+    score: float | None = Field(
+        description="MCC similarity 0..1 against the configured threshold; supervisors and auditors only"
+    )
 
 
 class ComparisonPage(BaseModel):
@@ -41,8 +43,7 @@ class ComparisonPage(BaseModel):
 
 @router.get("/fingerprint-comparisons", response_model=ComparisonPage, responses=STAFF_READ_ERRORS)
 def comparisons(
-    actor: CurrentStaff,
-    session: SessionDep,
+    tx: TxDep,
     card_id: uuid.UUID | None = None,
     office: OfficeCode | None = None,
     matched: bool | None = None,
@@ -52,8 +53,10 @@ def comparisons(
 ) -> ComparisonPage:
     """Every on-site comparison (loss reports, found cards' returns), newest first, matched or
     not: filter `matched=false` to see failures by card or office. A clerk sees their own
-    office's comparisons; supervisors and auditors see all. Id numbers are masked; no
-    fingerprint data is ever returned."""
+    office's comparisons; supervisors and auditors see all, and only they see the scores (a
+    score is a hill-climbing signal). Id numbers are masked; no fingerprint data is ever
+    returned. The read itself is audited."""
+    actor, session = tx.actor, tx.session
     actor.require(Permission.REGISTRY_READ)
     stmt = (
         sa.select(FingerprintComparison, Card.id_number, Staff.username)
@@ -62,7 +65,7 @@ def comparisons(
     )
     if actor.role is Role.CLERK:
         if office is not None and office != actor.office:
-            raise InvalidField("office", f"a clerk sees only the comparisons of office {actor.office}")
+            raise Forbidden(f"a clerk sees only the comparisons of office {actor.office}")
         office = actor.office
     if office is not None:
         stmt = stmt.where(FingerprintComparison.office == office)
@@ -85,6 +88,16 @@ def comparisons(
     order = (FingerprintComparison.at.desc(), FingerprintComparison.id.desc())
     rows = session.execute(stmt.order_by(*order).limit(limit + 1)).all()
     page, more = rows[:limit], len(rows) > limit
+    show_score = actor.role in (Role.SUPERVISOR, Role.AUDITOR)
+    session.add(
+        AuditEntry(
+            at=tx.now,
+            staff_id=actor.staff_id,
+            action="fingerprint_comparisons.list",
+            detail=f"card={card_id} office={office} matched={matched} rows={len(page)}",
+        )
+    )
+    session.commit()
     return ComparisonPage(
         items=[
             ComparisonOut(
@@ -96,7 +109,7 @@ def comparisons(
                 clerk=username,
                 at=c.at,
                 matched=c.matched,
-                score=c.score,
+                score=c.score if show_score else None,
             )
             for c, number, username in page
         ],

@@ -68,6 +68,13 @@ def upgrade() -> None:
     with op.batch_alter_table("checks", schema=None) as batch_op:
         batch_op.add_column(sa.Column("fingerprint_match", sa.Boolean(), nullable=True))
 
+    # From now on a card has registered fingerprints exactly when its two fingers are stored. Cards
+    # flagged before (admin imports, demo data) have none stored, since 0002 had nowhere to keep
+    # them, so no live capture could ever be compared and their loss reports would be refused for
+    # good: a lost card left valid. Unflagged, they are reported like cards without fingerprints
+    # (the safer reading: a card can always be invalidated); re-issue to register fingers.
+    op.execute(sa.text("UPDATE cards SET fingerprints_registered = false WHERE fingerprints_registered"))
+
     # ### end Alembic commands ###
 
 
