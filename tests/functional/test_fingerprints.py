@@ -157,7 +157,7 @@ def test_loss_report_with_matching_finger_is_accepted_and_recorded(
 
 
 def test_loss_report_with_another_persons_finger_is_refused_and_the_attempt_recorded(
-    counter: Counter, session_factory: sessionmaker[Session]
+    counter: Counter, session_factory: sessionmaker[Session], clock: FixedClock
 ) -> None:
     card = enrolled_card(counter)
     r = counter.report(card, fingerprint=prints.capture(BOB), headers={"Idempotency-Key": "lr-1"})
@@ -165,6 +165,7 @@ def test_loss_report_with_another_persons_finger_is_refused_and_the_attempt_reco
     assert "last 24 hours: 1" in r.json()["detail"]
     assert counter.cards(card["id_number"])[0]["status"] == "valid"
     assert len(counter.events(card["card_id"])) == 1  # only the issue: nothing half-written
+    clock.at += dt.timedelta(minutes=1)
     r = counter.report(card, fingerprint=prints.capture(BOB, 6), office=OFFICE_B, as_="clerk_b")
     assert_problem(r, 409, says="last 24 hours: 2")
     failed = comparisons(session_factory, card)
@@ -448,3 +449,27 @@ def test_a_sealed_template_moved_to_another_card_does_not_open(
     assert_problem(counter.report(bob, fingerprint=prints.capture(BOB)), 503, says="cannot be read")
     with session_factory() as s:
         assert s.scalar(sa.select(Card.status).where(Card.id == uuid.UUID(bob["card_id"]))) == "valid"
+
+
+def test_cancelling_a_report_needs_the_holders_finger(
+    counter: Counter, session_factory: sessionmaker[Session], clock: FixedClock
+) -> None:
+    """Whoever holds a lost card must not be able to make it valid again: the cancellation of a
+    report on a card with fingers needs the holder's live finger, like the report itself."""
+    card = enrolled_card(counter)
+    report = counter.report(card, fingerprint=prints.capture(ALICE)).json()
+    path = f"/api/v1/loss-reports/{report['report_no']}/cancel"
+    assert_problem(counter.post(path, {"office": OFFICE_A}), 422, field="fingerprint")
+    clock.at += dt.timedelta(minutes=1)
+    refused = counter.post(path, {"office": OFFICE_A, "fingerprint": prints.capture(BOB)})
+    assert_problem(refused, 409, says="does not match")
+    assert counter.cards(card["id_number"])[0]["status"] == "reported_lost"
+    clock.at += dt.timedelta(minutes=1)
+    r = counter.post(path, {"office": OFFICE_A, "fingerprint": prints.capture(ALICE, prints.LEFT_THUMB, 6)})
+    assert r.status_code == 200, r.text
+    assert counter.cards(card["id_number"])[0]["status"] == "valid"
+    assert [(c.purpose, c.matched) for c in comparisons(session_factory, card)] == [
+        ("loss_report", True),
+        ("loss_report_cancel", False),
+        ("loss_report_cancel", True),
+    ]

@@ -569,8 +569,12 @@ class LifecycleMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.reports)
     # Mostly the holder at the accepting office; otherwise one thing is wrong: another office, or a
     # clerk of another office than the one named.
-    @rule(data=st.data(), where=st.sampled_from(["accepting", "accepting", "accepting", "other", "clerk"]))
-    def cancel_report(self, data: st.DataObject, where: str) -> None:
+    @rule(
+        data=st.data(),
+        where=st.sampled_from(["accepting", "accepting", "accepting", "other", "clerk"]),
+        sample=SAMPLES,
+    )
+    def cancel_report(self, data: st.DataObject, where: str, sample: str) -> None:
         open_reports = [no for no, r in self.reports.items() if not r.cancelled]
         pool = (
             open_reports
@@ -597,12 +601,17 @@ class LifecycleMachine(RuleBasedStateMachine):
             expected = RuleViolation
         else:
             expected = None
+        fingerprint: str | None = None
+        if expected is None or expected is RuleViolation:
+            expected, fingerprint = self.comparison(card, allowed=expected is None, sample=sample)
         result = self.call(
             loss_reports.cancel_loss_report,
             expected,
             actor=clerk(clerk_office),
             report_no=report_no,
             office=office,
+            fingerprint=fingerprint,
+            biometrics=BIOMETRICS,
         )
         if result is None:
             return

@@ -293,6 +293,11 @@ class LossReportOut(BaseModel):
 
 class CancelIn(Strict):
     office: OfficeCode
+    fingerprint: IsoRecord | None = Field(
+        default=None,
+        description="live capture of one of the holder's registered fingers; required when the card "
+        "has registered fingerprints, which it must match",
+    )
 
 
 # ---- found cards ------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ FAILURE_WINDOW = dt.timedelta(hours=24)
 
 class Purpose(StrEnum):
     LOSS_REPORT = "loss_report"
+    LOSS_REPORT_CANCEL = "loss_report_cancel"
     FOUND_CARD_RETURN = "found_card_return"
 
 

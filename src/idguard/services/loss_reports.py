@@ -105,9 +105,20 @@ def report_loss(
 
 
 def cancel_loss_report(
-    session: Session, *, actor: Actor, now: dt.datetime, report_no: str, office: str
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    report_no: str,
+    office: str,
+    fingerprint: str | None = None,
+    biometrics: Biometrics | None = None,
 ) -> tuple[LossReport, Card]:
-    """解除挂失: only at the accepting office, only while no newer card exists; the card is valid again."""
+    """解除挂失: only at the accepting office, only while no newer card exists; the card is valid
+    again. A card with registered fingerprints is made valid again only for a holder whose live
+    finger matches (whoever holds a lost card must not be able to revalidate it); the comparison
+    is recorded either way."""
+    live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
     acting_at(session, actor, office)
     report = session.get(LossReport, report_no)
     if report is None:
@@ -122,6 +133,16 @@ def cancel_loss_report(
         report_cancelled=report.cancelled_at is not None,
         card=view(card),
         newer_card_exists=card.superseded_by is not None,
+    )
+    fingerprints.compare_at_counter(
+        session,
+        biometrics,
+        card,
+        live,
+        purpose=fingerprints.Purpose.LOSS_REPORT_CANCEL,
+        actor=actor,
+        office=office,
+        now=now,
     )
     report.cancelled_at = now
     report.cancelled_by = actor.staff_id

@@ -44,11 +44,18 @@ def report_loss(body: LossReportIn, tx: TxDep) -> Response:
 )
 def cancel(report_no: str, body: CancelIn, tx: TxDep) -> Response:
     """Cancel a loss report: only at the office that accepted it, only while no newer card has
-    been issued. The card is valid again."""
+    been issued. The card is valid again. A card with registered fingerprints needs the holder's
+    live `fingerprint`, which must match (recorded like a report's comparison; 409 on mismatch)."""
 
     def run() -> LossReportOut:
         report, card = loss_reports.cancel_loss_report(
-            tx.session, actor=tx.actor, now=tx.now, report_no=report_no, office=body.office
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            report_no=report_no,
+            office=body.office,
+            fingerprint=body.fingerprint,
+            biometrics=tx.biometrics,
         )
         return LossReportOut.of(report, card, tx.now)
 
