@@ -473,3 +473,32 @@ def test_cancelling_a_report_needs_the_holders_finger(
         ("loss_report_cancel", False),
         ("loss_report_cancel", True),
     ]
+
+
+def test_a_comparison_that_cannot_be_made_is_never_a_pass(
+    counter: Counter, bank: Bank, session_factory: sessionmaker[Session], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A sealed blob that does not open, or fingers flagged but missing: the counter refuses (503),
+    the unit's check says `comparison_unavailable`, and an error names the card."""
+    moved, missing, other = enrolled_card(counter), enrolled_card(counter, BOB), enrolled_card(counter, 13)
+    with session_factory.begin() as s:
+        alice = {
+            f.finger: f
+            for f in s.scalars(
+                sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(moved["card_id"]))
+            )
+        }
+        for row in s.scalars(
+            sa.select(Fingerprint).where(Fingerprint.card_id == uuid.UUID(other["card_id"]))
+        ):
+            alice[row.finger].template = row.template  # another card's blob: its AAD does not fit
+        s.execute(sa.delete(Fingerprint).where(Fingerprint.card_id == uuid.UUID(missing["card_id"])))
+    sync(counter)
+    caplog.set_level(logging.ERROR)
+    for card, person in ((moved, ALICE), (missing, BOB)):
+        body = bank.verify(card, fingerprint=prints.capture(person)).json()
+        assert body["result"] == "valid"
+        assert body["fingerprint_match"] is None
+        assert body["fingerprint_reason"] == "comparison_unavailable"
+        assert card["card_id"] in caplog.text
+        assert_problem(counter.report(card, fingerprint=prints.capture(person)), 503, says="cannot be read")

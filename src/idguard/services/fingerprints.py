@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from idguard.config import Settings
 from idguard.db.models import Card, Fingerprint, FingerprintComparison
-from idguard.domain.errors import InvalidField, RecordedRefusal, RuleViolation, Unavailable
+from idguard.domain.errors import InvalidField, RecordedRefusal, Unavailable
 from idguard.domain.roles import Actor
 from idguard.fingerprints import (
     DEFAULT_POLICY,
@@ -66,6 +66,11 @@ class Biometrics:
     @classmethod
     def from_settings(cls, settings: Settings) -> Biometrics:
         return cls(vault=TemplateVault.from_settings(settings), threshold=settings.fingerprint_threshold)
+
+
+class ComparisonUnavailable(VaultError):
+    """The person-card comparison could not be made (a blob that does not open, fingers flagged but
+    missing). Logged as an error with the card id; the unit is told `comparison_unavailable`."""
 
 
 class FingerprintMismatch(RecordedRefusal):
@@ -248,10 +253,11 @@ def compare_at_counter(
             "the card's registered fingerprints cannot be read; nothing was done. The incident is "
             "logged: contact the registry's operators"
         ) from None
-    if not registered:
-        raise RuleViolation(
-            "the card is marked as having registered fingerprints but none are stored: "
-            "refer the applicant to the issuing office"
+    if not registered:  # flagged, yet nothing stored: an integrity fault, and fail closed
+        log.error("card %s is flagged with fingerprints but none are stored", card.id)
+        raise Unavailable(
+            "the card's registered fingerprints cannot be read; nothing was done. The incident is "
+            "logged: contact the registry's operators"
         )
     matched, score = match_any(live, registered, biometrics.threshold)
     comparison = FingerprintComparison(
@@ -306,9 +312,14 @@ def matches_card(
     card_ids = list(session.scalars(stmt))
     if not card_ids:
         return None
-    registered = _registered(session, biometrics.vault, card_ids)
-    if not registered:
-        return None
+    try:
+        registered = _registered(session, biometrics.vault, card_ids)
+    except VaultError as exc:
+        log.error("fingerprints of card %s cannot be opened: %s", ", ".join(map(str, card_ids)), exc)
+        raise ComparisonUnavailable(str(exc)) from None
+    if not registered:  # flagged, yet nothing stored: an integrity fault, not "no fingerprints"
+        log.error("card %s is flagged with fingerprints but none are stored", ", ".join(map(str, card_ids)))
+        raise ComparisonUnavailable("registered fingerprints missing")
     return match_any(live, registered, biometrics.threshold)[0]
 
 
