@@ -23,11 +23,15 @@ _ANSWER = {
 }
 
 
-def create() -> FastAPI:
-    app = create_app()
+def add_noop(app: FastAPI) -> FastAPI:
+    """Add `POST /bench/noop` (also used in-process by bench/verify.py part 5)."""
 
     @app.post("/bench/noop", include_in_schema=False)
     async def noop() -> JSONResponse:
         return JSONResponse(_ANSWER, headers={"X-Index-Age": "0.000"})
 
     return app
+
+
+def create() -> FastAPI:
+    return add_noop(create_app())

@@ -21,11 +21,17 @@ part prints `uptime` too).
    ready index, in-process and for a real server (baseline: the same server on an empty
    registry).
 
+5. In-process: the verify routes called through the ASGI app in this process (no sockets, no
+   server), measured in CPU seconds of the calling thread: a single check vs the no-op route, a
+   1000-item batch per check vs `CardIndex.check` (the index's own cost), and the check log's
+   write per check (which the server pays on the same core, beside the requests). What one
+   core can serve follows: 1 / (batch route + log write) per check.
+
 Databases: the demo population is loaded once into `idguard_bench_<citizens>` (a template,
 reused while it holds that many persons); each run works on a copy made with CREATE DATABASE
 ... TEMPLATE and dropped at the end. Part 4 reuses `idguard_bench_1m` likewise.
 
-    .venv/bin/python bench/verify.py [--parts 1,2,3] [--memory] [--citizens 100000]
+    .venv/bin/python bench/verify.py [--parts 1,2,3,5] [--memory] [--citizens 100000]
         [--workers 1] [--duration 8] [--reports 200] [--postgres-url URL]
 """
 
@@ -59,6 +65,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from _bench_app import add_noop  # beside this file: the product app plus the no-op route
+from idguard.api.app import create_app
 from idguard.config import Environment, Settings
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
@@ -170,11 +178,17 @@ def cached_demo(admin: sa.Engine, admin_url: str, name: str, citizens: int) -> s
     """The demo database `name` with `citizens` persons: reused if complete, else (re)loaded.
 
     The PostgreSQL load is one transaction, so a database holding the right number of persons
-    is a complete one."""
+    is a complete one. A reused database is first migrated to the current schema (a no-op when
+    it is already there), so the bench never serves a schema older than the code's."""
     url = database_url(admin_url, name)
     with admin.connect() as conn:
         exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar()
     if exists and _count(url, "persons") == citizens:
+        engine = make_engine(settings_for(url))
+        try:
+            migrate.upgrade(engine)
+        finally:
+            engine.dispose()
         note(f"reusing demo database {name} ({citizens:,} citizens, {_count(url, 'cards'):,} cards)")
         return url
     with admin.connect() as conn:
@@ -775,6 +789,163 @@ def part2(url: str, args: argparse.Namespace, workdir: Path) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Part 5: the verify handlers in-process (no sockets, no HTTP server)
+
+
+class AsgiClient:
+    """Calls the app as uvicorn would, minus the socket and the HTTP parsing: the cost of the
+    route itself (routing, body parsing and validation, the handler, the response)."""
+
+    def __init__(self, app: Any, key: str) -> None:
+        self.app = app
+        self.headers = [(b"content-type", b"application/json"), (b"authorization", f"Bearer {key}".encode())]
+        self.loop = asyncio.new_event_loop()
+
+    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        return self.loop.run_until_complete(self._post(path, body))
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [*self.headers, (b"content-length", str(len(body)).encode())],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        status, chunks = 0, []
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+
+        await self.app(scope, receive, send)
+        return status, b"".join(chunks)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+def part5(url: str, rounds: int) -> None:
+    """CPU seconds of this (the serving) thread per check, so a neighbour's load counts less than
+    in wall time; the check log is written between rounds and its CPU measured the same way."""
+    key = onboard_bench_unit(url, "BENCH-INPROCESS")
+    settings = Settings(database_url=url, env=Environment.TEST, secret_key=SECRET)
+    app = add_noop(create_app(settings))
+    verifier = app.state.verifier
+    verifier.follower.load()  # the index and the keys, as the lifespan does (no threads started)
+    today = today_cst(dt.datetime.now(dt.UTC))
+    probes = query_mix(url, 8000, today, seed=13)
+    batches = [
+        json.dumps({"items": [p.body() for p in probes[i : i + 1000]]}, ensure_ascii=False).encode()
+        for i in range(0, len(probes), 1000)
+    ]
+    singles = [json.dumps(p.body(), ensure_ascii=False).encode() for p in probes[:2000]]
+    client = AsgiClient(app, key)
+    check = verifier.index.check
+
+    def cpu(fn: Any) -> float:
+        started = time.thread_time()
+        fn()
+        return time.thread_time() - started
+
+    def index_round() -> None:
+        for p in probes:  # fresh strings, as parsed from a request (part 1 does the same)
+            check(p.id_number.encode().decode(), p.name.encode().decode(), p.issued_on, p.expires_on, today)
+
+    def requests(path: str, bodies: list[bytes]) -> None:
+        for body in bodies:
+            status, _ = client.post(path, body)
+            assert status == 200, status
+
+    def log_round() -> int:
+        written = 0
+        while verifier.log.pending:
+            written += verifier.log.flush()
+        return written
+
+    status, answer = client.post("/api/v1/verify/batch", batches[0])  # warm up, and look once
+    assert status == 200, answer[:300]
+    assert len(json.loads(answer)["results"]) == 1000
+    requests("/api/v1/verify", singles[:200])
+    requests("/bench/noop", singles[:200])
+    log_round()
+    us: dict[str, list[float]] = {k: [] for k in ("index", "noop", "single", "batch", "log")}
+    for _ in range(rounds):  # interleaved: a neighbour's burst hits every measure alike
+        us["index"].append(cpu(index_round) / len(probes) * 1e6)
+        us["noop"].append(cpu(lambda: requests("/bench/noop", singles)) / len(singles) * 1e6)
+        us["single"].append(cpu(lambda: requests("/api/v1/verify", singles)) / len(singles) * 1e6)
+        log_round()
+        us["batch"].append(cpu(lambda: requests("/api/v1/verify/batch", batches)) / len(probes) * 1e6)
+        started = time.thread_time()
+        written = log_round()
+        us["log"].append((time.thread_time() - started) / max(1, written) * 1e6)
+    client.close()
+    verifier.log.flush()
+    app.state.engine.dispose()
+    med = {k: statistics.median(v) for k, v in us.items()}
+    table(
+        f"Part 5 - the verify routes in-process, CPU of the serving thread (ASGI calls, no sockets; "
+        f"{rounds} interleaved rounds, medians; {len(probes):,}-query mix)",
+        ("measure", "us (CPU)", "per", "vs baseline", "baseline"),
+        [
+            ("CardIndex.check (baseline)", med["index"], "check", 1.0, "itself"),
+            ("no-op route (baseline)", med["noop"], "request", 1.0, "itself"),
+            (
+                "POST /verify",
+                med["single"],
+                "request",
+                med["noop"] / med["single"],
+                "no-op rate / verify rate",
+            ),
+            (
+                "POST /verify/batch x1000",
+                med["batch"],
+                "check",
+                med["batch"] / med["index"],
+                "x CardIndex.check",
+            ),
+            (
+                "check log write (client side)",
+                med["log"],
+                "check",
+                med["log"] / med["index"],
+                "x CardIndex.check",
+            ),
+        ],
+    )
+    ceiling = 1e6 / (med["batch"] + med["log"])
+    note(
+        f"batch: {med['batch']:.2f} us/check in the route + {med['log']:.2f} us/check writing the log = one core "
+        f"serves at most {ceiling:,.0f} checks/s (target {TARGET_BATCH_CHECKS:,} over HTTP); the index "
+        f"check alone is {med['index']:.2f} us"
+    )
+    note(
+        f"single check: the route costs {med['single']:.1f} us vs {med['noop']:.1f} us for the no-op "
+        f"(rate ratio {med['noop'] / med['single']:.2f}; uvicorn's own per-request cost is not in either)"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Part 3: propagation
 
 
@@ -996,7 +1167,7 @@ def main() -> None:
         default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     parser.add_argument(
-        "--parts", default="1,2,3", help="comma-separated parts to run (4 also with --memory)"
+        "--parts", default="1,2,3,5", help="comma-separated parts to run (4 also with --memory)"
     )
     parser.add_argument(
         "--memory", action="store_true", help="run part 4 (first run loads ~1M cards: minutes)"
@@ -1014,6 +1185,7 @@ def main() -> None:
         "--workers", type=int, default=1, help="part 2: uvicorn workers (the no-op uses the same)"
     )
     parser.add_argument("--reports", type=int, default=200, help="part 3: loss reports")
+    parser.add_argument("--inprocess-rounds", type=int, default=7, help="part 5: interleaved rounds")
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p}
     if args.memory:
@@ -1031,7 +1203,7 @@ def main() -> None:
         sys.exit(f"PostgreSQL unreachable at {args.postgres_url}: {type(exc.orig).__name__}")
     with tempfile.TemporaryDirectory(prefix="idguard-bench-") as tmp:
         workdir = Path(tmp)
-        if parts & {1, 2, 3}:
+        if parts & {1, 2, 3, 5}:
             template = f"idguard_bench_{args.citizens}"
             cached_demo(admin, args.postgres_url, template, args.citizens)
             with scratch_copy(admin, args.postgres_url, template, f"idguard_bench_run_{os.getpid()}") as url:
@@ -1041,6 +1213,8 @@ def main() -> None:
                     part2(url, args, workdir)
                 if 3 in parts:
                     part3(url, args.reports, workdir)
+                if 5 in parts:
+                    part5(url, args.inprocess_rounds)
         if 4 in parts:
             part4(admin, args.postgres_url, args.memory_citizens, workdir)
     admin.dispose()

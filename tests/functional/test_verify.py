@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import uuid
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
-from idguard.domain.clock import FixedClock
+from idguard.api.errors import field_name
+from idguard.api.verify_schemas import VerifyIn
+from idguard.db.models import Watch
+from idguard.domain.clock import FixedClock, today_cst
+from idguard.services import checklog
 from tests.factories import NOW
 from tests.functional.conftest import Counter, assert_problem
+from tests.unit.test_verify_fast_paths import FIELD_VALUES, FIELDS
 
 
 class Bank:
@@ -302,3 +313,199 @@ def test_same_day_replacement_answers_invalid_unless_the_chip_tells_them_apart(
     assert bank.verify(new).json()["result"] == "invalid"
     assert bank.verify(new, chip_serial=new["chip_serial"]).json()["result"] == "valid"
     assert bank.verify(lost, chip_serial=lost["chip_serial"]).json()["reason"] == "reported_lost"
+
+
+# --- the batch's fast paths answer as the plain way did -----------------------------------------
+
+
+def _expected(raw: dict[str, Any], purposes: set[str], index_answer: Any) -> dict[str, Any]:
+    """What the batch answered for an item before its fast paths: VerifyIn's errors, the 403 of a
+    purpose not allowed, or the index's answer (check_id and checked_at aside)."""
+    try:
+        model = VerifyIn.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"field": field_name(tuple(e["loc"])), "detail": str(e["msg"])} for e in exc.errors()]
+        detail = "invalid fields: " + ", ".join(e["field"] for e in errors)
+        return {"error": {"status": 422, "title": "Invalid item", "detail": detail, "errors": errors}}
+    if model.purpose not in purposes:
+        detail = f"your unit may not check for purpose {model.purpose!r}"
+        return {"error": {"status": 403, "title": "Forbidden", "detail": detail, "errors": []}}
+    result, reason = index_answer(model)
+    return {"result": result.value} | ({"reason": reason.value} if reason is not None else {})
+
+
+@st.composite
+def _batch_items(draw: st.DrawFn, cards: list[dict[str, Any]], *, good: bool) -> dict[str, Any]:
+    card = draw(st.sampled_from(cards))
+    item: dict[str, Any] = {
+        "id_number": card["id_number"],
+        "name": card["name"],
+        "issued_on": card["issued_on"],
+        "expires_on": card["expires_on"],
+        "purpose": "account_opening",
+        "operator": draw(st.sampled_from(["t1", "t2", " 柜员 "])),
+    }
+    if draw(st.booleans()):
+        item["chip_serial"] = draw(st.sampled_from([card["chip_serial"], card["chip_serial"].lower(), "00"]))
+    if draw(st.booleans()):
+        item["name"] = draw(st.sampled_from([card["name"] + " ", "李四"]))
+    if draw(st.booleans()):
+        item["watch"] = draw(st.booleans())
+    if not good and draw(st.booleans()):
+        for field in draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=2)):
+            if field != "fingerprint":  # fingerprints have their own tests
+                item[field] = draw(FIELD_VALUES[field])
+    return item
+
+
+def test_batch_answers_every_item_as_before(counter: Counter, clock: FixedClock) -> None:
+    bank = Bank(counter, code="BANK-PROPS", rate_limit=100_000)
+    cards = [counter.card(counter.person()) for _ in range(3)]
+    counter.report(cards[1])
+    sync(counter)
+    verifier = counter.client.app.state.verifier  # type: ignore[attr-defined]
+    today = today_cst(clock.now())
+    checked_at = bank.verify(cards[0]).json()["checked_at"]
+
+    def index_answer(m: VerifyIn) -> Any:
+        return verifier.index.check(m.id_number, m.name, m.issued_on, m.expires_on, today, m.chip_serial)
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        good = data.draw(st.booleans())  # all good: the fast lane; else the declared way
+        items = data.draw(st.lists(_batch_items(cards, good=good), min_size=1, max_size=12))
+        r = counter.client.post(  # NaN and Infinity too, as json.loads reads them
+            "/api/v1/verify/batch",
+            content=json.dumps({"items": items}),
+            headers={**bank.headers(), "Content-Type": "application/json"},
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/json"
+        assert float(r.headers["X-Index-Age"]) < 5
+        results = r.json()["results"]
+        ids = [got.pop("check_id") for got in results if "result" in got]
+        assert all(got.pop("checked_at") == checked_at for got in results if "result" in got)
+        assert results == [_expected(raw, {"account_opening"}, index_answer) for raw in items]
+        assert len(set(ids)) == len(ids)
+        assert all(str(uuid.UUID(i)) == i for i in ids)
+
+    check()
+
+
+def test_fast_lane_and_declared_way_answer_alike(counter: Counter, bank: Bank) -> None:
+    """The lane takes `application/json`; FastAPI's declared way also reads `…+json` bodies,
+    which the lane leaves to it: the same request both ways gets the same answer."""
+    card = counter.card(counter.person())
+    counter.report(counter.card(counter.person()))
+    sync(counter)
+    body = {
+        "id_number": card["id_number"],
+        "name": card["name"],
+        "issued_on": card["issued_on"],
+        "expires_on": card["expires_on"],
+        "purpose": "account_opening",
+        "operator": "t",
+    }
+    requests = [
+        ("/api/v1/verify", body),
+        ("/api/v1/verify", {**body, "purpose": "hotel_checkin"}),  # 403
+        ("/api/v1/verify", {**body, "issued_on": "2015-02-29"}),  # 422
+        ("/api/v1/verify/batch", {"items": [body, {**body, "name": "李四"}]}),
+        ("/api/v1/verify/batch", {"items": [body, {**body, "purpose": "ticketing"}, {"id_number": "x"}]}),
+        ("/api/v1/verify/batch", {"items": []}),  # 422
+    ]
+    for path, sent in requests:
+        answers = []
+        for content_type in (
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/x-idguard+json",
+        ):
+            r = counter.client.post(
+                path, content=json.dumps(sent), headers={**bank.headers(), "Content-Type": content_type}
+            )
+            text = re.sub(r'"check_id":"[0-9a-f-]{36}"', '"check_id":"…"', r.text)
+            answers.append((r.status_code, r.headers["content-type"], text, "X-Index-Age" in r.headers))
+        assert answers[0] == answers[1] == answers[2], (path, sent, answers)
+    for headers in ({}, {"Authorization": "Bearer idg_" + "x" * 43}):  # no key, unknown key: 401 both ways
+        assert_problem(counter.client.post("/api/v1/verify", json=body, headers=headers), 401)
+        assert_problem(
+            counter.client.post("/api/v1/verify/batch", json={"items": [body]}, headers=headers), 401
+        )
+    r = counter.client.post(
+        "/api/v1/verify", content=b"{not json", headers={**bank.headers(), "Content-Type": "application/json"}
+    )
+    assert_problem(r, 422)
+
+
+def test_check_log_keeps_any_operator(counter: Counter, bank: Bank) -> None:
+    """Operators are the units' free text: tabs, newlines, backslashes, quotes and NUL are all
+    recorded (PostgreSQL text cannot hold NUL: it is kept as U+FFFD there), and a NUL never stops
+    the log from being written."""
+    card = counter.card(counter.person())
+    sync(counter)
+    operators = ["a\tb", "back\\slash", "line\nbreak", "quote\"'", "nul\x00byte", "\\N", "柜员-7"]
+    sent: dict[str, str] = {}
+    for operator in operators:
+        r = bank.verify(card, operator=operator)
+        assert r.status_code == 200, r.text
+        sent[r.json()["check_id"]] = operator
+    item = {k: card[k] for k in ("id_number", "name", "issued_on", "expires_on")} | {
+        "purpose": "account_opening"
+    }
+    r = counter.client.post(
+        "/api/v1/verify/batch",
+        json={"items": [{**item, "operator": operators[i % len(operators)]} for i in range(20)]},
+        headers=bank.headers(),
+    )
+    assert r.status_code == 200, r.text
+    for i, answer in enumerate(r.json()["results"]):
+        sent[answer["check_id"]] = operators[i % len(operators)]
+    flush(counter)
+    assert counter.client.app.state.verifier.log.pending == 0  # type: ignore[attr-defined]
+    logged = {
+        c["check_id"]: c["operator"]
+        for c in counter.client.get("/api/v1/checks", params={"limit": 500}, headers=bank.headers()).json()[
+            "items"
+        ]
+    }
+    postgres = counter.client.app.state.engine.dialect.name == "postgresql"  # type: ignore[attr-defined]
+    assert logged == {k: v.replace("\x00", "\ufffd") if postgres else v for k, v in sent.items()}
+
+
+def test_watches_are_written_first_and_shutdown_writes_everything(counter: Counter, bank: Bank) -> None:
+    """A log that has fallen behind still writes a new watch in its next round (notifications
+    rely on watches being written within a second), and stopping writes the whole backlog."""
+    card = counter.card(counter.person())
+    sync(counter)
+    verifier = counter.client.app.state.verifier  # type: ignore[attr-defined]
+    verifier.log.stop()  # no writer thread: this test writes round by round
+    backlog = 2 * checklog.WRITE_ROWS_MIN + 10
+    bulk = [bank_item(card, watch=False)] * backlog
+    verifier.check_items(unit_view(verifier, bank), bulk)
+    verifier.check_items(unit_view(verifier, bank), [bank_item(card, watch=True)])
+    assert verifier.log.pending == backlog + 1
+    assert verifier.log.flush() == checklog.WRITE_ROWS_MIN + 1  # the watch, then one transaction of the rest
+    with counter.client.app.state.sessionmaker() as session:  # type: ignore[attr-defined]
+        assert session.scalar(sa.select(sa.func.count()).select_from(Watch)) == 1
+    verifier.log.stop()
+    assert verifier.log.pending == 0
+    assert verifier.log.written == backlog + 1
+
+
+def bank_item(card: dict[str, Any], *, watch: bool) -> Any:
+    return (
+        card["id_number"],
+        card["name"],
+        dt.date.fromisoformat(card["issued_on"]),
+        dt.date.fromisoformat(card["expires_on"]) if card["expires_on"] else None,
+        "account_opening",
+        "teller-7",
+        None,
+        watch,
+    )
+
+
+def unit_view(verifier: Any, bank: Bank) -> Any:
+    return verifier.keyring.authenticate(bank.key, NOW)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, with_config
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from idguard.domain.units import PURPOSES
 from idguard.services.fingerprints import MAX_RECORD_BASE64
+from idguard.services.verify import Item
 
 _EXAMPLE: dict[str, Any] = {
     "id_number": "11010519491231002X",
@@ -20,31 +23,68 @@ _EXAMPLE: dict[str, Any] = {
 }
 
 
+# The item fields' types, shared by VerifyIn (the single check, and the OpenAPI document) and
+# VerifyItem (the batch's items), so both validate and normalise alike.
+_IdNumber = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^\d{17}[\dX]$")]
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+_Purpose = Annotated[str, StringConstraints(min_length=1, max_length=40)]
+_Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+_ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)]
+_Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RECORD_BASE64)]
+
+
 class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
-    id_number: Annotated[
-        str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^\d{17}[\dX]$")
-    ] = Field(description="the 18-character number printed on the card")
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
+    id_number: _IdNumber = Field(description="the 18-character number printed on the card")
+    name: _Name
     issued_on: dt.date = Field(description="issue date printed on the card (签发日期)")
     expires_on: dt.date | None = Field(
         description="expiry date printed on the card; null for 长期 (long-term)"
     )
-    purpose: Annotated[str, StringConstraints(min_length=1, max_length=40)] = Field(
+    purpose: _Purpose = Field(
         description=f"business type; one of the unit's allowed purposes ({', '.join(sorted(PURPOSES))})"
     )
-    operator: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)] = Field(
-        description="the unit's own identifier of the person at the counter"
-    )
-    chip_serial: (
-        Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)] | None
-    ) = Field(default=None, description="from a card reader, when one is used")
-    fingerprint: Annotated[str, StringConstraints(min_length=1, max_length=MAX_RECORD_BASE64)] | None = Field(
+    operator: _Operator = Field(description="the unit's own identifier of the person at the counter")
+    chip_serial: _ChipSerial | None = Field(default=None, description="from a card reader, when one is used")
+    fingerprint: _Fingerprint | None = Field(
         default=None,
         description="base64 ISO/IEC 19794-2 record of a live capture, for the person-card check: the "
         "answer adds `fingerprint_match`. Compared and discarded, never stored",
     )
     watch: bool = Field(default=False, description="notify this unit when the card's status later changes")
+
+
+@with_config(ConfigDict(extra="forbid"))
+class VerifyItem(TypedDict):
+    """A batch item: VerifyIn's fields, types and constraints as a TypedDict. A list of them
+    validates in about half the time of a VerifyIn per item (no model instance is built, one
+    call for the batch); the optional fields are absent when not sent (VerifyIn's defaults:
+    None, None, False). tests/unit/test_verify_fast_paths.py holds the two to the same verdicts
+    and values on generated items; VerifyIn still words the errors of a bad item."""
+
+    id_number: _IdNumber
+    name: _Name
+    issued_on: dt.date
+    expires_on: dt.date | None
+    purpose: _Purpose
+    operator: _Operator
+    chip_serial: NotRequired[_ChipSerial | None]
+    fingerprint: NotRequired[_Fingerprint | None]
+    watch: NotRequired[bool]
+
+
+def as_item(item: VerifyItem) -> Item:
+    """A validated item as the verifier takes it (Query's fields, without the fingerprint)."""
+    return (
+        item["id_number"],
+        item["name"],
+        item["issued_on"],
+        item["expires_on"],
+        item["purpose"],
+        item["operator"],
+        item.get("chip_serial"),
+        item.get("watch", False),
+    )
 
 
 class VerifyOut(BaseModel):
@@ -80,9 +120,30 @@ class VerifyOut(BaseModel):
     )
 
 
+def _json_object(value: Any) -> dict[str, Any]:
+    """`dict[str, Any]` for a parsed JSON body, without pydantic's copy of every item (a JSON
+    object's keys are strings already); the same error as pydantic's."""
+    if isinstance(value, dict):
+        return value
+    raise PydanticCustomError("dict_type", "Input should be a valid dictionary")
+
+
+# Each item is validated on its own by the handler (a bad item fails alone), so here an item
+# need only be an object.
+_BatchItem = Annotated[dict[str, Any], PlainValidator(_json_object, json_schema_input_type=dict[str, Any])]
+
+
 class VerifyBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [_EXAMPLE]}]})
-    items: list[dict[str, Any]] = Field(min_length=1, max_length=1000, description="up to 1000 checks")
+    items: list[_BatchItem] = Field(min_length=1, max_length=1000, description="up to 1000 checks")
+
+
+@with_config(ConfigDict(extra="forbid"))
+class VerifyBatchItems(TypedDict):
+    """VerifyBatchIn with its items as VerifyItem, for validating a whole batch from its JSON
+    in one pass (the routes' fast lane; a batch with any fault goes the declared way)."""
+
+    items: Annotated[list[VerifyItem], Field(min_length=1, max_length=1000)]
 
 
 class ItemError(BaseModel):

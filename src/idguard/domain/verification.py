@@ -97,19 +97,6 @@ def pack(card: CardFacts) -> int:
     )
 
 
-def _answer(packed: int, want: int, today: dt.date, chip_serial: str | None) -> tuple[Result, Reason | None]:
-    if packed & _MATCH_MASK != want:
-        return _MISMATCH
-    if chip_serial is not None and packed >> _CHIP_SHIFT != hash(chip_serial) & _H32:
-        return _MISMATCH
-    code = packed & 7
-    if code == 0:
-        expires = (packed >> 23) & _DAY_MASK
-        if expires and today.toordinal() - _EPOCH > expires:
-            return _EXPIRED
-    return _ANSWERS[code]
-
-
 class CardIndex:
     """id number → packed cards. Not thread-safe for writers: one follower thread applies
     changes; readers see either the old or the new value of an entry (a single dict store)."""
@@ -174,15 +161,20 @@ class CardIndex:
             return _ANSWERS[code]
         # Several cards of one number: two can print the same dates (a card replaced the day it
         # was issued). Without the chip serial to tell them apart, any invalid match wins —
-        # when in doubt, the card is invalid.
+        # when in doubt, the card is invalid. (Inlined like the one-card case: most numbers have
+        # had several cards, so this loop is hot too.)
+        chip = None if chip_serial is None else hash(chip_serial) & _H32
         answer: tuple[Result, Reason | None] = _MISMATCH
         for packed in entry:
-            found = _answer(packed, want, today, chip_serial)
-            if found is _MISMATCH:
+            if packed & _MATCH_MASK != want or (chip is not None and packed >> _CHIP_SHIFT != chip):
                 continue
-            if found[0] is not Result.VALID:
-                return found
-            answer = found
+            code = packed & 7
+            if code:
+                return _ANSWERS[code]  # every code but 0 is invalid
+            expires = (packed >> 23) & _DAY_MASK
+            if expires and today.toordinal() - _EPOCH > expires:
+                return _EXPIRED
+            answer = _ANSWERS[0]
         return answer
 
     def bare_lookup(self, id_number: str) -> bool:
