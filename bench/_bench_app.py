@@ -13,7 +13,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
-from idguard.api.app import create_app
+from idguard.app import create_app
 
 # Same keys and roughly the same length as a verify answer, so serialising it costs the same.
 _ANSWER = {

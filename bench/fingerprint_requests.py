@@ -35,15 +35,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from idguard.biometrics import Template, build_template, encode, match_any, parse, synthetic
+from idguard.biometrics.vault import TemplateVault
 from idguard.config import Environment, Settings
+from idguard.core.clock import SystemClock
+from idguard.core.grants import Role
+from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.domain.clock import SystemClock
-from idguard.domain.idnumber import check_character
-from idguard.domain.roles import Role
-from idguard.fingerprints import Template, build_template, encode, match_any, parse, synthetic
-from idguard.services import staff
-from idguard.services.vault import TemplateVault
+from idguard.registry import staff
 from verify import SECRET, TEMPLATE_KEYS, admin_engine, database_url, http_json, note, server, table
 
 OFFICE = "110105001"

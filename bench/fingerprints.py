@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from idguard.fingerprints import (
+from idguard.biometrics import (
     DEFAULT_THRESHOLD,
     MinutiaeRecord,
     Template,
@@ -45,8 +45,8 @@ from idguard.fingerprints import (
     parse,
     similarity,
 )
-from idguard.fingerprints.calibration import genuine_pairs, impostor_pairs
-from idguard.fingerprints.synthetic import HEIGHT, WIDTH, Difficulty, dataset
+from idguard.biometrics.calibration import genuine_pairs, impostor_pairs
+from idguard.biometrics.synthetic import HEIGHT, WIDTH, Difficulty, dataset
 
 Pair = tuple[tuple[int, int], tuple[int, int]]
 

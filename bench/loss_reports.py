@@ -20,13 +20,13 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from idguard.config import Environment, Settings
+from idguard.core.grants import Actor, Role
+from idguard.core.idnumber import Sex, check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.db.models import Card, Office, Person, Staff
-from idguard.domain.cards import CardStatus, IssueKind, LossReason
-from idguard.domain.idnumber import Sex, check_character
-from idguard.domain.roles import Actor, Role
-from idguard.services.loss_reports import report_loss
+from idguard.registry.lifecycle import CardStatus, IssueKind, LossReason
+from idguard.registry.loss_reports import report_loss
+from idguard.registry.models import Card, Office, Person, Staff
 
 NOW = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)
 OFFICE = "110105001"

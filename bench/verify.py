@@ -66,21 +66,21 @@ from typing import Any
 import sqlalchemy as sa
 
 from _bench_app import add_noop  # beside this file: the product app plus the no-op route
-from idguard.api.app import create_app
+from idguard.app import create_app
 from idguard.config import Environment, Settings
+from idguard.core.clock import today_cst
+from idguard.core.grants import Actor, Role
+from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo.load import load_demo
-from idguard.domain.cards import CardStatus, LossReason
-from idguard.domain.clock import today_cst
-from idguard.domain.idnumber import check_character
-from idguard.domain.roles import Actor, Role
-from idguard.domain.verification import CardIndex
-from idguard.services import follower as follower_module
-from idguard.services import units
-from idguard.services.follower import IndexFollower
-from idguard.services.keyring import KeyRing
-from idguard.services.loss_reports import report_loss
+from idguard.registry.lifecycle import CardStatus, LossReason
+from idguard.registry.loss_reports import report_loss
+from idguard.verification import units
+from idguard.verification.index import CardIndex
+from idguard.verification.runtime import follower as follower_module
+from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.keyring import KeyRing
 
 BENCH_DIR = Path(__file__).resolve().parent
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside this bench
@@ -404,7 +404,7 @@ def server(
     url: str,
     log_path: Path,
     *,
-    app: str = "idguard.api.app:create_app",
+    app: str = "idguard.app:create_app",
     workers: int = 1,
     timeout: float = 300,
 ) -> Iterator[Server]:

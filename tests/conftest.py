@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard.api.app import create_app
+from idguard.app import create_app
 from idguard.config import Environment, Settings
+from idguard.core.clock import FixedClock
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.db.models import Base
-from idguard.domain.clock import FixedClock
+from idguard.registry.models import Base
 from tests.factories import NOW, SECRET, seed_world
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from idguard.db.models import Office, Staff
-from idguard.domain.idnumber import check_character
-from idguard.domain.roles import Actor, Role
-from idguard.services.staff import _hasher, issue_token
+from idguard.core.grants import Actor, Role
+from idguard.core.idnumber import check_character
+from idguard.registry.models import Office, Staff
+from idguard.registry.staff import _hasher, issue_token
 
 NOW = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)  # 10:00 in Beijing
 SECRET = "test-secret-key-0123456789abcdef"

@@ -7,8 +7,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 
-from idguard.fingerprints import FormatVersion, Minutia, QualityBlock, Representation2011, encode, synthetic
-from idguard.fingerprints.synthetic import Difficulty
+from idguard.biometrics import FormatVersion, Minutia, QualityBlock, Representation2011, encode, synthetic
+from idguard.biometrics.synthetic import Difficulty
 
 THUMB, LEFT_THUMB = 1, 6
 ENROLLED = 0  # impression index used at enrolment; later indices are new captures

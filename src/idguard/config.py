@@ -11,7 +11,7 @@ from functools import cached_property
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from idguard.fingerprints.matching import DEFAULT_THRESHOLD
+from idguard.biometrics.matching import DEFAULT_THRESHOLD
 
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import re
 
-from idguard.domain.idnumber import mask
+from idguard.core.idnumber import mask
 
 _ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])")
 

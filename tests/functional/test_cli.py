@@ -13,17 +13,17 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from idguard.biometrics import DEFAULT_POLICY, FingerPosition, calibration
+from idguard.biometrics import parse as parse_record
+from idguard.biometrics.fingerprints import Biometrics
 from idguard.cli.main import app
 from idguard.config import Environment, Settings
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.db.models import AuditEntry, Card, Fingerprint
 from idguard.demo import fingers
-from idguard.domain.cards import CardStatus, LossReason
-from idguard.domain.units import hash_key
-from idguard.fingerprints import DEFAULT_POLICY, FingerPosition, calibration
-from idguard.fingerprints import parse as parse_record
-from idguard.services.fingerprints import Biometrics
-from idguard.services.loss_reports import report_loss
+from idguard.registry.lifecycle import CardStatus, LossReason
+from idguard.registry.loss_reports import report_loss
+from idguard.registry.models import AuditEntry, Card, Fingerprint
+from idguard.verification.rules import hash_key
 from tests.factories import NOW, OFFICE_A, SECRET, actor, id_number
 
 runner = CliRunner()

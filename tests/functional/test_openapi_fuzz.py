@@ -16,11 +16,11 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
-from idguard.api.app import create_app
+from idguard.app import create_app
+from idguard.core.clock import FixedClock
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.domain.clock import FixedClock
-from idguard.domain.units import PURPOSES
-from idguard.services.units import onboard
+from idguard.verification.rules import PURPOSES
+from idguard.verification.units import onboard
 from tests.conftest import settings_for
 from tests.factories import NOW, auth
 

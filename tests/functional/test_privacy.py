@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from idguard.api.app import create_app
+from idguard.app import create_app
 from idguard.config import Settings
-from idguard.domain.clock import FixedClock
+from idguard.core.clock import FixedClock
 from tests.factories import id_number
 from tests.functional.conftest import Counter
-from tests.functional.test_verify import Bank, flush, sync
+from tests.functional.verification.test_verify import Bank, flush, sync
 
 # The test client's own loggers: they record the requests *we* send (full URLs, paths with id
 # numbers), as any caller's HTTP library would on its side. They are not the server's logs.

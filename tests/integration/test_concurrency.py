@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard.db.models import Card, LedgerEvent, LedgerHead, Person
-from idguard.domain.cards import CardStatus
+from idguard.registry.lifecycle import CardStatus
+from idguard.registry.models import Card, LedgerEvent, LedgerHead, Person
 from tests.factories import OFFICE_A, OFFICE_B, auth, id_number
 
 THREADS = 8

@@ -15,9 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
 from idguard.cli.main import app
 from idguard.config import Settings
-from idguard.db.models import (
+from idguard.core.clock import today_cst
+from idguard.core.grants import Actor, Role
+from idguard.core.idnumber import parse
+from idguard.demo import fingers
+from idguard.demo import load as demo_load
+from idguard.demo.load import DEMO_CREDENTIALS, DatabaseNotEmpty, demo_fingerprint_holders, load_demo
+from idguard.demo.population import OFFICES, Population
+from idguard.registry.lifecycle import CardStatus, LossReason, expiry_date, temporary_expiry
+from idguard.registry.loss_reports import report_loss
+from idguard.registry.models import (
     Card,
     Fingerprint,
     FingerprintComparison,
@@ -28,17 +38,7 @@ from idguard.db.models import (
     Person,
     Staff,
 )
-from idguard.demo import fingers
-from idguard.demo import load as demo_load
-from idguard.demo.load import DEMO_CREDENTIALS, DatabaseNotEmpty, demo_fingerprint_holders, load_demo
-from idguard.demo.population import OFFICES, Population
-from idguard.domain.cards import CardStatus, LossReason, expiry_date, temporary_expiry
-from idguard.domain.clock import today_cst
-from idguard.domain.idnumber import parse
-from idguard.domain.roles import Actor, Role
-from idguard.services.fingerprints import Biometrics, FingerprintMismatch
-from idguard.services.loss_reports import report_loss
-from idguard.services.staff import authenticate
+from idguard.registry.staff import authenticate
 from tests.factories import NOW
 
 CITIZENS = 300

@@ -43,15 +43,13 @@ from hypothesis.stateful import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard.biometrics import DEFAULT_THRESHOLD
+from idguard.biometrics import fingerprints as fingerprint_service
+from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
+from idguard.biometrics.vault import TemplateVault
 from idguard.config import Environment, Settings
-from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.db.models import Base, Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
-from idguard.db.models import Fingerprint as StoredFinger
-from idguard.db.models import FingerprintComparison as Comparison
-from idguard.domain import cards as rules
-from idguard.domain.cards import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
-from idguard.domain.clock import FixedClock, today_cst
-from idguard.domain.errors import (
+from idguard.core.clock import FixedClock, today_cst
+from idguard.core.errors import (
     DomainError,
     Forbidden,
     InvalidField,
@@ -59,15 +57,17 @@ from idguard.domain.errors import (
     RecordedRefusal,
     RuleViolation,
 )
-from idguard.domain.idnumber import Sex, check_character
-from idguard.domain.roles import Actor
-from idguard.fingerprints import DEFAULT_THRESHOLD
-from idguard.services import cards as card_service
-from idguard.services import fingerprints as fingerprint_service
-from idguard.services import found_cards, loss_reports
-from idguard.services import persons as person_service
-from idguard.services.fingerprints import Biometrics, FingerprintMismatch
-from idguard.services.vault import TemplateVault
+from idguard.core.grants import Actor
+from idguard.core.idnumber import Sex, check_character
+from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.registry import cards as card_service
+from idguard.registry import found_cards, loss_reports
+from idguard.registry import lifecycle as rules
+from idguard.registry import persons as person_service
+from idguard.registry.lifecycle import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
+from idguard.registry.models import Base, Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
+from idguard.registry.models import Fingerprint as StoredFinger
+from idguard.registry.models import FingerprintComparison as Comparison
 from tests import prints
 from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, actor, id_number, seed_world
 

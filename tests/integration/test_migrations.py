@@ -10,7 +10,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from idguard.db import migrate
-from idguard.db.models import Base, Card, Person
+from idguard.registry.models import Base, Card, Person
 from tests.factories import OFFICE_A, id_number
 
 

@@ -35,11 +35,11 @@ import pytest
 import sqlalchemy as sa
 
 from idguard.config import Environment, Settings
+from idguard.core.grants import Role
+from idguard.core.idnumber import mask
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.domain.idnumber import mask
-from idguard.domain.roles import Role
-from idguard.services.staff import add_office, add_staff
+from idguard.registry.staff import add_office, add_staff
 from tests.factories import OFFICE_A, PASSWORD, SECRET, id_number
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")
@@ -143,7 +143,7 @@ def servers(database: Database, tmp_path: Path) -> Iterator[Callable[..., list[S
                         "-m",
                         "uvicorn",
                         "--factory",
-                        "idguard.api.app:create_app",
+                        "idguard.app:create_app",
                         *("--host", "127.0.0.1"),
                         *("--port", str(port)),
                     ],

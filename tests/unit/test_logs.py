@@ -28,5 +28,5 @@ def test_other_numbers_are_left_alone() -> None:
 def test_child_loggers_are_masked_too(caplog: pytest.LogCaptureFixture) -> None:
     logs.install()
     with caplog.at_level(logging.INFO):
-        logging.getLogger("idguard.services.verify").warning("number %s", "11010519491231002X")
+        logging.getLogger("idguard.verification.verifier").warning("number %s", "11010519491231002X")
     assert "11010519491231002X" not in caplog.text

@@ -1,1 +1,2 @@
-"""The HTTP API (FastAPI): routers by resource, dependencies, request/response schemas."""
+"""The HTTP toolkit every feature's routes use: request dependencies, problem details, paging,
+shared schema pieces. The app factory that mounts the features is `idguard.app`."""

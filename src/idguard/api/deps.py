@@ -21,17 +21,17 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from idguard.api.errors import PROBLEM, problem_body
+from idguard.biometrics.fingerprints import Biometrics
 from idguard.config import Settings
-from idguard.db.models import IdempotencyRecord
-from idguard.domain.clock import Clock
-from idguard.domain.errors import InvalidField, RecordedRefusal, RuleViolation
-from idguard.domain.roles import Actor
-from idguard.domain.units import KEY_PREFIX
-from idguard.services.fingerprints import Biometrics
-from idguard.services.keyring import UnitView
-from idguard.services.ratelimit import RateLimiter
-from idguard.services.staff import actor_from_token
-from idguard.services.verify import Verifier
+from idguard.core.clock import Clock
+from idguard.core.errors import InvalidField, RecordedRefusal, RuleViolation
+from idguard.core.grants import Actor
+from idguard.core.ratelimit import RateLimiter
+from idguard.registry.models import IdempotencyRecord
+from idguard.registry.staff import actor_from_token
+from idguard.verification.rules import KEY_PREFIX
+from idguard.verification.runtime.keyring import UnitView
+from idguard.verification.verifier import Verifier
 
 _bearer = HTTPBearer(auto_error=False, description="staff token from /api/v1/auth/token, or a unit's API key")
 IDEMPOTENCY_HEADER = "Idempotency-Key"

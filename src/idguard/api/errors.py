@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idguard.domain.errors import DomainError, InvalidField
+from idguard.core.errors import DomainError, InvalidField
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("idguard.api")

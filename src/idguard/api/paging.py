@@ -7,7 +7,7 @@ import base64
 import datetime as dt
 import uuid
 
-from idguard.domain.errors import InvalidField
+from idguard.core.errors import InvalidField
 
 
 def encode_cursor(at: dt.datetime, row_id: uuid.UUID) -> str:

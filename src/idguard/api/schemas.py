@@ -12,8 +12,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from idguard.db.models import Card, FoundCard, LedgerEvent, LossReport, Person
-from idguard.domain.cards import (
+from idguard.biometrics.fingerprints import MAX_RECORD_BASE64
+from idguard.core.clock import today_cst
+from idguard.core.idnumber import Sex
+from idguard.registry.lifecycle import (
     CardStatus,
     FoundDisposition,
     IssueKind,
@@ -21,9 +23,7 @@ from idguard.domain.cards import (
     RevocationReason,
     effective_status,
 )
-from idguard.domain.clock import today_cst
-from idguard.domain.idnumber import Sex
-from idguard.services.fingerprints import MAX_RECORD_BASE64
+from idguard.registry.models import Card, FoundCard, LedgerEvent, LossReport, Person
 
 IdNumberStr = Annotated[
     str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=18, max_length=18)

@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 
 from idguard.config import Settings
+from idguard.core.errors import DomainError, InvalidField
+from idguard.core.grants import Role
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.domain.errors import DomainError, InvalidField
-from idguard.domain.roles import Role
-from idguard.services import staff as staff_service
-from idguard.services import units as units_service
+from idguard.registry import staff as staff_service
+from idguard.verification import units as units_service
 
 app = typer.Typer(help="idguard: the invalid resident ID card information system.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -82,7 +82,7 @@ def serve(
 
     # Each worker divides the units' rate limits by this (the workers inherit the environment).
     os.environ["IDGUARD_WORKERS"] = str(workers)
-    uvicorn.run("idguard.api.app:create_app", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run("idguard.app:create_app", factory=True, host=host, port=port, workers=workers)
 
 
 @db_app.command("upgrade")
@@ -181,8 +181,8 @@ def demo(
     """`idguard demo [--citizens N]` loads; `idguard demo SUBCOMMAND` only runs the subcommand."""
     if ctx.invoked_subcommand is not None:
         return
+    from idguard.biometrics.fingerprints import Biometrics
     from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, load_demo
-    from idguard.services.fingerprints import Biometrics
 
     if citizens < 0:
         raise _fail(f"--citizens {citizens}: must not be negative")
@@ -211,9 +211,9 @@ def demo(
 def _print_fingerprint_holders(engine: sa.Engine) -> None:
     """A few demo id numbers whose card has registered fingerprints: the ones a loss report or a
     found card's return needs a live capture for (`idguard demo fingerprint`). Id numbers only."""
+    from idguard.biometrics.fingerprints import finger_name
     from idguard.demo.fingers import DEMO_FINGERS
     from idguard.demo.load import demo_fingerprint_holders
-    from idguard.services.fingerprints import finger_name
 
     count, examples = demo_fingerprint_holders(engine, now=_now())
     if not count:
@@ -248,9 +248,9 @@ def demo_fingerprint(
     ] = 1,
 ) -> None:
     """A live capture for demo data, computed from the id number alone (idguard.demo.fingers)."""
+    from idguard.core import idnumber
+    from idguard.core.clock import today_cst
     from idguard.demo.fingers import live_sample
-    from idguard.domain import idnumber
-    from idguard.domain.clock import today_cst
 
     try:
         number = idnumber.parse(id_number, today=today_cst(_now()), field="ID_NUMBER").value
@@ -274,9 +274,9 @@ def fingerprints_rekey(
     batch: Annotated[int, typer.Option(help="fingerprints re-sealed per transaction")] = 500,
 ) -> None:
     """Key rotation: until every row is re-sealed, the old key must stay configured to decrypt."""
-    from idguard.db.models import AuditEntry, Fingerprint
-    from idguard.services.fingerprints import rekey
-    from idguard.services.vault import TemplateVault, VaultError
+    from idguard.biometrics.fingerprints import rekey
+    from idguard.biometrics.vault import TemplateVault, VaultError
+    from idguard.registry.models import AuditEntry, Fingerprint
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
@@ -327,8 +327,8 @@ def fingerprints_calibrate(
     fmr: Annotated[float, typer.Option(help="target false match rate, e.g. 0.0001 for 1 in 10,000")] = 1e-4,
 ) -> None:
     """The threshold is checked against the set's size first: minutes are not spent to refuse."""
-    from idguard.fingerprints import calibration
-    from idguard.fingerprints.synthetic import Difficulty
+    from idguard.biometrics import calibration
+    from idguard.biometrics.synthetic import Difficulty
 
     current = Settings().fingerprint_threshold
     per_level = calibration.CALIBRATION_FINGERS * calibration.CALIBRATION_IMPRESSIONS
@@ -359,8 +359,8 @@ def run_dev(
 ) -> None:
     """What `make run` does: migrate, load demo data if empty, print credentials and a few demo
     id numbers with registered fingerprints, serve."""
+    from idguard.biometrics.fingerprints import Biometrics
     from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, DEMO_CREDENTIALS, load_demo
-    from idguard.services.fingerprints import Biometrics
 
     settings = Settings()
     engine = make_engine(settings)

@@ -1,10 +1,10 @@
 """The demo persons' fingers: synthetic, and a pure function of the id number.
 
-A card has registered fingerprints only with its two fingers stored (services/fingerprints), and
+A card has registered fingerprints only with its two fingers stored (biometrics/fingerprints), and
 then a loss report or a found card's return needs a live capture that matches one of them. For
 the demo to be usable at the counter, a clerk (or a curl session) must be able to produce such a
 capture for a demo person. So every demo person's master fingers are drawn by the synthetic
-generator (fingerprints/synthetic.py) from a seed hashed from their id number:
+generator (biometrics/synthetic.py) from a seed hashed from their id number:
 
 - the loader enrols impression `ENROLLED_IMPRESSION` of `DEMO_FINGERS` (right and left thumb);
 - `idguard demo fingerprint ID_NUMBER` prints impression 1, 2, ... of the same finger: another
@@ -21,8 +21,8 @@ import base64
 import datetime as dt
 import hashlib
 
-from idguard.fingerprints import FingerPosition, encode
-from idguard.fingerprints.synthetic import Difficulty, impression, master_finger
+from idguard.biometrics import FingerPosition, encode
+from idguard.biometrics.synthetic import Difficulty, impression, master_finger
 
 __all__ = [
     "DEMO_FINGERS",
@@ -59,7 +59,7 @@ def _capture(id_number: str, finger: int, index: int) -> bytes:
 
 def enrolment_samples(id_number: str) -> list[tuple[int, str]]:
     """The captures the loader enrols: (finger position, base64 ISO record), as a counter sends
-    them to `services.fingerprints.prepare_enrolment`."""
+    them to `biometrics.fingerprints.prepare_enrolment`."""
     return [
         (finger, base64.b64encode(_capture(id_number, finger, ENROLLED_IMPRESSION)).decode())
         for finger in DEMO_FINGERS

@@ -18,7 +18,7 @@ its two fingers stored, and building a template costs ~12 ms a finger, far too m
 card of a large population. So the bulk load flags none, and a bounded sample of persons gets
 real synthetic fingers (fingers.py: a pure function of the id number, so `idguard demo
 fingerprint` can make a matching live capture later) on their current valid card, through the
-ORM and `services.fingerprints` as a counter would: templates are built on a few threads (numpy
+ORM and `biometrics.fingerprints` as a counter would: templates are built on a few threads (numpy
 releases the GIL for most of the work), then stored `ENROL_BATCH` cards per transaction, each
 transaction storing both fingers and setting the flag together. An interrupted enrolment leaves
 fewer enrolled persons, never a flag without fingers.
@@ -43,17 +43,17 @@ from argon2 import PasswordHasher
 from psycopg import errors, sql
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard.biometrics import fingerprints as fingerprint_service
+from idguard.biometrics.fingerprints import Biometrics, Enrolment
+from idguard.core.clock import CST, today_cst
+from idguard.core.errors import InvalidField, RuleViolation
+from idguard.core.grants import Actor, Role
 from idguard.db.engine import make_sessionmaker
-from idguard.db.models import AuditEntry, Base, Card, Fingerprint, Office, Staff
 from idguard.demo import fingers
 from idguard.demo.population import COLUMNS, OFFICES, Population, Row
-from idguard.domain.cards import CardStatus
-from idguard.domain.clock import CST, today_cst
-from idguard.domain.errors import InvalidField, RuleViolation
-from idguard.domain.roles import Actor, Role
-from idguard.services import fingerprints as fingerprint_service
-from idguard.services.fingerprints import Biometrics, Enrolment
-from idguard.services.staff import add_office, add_staff
+from idguard.registry.lifecycle import CardStatus
+from idguard.registry.models import AuditEntry, Base, Card, Fingerprint, Office, Staff
+from idguard.registry.staff import add_office, add_staff
 
 # Demo-only accounts, printed by `make run`: never use these anywhere real.
 DEMO_CREDENTIALS: list[tuple[str, str, str, str | None]] = [

@@ -46,7 +46,9 @@ from typing import TypeVar
 
 from stdnum import numdb
 
-from idguard.domain.cards import (
+from idguard.core.clock import today_cst
+from idguard.core.idnumber import check_character
+from idguard.registry.lifecycle import (
     CardStatus,
     IssueKind,
     LossReason,
@@ -55,8 +57,6 @@ from idguard.domain.cards import (
     expiry_date,
     temporary_expiry,
 )
-from idguard.domain.clock import today_cst
-from idguard.domain.idnumber import check_character
 
 __all__ = ["CHUNK", "COLUMNS", "OFFICES", "Chunk", "DemoOffice", "Population"]
 
@@ -105,7 +105,7 @@ P_MALE, P_ELSEWHERE, DEATH_WINDOW = 0.512, 0.10, 12 * 365
 P_LOCAL_BIRTH = 0.80
 OFFICE_OPENS_UTC = dt.time(0, 30)  # 08:30 China time
 OFFICE_HOURS_US = 9 * 3600 * 1_000_000
-_REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # as services.registry.new_reference
+_REFERENCE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # as registry.lookups.new_reference
 _UNSET = dt.datetime.min.replace(tzinfo=dt.UTC)
 
 # Enum members as plain names: each `CardStatus.X` is a descriptor call, millions of them here.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from idguard.db.models import Base
+from idguard.registry.models import Base
 
 config = context.config
 engine = config.attributes["engine"]

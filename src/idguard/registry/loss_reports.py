@@ -1,0 +1,168 @@
+"""Loss reports (挂失申报) and their cancellation (解除挂失)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from idguard.biometrics import fingerprints
+from idguard.biometrics.fingerprints import Biometrics
+from idguard.core import idnumber
+from idguard.core.clock import today_cst
+from idguard.core.errors import NotFound, RuleViolation
+from idguard.core.grants import Actor
+from idguard.registry import ledger
+from idguard.registry import lifecycle as rules
+from idguard.registry.lifecycle import CardStatus, LossReason
+from idguard.registry.lookups import (
+    acting_at,
+    lock_card,
+    new_reference,
+    person_by_number,
+    view,
+)
+from idguard.registry.models import Card, LossReport, Person
+
+GUARDIAN_MIN_AGE = 18
+HOLDER_NEEDS_GUARDIAN_BELOW = 16
+
+
+def report_loss(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    card_id: str,
+    reason: LossReason,
+    office: str,
+    applicant_id_number: str,
+    applicant_name: str | None = None,
+    fingerprint: str | None = None,
+    biometrics: Biometrics | None = None,
+) -> tuple[LossReport, Card]:
+    """Accept a loss report at any office (就近办理); the card is invalid from the commit.
+
+    Only the holder in person, or a registered adult guardian for a holder under 16. A card with
+    registered fingerprints needs a live capture that matches one of them, whoever applies (a
+    guardian brings the child to give the finger): the comparison is recorded either way, and a
+    mismatch refuses the report (FingerprintMismatch).
+    """
+    live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
+    acting_at(session, actor, office)
+    today = today_cst(now)
+    applicant_number = idnumber.parse(applicant_id_number, today=today, field="applicant_id_number").value
+    card, holder = lock_card(session, card_id)
+    by_guardian = applicant_number != holder.id_number
+    applicant: Person = holder
+    if by_guardian:
+        if rules.age_on(holder.birth_date, today) >= HOLDER_NEEDS_GUARDIAN_BELOW:
+            raise RuleViolation(
+                "only the holder in person may report a loss (a guardian only for a holder under 16)"
+            )
+        try:
+            applicant = person_by_number(session, applicant_number, now=now)
+        except NotFound:
+            raise RuleViolation("the guardian is not registered in the citizen identity system") from None
+        if rules.age_on(applicant.birth_date, today) < GUARDIAN_MIN_AGE or applicant.revoked_reason:
+            raise RuleViolation("a guardian must be a registered adult")
+    if applicant_name is not None and applicant_name != applicant.name:
+        raise RuleViolation("the applicant's name does not match the registry")
+    rules.check_can_report_loss(view(card), today)
+    fingerprints.compare_at_counter(
+        session,
+        biometrics,
+        card,
+        live,
+        purpose=fingerprints.Purpose.LOSS_REPORT,
+        actor=actor,
+        office=office,
+        now=now,
+    )
+    report = LossReport(
+        report_no=new_reference("LR"),
+        card_id=card.id,
+        reason=reason,
+        office=office,
+        applicant_id_number=applicant_number,
+        by_guardian=by_guardian,
+        accepted_by=actor.staff_id,
+        accepted_at=now,
+    )
+    session.add(report)
+    ledger.record(
+        session,
+        card,
+        event=f"reported_{reason.value}",
+        new_status=rules.LOSS_STATUS[reason],
+        actor=actor,
+        office=office,
+        at=now,
+        reason=reason.value,
+        reference=report.report_no,
+    )
+    session.flush()
+    return report, card
+
+
+def cancel_loss_report(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    report_no: str,
+    office: str,
+    fingerprint: str | None = None,
+    biometrics: Biometrics | None = None,
+) -> tuple[LossReport, Card]:
+    """解除挂失: only at the accepting office, only while no newer card exists; the card is valid
+    again. A card with registered fingerprints is made valid again only for a holder whose live
+    finger matches (whoever holds a lost card must not be able to revalidate it); the comparison
+    is recorded either way."""
+    live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
+    acting_at(session, actor, office)
+    report = session.get(LossReport, report_no)
+    if report is None:
+        raise NotFound(f"no loss report {report_no}")
+    card, holder = lock_card(session, report.card_id)
+    session.refresh(report)  # re-read under the card lock: another clerk may have cancelled it
+    if holder.revoked_reason is not None:
+        raise RuleViolation("the holder's registration is revoked: the card stays invalid")
+    rules.check_can_cancel_report(
+        report_office=report.office,
+        office=office,
+        report_cancelled=report.cancelled_at is not None,
+        card=view(card),
+        newer_card_exists=card.superseded_by is not None,
+    )
+    fingerprints.compare_at_counter(
+        session,
+        biometrics,
+        card,
+        live,
+        purpose=fingerprints.Purpose.LOSS_REPORT_CANCEL,
+        actor=actor,
+        office=office,
+        now=now,
+    )
+    report.cancelled_at = now
+    report.cancelled_by = actor.staff_id
+    ledger.record(
+        session,
+        card,
+        event="loss_report_cancelled",
+        new_status=CardStatus.VALID,
+        actor=actor,
+        office=office,
+        at=now,
+        reference=report.report_no,
+    )
+    session.flush()
+    return report, card
+
+
+def get_report(session: Session, report_no: str) -> LossReport:
+    report = session.get(LossReport, report_no)
+    if report is None:
+        raise NotFound(f"no loss report {report_no}")
+    return report

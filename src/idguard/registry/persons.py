@@ -1,0 +1,129 @@
+"""Citizen identity records (公民身份信息) and revocation of a person's registration."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from idguard.core import idnumber
+from idguard.core.clock import today_cst
+from idguard.core.errors import InvalidField, RuleViolation
+from idguard.core.grants import Actor, Permission
+from idguard.core.idnumber import Sex
+from idguard.registry import ledger
+from idguard.registry.lifecycle import CardStatus, RevocationReason
+from idguard.registry.lookups import (
+    acting_at,
+    audit_read,
+    cards_of,
+    lock_person,
+    person_by_number,
+)
+from idguard.registry.models import AuditEntry, Card, Person
+
+
+def register_person(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    id_number: str,
+    name: str,
+    sex: Sex,
+    ethnicity: str,
+    birth_date: dt.date,
+    address: str,
+    hukou_office: str,
+) -> Person:
+    """Register a citizen. The number must be valid, and sex and birth date must agree with it."""
+    acting_at(session, actor, hukou_office, field="hukou_office")
+    number = idnumber.parse(id_number, today=today_cst(now))
+    if sex != number.sex:
+        raise InvalidField("sex", f"the id number's sequence digit says {number.sex.value}")
+    if birth_date != number.birth_date:
+        raise InvalidField("birth_date", "the birth date does not match the one in the id number")
+    exists = session.scalar(sa.select(Person.id).where(Person.id_number == number.value))
+    if exists is not None:
+        raise RuleViolation(f"a person with id number {number} is already registered")
+    person = Person(
+        id_number=number.value,
+        name=name,
+        sex=sex,
+        ethnicity=ethnicity,
+        birth_date=birth_date,
+        address=address,
+        hukou_office=hukou_office,
+        created_at=now,
+    )
+    session.add(person)
+    session.flush()
+    session.add(AuditEntry(at=now, staff_id=actor.staff_id, action="person.register", person_id=person.id))
+    return person
+
+
+@dataclass(frozen=True, slots=True)
+class PersonRecord:
+    person: Person
+    cards: list[Card]
+
+
+def read_person(
+    session: Session, *, actor: Actor, now: dt.datetime, id_number: str, action: str
+) -> PersonRecord:
+    """The record and every card, for staff; the read is audited under `action`."""
+    actor.require(Permission.REGISTRY_READ)
+    person = person_by_number(session, id_number, now=now)
+    audit_read(session, actor, action=action, person=person, at=now)
+    return PersonRecord(person=person, cards=cards_of(session, person.id))
+
+
+def revoke_person(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    id_number: str,
+    reason: RevocationReason,
+    office: str | None = None,
+) -> PersonRecord:
+    """Revoke a person's registration (deceased, nationality lost, fraud, hukou cancelled).
+
+    Every valid card (regular and temporary) becomes REVOKED; cards already invalid keep their
+    status. The person gets no new card afterwards. Done by the person's hukou office.
+    """
+    person = person_by_number(session, id_number, now=now)
+    actor.require_office(office or person.hukou_office)
+    if (office or person.hukou_office) != person.hukou_office:
+        raise RuleViolation("a revocation is recorded by the person's household-registration office")
+    person = lock_person(session, person.id)
+    if person.revoked_reason is not None:
+        raise RuleViolation(f"the person's registration is already revoked ({person.revoked_reason.value})")
+    person.revoked_reason = reason
+    person.revoked_at = now
+    cards = cards_of(session, person.id, lock=True)
+    for card in cards:
+        if card.status is CardStatus.VALID:
+            ledger.record(
+                session,
+                card,
+                event="revoked",
+                new_status=CardStatus.REVOKED,
+                actor=actor,
+                office=person.hukou_office,
+                at=now,
+                reason=reason.value,
+            )
+    session.add(
+        AuditEntry(
+            at=now,
+            staff_id=actor.staff_id,
+            action="person.revoke",
+            person_id=person.id,
+            detail=reason.value,
+        )
+    )
+    session.flush()
+    return PersonRecord(person=person, cards=cards)

@@ -1,0 +1,1 @@
+"""The HTTP routes of verification: checks, check history, units, notifications, health."""

@@ -1,0 +1,334 @@
+"""Notifications for ID-using units about the cards they watch: poll, stream, webhook log.
+
+What a notification is, the cursor, the settle horizon and the webhook dispatcher are in
+verification/notifications.py; docs/notifications.md is the integrator's page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.responses import StreamingResponse
+
+from idguard.api.deps import CurrentUnit, SessionDep, get_clock, get_verifier
+from idguard.api.schemas import problem_responses
+from idguard.registry.models import WebhookCursor, WebhookDelivery
+from idguard.verification.notifications import Notification, notifications_after
+
+router = APIRouter(prefix="/api/v1", tags=["notifications (units)"])
+log = logging.getLogger("idguard.api.notifications")
+
+MAX_CURSOR = 2**63 - 1  # ledger seq is a BIGINT; larger values are a 422, not a database error
+STREAM_POLL_SECONDS = 0.25
+HEARTBEAT_SECONDS = 15.0
+STREAM_BATCH = 100
+RETRY_MILLISECONDS = 3000
+
+
+class EventStream(StreamingResponse):
+    # Not FastAPI's EventStream: that class makes FastAPI treat the route as a generator
+    # of events, and this one returns a ready response whose stream we write ourselves.
+    media_type = "text/event-stream"
+
+
+_ITEM_EXAMPLE: dict[str, Any] = {
+    "cursor": 1842,
+    "check_id": "0b9f1c1e-5d0c-4a8e-9d5e-2c1a7f0e9b11",
+    "status": "reported_lost",
+    "event": "reported_lost",
+    "at": "2026-11-27T08:00:00Z",
+}
+
+
+class NotificationOut(BaseModel):
+    cursor: int = Field(description="position in the registry's ledger; pass it back as `after`")
+    check_id: str = Field(description="your check (made with `watch: true`) that subscribed you to the card")
+    status: str = Field(
+        description="the card's status right after the change: valid | expired | reported_lost | "
+        "reported_stolen | superseded | revoked | destroyed"
+    )
+    event: str = Field(
+        description="what happened: reported_lost, reported_stolen, loss_report_cancelled, superseded, "
+        "revoked, destroyed"
+    )
+    at: dt.datetime = Field(description="when it happened (RFC 3339, UTC)")
+
+
+class NotificationPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_ITEM_EXAMPLE], "next": 1842}]})
+    items: list[NotificationOut] = Field(description="oldest first")
+    next: int = Field(description="pass as `after` next time (the last item's cursor, or yours if none)")
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    cursor: int = Field(description="the last item's cursor in the batch this attempt carried")
+    attempt: int = Field(description="1 for the first try of a batch, then 2, 3, … while it fails")
+    at: dt.datetime
+    status_code: int | None = Field(description="your endpoint's HTTP status; null if it did not answer")
+    error: str | None = Field(description="why there was no HTTP answer (refused, timeout, TLS, …)")
+    delivered: bool = Field(description="true for a 2xx answer")
+
+
+class DeliveryPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "items": [
+                        {
+                            "id": 8,
+                            "cursor": 1842,
+                            "attempt": 2,
+                            "at": "2026-11-27T08:00:03Z",
+                            "status_code": 200,
+                            "error": None,
+                            "delivered": True,
+                        },
+                        {
+                            "id": 7,
+                            "cursor": 1842,
+                            "attempt": 1,
+                            "at": "2026-11-27T08:00:02Z",
+                            "status_code": 503,
+                            "error": None,
+                            "delivered": False,
+                        },
+                    ],
+                    "next": None,
+                    "delivered_cursor": 1842,
+                    "failures": 0,
+                    "next_attempt_at": None,
+                }
+            ]
+        }
+    )
+    items: list[DeliveryOut] = Field(description="newest first")
+    next: int | None = Field(description="pass as `before` for older attempts; null at the end")
+    delivered_cursor: int | None = Field(description="everything up to this cursor has been delivered")
+    failures: int = Field(description="failed attempts in a row for the pending batch")
+    next_attempt_at: dt.datetime | None = Field(description="when the next attempt is due, while failing")
+
+
+def _out(n: Notification) -> NotificationOut:
+    return NotificationOut(cursor=n.cursor, check_id=str(n.check_id), status=n.status, event=n.event, at=n.at)
+
+
+@router.get("/notifications", response_model=NotificationPage, responses=problem_responses(401, 422))
+def notifications(
+    request: Request,
+    unit: CurrentUnit,
+    session: SessionDep,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_CURSOR, description="the `next` of your previous call; 0 from the start")
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> NotificationPage:
+    """Changes to the cards you watch, oldest first.
+
+    Check a card with `watch: true` and you are subscribed to it: when its status later changes
+    (reported lost or stolen, report cancelled, replaced by a newer card, revoked, destroyed) a
+    notification appears here. You hear only about cards your own unit checked, from the moment
+    of that check; a `mismatch` answer subscribes you to nothing. Notifications carry no personal
+    data: `check_id` is your check, so look the card up in your own records.
+
+    Keep the `next` of each answer and send it as `after` on the following call: items with a
+    cursor greater than `after` are returned, so nothing is repeated or skipped. A change shows
+    here about two seconds after it is recorded (the registry waits until every check made before
+    the change has been logged, so that no subscription can miss it).
+
+    Prefer not to poll? Use `GET /api/v1/notifications/stream` (server-sent events) or have your
+    unit configured with a webhook URL."""
+    horizon = get_verifier(request).dispatcher.horizon.seq()
+    items, next_cursor = notifications_after(session, unit.code, after, limit, upto=horizon)
+    return NotificationPage(items=[_out(n) for n in items], next=next_cursor)
+
+
+def _read(sessions: sessionmaker[Session], unit_code: str, after: int, upto: int) -> list[Notification]:
+    with sessions() as session:
+        return notifications_after(session, unit_code, after, STREAM_BATCH, upto=upto)[0]
+
+
+def _sse(n: Notification) -> str:
+    data = json.dumps(n.as_dict(), separators=(",", ":"))
+    return f"id: {n.cursor}\nevent: notification\ndata: {data}\n\n"
+
+
+async def _stream(
+    request: Request, unit_code: str, api_key: str, start: int, seconds: float
+) -> AsyncIterator[str]:
+    """The event stream. Database reads run in the thread pool and waiting is `asyncio.sleep`, so
+    a stream never holds the event loop or a thread while idle; the ledger is only queried when
+    the horizon has moved. When the client goes away the server cancels this generator."""
+    verifier = get_verifier(request)
+    horizon = verifier.dispatcher.horizon
+    sessions: sessionmaker[Session] = request.app.state.sessionmaker
+    clock = get_clock(request)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    quiet_since = loop.time()
+    scanned = start  # every notification up to here has been sent
+    yield f"retry: {RETRY_MILLISECONDS}\n\n"
+    while loop.time() < deadline:
+        upto = horizon.seq()
+        if upto > scanned:
+            try:
+                items = await run_in_threadpool(_read, sessions, unit_code, scanned, upto)
+            except OperationalError as exc:
+                # The database is unreachable: end the stream; the client reconnects with
+                # Last-Event-ID after `retry` and resumes where it stopped.
+                log.warning("notification stream ended: database unavailable (%s)", type(exc.orig).__name__)
+                return
+            for n in items:
+                yield _sse(n)
+            if len(items) == STREAM_BATCH:
+                scanned = items[-1].cursor
+                continue  # more are waiting: send them before sleeping
+            scanned = upto
+            if items:
+                quiet_since = loop.time()
+        now = loop.time()
+        if now - quiet_since >= HEARTBEAT_SECONDS:
+            # A key revoked (or a unit suspended) since the stream opened stops it here.
+            if verifier.keyring.authenticate(api_key, clock.now()) is None:
+                return
+            yield ": keep-alive\n\n"
+            quiet_since = now
+        await asyncio.sleep(max(0.0, min(STREAM_POLL_SECONDS, deadline - now)))
+
+
+@router.get(
+    "/notifications/stream",
+    response_class=EventStream,
+    responses={
+        200: {
+            "description": "an endless text/event-stream (until `max_seconds`)",
+            "content": {
+                "text/event-stream": {
+                    "schema": {"type": "string"},
+                    "example": f"retry: {RETRY_MILLISECONDS}\n\n"
+                    f"id: 1842\nevent: notification\ndata: {json.dumps(_ITEM_EXAMPLE, separators=(',', ':'))}\n\n"
+                    ": keep-alive\n\n",
+                }
+            },
+        },
+        **problem_responses(401, 422),
+    },
+)
+async def notification_stream(
+    request: Request,
+    unit: CurrentUnit,
+    after: Annotated[
+        int | None,
+        Query(
+            ge=0, le=MAX_CURSOR, description="start after this cursor (ignored when Last-Event-ID is sent)"
+        ),
+    ] = None,
+    last_event_id: Annotated[
+        int | None,
+        Header(
+            alias="Last-Event-ID",
+            ge=0,
+            le=MAX_CURSOR,
+            description="sent by EventSource clients when they reconnect: resume after it",
+        ),
+    ] = None,
+    max_seconds: Annotated[
+        float, Query(ge=0.1, le=3600, description="close the stream after this long; reconnect to go on")
+    ] = 600,
+) -> EventStream:
+    """The same notifications as `GET /api/v1/notifications`, pushed as server-sent events.
+
+    Each notification is one event:
+
+        id: 1842
+        event: notification
+        data: {"cursor":1842,"check_id":"…","status":"reported_lost","event":"reported_lost","at":"…"}
+
+    The `id` is the cursor. To resume after a disconnect, reconnect with the header
+    `Last-Event-ID: <the last id you processed>` (browsers' `EventSource` does this by itself) or
+    with `?after=<cursor>`; without either the stream starts from the beginning of your
+    subscriptions. The header wins over `after`, because a reconnecting `EventSource` re-sends
+    the original URL.
+
+    A comment line `: keep-alive` is sent after 15 seconds without events, so proxies keep the
+    connection open. The server closes the stream after `max_seconds` (default 10 minutes), or
+    when your API key is revoked; reconnect to continue. Use a client with a read timeout longer
+    than 15 seconds."""
+    start = last_event_id if last_event_id is not None else (after or 0)
+    api_key = request.headers.get("authorization", "").partition(" ")[2].strip()
+    return EventStream(
+        _stream(request, unit.code, api_key, start, max_seconds),
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/notifications/deliveries", response_model=DeliveryPage, responses=problem_responses(401, 422))
+def deliveries(
+    unit: CurrentUnit,
+    session: SessionDep,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_CURSOR, description="the `next` of the previous page")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> DeliveryPage:
+    """Your webhook's delivery log, newest first: every attempt, your endpoint's answer, and
+    whether the batch was delivered.
+
+    **Webhooks.** If your unit was onboarded with a `webhook_url`, the registry POSTs your
+    notifications there as JSON, in batches of up to 100, oldest first:
+
+        {"unit": "ICBC-BJ", "items": [{"cursor": 1842, "check_id": "…", "status": "reported_lost",
+                                        "event": "reported_lost", "at": "…"}]}
+
+    Every POST carries `X-Idguard-Timestamp` (Unix seconds) and `X-Idguard-Signature:
+    sha256=<hex>`, the HMAC-SHA256 under your unit's `webhook_secret` (given at onboarding) of
+    the timestamp, a dot and the raw body bytes. Verify it before trusting the body:
+
+        expected = "sha256=" + hmac.new(webhook_secret.encode(),
+                                        timestamp.encode() + b"." + raw_body,
+                                        hashlib.sha256).hexdigest()
+        ok = hmac.compare_digest(expected, request.headers["X-Idguard-Signature"])
+        fresh = abs(time.time() - int(timestamp)) < 300   # refuse replays
+
+    Answer any 2xx within 5 seconds to acknowledge the batch. Anything else (or no answer) is a
+    failed attempt: the same notifications are sent again after 1 s, 2 s, 4 s … up to 5 minutes
+    (±20%), until one succeeds; redirects are not followed. Delivery is at least once: skip items
+    whose `cursor` you have already processed. The summary fields say how far delivery has got
+    (`delivered_cursor`) and, while failing, when the next attempt is due."""
+    stmt = sa.select(WebhookDelivery).where(WebhookDelivery.unit_code == unit.code)
+    if before is not None:
+        stmt = stmt.where(WebhookDelivery.id < before)
+    rows = list(session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit + 1)))
+    page, more = rows[:limit], len(rows) > limit
+    cursor = session.get(WebhookCursor, unit.code)
+    return DeliveryPage(
+        items=[
+            DeliveryOut(
+                id=d.id,
+                cursor=d.cursor,
+                attempt=d.attempt,
+                at=d.at,
+                status_code=d.status_code,
+                error=d.error,
+                delivered=d.delivered,
+            )
+            for d in page
+        ],
+        next=page[-1].id if more else None,
+        delivered_cursor=cursor.delivered_seq if cursor is not None else None,
+        failures=cursor.failures if cursor is not None else 0,
+        # While a batch is in flight the column holds the claim's lease, which is no retry time.
+        next_attempt_at=cursor.next_attempt_at if cursor is not None and cursor.failures else None,
+    )

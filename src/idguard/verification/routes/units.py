@@ -1,0 +1,109 @@
+"""Onboarding ID-using units (supervisors) and their API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from idguard.api.deps import TxDep, get_settings, get_verifier
+from idguard.api.schemas import STAFF_WRITE_ERRORS, problem_responses
+from idguard.core.errors import Forbidden
+from idguard.core.grants import Permission, Role
+from idguard.registry.models import Unit
+from idguard.verification import units
+from idguard.verification.schemas import RotateIn, UnitIn, UnitKeyOut, UnitOut
+
+router = APIRouter(prefix="/api/v1/units", tags=["units (supervisors)"])
+
+
+def _out(unit: Unit) -> UnitOut:
+    return UnitOut(
+        code=unit.code,
+        name=unit.name,
+        sector=unit.sector,
+        purposes=list(unit.purposes),
+        rate_limit=unit.rate_limit,
+        status=unit.status.value,
+        webhook_url=unit.webhook_url,
+    )
+
+
+def _refresh_keys(tx: TxDep) -> None:
+    # This worker applies the change at once; the others within one ledger poll.
+    get_verifier(tx.request).follower.poll()
+
+
+@router.post("", status_code=201, response_model=UnitKeyOut, responses=STAFF_WRITE_ERRORS)
+def onboard(body: UnitIn, tx: TxDep) -> Response:
+    """Onboard an ID-using unit (supervisor only). The answer holds the unit's API key — shown
+    exactly once and stored only as a hash — and the secret that signs its webhook deliveries."""
+    secret = get_settings(tx.request).secret_key
+
+    def run() -> UnitKeyOut:
+        issued = units.onboard(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            secret_key=secret,
+            code=body.code,
+            name=body.name,
+            sector=body.sector,
+            purposes=body.purposes,
+            rate_limit=body.rate_limit,
+            webhook_url=body.webhook_url,
+        )
+        return UnitKeyOut(
+            unit=_out(issued.unit), api_key=issued.api_key, webhook_secret=issued.webhook_secret
+        )
+
+    response = tx.write(run, body=body)
+    _refresh_keys(tx)
+    return response
+
+
+@router.post("/{code}/keys/rotate", status_code=201, response_model=UnitKeyOut, responses=STAFF_WRITE_ERRORS)
+def rotate(code: str, body: RotateIn, tx: TxDep) -> Response:
+    """Issue a new key. The unit's current keys keep working for `grace_seconds`, so it can
+    deploy the new one without an outage; then they stop."""
+    secret = get_settings(tx.request).secret_key
+
+    def run() -> UnitKeyOut:
+        issued = units.rotate_key(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            secret_key=secret,
+            code=code,
+            grace=dt.timedelta(seconds=body.grace_seconds),
+        )
+        return UnitKeyOut(
+            unit=_out(issued.unit), api_key=issued.api_key, webhook_secret=issued.webhook_secret
+        )
+
+    response = tx.write(run, body=body)
+    _refresh_keys(tx)
+    return response
+
+
+@router.post("/{code}/keys/revoke", status_code=200, response_model=UnitOut, responses=STAFF_WRITE_ERRORS)
+def revoke(code: str, tx: TxDep) -> Response:
+    """Revoke every key of the unit, effective at once (a leaked key)."""
+
+    def run() -> UnitOut:
+        return _out(units.revoke_keys(tx.session, actor=tx.actor, now=tx.now, code=code))
+
+    response = tx.write(run, body=None, status_code=200)
+    _refresh_keys(tx)
+    return response
+
+
+@router.get("", response_model=list[UnitOut], responses=problem_responses(401, 403))
+def list_units(tx: TxDep) -> list[UnitOut]:
+    """Every unit (supervisors and auditors)."""
+    if tx.actor.role not in (Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN):
+        raise Forbidden(f"the {tx.actor.role.value} role may not list units")
+    tx.actor.require(Permission.REGISTRY_READ)
+    return [_out(u) for u in tx.session.scalars(sa.select(Unit).order_by(Unit.code))]

@@ -1,0 +1,338 @@
+"""Networked verification for ID-using units: single and batch checks.
+
+These handlers are `async` on purpose: a check never waits on I/O (the index, the key ring, the
+rate limiter and the check-log buffer are all in memory), so running them on the event loop
+saves a thread hop per request.
+
+Both routes have a fast lane (`_route_with`) in front of FastAPI's handler: the common request (a
+JSON body, a good key, every field valid, no fingerprint) is answered from the raw body, which
+pydantic parses and validates in one pass, without FastAPI's dependency solving, `json.loads` and
+model instances. Whatever the lane does not take, FastAPI's handler (the endpoint as declared
+below, which also makes the OpenAPI document) answers exactly as it would without the lane.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, cast
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
+from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse, Response
+
+from idguard.api.deps import CurrentUnit, current_unit, get_verifier
+from idguard.api.errors import field_name
+from idguard.api.schemas import problem_responses
+from idguard.biometrics import fingerprints
+from idguard.core.errors import InvalidField
+from idguard.verification.runtime.checklog import LogFull
+from idguard.verification.runtime.keyring import UnitView
+from idguard.verification.schemas import (
+    VerifyBatchIn,
+    VerifyBatchItems,
+    VerifyBatchOut,
+    VerifyIn,
+    VerifyItem,
+    VerifyOut,
+    as_item,
+)
+from idguard.verification.verifier import Item, Query, Verifier
+
+router = APIRouter(prefix="/api/v1", tags=["verification (units)"])
+_ITEM = TypeAdapter(VerifyIn)
+_ITEMS = TypeAdapter(list[VerifyItem])
+_LANE_ITEM = TypeAdapter(VerifyItem)
+_LANE_BATCH = TypeAdapter(VerifyBatchItems)
+_LANE_BEARER = HTTPBearer(auto_error=False)
+INDEX_AGE = "X-Index-Age"
+
+
+MAX_BATCH_FINGERPRINTS = 100  # each costs a template build and a database read (~15 ms)
+
+
+def _item(body: VerifyIn) -> Item:
+    return (
+        body.id_number,
+        body.name,
+        body.issued_on,
+        body.expires_on,
+        body.purpose,
+        body.operator,
+        body.chip_serial,
+        body.watch,
+    )
+
+
+def _admit(verifier: Verifier, unit: UnitView, n: int) -> None:
+    wait = verifier.limiter.take(unit.code, unit.rate_limit, n)
+    if wait:
+        raise HTTPException(
+            429,
+            f"rate limit of {unit.rate_limit} checks per second exceeded",
+            headers={"Retry-After": verifier.limiter.retry_after_header(wait)},
+        )
+
+
+def _headers(verifier: Verifier) -> dict[str, str]:
+    return {INDEX_AGE: f"{verifier.follower.age:.3f}"}
+
+
+def _check_items(verifier: Verifier, unit: UnitView, items: list[Item]) -> list[str]:
+    try:
+        return verifier.check_items(unit, items)
+    except LogFull as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+def _json(text: str, verifier: Verifier) -> Response:
+    """A JSON answer already rendered (as JSONResponse would render it)."""
+    return Response(text.encode(), media_type="application/json", headers=_headers(verifier))
+
+
+def _check(verifier: Verifier, unit: UnitView, queries: list[Query]) -> list[dict[str, object]]:
+    try:
+        return verifier.check(unit, queries)
+    except LogFull as exc:
+        raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+
+
+async def verify(body: VerifyIn, request: Request, unit: CurrentUnit) -> Response:
+    """Check the card in front of you. Send what is printed on it; the answer is `valid`,
+    `invalid` with a `reason`, or `mismatch` (nothing matches a card of that number — the answer
+    never says which field). No personal data is ever returned. Every check is recorded against
+    your unit, the `operator` and the `purpose`, which must be one your unit is allowed.
+
+    Person-card check (人证一致性核查): send the holder's live `fingerprint` and, when the card is
+    valid and has registered fingerprints, the answer adds `fingerprint_match` true/false (the
+    sample is compared with both registered fingers and discarded, never stored). Otherwise
+    `fingerprint_match` is null and `fingerprint_reason` says why. A malformed record is a 422
+    naming the part of the record at fault.
+
+    `watch: true` subscribes you to this card: later status changes reach you as notifications.
+    The `X-Index-Age` header says how many seconds old the answering index may be (normally
+    well under 0.1 s; larger if the registry database is unreachable)."""
+    verifier = get_verifier(request)
+    if body.fingerprint is None:  # the hot path: everything in memory, on the event loop
+        return _verify_one(verifier, unit, _item(body))
+    if body.purpose not in unit.purposes:
+        raise HTTPException(403, f"your unit may not check for purpose {body.purpose!r}")
+    _admit(verifier, unit, 1)  # before the template build: a unit over its rate costs no CPU
+    live = await run_in_threadpool(fingerprints.live_template, body.fingerprint)
+    answers = await run_in_threadpool(_check, verifier, unit, [Query(*_item(body), fingerprint=live)])
+    return JSONResponse(answers[0], headers=_headers(verifier))
+
+
+def _verify_one(verifier: Verifier, unit: UnitView, item: Item) -> Response:
+    """A single check without a fingerprint (the endpoint's and the lane's)."""
+    purpose = item[4]
+    if purpose not in unit.purposes:
+        raise HTTPException(403, f"your unit may not check for purpose {purpose!r}")
+    _admit(verifier, unit, 1)
+    return _json(_check_items(verifier, unit, [item])[0], verifier)
+
+
+async def _verify_lane(request: Request) -> Response | None:
+    lane = await _lane_input(request)
+    if lane is None:
+        return None
+    unit, body = lane
+    try:
+        item = _LANE_ITEM.validate_json(body)
+    except ValidationError:
+        return None
+    if item.get("fingerprint") is not None:
+        return None
+    return _verify_one(get_verifier(request), unit, as_item(item))
+
+
+def _item_error(
+    status: int, title: str, detail: str, errors: list[dict[str, str]] | None = None
+) -> dict[str, Any]:
+    return {"error": {"status": status, "title": title, "detail": detail, "errors": errors or []}}
+
+
+async def verify_batch(body: VerifyBatchIn, request: Request, unit: CurrentUnit) -> Response:
+    """Up to 1000 checks in one call; `results` keep the order of `items`. A malformed item, or
+    one with a purpose your unit may not use, gets an `error` in its place without failing the
+    others. Rate limits count items."""
+    raw = body.items
+    results: list[dict[str, Any] | None] = [None] * len(raw)
+    # A batch of good items is validated in one call. Otherwise VerifyIn judges and words each
+    # bad item's errors, exactly as for a single check, and the good ones are validated again as
+    # a batch.
+    try:
+        checked: list[tuple[int, VerifyItem]] = list(enumerate(_ITEMS.validate_python(raw)))
+    except ValidationError as exc:
+        bad = {
+            int(e["loc"][0])
+            for e in exc.errors(include_url=False, include_context=False, include_input=False)
+        }
+        good = [i for i in range(len(raw)) if i not in bad]
+        checked = list(zip(good, _ITEMS.validate_python([raw[i] for i in good]), strict=True))
+        for i in sorted(bad):
+            try:
+                model = _ITEM.validate_python(raw[i])
+            except ValidationError as item_exc:
+                results[i] = _invalid(item_exc)
+                continue
+            # Never expected (both validate with the same types; tests hold them to it), but
+            # VerifyIn has the last word: the item is checked.
+            checked.append((i, cast(VerifyItem, model.model_dump())))
+        checked.sort(key=lambda pair: pair[0])
+    return await _answer_batch(get_verifier(request), unit, checked, results)
+
+
+async def _batch_lane(request: Request) -> Response | None:
+    lane = await _lane_input(request)
+    if lane is None:
+        return None
+    unit, body = lane
+    try:
+        items = _LANE_BATCH.validate_json(body)["items"]
+    except ValidationError:
+        return None
+    if any(item.get("fingerprint") is not None for item in items):
+        return None
+    return await _answer_batch(get_verifier(request), unit, list(enumerate(items)), [None] * len(items))
+
+
+async def _answer_batch(
+    verifier: Verifier,
+    unit: UnitView,
+    checked: list[tuple[int, VerifyItem]],
+    results: list[dict[str, Any] | None],
+) -> Response:
+    """Answer a batch whose valid items are `checked` (position, item); `results` holds the
+    errors of the others already."""
+    purposes = unit.purposes
+    # The admitted items, in order: their positions, their checks, and the fingerprints sent with
+    # some of them (by position).
+    positions: list[int] = []
+    items: list[Item] = []
+    samples: dict[int, str] = {}
+    for i, item in checked:
+        if item["purpose"] not in purposes:
+            results[i] = _item_error(
+                403, "Forbidden", f"your unit may not check for purpose {item['purpose']!r}"
+            )
+            continue
+        sample = item.get("fingerprint")
+        if sample is not None:
+            samples[i] = sample
+        positions.append(i)
+        items.append(as_item(item))
+    if len(samples) > MAX_BATCH_FINGERPRINTS:
+        raise InvalidField(
+            "items", f"at most {MAX_BATCH_FINGERPRINTS} items of a batch may carry a fingerprint"
+        )
+    if items:
+        _admit(verifier, unit, len(items))
+    if samples:  # template builds and database reads: off the event loop, one check call as before
+        queries = await run_in_threadpool(_queries_with_samples, positions, items, samples, results)
+        if queries:
+            answers = await run_in_threadpool(_check, verifier, unit, [q for _, q in queries])
+            for (i, _), answer in zip(queries, answers, strict=True):
+                results[i] = answer
+        return JSONResponse({"results": results}, headers=_headers(verifier))
+    # The common case: answers rendered as JSON text by the verifier, errors encoded here.
+    texts = _check_items(verifier, unit, items) if items else []
+    if len(texts) < len(results):
+        rendered = [_render(r) for r in results]
+        for i, text in zip(positions, texts, strict=True):
+            rendered[i] = text
+        texts = rendered
+    return _json('{"results":[' + ",".join(texts) + "]}", verifier)
+
+
+def _invalid(exc: ValidationError) -> dict[str, Any]:
+    """The error answer of an item that failed validation."""
+    errors = [{"field": field_name(tuple(e["loc"])), "detail": str(e["msg"])} for e in exc.errors()]
+    return _item_error(
+        422, "Invalid item", "invalid fields: " + ", ".join(e["field"] for e in errors), errors
+    )
+
+
+def _render(value: object) -> str:
+    """As JSONResponse renders."""
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
+
+def _queries_with_samples(
+    positions: list[int], items: list[Item], samples: dict[int, str], results: list[dict[str, Any] | None]
+) -> list[tuple[int, Query]]:
+    """Build the live templates of a batch (off the event loop); a malformed record fails its item."""
+    out = []
+    for i, item in zip(positions, items, strict=True):
+        sample = samples.get(i)
+        try:
+            live = fingerprints.live_template(sample) if sample is not None else None
+        except InvalidField as exc:
+            results[i] = _item_error(
+                422,
+                "Invalid item",
+                f"invalid fields: {exc.field}",
+                [{"field": exc.field, "detail": exc.detail}],
+            )
+            continue
+        out.append((i, Query(*item, fingerprint=live)))
+    return out
+
+
+# --- the fast lane -----------------------------------------------------------------------------
+
+
+async def _lane_input(request: Request) -> tuple[UnitView, bytes] | None:
+    """The unit and the raw body of a request the lane may take: a JSON content type and a
+    good key. None otherwise (FastAPI's handler then answers, e.g. the 401)."""
+    content_type = request.headers.get("content-type")
+    if content_type is None or content_type.partition(";")[0].strip().lower() != "application/json":
+        return None
+    try:
+        unit = await current_unit(request, await _LANE_BEARER(request))
+        body = await request.body()  # kept by the request: FastAPI's handler reads it again
+    except Exception:  # whatever it is, FastAPI's handler meets it again and answers it
+        return None
+    return unit, body
+
+
+Lane = Callable[[Request], Awaitable[Response | None]]
+
+
+def _route_with(lane: Lane) -> type[APIRoute]:
+    """An APIRoute whose handler tries `lane` first; the lane returns None for any request it
+    does not answer exactly as the declared endpoint would."""
+
+    class LaneRoute(APIRoute):
+        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+            declared = super().get_route_handler()
+
+            async def handler(request: Request) -> Response:
+                response = await lane(request)
+                return response if response is not None else await declared(request)
+
+            return handler
+
+    return LaneRoute
+
+
+router.add_api_route(
+    "/verify",
+    verify,
+    methods=["POST"],
+    response_model=VerifyOut,
+    responses={**problem_responses(401, 403, 422), 429: {"description": "rate limit; see Retry-After"}},
+    route_class_override=_route_with(_verify_lane),
+)
+router.add_api_route(
+    "/verify/batch",
+    verify_batch,
+    methods=["POST"],
+    response_model=VerifyBatchOut,
+    responses={**problem_responses(401, 422), 429: {"description": "rate limit; see Retry-After"}},
+    route_class_override=_route_with(_batch_lane),
+)

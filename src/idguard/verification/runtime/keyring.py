@@ -1,0 +1,83 @@
+"""Units' API keys in memory, for checking a key on every request without a database trip.
+
+Reloaded whenever the `units` registry version moves (any onboarding, rotation or revocation),
+which every worker polls with the ledger (see follower.py). Comparison is constant-time, and an
+unknown key costs the same as a wrong one: both hash the presented key and compare it against a
+stored (or dummy) digest.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import threading
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from idguard.registry.models import Unit, UnitKey
+from idguard.verification.rules import UnitStatus, hash_key, key_prefix
+
+_DUMMY_DIGEST = hash_key("idg_no-such-key-000000000000000000000000")
+
+
+@dataclass(frozen=True, slots=True)
+class UnitView:
+    code: str
+    name: str
+    purposes: frozenset[str]
+    rate_limit: int
+    active: bool
+    webhook_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Key:
+    digest: str
+    unit_code: str
+    expires_at: dt.datetime | None
+
+
+class KeyRing:
+    def __init__(self) -> None:
+        self._keys: dict[str, _Key] = {}
+        self._units: dict[str, UnitView] = {}
+        self._lock = threading.Lock()
+        self.version = -1
+
+    def reload(self, session: Session, version: int) -> None:
+        keys = {
+            k.prefix: _Key(k.key_hash, k.unit_code, k.expires_at)
+            for k in session.scalars(sa.select(UnitKey).where(UnitKey.revoked_at.is_(None)))
+        }
+        units = {
+            u.code: UnitView(
+                u.code,
+                u.name,
+                frozenset(u.purposes),
+                u.rate_limit,
+                u.status is UnitStatus.ACTIVE,
+                u.webhook_url,
+            )
+            for u in session.scalars(sa.select(Unit))
+        }
+        with self._lock:
+            self._keys, self._units, self.version = keys, units, version
+
+    def authenticate(self, presented: str, now: dt.datetime) -> UnitView | None:
+        entry = self._keys.get(key_prefix(presented))
+        expected = entry.digest if entry is not None else _DUMMY_DIGEST
+        matches = hmac.compare_digest(hash_key(presented), expected)
+        if entry is None or not matches:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= now:
+            return None
+        unit = self._units.get(entry.unit_code)
+        return unit if unit is not None and unit.active else None
+
+    def unit(self, code: str) -> UnitView | None:
+        return self._units.get(code)
+
+    def units(self) -> list[UnitView]:
+        return list(self._units.values())

@@ -1,0 +1,143 @@
+"""Onboarding ID-using units and managing their API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from idguard.core.errors import InvalidField, NotFound, RuleViolation
+from idguard.core.grants import Actor, Permission
+from idguard.registry.models import AuditEntry, RegistryVersion, Unit, UnitKey
+from idguard.verification.rules import PURPOSES, UnitStatus, new_api_key
+
+DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    unit: Unit
+    api_key: str  # shown once, never stored
+    webhook_secret: str
+
+
+def webhook_secret(secret_key: str, unit_code: str) -> str:
+    """The unit's webhook signing secret, derived from the service secret (nothing to store)."""
+    return hmac.new(secret_key.encode(), f"webhook:{unit_code}".encode(), hashlib.sha256).hexdigest()
+
+
+def _bump(session: Session) -> None:
+    """Tell every verification worker that units or keys changed (they poll this counter)."""
+    session.execute(
+        sa.update(RegistryVersion)
+        .where(RegistryVersion.name == "units")
+        .values(version=RegistryVersion.version + 1)
+    )
+
+
+def _add_key(session: Session, unit_code: str, now: dt.datetime) -> str:
+    key, prefix, digest = new_api_key()
+    session.add(UnitKey(unit_code=unit_code, prefix=prefix, key_hash=digest, created_at=now))
+    return key
+
+
+def onboard(
+    session: Session,
+    *,
+    actor: Actor | None,
+    now: dt.datetime,
+    secret_key: str,
+    code: str,
+    name: str,
+    sector: str,
+    purposes: list[str],
+    rate_limit: int,
+    webhook_url: str | None = None,
+) -> IssuedKey:
+    """Onboard a unit (supervisor only; `actor=None` is the CLI run by an operator)."""
+    if actor is not None:
+        actor.require(Permission.ONBOARD_UNITS)
+    unknown = sorted(set(purposes) - PURPOSES)
+    if unknown:
+        raise InvalidField("purposes", f"unknown purposes {unknown}; known: {sorted(PURPOSES)}")
+    if not purposes:
+        raise InvalidField("purposes", "a unit needs at least one purpose")
+    if session.get(Unit, code) is not None:
+        raise RuleViolation(f"unit {code} already exists")
+    unit = Unit(
+        code=code,
+        name=name,
+        sector=sector,
+        purposes=sorted(set(purposes)),
+        rate_limit=rate_limit,
+        status=UnitStatus.ACTIVE,
+        webhook_url=webhook_url,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(unit)
+    session.flush()
+    key = _add_key(session, code, now)
+    session.add(
+        AuditEntry(at=now, staff_id=actor.staff_id if actor else None, action="unit.onboard", detail=code)
+    )
+    _bump(session)
+    session.flush()
+    return IssuedKey(unit=unit, api_key=key, webhook_secret=webhook_secret(secret_key, code))
+
+
+def _unit(session: Session, code: str) -> Unit:
+    unit = session.get(Unit, code)
+    if unit is None:
+        raise NotFound(f"no unit {code}")
+    return unit
+
+
+def rotate_key(
+    session: Session,
+    *,
+    actor: Actor | None,
+    now: dt.datetime,
+    secret_key: str,
+    code: str,
+    grace: dt.timedelta = DEFAULT_ROTATION_GRACE,
+) -> IssuedKey:
+    """A new key; the keys in use keep working until `now + grace`, then stop."""
+    if actor is not None:
+        actor.require(Permission.ONBOARD_UNITS)
+    unit = _unit(session, code)
+    live = session.scalars(
+        sa.select(UnitKey).where(UnitKey.unit_code == code, UnitKey.revoked_at.is_(None))
+    ).all()
+    for old in live:
+        if old.expires_at is None or old.expires_at > now + grace:
+            old.expires_at = now + grace
+    key = _add_key(session, code, now)
+    session.add(
+        AuditEntry(at=now, staff_id=actor.staff_id if actor else None, action="unit.rotate_key", detail=code)
+    )
+    _bump(session)
+    session.flush()
+    return IssuedKey(unit=unit, api_key=key, webhook_secret=webhook_secret(secret_key, code))
+
+
+def revoke_keys(session: Session, *, actor: Actor | None, now: dt.datetime, code: str) -> Unit:
+    """Revoke every key of the unit, effective at once (a compromised key)."""
+    if actor is not None:
+        actor.require(Permission.ONBOARD_UNITS)
+    unit = _unit(session, code)
+    session.execute(
+        sa.update(UnitKey)
+        .where(UnitKey.unit_code == code, UnitKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    session.add(
+        AuditEntry(at=now, staff_id=actor.staff_id if actor else None, action="unit.revoke_keys", detail=code)
+    )
+    _bump(session)
+    session.flush()
+    return unit

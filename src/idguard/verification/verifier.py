@@ -1,0 +1,275 @@
+"""Networked verification (联网核查): the hot path from a unit's request to its answer.
+
+Everything here runs in memory: the answer comes from the worker's CardIndex, the key from the
+KeyRing, the rate from the RateLimiter, and the check is appended to the CheckLog buffer. No
+database round trip happens while a unit waits. What is answered never carries personal data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from idguard.biometrics import Template, fingerprints
+from idguard.biometrics.fingerprints import Biometrics
+from idguard.biometrics.vault import VaultError
+from idguard.core.clock import Clock, today_cst
+from idguard.core.ratelimit import RateLimiter
+from idguard.verification.index import CardIndex, Reason, Result
+from idguard.verification.notifications import NotificationHorizon, WebhookDispatcher
+from idguard.verification.runtime.checklog import CheckEntry, CheckLog
+from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.keyring import KeyRing, UnitView
+
+log = logging.getLogger("idguard.verify")
+
+
+class FingerprintReason(StrEnum):
+    """Why an answer's `fingerprint_match` is null."""
+
+    CARD_NOT_VALID = "card_not_valid"  # invalid or mismatching card: no comparison is made
+    NOT_REGISTERED = "no_registered_fingerprints"
+    UNAVAILABLE = "comparison_unavailable"  # the registry database could not be read
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What a unit reads off the card in front of it (already validated for shape), with the
+    live template of a fingerprint sent for the person-card check. The general path; checks
+    without a fingerprint take the faster `Item` path."""
+
+    id_number: str
+    name: str
+    issued_on: dt.date
+    expires_on: dt.date | None
+    purpose: str
+    operator: str
+    chip_serial: str | None = None
+    watch: bool = False
+    fingerprint: Template | None = None  # the live capture's template, for the person-card check
+
+
+# A check without a fingerprint, validated and normalised (verification/schemas.py): a plain tuple,
+# because the batch path handles a thousand per request and an object per check costs more than
+# the check itself. The fields are Query's, in Query's order (so `Query(*item)` converts):
+#   id_number, name, issued_on, expires_on, purpose, operator, chip_serial, watch
+Item = tuple[str, str, dt.date, dt.date | None, str, str, str | None, bool]
+
+_LOW_MASK = (1 << 48) - 1
+_VARIANT = "89ab"
+
+
+def check_ids(n: int) -> list[str]:
+    """`n` distinct check ids for one request, formatted as version-4 UUIDs, from one draw of 16
+    bytes from the OS's CSPRNG (the same source uuid4 uses, once per request instead of once
+    per check).
+
+    The draw gives 122 random bits, as a uuid4 has: 74 in the first four groups (the prefix,
+    shared by the request's ids) and 48 in the last group, the starting point of a counter.
+    The ids of one request are the prefix with consecutive last groups (mod 2**48), so they are
+    distinct. Across requests they are as unguessable as uuid4s: every request's block starts
+    at an independent random 122-bit point, so knowing ids tells nothing about any other
+    request's. Within a request, one id leads to its neighbours, but all of them were answered
+    to the same unit in the same response. Two requests' ids collide only if they drew the same
+    prefix and last groups within 1000 of each other: less likely than a collision among as
+    many independent uuid4s (fewer independent draws). Consecutive ids also land together in
+    the check log's primary-key index."""
+    draw = int.from_bytes(os.urandom(16), "big")
+    high = f"{draw >> 48:020x}"
+    prefix = f"{high[:8]}-{high[8:12]}-4{high[13:16]}-{_VARIANT[int(high[16], 16) & 3]}{high[17:]}-"
+    low = draw & _LOW_MASK
+    return [f"{prefix}{(low + k) & _LOW_MASK:012x}" for k in range(n)]
+
+
+_REASONS = {reason: reason.value for reason in Reason}
+
+
+def rfc3339(at: dt.datetime) -> str:
+    """An answer's `checked_at`: RFC 3339 in UTC with a `Z`."""
+    return at.isoformat().replace("+00:00", "Z")
+
+
+class Verifier:
+    """One per worker process: the index, its follower, keys, rate limits, the check log and the
+    webhook dispatcher."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        sessions: sessionmaker[Session],
+        *,
+        secret_key: str,
+        clock: Clock,
+        biometrics: Biometrics,
+        workers: int = 1,
+    ) -> None:
+        self.sessions = sessions
+        self.biometrics = biometrics
+        self.index = CardIndex()
+        self.keyring = KeyRing()
+        self.follower = IndexFollower(sessions, self.index, self.keyring)
+        self.limiter = RateLimiter(workers)
+        self.log = CheckLog(engine, secret_key)
+        self.clock = clock
+        self.dispatcher = WebhookDispatcher(
+            sessions,
+            self.keyring,
+            NotificationHorizon(self.follower),
+            secret_key=secret_key,
+            clock=clock,
+        )
+
+    def start(self) -> None:
+        self.follower.load()
+        self.follower.start()
+        self.log.start()
+        self.dispatcher.start()
+
+    def stop(self) -> None:
+        self.dispatcher.stop()
+        self.follower.stop()
+        self.log.stop()
+
+    def check_items(self, unit: UnitView, items: Sequence[Item]) -> list[str]:
+        """The hot path: answer checks without a fingerprint, already admitted (purpose allowed,
+        rate taken), and record every one, all in memory.
+
+        The answers come back as JSON text, byte for byte what JSONResponse makes of the answer
+        object (`{"result":…,"check_id":…,"checked_at":…}`, then `"reason":…` with `invalid`):
+        an answer holds only fixed words, a UUID and a time, nothing to escape, and formatting
+        it here costs a fraction of building a dict and encoding it."""
+        now = self.clock.now()
+        today = today_cst(now)
+        seq = self.follower.seq
+        at_end = f'","checked_at":"{rfc3339(now)}"'
+        plain_end = at_end + "}"
+        code = unit.code
+        index_check = self.index.check
+        valid = Result.VALID
+        answers: list[str] = []
+        entries: list[CheckEntry] = []
+        answer, record = answers.append, entries.append
+        for (id_number, name, issued_on, expires_on, purpose, operator, chip_serial, watch), check_id in zip(
+            items, check_ids(len(items)), strict=True
+        ):
+            result, reason = index_check(id_number, name, issued_on, expires_on, today, chip_serial)
+            if result is valid:
+                answer(f'{{"result":"valid","check_id":"{check_id}{plain_end}')
+                record(
+                    (
+                        check_id,
+                        code,
+                        operator,
+                        purpose,
+                        now,
+                        "valid",
+                        None,
+                        id_number,
+                        issued_on if watch else None,
+                        seq,
+                        None,
+                    )
+                )
+            elif reason is None:
+                answer(f'{{"result":"mismatch","check_id":"{check_id}{plain_end}')
+                record((check_id, code, operator, purpose, now, "mismatch", None, id_number, None, seq, None))
+            else:
+                why = _REASONS[reason]
+                answer(f'{{"result":"invalid","check_id":"{check_id}{at_end},"reason":"{why}"}}')
+                record(
+                    (
+                        check_id,
+                        code,
+                        operator,
+                        purpose,
+                        now,
+                        "invalid",
+                        why,
+                        id_number,
+                        issued_on if watch else None,
+                        seq,
+                        None,
+                    )
+                )
+        self.log.append(entries)
+        return answers
+
+    def check(self, unit: UnitView, queries: list[Query]) -> list[dict[str, object]]:
+        """Answer checks already admitted (purpose allowed, rate taken); record every one.
+
+        The general path: a query may carry a fingerprint, whose person-card comparison reads
+        the card's sealed templates, so call it off the event loop when any query carries one."""
+        now = self.clock.now()
+        today = today_cst(now)
+        seq = self.follower.seq
+        checked_at = rfc3339(now)
+        answers: list[dict[str, object]] = []
+        entries: list[CheckEntry] = []
+        for q, check_id in zip(queries, check_ids(len(queries)), strict=True):
+            result, reason = self.index.check(
+                q.id_number, q.name, q.issued_on, q.expires_on, today, q.chip_serial
+            )
+            why_not = None if reason is None else reason.value
+            answer: dict[str, object] = {
+                "result": result.value,
+                "check_id": check_id,
+                "checked_at": checked_at,
+            }
+            if why_not is not None:
+                answer["reason"] = why_not
+            match: bool | None = None
+            if q.fingerprint is not None:
+                match, why = self._person_card(q, result)
+                answer["fingerprint_match"] = match
+                answer["fingerprint_reason"] = why
+            answers.append(answer)
+            watch = q.watch and result is not Result.MISMATCH
+            entries.append(
+                (
+                    check_id,
+                    unit.code,
+                    q.operator,
+                    q.purpose,
+                    now,
+                    result.value,
+                    why_not,
+                    q.id_number,
+                    q.issued_on if watch else None,
+                    seq,
+                    match,
+                )
+            )
+        self.log.append(entries)
+        return answers
+
+    def _person_card(self, q: Query, result: Result) -> tuple[bool | None, str | None]:
+        """人证一致性核查: only a card the index found valid is compared (an invalid card's holder
+        is not served whoever they are). The sample is dropped after the comparison."""
+        assert q.fingerprint is not None  # noqa: S101 - only called with a sample
+        if result is not Result.VALID:
+            return None, FingerprintReason.CARD_NOT_VALID
+        try:
+            with self.sessions() as session:
+                match = fingerprints.matches_card(
+                    session,
+                    self.biometrics,
+                    q.fingerprint,
+                    id_number=q.id_number,
+                    issued_on=q.issued_on,
+                    expires_on=q.expires_on,
+                    chip_serial=q.chip_serial,
+                )
+        except (sa.exc.OperationalError, VaultError) as exc:
+            # The validity answer stands (it comes from memory); only the comparison is missing.
+            log.warning("person-card comparison unavailable: %s", type(exc).__name__)
+            return None, FingerprintReason.UNAVAILABLE
+        if match is None:
+            return None, FingerprintReason.NOT_REGISTERED
+        return match, None
