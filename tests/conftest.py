@@ -22,7 +22,7 @@ from idguard.config import Environment, Settings
 from idguard.core.clock import FixedClock
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.registry.models import Base
+from idguard.schema import Base
 from tests.factories import NOW, SECRET, seed_world
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")

@@ -16,13 +16,15 @@ from typer.testing import CliRunner
 from idguard.biometrics import DEFAULT_POLICY, FingerPosition, calibration
 from idguard.biometrics import parse as parse_record
 from idguard.biometrics.fingerprints import Biometrics
+from idguard.biometrics.models import Fingerprint
 from idguard.cli.main import app
 from idguard.config import Environment, Settings
+from idguard.db.common import AuditEntry
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo import fingers
 from idguard.registry.lifecycle import CardStatus, LossReason
 from idguard.registry.loss_reports import report_loss
-from idguard.registry.models import AuditEntry, Card, Fingerprint
+from idguard.registry.models import Card
 from idguard.verification.rules import hash_key
 from tests.factories import NOW, OFFICE_A, SECRET, actor, id_number
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
+from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.cli.main import app
 from idguard.config import Settings
 from idguard.core.clock import today_cst
@@ -27,17 +28,7 @@ from idguard.demo.load import DEMO_CREDENTIALS, DatabaseNotEmpty, demo_fingerpri
 from idguard.demo.population import OFFICES, Population
 from idguard.registry.lifecycle import CardStatus, LossReason, expiry_date, temporary_expiry
 from idguard.registry.loss_reports import report_loss
-from idguard.registry.models import (
-    Card,
-    Fingerprint,
-    FingerprintComparison,
-    FoundCard,
-    LedgerEvent,
-    LedgerHead,
-    LossReport,
-    Person,
-    Staff,
-)
+from idguard.registry.models import Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person, Staff
 from idguard.registry.staff import authenticate
 from tests.factories import NOW
 

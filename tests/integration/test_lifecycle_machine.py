@@ -46,6 +46,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from idguard.biometrics import DEFAULT_THRESHOLD
 from idguard.biometrics import fingerprints as fingerprint_service
 from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
+from idguard.biometrics.models import Fingerprint as StoredFinger
+from idguard.biometrics.models import FingerprintComparison as Comparison
 from idguard.biometrics.vault import TemplateVault
 from idguard.config import Environment, Settings
 from idguard.core.clock import FixedClock, today_cst
@@ -65,9 +67,8 @@ from idguard.registry import found_cards, loss_reports
 from idguard.registry import lifecycle as rules
 from idguard.registry import persons as person_service
 from idguard.registry.lifecycle import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
-from idguard.registry.models import Base, Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
-from idguard.registry.models import Fingerprint as StoredFinger
-from idguard.registry.models import FingerprintComparison as Comparison
+from idguard.registry.models import Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
+from idguard.schema import Base
 from tests import prints
 from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, actor, id_number, seed_world
 

@@ -10,7 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from idguard.db import migrate
-from idguard.registry.models import Base, Card, Person
+from idguard.registry.models import Card, Person
+from idguard.schema import Base
 from tests.factories import OFFICE_A, id_number
 
 

@@ -27,7 +27,7 @@ from idguard.core.clock import Clock
 from idguard.core.errors import InvalidField, RecordedRefusal, RuleViolation
 from idguard.core.grants import Actor
 from idguard.core.ratelimit import RateLimiter
-from idguard.registry.models import IdempotencyRecord
+from idguard.db.common import IdempotencyRecord
 from idguard.registry.staff import actor_from_token
 from idguard.verification.rules import KEY_PREFIX
 from idguard.verification.runtime.keyring import UnitView

@@ -36,11 +36,12 @@ from idguard.biometrics import (
     match_any,
     parse,
 )
+from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.biometrics.vault import TemplateVault, VaultError
 from idguard.config import Settings
 from idguard.core.errors import InvalidField, RecordedRefusal, Unavailable
 from idguard.core.grants import Actor
-from idguard.registry.models import Card, Fingerprint, FingerprintComparison
+from idguard.registry.models import Card
 
 log = logging.getLogger("idguard.biometrics")
 

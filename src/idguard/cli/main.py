@@ -275,8 +275,9 @@ def fingerprints_rekey(
 ) -> None:
     """Key rotation: until every row is re-sealed, the old key must stay configured to decrypt."""
     from idguard.biometrics.fingerprints import rekey
+    from idguard.biometrics.models import Fingerprint
     from idguard.biometrics.vault import TemplateVault, VaultError
-    from idguard.registry.models import AuditEntry, Fingerprint
+    from idguard.db.common import AuditEntry
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")

@@ -45,15 +45,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.biometrics import fingerprints as fingerprint_service
 from idguard.biometrics.fingerprints import Biometrics, Enrolment
+from idguard.biometrics.models import Fingerprint
 from idguard.core.clock import CST, today_cst
 from idguard.core.errors import InvalidField, RuleViolation
 from idguard.core.grants import Actor, Role
+from idguard.db.common import AuditEntry
 from idguard.db.engine import make_sessionmaker
 from idguard.demo import fingers
 from idguard.demo.population import COLUMNS, OFFICES, Population, Row
 from idguard.registry.lifecycle import CardStatus
-from idguard.registry.models import AuditEntry, Base, Card, Fingerprint, Office, Staff
+from idguard.registry.models import Card, Office, Staff
 from idguard.registry.staff import add_office, add_staff
+from idguard.schema import Base
 
 # Demo-only accounts, printed by `make run`: never use these anywhere real.
 DEMO_CREDENTIALS: list[tuple[str, str, str, str | None]] = [

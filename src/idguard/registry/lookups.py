@@ -13,8 +13,9 @@ from idguard.core import idnumber
 from idguard.core.clock import today_cst
 from idguard.core.errors import InvalidField, NotFound
 from idguard.core.grants import Actor, Role
+from idguard.db.common import AuditEntry
 from idguard.registry.lifecycle import CardView
-from idguard.registry.models import AuditEntry, Card, Office, Person
+from idguard.registry.models import Card, Office, Person
 
 
 def new_reference(prefix: str) -> str:

@@ -13,6 +13,7 @@ from idguard.core.clock import today_cst
 from idguard.core.errors import InvalidField, RuleViolation
 from idguard.core.grants import Actor, Permission
 from idguard.core.idnumber import Sex
+from idguard.db.common import AuditEntry
 from idguard.registry import ledger
 from idguard.registry.lifecycle import CardStatus, RevocationReason
 from idguard.registry.lookups import (
@@ -22,7 +23,7 @@ from idguard.registry.lookups import (
     lock_person,
     person_by_number,
 )
-from idguard.registry.models import AuditEntry, Card, Person
+from idguard.registry.models import Card, Person
 
 
 def register_person(

@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 
 from idguard.core.errors import InvalidField, RuleViolation
 from idguard.core.grants import Actor, Role
+from idguard.db.common import AuditEntry
 from idguard.registry.lookups import require_office
-from idguard.registry.models import AuditEntry, Office, Staff
+from idguard.registry.models import Office, Staff
 
 _hasher = PasswordHasher()
 TOKEN_ALGORITHM = "HS256"  # noqa: S105 - an algorithm name, not a secret

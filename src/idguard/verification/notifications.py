@@ -54,7 +54,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from idguard import __version__
 from idguard.core.clock import Clock, today_cst
 from idguard.registry.lifecycle import effective_status
-from idguard.registry.models import Card, LedgerEvent, Watch, WebhookCursor, WebhookDelivery
+from idguard.registry.models import Card, LedgerEvent
+from idguard.verification.models import Watch, WebhookCursor, WebhookDelivery
 from idguard.verification.runtime.checklog import MAX_UNWRITTEN_SECONDS
 from idguard.verification.runtime.follower import IndexFollower
 from idguard.verification.runtime.keyring import KeyRing, UnitView

@@ -12,7 +12,8 @@ from sqlalchemy.orm import Session
 
 from idguard.core.errors import InvalidField, NotFound, RuleViolation
 from idguard.core.grants import Actor, Permission
-from idguard.registry.models import AuditEntry, RegistryVersion, Unit, UnitKey
+from idguard.db.common import AuditEntry
+from idguard.verification.models import RegistryVersion, Unit, UnitKey
 from idguard.verification.rules import PURPOSES, UnitStatus, new_api_key
 
 DEFAULT_ROTATION_GRACE = dt.timedelta(hours=24)

@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.biometrics import build_template, parse
+from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.core.clock import FixedClock
-from idguard.registry.models import AuditEntry, Card, Fingerprint, FingerprintComparison
+from idguard.db.common import AuditEntry
+from idguard.registry.models import Card
 from tests import prints
 from tests.factories import OFFICE_A, OFFICE_B
 from tests.functional.conftest import Counter, assert_problem

@@ -4,7 +4,8 @@ import pytest
 import sqlalchemy as sa
 
 from idguard.core.idnumber import check_character
-from idguard.registry.models import AuditEntry, Person
+from idguard.db.common import AuditEntry
+from idguard.registry.models import Person
 from tests.factories import OFFICE_A, OFFICE_B, id_number
 from tests.functional.conftest import Counter, assert_problem
 

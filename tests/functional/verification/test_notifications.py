@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from idguard.core.clock import FixedClock
-from idguard.registry.models import Watch
+from idguard.verification.models import Watch
 from idguard.verification.notifications import (
     MAX_BACKOFF,
     NotificationHorizon,

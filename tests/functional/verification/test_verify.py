@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from idguard.api.errors import field_name
 from idguard.core.clock import FixedClock, today_cst
-from idguard.registry.models import Watch
+from idguard.verification.models import Watch
 from idguard.verification.runtime import checklog
 from idguard.verification.schemas import VerifyIn
 from tests.factories import NOW

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from idguard.registry.models import Base
+from idguard.schema import Base
 
 config = context.config
 engine = config.attributes["engine"]

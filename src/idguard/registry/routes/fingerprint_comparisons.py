@@ -14,10 +14,12 @@ from idguard.api.deps import TxDep
 from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import STAFF_READ_ERRORS, OfficeCode
 from idguard.biometrics.fingerprints import Purpose
+from idguard.biometrics.models import FingerprintComparison
 from idguard.core.errors import Forbidden, InvalidField
 from idguard.core.grants import Permission, Role
 from idguard.core.idnumber import mask
-from idguard.registry.models import AuditEntry, Card, FingerprintComparison, Staff
+from idguard.db.common import AuditEntry
+from idguard.registry.models import Card, Staff
 
 router = APIRouter(prefix="/api/v1", tags=["fingerprints"])
 

@@ -13,7 +13,7 @@ from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import problem_responses
 from idguard.core.errors import Forbidden, InvalidField
 from idguard.core.grants import Actor, Role
-from idguard.registry.models import Check
+from idguard.verification.models import Check
 from idguard.verification.schemas import CheckOut, CheckPage
 
 router = APIRouter(prefix="/api/v1", tags=["verification (units)"])

@@ -23,7 +23,7 @@ from starlette.responses import StreamingResponse
 
 from idguard.api.deps import CurrentUnit, SessionDep, get_clock, get_verifier
 from idguard.api.schemas import problem_responses
-from idguard.registry.models import WebhookCursor, WebhookDelivery
+from idguard.verification.models import WebhookCursor, WebhookDelivery
 from idguard.verification.notifications import Notification, notifications_after
 
 router = APIRouter(prefix="/api/v1", tags=["notifications (units)"])

@@ -12,8 +12,8 @@ from idguard.api.deps import TxDep, get_settings, get_verifier
 from idguard.api.schemas import STAFF_WRITE_ERRORS, problem_responses
 from idguard.core.errors import Forbidden
 from idguard.core.grants import Permission, Role
-from idguard.registry.models import Unit
 from idguard.verification import units
+from idguard.verification.models import Unit
 from idguard.verification.schemas import RotateIn, UnitIn, UnitKeyOut, UnitOut
 
 router = APIRouter(prefix="/api/v1/units", tags=["units (supervisors)"])

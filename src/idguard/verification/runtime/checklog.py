@@ -32,7 +32,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 
 from idguard.core.idnumber import mask
-from idguard.registry.models import Card, Check, Watch
+from idguard.registry.models import Card
+from idguard.verification.models import Check, Watch
 
 log = logging.getLogger("idguard.checklog")
 

@@ -26,8 +26,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard.registry.models import Card, LedgerEvent, LedgerHead, RegistryVersion
+from idguard.registry.models import Card, LedgerEvent, LedgerHead
 from idguard.verification.index import CardFacts, CardIndex
+from idguard.verification.models import RegistryVersion
 from idguard.verification.runtime.keyring import KeyRing
 
 log = logging.getLogger("idguard.follower")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from idguard.registry.models import Unit, UnitKey
+from idguard.verification.models import Unit, UnitKey
 from idguard.verification.rules import UnitStatus, hash_key, key_prefix
 
 _DUMMY_DIGEST = hash_key("idg_no-such-key-000000000000000000000000")

@@ -1,0 +1,15 @@
+"""The whole schema: every feature's tables on one metadata. Alembic compares the migrations
+(db/migrations/versions, which build every database) with it; import `Base` from here when every
+table must be known (tests that empty the database, the demo loader)."""
+
+from __future__ import annotations
+
+from idguard.biometrics import models as biometrics_models
+from idguard.db import common
+from idguard.db.base import Base
+from idguard.registry import models as registry_models
+from idguard.verification import models as verification_models
+
+FEATURE_MODELS = (common, registry_models, biometrics_models, verification_models)
+
+__all__ = ["FEATURE_MODELS", "Base"]

@@ -1,0 +1,109 @@
+"""Networked verification's tables (联网核查): units and their keys, the check log, watches and
+webhook delivery."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from idguard.db.base import Base
+from idguard.db.types import str_enum
+from idguard.verification.rules import UnitStatus
+
+
+class Unit(Base):
+    """An ID-using unit (用证单位): a bank branch network, a hotel chain, a railway."""
+
+    __tablename__ = "units"
+    code: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(100))
+    sector: Mapped[str] = mapped_column(sa.String(40))
+    purposes: Mapped[list[str]] = mapped_column(sa.JSON)
+    rate_limit: Mapped[int] = mapped_column(doc="checks per second across the service")
+    status: Mapped[UnitStatus] = mapped_column(str_enum(UnitStatus, "unit_status"))
+    webhook_url: Mapped[str | None] = mapped_column(sa.String(300))
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+class UnitKey(Base):
+    """An API key, stored as its prefix (for lookup) and a SHA-256 of the whole key. Keys are
+    32 random bytes, so a fast hash is enough; the key itself is shown once and never stored."""
+
+    __tablename__ = "unit_keys"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
+    prefix: Mapped[str] = mapped_column(sa.String(16), unique=True)
+    key_hash: Mapped[str] = mapped_column(sa.String(64))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None] = mapped_column(doc="set when rotated: the grace period's end")
+    revoked_at: Mapped[dt.datetime | None]
+
+
+class RegistryVersion(Base):
+    """Counters the verification workers poll besides the ledger: `units` moves on any unit or
+    key change, so a revoked key stops working on every worker within one poll."""
+
+    __tablename__ = "registry_versions"
+    name: Mapped[str] = mapped_column(sa.String(20), primary_key=True)
+    version: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+class Check(Base):
+    """核查记录: one row per check. The id number is kept only masked and as a keyed hash
+    (HMAC-SHA256 with the service secret) so a citizen's own checks can be found later."""
+
+    __tablename__ = "checks"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"))
+    operator: Mapped[str] = mapped_column(sa.String(64))
+    purpose: Mapped[str] = mapped_column(sa.String(40))
+    at: Mapped[dt.datetime]
+    result: Mapped[str] = mapped_column(sa.String(10))
+    reason: Mapped[str | None] = mapped_column(sa.String(20))
+    id_masked: Mapped[str] = mapped_column(sa.String(18))
+    id_hash: Mapped[str] = mapped_column(sa.String(64), index=True)
+    watch: Mapped[bool]
+    fingerprint_match: Mapped[bool | None]  # the person-card comparison's verdict, when one was made
+
+    __table_args__ = (sa.Index("ix_checks_unit_code_at", "unit_code", "at"),)
+
+
+class Watch(Base):
+    """A unit's subscription to a card it checked with `watch: true`; it hears of ledger events
+    on that card after `since_seq`."""
+
+    __tablename__ = "watches"
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), primary_key=True)
+    card_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cards.id"), primary_key=True, index=True)
+    check_id: Mapped[uuid.UUID]
+    since_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    created_at: Mapped[dt.datetime]
+
+
+class WebhookDelivery(Base):
+    """The delivery log of webhook notifications: every attempt and its answer (the next try is
+    on the unit's WebhookCursor)."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
+    cursor: Mapped[int] = mapped_column(sa.BigInteger)
+    attempt: Mapped[int]
+    at: Mapped[dt.datetime]
+    status_code: Mapped[int | None]
+    error: Mapped[str | None] = mapped_column(sa.String(200))
+    delivered: Mapped[bool]
+
+
+class WebhookCursor(Base):
+    """How far each unit's webhook has been delivered (the ledger seq of the last notification)."""
+
+    __tablename__ = "webhook_cursors"
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), primary_key=True)
+    delivered_seq: Mapped[int] = mapped_column(sa.BigInteger)
+    next_attempt_at: Mapped[dt.datetime | None]
+    failures: Mapped[int]
