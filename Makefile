@@ -34,7 +34,7 @@ test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (Postg
 bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run baselines)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/loss_reports.py
-	$(BIN)/python bench/verify.py
+	$(BIN)/python -m bench.verify
 	$(BIN)/python bench/demo_load.py
 	$(BIN)/python bench/fingerprints.py
 	$(BIN)/python bench/fingerprint_requests.py

@@ -1,4 +1,4 @@
-"""The product app plus one no-op route, for bench/verify.py's HTTP baseline.
+"""The product app plus one no-op route, for the HTTP baseline of bench/verify (part 2).
 
 `create` is a uvicorn app factory (`uvicorn --factory _bench_app:create --app-dir bench`): the
 server is exactly `idguard serve`'s app, built from the same IDGUARD_* environment, with
@@ -24,7 +24,7 @@ _ANSWER = {
 
 
 def add_noop(app: FastAPI) -> FastAPI:
-    """Add `POST /bench/noop` (also used in-process by bench/verify.py part 5)."""
+    """Add `POST /bench/noop` (also used in-process by bench/verify part 5)."""
 
     @app.post("/bench/noop", include_in_schema=False)
     async def noop() -> JSONResponse:

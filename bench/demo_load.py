@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from idguard.config import Environment, Settings
+from harness import admin_engine, scratch_database, settings_for
 from idguard.db import migrate
 from idguard.db.engine import make_engine
 from idguard.demo.load import LoadReport, load_demo
@@ -53,9 +53,7 @@ def baseline(engine: sa.Engine, n: int) -> float:
 
 
 def run(name: str, url: str, citizens: int) -> tuple[str, LoadReport, float]:
-    engine = make_engine(
-        Settings(database_url=url, env=Environment.TEST, secret_key="bench-secret-0123456789")
-    )
+    engine = make_engine(settings_for(url))
     migrate.upgrade(engine)
     report = load_demo(engine, citizens=citizens, seed=1, now=NOW)
     print(f"  {name}: {report.summary()}", flush=True)
@@ -66,22 +64,17 @@ def run(name: str, url: str, citizens: int) -> tuple[str, LoadReport, float]:
 
 def postgres(admin_url: str, citizens: int) -> tuple[str, LoadReport, float] | None:
     """Run on a fresh database created for the purpose and dropped after; None if unreachable."""
-    admin = sa.create_engine(
-        sa.make_url(admin_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
+    admin = admin_engine(admin_url)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
-            conn.exec_driver_sql(f"CREATE DATABASE {PG_DATABASE}")
+        with admin.connect():
+            pass
     except sa.exc.OperationalError as exc:
         print(f"postgresql skipped, unreachable: {type(exc.orig).__name__}")
         return None
     try:
-        url = sa.make_url(admin_url).set(database=PG_DATABASE).render_as_string(hide_password=False)
-        return run("postgresql", url, citizens)
+        with scratch_database(admin, admin_url, PG_DATABASE) as url:
+            return run("postgresql", url, citizens)
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {PG_DATABASE} WITH (FORCE)")
         admin.dispose()
 
 

@@ -35,16 +35,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from harness import admin_engine, http_json, note, scratch_database, server, settings_for, table
 from idguard.biometrics import Template, build_template, encode, match_any, parse, synthetic
 from idguard.biometrics.vault import TemplateVault
-from idguard.config import Environment, Settings
 from idguard.core.clock import SystemClock
 from idguard.core.grants import Role
 from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry import staff
-from verify import SECRET, TEMPLATE_KEYS, admin_engine, database_url, http_json, note, server, table
 
 OFFICE = "110105001"
 PASSWORD = "bench-password"  # noqa: S105 - a throwaway account in a throwaway database
@@ -63,14 +62,8 @@ def id_number(i: int) -> str:
     return body + check_character(body)
 
 
-def settings(url: str) -> Settings:
-    return Settings(
-        database_url=url, env=Environment.PRODUCTION, secret_key=SECRET, template_keys=TEMPLATE_KEYS
-    )
-
-
 def prepare(url: str) -> None:
-    engine = make_engine(settings(url))
+    engine = make_engine(settings_for(url, production=True))
     migrate.upgrade(engine)
     now = SystemClock().now()
     with make_sessionmaker(engine).begin() as s:
@@ -248,16 +241,11 @@ def parts(reps: int) -> None:
 
 @contextlib.contextmanager
 def postgres_database(admin_url: str) -> Iterator[str]:
-    name = "idguard_bench_fingerprints"
     admin = admin_engine(admin_url)
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
     try:
-        yield database_url(admin_url, name)
+        with scratch_database(admin, admin_url, "idguard_bench_fingerprints") as url:
+            yield url
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
 
 

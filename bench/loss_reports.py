@@ -19,7 +19,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from idguard.config import Environment, Settings
+from harness import admin_engine, scratch_database, settings_for
 from idguard.core.grants import Actor, Role
 from idguard.core.idnumber import Sex, check_character
 from idguard.db import migrate
@@ -133,9 +133,7 @@ def loss_reports(engine: sa.Engine, actor: Actor, cards: list[str]) -> float:
 
 
 def run(name: str, url: str, n: int) -> tuple[str, float, float]:
-    engine = make_engine(
-        Settings(database_url=url, env=Environment.TEST, secret_key="bench-secret-0123456789")
-    )
+    engine = make_engine(settings_for(url))
     migrate.upgrade(engine)
     actor, cards = seed(engine, n)
     # Warm both paths (connection pool, statement caches) before measuring.
@@ -158,21 +156,10 @@ def main() -> None:
         rows.append(
             run("sqlite (WAL, synchronous=FULL)", f"sqlite:///{Path(tmp) / 'bench.db'}", args.reports)
         )
-    admin = sa.create_engine(
-        sa.make_url(args.postgres_url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-    )
+    admin = admin_engine(args.postgres_url)
     try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql("DROP DATABASE IF EXISTS idguard_bench_lr WITH (FORCE)")
-            conn.exec_driver_sql("CREATE DATABASE idguard_bench_lr")
-        url = (
-            sa.make_url(args.postgres_url)
-            .set(database="idguard_bench_lr")
-            .render_as_string(hide_password=False)
-        )
-        rows.append(run("postgresql", url, args.reports))
-        with admin.connect() as conn:
-            conn.exec_driver_sql("DROP DATABASE IF EXISTS idguard_bench_lr WITH (FORCE)")
+        with scratch_database(admin, args.postgres_url, "idguard_bench_lr") as url:
+            rows.append(run("postgresql", url, args.reports))
     except sa.exc.OperationalError as exc:
         print(f"postgresql skipped: {type(exc.orig).__name__}")
     print(f"\n{args.reports} loss reports, one transaction each, vs. {args.reports} bare insert+commit")

@@ -1,0 +1,1 @@
+"""The benchmarks (see the Makefile's `bench` target); a package so that `python -m bench.verify` runs."""
