@@ -21,9 +21,11 @@ setup: $(STAMP) ## create .venv and install idguard with its dev tools
 run: $(STAMP) ## migrate, load demo data if empty, serve on 127.0.0.1:8000 (SQLite by default)
 	$(BIN)/idguard run-dev
 
-lint: $(STAMP) ## ruff (lint and format check)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+lint: $(STAMP) ## ruff (lint and format check), the architecture (import contracts, one unit of work)
+	$(BIN)/ruff check src tests bench tools
+	$(BIN)/ruff format --check src tests bench tools
+	$(BIN)/lint-imports
+	$(BIN)/python tools/check_architecture.py src tests
 
 typecheck: $(STAMP) ## mypy strict on src/
 	$(BIN)/mypy src

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard import uow
 from idguard.app import create_app
 from idguard.config import Environment, Settings
 from idguard.core.clock import FixedClock
@@ -38,7 +39,7 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "template.db"
     engine = make_engine(settings_for(f"sqlite:///{path}"))
     migrate.upgrade(engine)
-    with engine.begin() as conn:
+    with uow.connection(engine) as conn:
         seed_world(conn)
     engine.dispose()
     return path
@@ -77,7 +78,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_database")
     engine = make_engine(settings_for(url))
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
+    with uow.connection(engine) as conn:
         conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
         conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
         conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")

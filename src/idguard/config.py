@@ -11,8 +11,6 @@ from functools import cached_property
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from idguard.biometrics.matching import DEFAULT_THRESHOLD
-
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -69,7 +67,8 @@ class Settings(BaseSettings):
     # Decision threshold of the 1:1 fingerprint comparison (MCC similarity, 0..1). The default is
     # calibrated at a false match rate of 1 in 10,000 on synthetic data (docs/fingerprints.md);
     # `idguard fingerprints calibrate --fmr 0.001` computes the threshold for another rate.
-    fingerprint_threshold: float = Field(default=DEFAULT_THRESHOLD, gt=0.0, lt=1.0)
+    # The matcher's calibrated default (biometrics.matching.DEFAULT_THRESHOLD; a test keeps them equal).
+    fingerprint_threshold: float = Field(default=0.0643, gt=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _no_default_secret_outside_development(self) -> Settings:

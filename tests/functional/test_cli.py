@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from pydantic import SecretStr
 from typer.testing import CliRunner
 
+from idguard import uow
 from idguard.biometrics import DEFAULT_POLICY, FingerPosition, calibration
 from idguard.biometrics import parse as parse_record
 from idguard.biometrics.fingerprints import Biometrics
@@ -208,7 +209,7 @@ def test_rekey_reseals_every_fingerprint_under_the_new_key(
             fingerprint=fingers.live_sample(holder),
             biometrics=Biometrics.from_settings(settings),
         )
-        session.commit()
+        uow.commit(session)
         assert card.status is CardStatus.REPORTED_LOST
 
     # A row under a key the configuration no longer lists cannot be re-sealed: one clean line.

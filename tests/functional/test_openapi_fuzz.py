@@ -16,6 +16,7 @@ import schemathesis
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given, settings
 
+from idguard import uow
 from idguard.app import create_app
 from idguard.core.clock import FixedClock
 from idguard.db.engine import make_engine, make_sessionmaker
@@ -51,7 +52,7 @@ def fuzz_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
             purposes=sorted(PURPOSES),
             rate_limit=100_000,
         )
-        session.commit()
+        uow.commit(session)
     engine.dispose()
     return create_app(settings, clock=FixedClock(NOW)), issued.api_key
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from idguard import uow
 from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
 from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.cli.main import app
@@ -205,7 +206,7 @@ def test_orm_and_services_carry_on_from_the_loaded_rows(
             office=clerk.office_code or "",
             applicant_id_number=person.id_number,
         )
-        session.commit()
+        uow.commit(session)
         assert reported.status is CardStatus.REPORTED_STOLEN
         last = session.scalars(sa.select(LedgerEvent).order_by(LedgerEvent.seq.desc()).limit(1)).one()
         assert (last.seq, last.card_id) == (head + 1 if head is not None else 1, card_id)
@@ -257,7 +258,7 @@ def test_a_demo_persons_live_capture_matches_their_card_and_no_one_elses(
                 fingerprint=fingerprint,
                 biometrics=biometrics,
             )
-            session.commit()
+            uow.commit(session)
 
     # Another demo person's thumb, and the holder's own unregistered index finger: refused.
     for wrong in (demo_fingerprint(other), demo_fingerprint(holder, "--finger", "2")):

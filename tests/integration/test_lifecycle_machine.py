@@ -43,6 +43,7 @@ from hypothesis.stateful import (
 )
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard import uow
 from idguard.biometrics import DEFAULT_THRESHOLD
 from idguard.biometrics import fingerprints as fingerprint_service
 from idguard.biometrics.fingerprints import Biometrics, FingerprintMismatch
@@ -251,7 +252,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 # As the API's unit of work does: roll back, keep only the record of the refusal.
                 session.rollback()
                 session.add_all(error.records)
-                session.commit()
+                uow.commit(session)
                 refusal = error
             except DomainError as error:
                 session.rollback()
@@ -259,7 +260,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             else:
                 refusal = None
                 if expected is None:
-                    session.commit()
+                    uow.commit(session)
         name = service.__name__
         if refusal is not None:
             assert expected is not None, f"{name} refused unexpectedly: {refusal!r}"
@@ -1007,7 +1008,7 @@ def test_lifecycle_on_postgres(postgres_database: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
     def new_database() -> tuple[sa.Engine, Callable[[], None]]:
-        with engine.begin() as conn:
+        with uow.connection(engine) as conn:
             conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
             conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
             conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")
@@ -1029,7 +1030,7 @@ def test_lifecycle_on_postgres(postgres_database: str) -> None:
 def commit(session_factory: sessionmaker[Session], service: Callable[..., Any], **kwargs: Any) -> Any:
     with session_factory() as session:
         result = service(session, now=NOW, **kwargs)
-        session.commit()
+        uow.commit(session)
         return result
 
 

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+from idguard import uow
 from idguard.db import migrate
 from idguard.registry.models import Card, Person
 from idguard.schema import Base
@@ -59,7 +60,7 @@ def test_cards_flagged_before_fingerprints_were_stored_are_unflagged(engine: sa.
         "birth_date": dt.date(1990, 1, 1),
         "address": "北京",
     }
-    with engine.begin() as conn:
+    with uow.connection(engine) as conn:
         conn.execute(
             sa.insert(Person.__table__),
             {"id": person_id, "id_number": number, "hukou_office": OFFICE_A, "created_at": now, **common},

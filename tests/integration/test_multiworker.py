@@ -34,6 +34,7 @@ import httpx2 as httpx
 import pytest
 import sqlalchemy as sa
 
+from idguard import uow
 from idguard.config import Environment, Settings
 from idguard.core.grants import Role
 from idguard.core.idnumber import mask
@@ -84,7 +85,7 @@ def database(tmp_path: Path) -> Iterator[Database]:
             add_staff(
                 session, now=now, username=SUPERVISOR, password=PASSWORD, role=Role.SUPERVISOR, office=None
             )
-            session.commit()
+            uow.commit(session)
         engine.dispose()
         yield db
     finally:

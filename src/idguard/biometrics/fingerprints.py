@@ -41,7 +41,6 @@ from idguard.biometrics.vault import TemplateVault, VaultError
 from idguard.config import Settings
 from idguard.core.errors import InvalidField, RecordedRefusal, Unavailable
 from idguard.core.grants import Actor
-from idguard.registry.models import Card
 
 log = logging.getLogger("idguard.biometrics")
 
@@ -175,22 +174,23 @@ def _context(card_id: uuid.UUID, finger: int, part: str) -> bytes:
 def enrol(
     session: Session,
     biometrics: Biometrics,
-    card: Card,
+    card_id: uuid.UUID,
     enrolments: Sequence[Enrolment],
     *,
     actor: Actor,
     now: dt.datetime,
 ) -> None:
-    """Store a new card's fingers, sealed. The card row must already be flushed."""
+    """Store a new card's fingers, sealed. The card row must already be flushed, and flagged
+    `fingerprints_registered` by the caller (the registry owns the card)."""
     vault = biometrics.vault
     for e in enrolments:
-        key_id, record = vault.seal(e.record, context=_context(card.id, e.finger, "record"))
+        key_id, record = vault.seal(e.record, context=_context(card_id, e.finger, "record"))
         _, template = vault.seal(
-            zlib.compress(e.template, 1), context=_context(card.id, e.finger, "template")
+            zlib.compress(e.template, 1), context=_context(card_id, e.finger, "template")
         )
         session.add(
             Fingerprint(
-                card_id=card.id,
+                card_id=card_id,
                 finger=e.finger,
                 key_id=key_id,
                 record=record,
@@ -201,7 +201,6 @@ def enrol(
                 enrolled_by=actor.staff_id,
             )
         )
-    card.fingerprints_registered = True
 
 
 def _registered(session: Session, vault: TemplateVault, card_ids: Sequence[uuid.UUID]) -> list[Template]:
@@ -221,9 +220,10 @@ def _registered(session: Session, vault: TemplateVault, card_ids: Sequence[uuid.
 def compare_at_counter(
     session: Session,
     biometrics: Biometrics | None,
-    card: Card,
+    card_id: uuid.UUID,
     live: Template | None,
     *,
+    registered: bool,
     purpose: Purpose,
     actor: Actor,
     office: str,
@@ -233,8 +233,8 @@ def compare_at_counter(
     """The on-site comparison a card with registered fingerprints needs (DOMAIN: the clerk must
     compare and refuse on mismatch). Every comparison is recorded; a mismatch refuses the request
     with FingerprintMismatch, whose record the unit of work commits after rolling the rest back.
-    A card without registered fingerprints needs none."""
-    if not card.fingerprints_registered:
+    A card without registered fingerprints (`registered` False) needs none."""
+    if not registered:
         return
     if biometrics is None:
         raise ValueError("a card with registered fingerprints needs the biometrics configuration")
@@ -245,25 +245,25 @@ def compare_at_counter(
             "on the spot and send it",
         )
     try:
-        registered = _registered(session, biometrics.vault, [card.id])
+        stored = _registered(session, biometrics.vault, [card_id])
     except VaultError as exc:
         # A missing key (configuration) or a ciphertext that fails authentication (tampering, or
         # a blob moved from another card): fail closed, loudly, without any template bytes.
-        log.error("fingerprints of card %s cannot be opened: %s", card.id, exc)
+        log.error("fingerprints of card %s cannot be opened: %s", card_id, exc)
         raise Unavailable(
             "the card's registered fingerprints cannot be read; nothing was done. The incident is "
             "logged: contact the registry's operators"
         ) from None
-    if not registered:  # flagged, yet nothing stored: an integrity fault, and fail closed
-        log.error("card %s is flagged with fingerprints but none are stored", card.id)
+    if not stored:  # flagged, yet nothing stored: an integrity fault, and fail closed
+        log.error("card %s is flagged with fingerprints but none are stored", card_id)
         raise Unavailable(
             "the card's registered fingerprints cannot be read; nothing was done. The incident is "
             "logged: contact the registry's operators"
         )
-    matched, score = match_any(live, registered, biometrics.threshold)
+    matched, score = match_any(live, stored, biometrics.threshold)
     comparison = FingerprintComparison(
         id=uuid.uuid4(),
-        card_id=card.id,
+        card_id=card_id,
         purpose=purpose.value,
         office=office,
         staff_id=actor.staff_id,
@@ -278,7 +278,7 @@ def compare_at_counter(
         sa.select(sa.func.count())
         .select_from(FingerprintComparison)
         .where(
-            FingerprintComparison.card_id == card.id,
+            FingerprintComparison.card_id == card_id,
             FingerprintComparison.matched.is_(False),
             FingerprintComparison.at > now - FAILURE_WINDOW,
         )
@@ -290,29 +290,9 @@ def compare_at_counter(
     )
 
 
-def matches_card(
-    session: Session,
-    biometrics: Biometrics,
-    live: Template,
-    *,
-    id_number: str,
-    issued_on: dt.date,
-    expires_on: dt.date | None,
-    chip_serial: str | None,
-) -> bool | None:
-    """The person-card check: does the live finger match the card identified by what is printed
-    on it? None when that card has no registered fingerprints."""
-    stmt = sa.select(Card.id).where(
-        Card.id_number == id_number,
-        Card.issued_on == issued_on,
-        Card.expires_on.is_(None) if expires_on is None else Card.expires_on == expires_on,
-        Card.fingerprints_registered.is_(True),
-    )
-    if chip_serial is not None:
-        stmt = stmt.where(Card.chip_serial == chip_serial)
-    card_ids = list(session.scalars(stmt))
-    if not card_ids:
-        return None
+def matches(session: Session, biometrics: Biometrics, live: Template, card_ids: Sequence[uuid.UUID]) -> bool:
+    """The person-card check: does the live finger match one registered on any of these cards
+    (the cards flagged `fingerprints_registered` that what is printed on the card designates)?"""
     try:
         registered = _registered(session, biometrics.vault, card_ids)
     except VaultError as exc:

@@ -12,7 +12,9 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
+from sqlalchemy.orm import Session
 
+from idguard import uow
 from idguard.config import Settings
 from idguard.core.errors import DomainError, InvalidField
 from idguard.core.grants import Role
@@ -59,6 +61,18 @@ def _database(settings: Settings) -> Iterator[sa.Engine]:
         engine.dispose()
 
 
+@contextmanager
+def _transaction(settings: Settings | None = None) -> Iterator[Session]:
+    """One command's unit of work: it commits when the command's work is done; a rule the work
+    breaks is printed and the command exits 1 with nothing written."""
+    with _database(settings or Settings()) as engine:
+        try:
+            with uow.transaction(make_sessionmaker(engine)) as session:
+                yield session
+        except DomainError as exc:
+            raise _fail(exc) from None
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -101,12 +115,8 @@ def office_add(
     ] = None,
 ) -> None:
     """Add an office CODE with NAME."""
-    with make_sessionmaker(_engine())() as session:
-        try:
-            staff_service.add_office(session, now=_now(), code=code, name=name, region=region or code[:6])
-        except DomainError as exc:
-            raise _fail(exc) from None
-        session.commit()
+    with _transaction() as session:
+        staff_service.add_office(session, now=_now(), code=code, name=name, region=region or code[:6])
     console.print(f"office {code} added")
 
 
@@ -118,14 +128,10 @@ def staff_add(
     office: Annotated[str | None, typer.Option(help="office code (required for a clerk)")] = None,
 ) -> None:
     """Add a staff account."""
-    with make_sessionmaker(_engine())() as session:
-        try:
-            staff_service.add_staff(
-                session, now=_now(), username=username, password=password, role=role, office=office
-            )
-        except DomainError as exc:
-            raise _fail(exc) from None
-        session.commit()
+    with _transaction() as session:
+        staff_service.add_staff(
+            session, now=_now(), username=username, password=password, role=role, office=office
+        )
     console.print(f"{role.value} {username} added")
 
 
@@ -140,23 +146,19 @@ def unit_add(
 ) -> None:
     """Onboard unit CODE NAME and print its API key (shown this once only)."""
     settings = Settings()
-    with make_sessionmaker(make_engine(settings))() as session:
-        try:
-            issued = units_service.onboard(
-                session,
-                actor=None,
-                now=_now(),
-                secret_key=settings.secret_key,
-                code=code,
-                name=name,
-                sector=sector,
-                purposes=purpose,
-                rate_limit=rate_limit,
-                webhook_url=webhook_url,
-            )
-        except DomainError as exc:
-            raise _fail(exc) from None
-        session.commit()
+    with _transaction(settings) as session:
+        issued = units_service.onboard(
+            session,
+            actor=None,
+            now=_now(),
+            secret_key=settings.secret_key,
+            code=code,
+            name=name,
+            sector=sector,
+            purposes=purpose,
+            rate_limit=rate_limit,
+            webhook_url=webhook_url,
+        )
     console.print(f"unit {code} added; its API key (store it now, it is not shown again):")
     typer.echo(issued.api_key)
     console.print(f"webhook signing secret: {issued.webhook_secret}")
@@ -284,10 +286,11 @@ def fingerprints_rekey(
     settings = Settings()
     vault = TemplateVault.from_settings(settings)
     total = 0
-    with _database(settings) as engine, make_sessionmaker(engine)() as session:
+    with _database(settings) as engine:
+        sessions = make_sessionmaker(engine)
         while True:
             try:
-                with session.begin():
+                with uow.transaction(sessions) as session:
                     done = rekey(session, vault, batch=batch)
                     if done:
                         session.add(
@@ -305,11 +308,12 @@ def fingerprints_rekey(
             if not done:
                 break
             total += done
-        left = session.scalar(
-            sa.select(sa.func.count())
-            .select_from(Fingerprint)
-            .where(Fingerprint.key_id != vault.active_key_id)
-        )
+        with sessions() as session:
+            left = session.scalar(
+                sa.select(sa.func.count())
+                .select_from(Fingerprint)
+                .where(Fingerprint.key_id != vault.active_key_id)
+            )
     console.print(f"{total:,} fingerprints re-sealed under key {vault.active_key_id}")
     if left:
         console.print(

@@ -33,7 +33,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -43,6 +43,7 @@ from argon2 import PasswordHasher
 from psycopg import errors, sql
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard import uow
 from idguard.biometrics import fingerprints as fingerprint_service
 from idguard.biometrics.fingerprints import Biometrics, Enrolment
 from idguard.biometrics.models import Fingerprint
@@ -233,7 +234,7 @@ def _store(
     now: dt.datetime,
 ) -> int:
     """One transaction: seal and store the fingers of these cards and flag them."""
-    with factory() as session, session.begin():
+    with uow.transaction(factory) as session:
         cards = session.scalars(
             sa.select(Card).where(Card.id.in_(batch), *_enrollable(today)).order_by(Card.id).with_for_update()
         ).all()
@@ -249,8 +250,9 @@ def _store(
                 office=card.issuing_office,
             )
             fingerprint_service.enrol(
-                session, biometrics, card, batch[card.id], actor=actor, now=card.created_at
+                session, biometrics, card.id, batch[card.id], actor=actor, now=card.created_at
             )
+            card.fingerprints_registered = True
             stored += 1
         if stored:
             session.add(
@@ -301,7 +303,7 @@ def _refuse_if_populated(persons: int) -> None:
 
 def _create_offices_and_staff(engine: sa.Engine, now: dt.datetime) -> dict[str, uuid.UUID]:
     """Offices, the demo accounts and one archive clerk per office; returns office -> clerk id."""
-    with make_sessionmaker(engine)() as session:
+    with uow.transaction(make_sessionmaker(engine)) as session:
         offices = set(session.scalars(sa.select(Office.code)))
         for office in OFFICES:
             if office.code not in offices:
@@ -341,7 +343,6 @@ def _create_offices_and_staff(engine: sa.Engine, now: dt.datetime) -> dict[str, 
                 )
                 session.add(AuditEntry(at=now, action="staff.add", detail=f"{username} clerk (demo archive)"))
             clerks[office.code] = users[username]
-        session.commit()
     return clerks
 
 
@@ -378,7 +379,7 @@ def _batches(people: Population, dialect: sa.Dialect) -> Iterator[Batch]:
 _DONE = object()
 
 
-def _ahead(batches: Iterator[Batch]) -> Iterator[Batch]:
+def _ahead(batches: Iterator[Batch]) -> Generator[Batch]:
     """Produce the next batch in a thread while the database writes this one.
 
     Generating is Python; writing is mostly the database (another process), and both drivers
@@ -425,9 +426,8 @@ def _load_postgres(engine: sa.Engine, population: Callable[[int], Population], r
         )
         for table, columns in COLUMNS.items()
     }
-    raw = engine.raw_connection()
-    try:
-        conn: Any = raw.driver_connection  # psycopg.Connection
+    with uow.connection(engine) as transaction:
+        conn: Any = transaction.connection.driver_connection  # psycopg.Connection
         with conn.cursor() as cur:
             # Holding the head's row lock until commit queues every other ledger writer behind us.
             head = cur.execute("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").fetchone()[0]
@@ -444,12 +444,6 @@ def _load_postgres(engine: sa.Engine, population: Callable[[int], Population], r
                 cur.execute(statement)
             cur.execute("UPDATE ledger_head SET seq = %s WHERE id = 1", (head + people.plan(),))
             cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, COLUMNS))))
-        raw.commit()
-    except BaseException:
-        raw.rollback()
-        raise
-    finally:
-        raw.close()
 
 
 def _drop_secondary_checks(conn: Any, cur: Any) -> list[sql.Composable]:
@@ -498,28 +492,25 @@ def _load_sqlite(engine: sa.Engine, population: Callable[[int], Population], rep
         table: f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608 - names are constants
         for table, columns in COLUMNS.items()
     }
-    raw = engine.raw_connection()
-    conn: Any = raw.driver_connection  # sqlite3.Connection, in autocommit mode (engine.py): we BEGIN
+    # Chunks commit one by one, each its own transaction; the first also reserves the whole seq
+    # range, so a writer running meanwhile numbers its events after ours.
+    batches: Generator[Batch] | None = None
     try:
-        conn.execute("BEGIN IMMEDIATE")
-        _refuse_if_populated(conn.execute("SELECT count(*) FROM persons").fetchone()[0])
-        head = conn.execute("SELECT seq FROM ledger_head WHERE id = 1").fetchone()[0]
-        people = population(head + 1)
-        # Chunks commit one by one, so reserve the whole seq range before the first: a writer
-        # running meanwhile then numbers its events after ours.
-        conn.execute("UPDATE ledger_head SET seq = ? WHERE id = 1", (head + people.plan(),))
-        for batch in _ahead(_batches(people, engine.dialect)):
-            if not conn.in_transaction:
-                conn.execute("BEGIN IMMEDIATE")
-            for table, rows in batch:
-                conn.executemany(inserts[table], rows)
-                report.rows[table] += len(rows)
-            conn.execute("COMMIT")
-        if conn.in_transaction:  # no citizens: commit the (unchanged) reservation
-            conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+        while True:
+            with uow.connection(engine) as transaction:
+                conn: Any = transaction.connection.driver_connection  # sqlite3, in our BEGIN IMMEDIATE
+                if batches is None:
+                    _refuse_if_populated(conn.execute("SELECT count(*) FROM persons").fetchone()[0])
+                    head = conn.execute("SELECT seq FROM ledger_head WHERE id = 1").fetchone()[0]
+                    people = population(head + 1)
+                    conn.execute("UPDATE ledger_head SET seq = ? WHERE id = 1", (head + people.plan(),))
+                    batches = _ahead(_batches(people, engine.dialect))
+                batch = next(batches, None)
+                for table, rows in batch or ():
+                    conn.executemany(inserts[table], rows)
+                    report.rows[table] += len(rows)
+            if batch is None:
+                break
     finally:
-        raw.close()
+        if batches is not None:
+            batches.close()

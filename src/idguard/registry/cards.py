@@ -172,7 +172,7 @@ def issue_card(
     _replace(session, old, card, actor=actor, office=office, now=now, reason=kind.value)
     if enrolments:
         assert biometrics is not None  # noqa: S101 - checked above, before any lock
-        fingerprint_service.enrol(session, biometrics, card, enrolments, actor=actor, now=now)
+        fingerprint_service.enrol(session, biometrics, card.id, enrolments, actor=actor, now=now)
         session.flush()
     return card
 

@@ -140,8 +140,9 @@ def return_to_owner(
     fingerprints.compare_at_counter(
         session,
         biometrics,
-        card,
+        card.id,
         live,
+        registered=card.fingerprints_registered,
         purpose=fingerprints.Purpose.FOUND_CARD_RETURN,
         actor=actor,
         office=office,

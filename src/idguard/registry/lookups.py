@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from idguard.core import idnumber
 from idguard.core.clock import today_cst
 from idguard.core.errors import InvalidField, NotFound
-from idguard.core.grants import Actor, Role
+from idguard.core.grants import Actor, Permission
 from idguard.db.common import AuditEntry
 from idguard.registry.lifecycle import CardView
 from idguard.registry.models import Card, Office, Person
@@ -35,7 +35,7 @@ def acting_at(session: Session, actor: Actor, office: str, *, field: str = "offi
     """Authorise a registry write at `office` (a clerk only at their own). A clerk's office exists
     by the staff table's foreign key, so only other roles cost a lookup."""
     actor.require_office(office)
-    if actor.role is not Role.CLERK:
+    if actor.may(Permission.ALL_OFFICES):
         require_office(session, office, field=field)
 
 

@@ -72,8 +72,9 @@ def report_loss(
     fingerprints.compare_at_counter(
         session,
         biometrics,
-        card,
+        card.id,
         live,
+        registered=card.fingerprints_registered,
         purpose=fingerprints.Purpose.LOSS_REPORT,
         actor=actor,
         office=office,
@@ -138,8 +139,9 @@ def cancel_loss_report(
     fingerprints.compare_at_counter(
         session,
         biometrics,
-        card,
+        card.id,
         live,
+        registered=card.fingerprints_registered,
         purpose=fingerprints.Purpose.LOSS_REPORT_CANCEL,
         actor=actor,
         office=office,

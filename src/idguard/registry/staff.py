@@ -13,7 +13,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy.orm import Session
 
 from idguard.core.errors import InvalidField, RuleViolation
-from idguard.core.grants import Actor, Role
+from idguard.core.grants import Actor, Role, bound_to_office
 from idguard.db.common import AuditEntry
 from idguard.registry.lookups import require_office
 from idguard.registry.models import Office, Staff
@@ -48,7 +48,7 @@ def add_staff(
     role: Role,
     office: str | None,
 ) -> Staff:
-    if role is Role.CLERK and office is None:
+    if bound_to_office(role) and office is None:
         raise InvalidField("office", "a clerk is bound to one office")
     if office is not None:
         require_office(session, office)

@@ -227,3 +227,10 @@ class CheckOut(BaseModel):
 class CheckPage(BaseModel):
     items: list[CheckOut]
     next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+
+
+class Health(BaseModel):
+    status: str
+    database: str
+    ledger_seq: int | None
+    extra: dict[str, Any] = Field(default_factory=dict)

@@ -91,6 +91,12 @@ def onboard(
     return IssuedKey(unit=unit, api_key=key, webhook_secret=webhook_secret(secret_key, code))
 
 
+def list_units(session: Session, *, actor: Actor) -> list[Unit]:
+    """Every unit, by code (supervisors, auditors, admins)."""
+    actor.require(Permission.READ_UNITS)
+    return list(session.scalars(sa.select(Unit).order_by(Unit.code)))
+
+
 def _unit(session: Session, code: str) -> Unit:
     unit = session.get(Unit, code)
     if unit is None:

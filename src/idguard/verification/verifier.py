@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -22,11 +23,13 @@ from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
 from idguard.core.clock import Clock, today_cst
 from idguard.core.ratelimit import RateLimiter
+from idguard.registry.models import Card
 from idguard.verification.index import CardIndex, Reason, Result
-from idguard.verification.notifications import NotificationHorizon, WebhookDispatcher
+from idguard.verification.notifications import NotificationHorizon
 from idguard.verification.runtime.checklog import CheckEntry, CheckLog
 from idguard.verification.runtime.follower import IndexFollower
 from idguard.verification.runtime.keyring import KeyRing, UnitView
+from idguard.verification.runtime.webhooks import WebhookDispatcher
 
 log = logging.getLogger("idguard.verify")
 
@@ -94,6 +97,19 @@ _REASONS = {reason: reason.value for reason in Reason}
 def rfc3339(at: dt.datetime) -> str:
     """An answer's `checked_at`: RFC 3339 in UTC with a `Z`."""
     return at.isoformat().replace("+00:00", "Z")
+
+
+def enrolled_cards(session: Session, q: Query) -> list[uuid.UUID]:
+    """The cards with registered fingerprints that what is printed on the card designates."""
+    stmt = sa.select(Card.id).where(
+        Card.id_number == q.id_number,
+        Card.issued_on == q.issued_on,
+        Card.expires_on.is_(None) if q.expires_on is None else Card.expires_on == q.expires_on,
+        Card.fingerprints_registered.is_(True),
+    )
+    if q.chip_serial is not None:
+        stmt = stmt.where(Card.chip_serial == q.chip_serial)
+    return list(session.scalars(stmt))
 
 
 class Verifier:
@@ -257,14 +273,11 @@ class Verifier:
             return None, FingerprintReason.CARD_NOT_VALID
         try:
             with self.sessions() as session:
-                match = fingerprints.matches_card(
-                    session,
-                    self.biometrics,
-                    q.fingerprint,
-                    id_number=q.id_number,
-                    issued_on=q.issued_on,
-                    expires_on=q.expires_on,
-                    chip_serial=q.chip_serial,
+                card_ids = enrolled_cards(session, q)
+                match = (
+                    fingerprints.matches(session, self.biometrics, q.fingerprint, card_ids)
+                    if card_ids
+                    else None
                 )
         except (sa.exc.OperationalError, VaultError) as exc:
             # The validity answer stands (it comes from memory); only the comparison is missing.

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard import uow
 from idguard.biometrics import build_template, parse
 from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.core.clock import FixedClock
@@ -436,7 +437,7 @@ def test_a_sealed_template_moved_to_another_card_does_not_open(
     (a database-level substitution) makes Bob's comparisons fail closed, not match Alice."""
     alice = enrolled_card(counter)
     bob = enrolled_card(counter, BOB)
-    with session_factory.begin() as s:
+    with uow.transaction(session_factory) as s:
         source = {
             f.finger: f
             for f in s.scalars(
@@ -483,7 +484,7 @@ def test_a_comparison_that_cannot_be_made_is_never_a_pass(
     """A sealed blob that does not open, or fingers flagged but missing: the counter refuses (503),
     the unit's check says `comparison_unavailable`, and an error names the card."""
     moved, missing, other = enrolled_card(counter), enrolled_card(counter, BOB), enrolled_card(counter, 13)
-    with session_factory.begin() as s:
+    with uow.transaction(session_factory) as s:
         alice = {
             f.finger: f
             for f in s.scalars(

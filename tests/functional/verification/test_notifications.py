@@ -19,14 +19,10 @@ import sqlalchemy as sa
 
 from idguard.core.clock import FixedClock
 from idguard.verification.models import Watch
-from idguard.verification.notifications import (
-    MAX_BACKOFF,
-    NotificationHorizon,
-    WebhookDispatcher,
-    backoff,
-)
+from idguard.verification.notifications import NotificationHorizon
 from idguard.verification.routes import notifications as routes
 from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.webhooks import MAX_BACKOFF, WebhookDispatcher, backoff
 from idguard.verification.verifier import Verifier
 from tests.factories import NOW, OFFICE_A
 from tests.functional.conftest import Counter, assert_problem

@@ -174,3 +174,10 @@ def test_match_any_checks_both_registered_fingers(easy: list[list[Template]]) ->
     assert best < DEFAULT_THRESHOLD
     assert match_any(live, []) == (False, 0.0)
     assert match_any(live, [easy[5][0]], threshold=1.01)[0] is False
+
+
+def test_the_configured_default_threshold_is_the_calibrated_one() -> None:
+    from idguard.biometrics.matching import DEFAULT_THRESHOLD
+    from idguard.config import Settings
+
+    assert Settings.model_fields["fingerprint_threshold"].default == DEFAULT_THRESHOLD

@@ -8,8 +8,9 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from idguard.api.deps import SessionDep, client_address, get_settings, throttle
-from idguard.api.schemas import TokenIn, TokenOut, problem_responses
+from idguard.api.schemas import problem_responses
 from idguard.core.errors import InvalidField
+from idguard.registry.schemas import TokenIn, TokenOut
 from idguard.registry.staff import authenticate, issue_token
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])

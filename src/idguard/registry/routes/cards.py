@@ -4,9 +4,10 @@ import uuid
 
 from fastapi import APIRouter
 
-from idguard.api.deps import TxDep
-from idguard.api.schemas import STAFF_READ_ERRORS, EventList
+from idguard.api.schemas import STAFF_READ_ERRORS
 from idguard.registry import cards
+from idguard.registry.routes.deps import TxDep
+from idguard.registry.schemas import EventList
 
 router = APIRouter(prefix="/api/v1/cards", tags=["persons and cards"])
 

@@ -6,20 +6,14 @@ import datetime as dt
 import uuid
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from idguard.api.deps import TxDep
 from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import STAFF_READ_ERRORS, OfficeCode
 from idguard.biometrics.fingerprints import Purpose
-from idguard.biometrics.models import FingerprintComparison
-from idguard.core.errors import Forbidden, InvalidField
-from idguard.core.grants import Permission, Role
-from idguard.core.idnumber import mask
-from idguard.db.common import AuditEntry
-from idguard.registry.models import Card, Staff
+from idguard.registry.comparisons import list_comparisons
+from idguard.registry.routes.deps import TxDep
 
 router = APIRouter(prefix="/api/v1", tags=["fingerprints"])
 
@@ -58,62 +52,33 @@ def comparisons(
     office's comparisons; supervisors and auditors see all, and only they see the scores (a
     score is a hill-climbing signal). Id numbers are masked; no fingerprint data is ever
     returned. The read itself is audited."""
-    actor, session = tx.actor, tx.session
-    actor.require(Permission.REGISTRY_READ)
-    stmt = (
-        sa.select(FingerprintComparison, Card.id_number, Staff.username)
-        .join(Card, Card.id == FingerprintComparison.card_id)
-        .join(Staff, Staff.id == FingerprintComparison.staff_id)
-    )
-    if actor.role is Role.CLERK:
-        if office is not None and office != actor.office:
-            raise Forbidden(f"a clerk sees only the comparisons of office {actor.office}")
-        office = actor.office
-    if office is not None:
-        stmt = stmt.where(FingerprintComparison.office == office)
-    if card_id is not None:
-        stmt = stmt.where(FingerprintComparison.card_id == card_id)
-    if matched is not None:
-        stmt = stmt.where(FingerprintComparison.matched.is_(matched))
-    if since is not None:
-        if since.tzinfo is None:
-            raise InvalidField("from", "give a time zone (RFC 3339)")
-        stmt = stmt.where(FingerprintComparison.at >= since)
-    if cursor is not None:
-        at, row_id = decode_cursor(cursor)
-        stmt = stmt.where(
-            sa.or_(
-                FingerprintComparison.at < at,
-                sa.and_(FingerprintComparison.at == at, FingerprintComparison.id < row_id),
-            )
-        )
-    order = (FingerprintComparison.at.desc(), FingerprintComparison.id.desc())
-    rows = session.execute(stmt.order_by(*order).limit(limit + 1)).all()
-    page, more = rows[:limit], len(rows) > limit
-    show_score = actor.role in (Role.SUPERVISOR, Role.AUDITOR)
-    session.add(
-        AuditEntry(
-            at=tx.now,
-            staff_id=actor.staff_id,
-            action="fingerprint_comparisons.list",
-            detail=f"card={card_id} office={office} matched={matched} rows={len(page)}",
+    page = tx.read(
+        lambda: list_comparisons(
+            tx.session,
+            actor=tx.actor,
+            now=tx.now,
+            card_id=card_id,
+            office=office,
+            matched=matched,
+            since=since,
+            after=decode_cursor(cursor) if cursor is not None else None,
+            limit=limit,
         )
     )
-    session.commit()
     return ComparisonPage(
         items=[
             ComparisonOut(
-                comparison_id=c.id,
-                card_id=c.card_id,
-                id_number=mask(number),
-                purpose=Purpose(c.purpose),
-                office=c.office,
-                clerk=username,
-                at=c.at,
-                matched=c.matched,
-                score=c.score if show_score else None,
+                comparison_id=r.comparison.id,
+                card_id=r.comparison.card_id,
+                id_number=r.id_masked,
+                purpose=Purpose(r.comparison.purpose),
+                office=r.comparison.office,
+                clerk=r.clerk,
+                at=r.comparison.at,
+                matched=r.comparison.matched,
+                score=r.score,
             )
-            for c, number, username in page
+            for r in page.rows
         ],
-        next=encode_cursor(page[-1][0].at, page[-1][0].id) if more else None,
+        next=encode_cursor(page.rows[-1].comparison.at, page.rows[-1].comparison.id) if page.more else None,
     )

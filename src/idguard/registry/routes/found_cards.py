@@ -7,20 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from idguard.api.deps import SessionDep, TxDep, client_address, get_clock, throttle
-from idguard.api.schemas import (
-    STAFF_WRITE_ERRORS,
-    DestroyIn,
-    FoundCardIn,
-    FoundCardOut,
-    HeldLookupOut,
-    IdNumberStr,
-    Name,
-    ReturnIn,
-    problem_responses,
-)
+from idguard.api.deps import SessionDep, client_address, get_clock, throttle
+from idguard.api.schemas import STAFF_WRITE_ERRORS, IdNumberStr, Name, problem_responses
 from idguard.core.errors import InvalidField
 from idguard.registry import found_cards
+from idguard.registry.routes.deps import BiometricsDep, TxDep
+from idguard.registry.schemas import DestroyIn, FoundCardIn, FoundCardOut, HeldLookupOut, ReturnIn
 
 router = APIRouter(prefix="/api/v1/found-cards", tags=["lost and found"])
 LOOKUP_BURST = 20  # lookups at once per client address
@@ -50,7 +42,7 @@ def hand_in(body: FoundCardIn, tx: TxDep) -> Response:
 
 
 @router.post("/{found_no}/return", status_code=200, response_model=FoundCardOut, responses=STAFF_WRITE_ERRORS)
-def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
+def return_card(found_no: str, body: ReturnIn, tx: TxDep, biometrics: BiometricsDep) -> Response:
     """Hand a held card back to its owner, at the office that holds it, after checking the
     claimant's id number (and name, when sent) against the card. A card with registered
     fingerprints needs the claimant's live `fingerprint`, which must match one of them; every
@@ -70,7 +62,7 @@ def return_card(found_no: str, body: ReturnIn, tx: TxDep) -> Response:
             claimant_name=body.claimant_name,
             photo_ref=body.photo_ref,
             fingerprint=body.fingerprint,
-            biometrics=tx.biometrics,
+            biometrics=biometrics,
         )
         return FoundCardOut.of(found, card, tx.now)
 

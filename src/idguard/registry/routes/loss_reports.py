@@ -5,15 +5,16 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from idguard.api.deps import TxDep
-from idguard.api.schemas import STAFF_WRITE_ERRORS, CancelIn, LossReportIn, LossReportOut
+from idguard.api.schemas import STAFF_WRITE_ERRORS
 from idguard.registry import loss_reports
+from idguard.registry.routes.deps import BiometricsDep, TxDep
+from idguard.registry.schemas import CancelIn, LossReportIn, LossReportOut
 
 router = APIRouter(prefix="/api/v1/loss-reports", tags=["loss reports"])
 
 
 @router.post("", status_code=201, response_model=LossReportOut, responses=STAFF_WRITE_ERRORS)
-def report_loss(body: LossReportIn, tx: TxDep) -> Response:
+def report_loss(body: LossReportIn, tx: TxDep, biometrics: BiometricsDep) -> Response:
     """Accept a loss report at any office, from the holder in person (a guardian for a holder
     under 16), free of charge. The card is invalid from the moment this answers; `report_no` is
     the receipt number. A card with registered fingerprints needs the applicant's live
@@ -32,7 +33,7 @@ def report_loss(body: LossReportIn, tx: TxDep) -> Response:
             applicant_id_number=body.applicant_id_number,
             applicant_name=body.applicant_name,
             fingerprint=body.fingerprint,
-            biometrics=tx.biometrics,
+            biometrics=biometrics,
         )
         return LossReportOut.of(report, card, tx.now)
 
@@ -42,7 +43,7 @@ def report_loss(body: LossReportIn, tx: TxDep) -> Response:
 @router.post(
     "/{report_no}/cancel", status_code=200, response_model=LossReportOut, responses=STAFF_WRITE_ERRORS
 )
-def cancel(report_no: str, body: CancelIn, tx: TxDep) -> Response:
+def cancel(report_no: str, body: CancelIn, tx: TxDep, biometrics: BiometricsDep) -> Response:
     """Cancel a loss report: only at the office that accepted it, only while no newer card has
     been issued. The card is valid again. A card with registered fingerprints needs the holder's
     live `fingerprint`, which must match (recorded like a report's comparison; 409 on mismatch)."""
@@ -55,7 +56,7 @@ def cancel(report_no: str, body: CancelIn, tx: TxDep) -> Response:
             report_no=report_no,
             office=body.office,
             fingerprint=body.fingerprint,
-            biometrics=tx.biometrics,
+            biometrics=biometrics,
         )
         return LossReportOut.of(report, card, tx.now)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from idguard.api.deps import TxDep
-from idguard.api.schemas import (
-    STAFF_WRITE_ERRORS,
+from idguard.api.schemas import STAFF_WRITE_ERRORS, IdNumberStr
+from idguard.registry import cards, persons
+from idguard.registry.routes.deps import BiometricsDep, TxDep
+from idguard.registry.schemas import (
     CardList,
     CardOut,
-    IdNumberStr,
     IssueCardIn,
     PersonIn,
     PersonOut,
@@ -18,7 +18,6 @@ from idguard.api.schemas import (
     RevocationOut,
     TemporaryCardIn,
 )
-from idguard.registry import cards, persons
 
 router = APIRouter(prefix="/api/v1/persons", tags=["persons and cards"])
 
@@ -59,7 +58,7 @@ def list_cards(id_number: IdNumberStr, tx: TxDep) -> CardList:
 
 
 @router.post("/{id_number}/cards", status_code=201, response_model=CardOut, responses=STAFF_WRITE_ERRORS)
-def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response:
+def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep, biometrics: BiometricsDep) -> Response:
     """Issue a card (first / renewal / replacement / correction). The previous card becomes
     `superseded`; the validity period follows the holder's age at issue (5/10/20 years/long-term).
     Send `previous_card_id` to make a race with another clerk a clean 409. `fingerprints`
@@ -79,7 +78,7 @@ def issue_card(id_number: IdNumberStr, body: IssueCardIn, tx: TxDep) -> Response
             fingerprints=[(f.finger, f.template) for f in body.fingerprints]
             if body.fingerprints is not None
             else None,
-            biometrics=tx.biometrics,
+            biometrics=biometrics,
         )
         return CardOut.of(card, tx.now)
 

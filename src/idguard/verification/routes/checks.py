@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Query
 
-from idguard.api.deps import CurrentCaller, SessionDep
+from idguard.api.deps import SessionDep
 from idguard.api.paging import decode_cursor, encode_cursor
 from idguard.api.schemas import problem_responses
-from idguard.core.errors import Forbidden, InvalidField
-from idguard.core.grants import Actor, Role
-from idguard.verification.models import Check
+from idguard.verification.checks import check_history
+from idguard.verification.routes.deps import CurrentCaller
 from idguard.verification.schemas import CheckOut, CheckPage
 
 router = APIRouter(prefix="/api/v1", tags=["verification (units)"])
@@ -33,28 +31,16 @@ def checks(
     """Check history, newest first. A unit (API key) sees only its own checks; supervisors and
     auditors (staff token) see all and may filter by `unit`. Checks reach this log within one
     second of being answered. Id numbers are masked."""
-    stmt = sa.select(Check)
-    if isinstance(caller, Actor):
-        if caller.role not in (Role.SUPERVISOR, Role.AUDITOR):
-            raise Forbidden(f"the {caller.role.value} role may not read the check log")
-        if unit is not None:
-            stmt = stmt.where(Check.unit_code == unit)
-    else:
-        stmt = stmt.where(Check.unit_code == caller.code)
-    for name, bound in (("from", since), ("to", until)):
-        if bound is not None and bound.tzinfo is None:
-            raise InvalidField(name, "give a time zone (RFC 3339)")
-    if since is not None:
-        stmt = stmt.where(Check.at >= since)
-    if until is not None:
-        stmt = stmt.where(Check.at < until)
-    if result is not None:
-        stmt = stmt.where(Check.result == result)
-    if cursor is not None:
-        at, check_id = decode_cursor(cursor)
-        stmt = stmt.where(sa.or_(Check.at < at, sa.and_(Check.at == at, Check.id < check_id)))
-    rows = list(session.scalars(stmt.order_by(Check.at.desc(), Check.id.desc()).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
+    page = check_history(
+        session,
+        caller=caller,
+        unit=unit,
+        since=since,
+        until=until,
+        result=result,
+        after=decode_cursor(cursor) if cursor is not None else None,
+        limit=limit,
+    )
     return CheckPage(
         items=[
             CheckOut(
@@ -68,7 +54,7 @@ def checks(
                 id_number=c.id_masked,
                 fingerprint_match=c.fingerprint_match,
             )
-            for c in page
+            for c in page.rows
         ],
-        next=encode_cursor(page[-1].at, page[-1].id) if more else None,
+        next=encode_cursor(page.rows[-1].at, page.rows[-1].id) if page.more else None,
     )

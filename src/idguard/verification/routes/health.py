@@ -4,9 +4,10 @@ import sqlalchemy as sa
 from fastapi import APIRouter, Request
 from sqlalchemy.exc import OperationalError
 
-from idguard.api.deps import SessionDep, get_verifier
-from idguard.api.schemas import Health
+from idguard.api.deps import SessionDep
 from idguard.registry.models import LedgerHead
+from idguard.verification.routes.deps import get_verifier
+from idguard.verification.schemas import Health
 
 router = APIRouter(prefix="/api/v1", tags=["health"])
 

@@ -13,7 +13,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -21,10 +20,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import StreamingResponse
 
-from idguard.api.deps import CurrentUnit, SessionDep, get_clock, get_verifier
+from idguard.api.deps import SessionDep, get_clock
 from idguard.api.schemas import problem_responses
-from idguard.verification.models import WebhookCursor, WebhookDelivery
-from idguard.verification.notifications import Notification, notifications_after
+from idguard.verification.notifications import Notification, delivery_log, notifications_after
+from idguard.verification.routes.deps import CurrentUnit, get_verifier
 
 router = APIRouter(prefix="/api/v1", tags=["notifications (units)"])
 log = logging.getLogger("idguard.api.notifications")
@@ -307,12 +306,7 @@ def deliveries(
     (±20%), until one succeeds; redirects are not followed. Delivery is at least once: skip items
     whose `cursor` you have already processed. The summary fields say how far delivery has got
     (`delivered_cursor`) and, while failing, when the next attempt is due."""
-    stmt = sa.select(WebhookDelivery).where(WebhookDelivery.unit_code == unit.code)
-    if before is not None:
-        stmt = stmt.where(WebhookDelivery.id < before)
-    rows = list(session.scalars(stmt.order_by(WebhookDelivery.id.desc()).limit(limit + 1)))
-    page, more = rows[:limit], len(rows) > limit
-    cursor = session.get(WebhookCursor, unit.code)
+    page, cursor = delivery_log(session, unit.code, before=before, limit=limit)
     return DeliveryPage(
         items=[
             DeliveryOut(
@@ -324,9 +318,9 @@ def deliveries(
                 error=d.error,
                 delivered=d.delivered,
             )
-            for d in page
+            for d in page.rows
         ],
-        next=page[-1].id if more else None,
+        next=page.rows[-1].id if page.more else None,
         delivered_cursor=cursor.delivered_seq if cursor is not None else None,
         failures=cursor.failures if cursor is not None else 0,
         # While a batch is in flight the column holds the claim's lease, which is no retry time.

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 
-import sqlalchemy as sa
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from idguard.api.deps import TxDep, get_settings, get_verifier
+from idguard.api.deps import get_settings
 from idguard.api.schemas import STAFF_WRITE_ERRORS, problem_responses
-from idguard.core.errors import Forbidden
-from idguard.core.grants import Permission, Role
+from idguard.core.grants import Permission
+from idguard.registry.routes.deps import TxDep
 from idguard.verification import units
 from idguard.verification.models import Unit
+from idguard.verification.routes.deps import get_verifier
 from idguard.verification.schemas import RotateIn, UnitIn, UnitKeyOut, UnitOut
 
 router = APIRouter(prefix="/api/v1/units", tags=["units (supervisors)"])
@@ -103,7 +103,5 @@ def revoke(code: str, tx: TxDep) -> Response:
 @router.get("", response_model=list[UnitOut], responses=problem_responses(401, 403))
 def list_units(tx: TxDep) -> list[UnitOut]:
     """Every unit (supervisors and auditors)."""
-    if tx.actor.role not in (Role.SUPERVISOR, Role.AUDITOR, Role.ADMIN):
-        raise Forbidden(f"the {tx.actor.role.value} role may not list units")
-    tx.actor.require(Permission.REGISTRY_READ)
-    return [_out(u) for u in tx.session.scalars(sa.select(Unit).order_by(Unit.code))]
+    tx.actor.require(Permission.READ_UNITS)
+    return [_out(u) for u in units.list_units(tx.session, actor=tx.actor)]

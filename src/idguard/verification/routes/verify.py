@@ -25,11 +25,11 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 
-from idguard.api.deps import CurrentUnit, current_unit, get_verifier
 from idguard.api.errors import field_name
 from idguard.api.schemas import problem_responses
 from idguard.biometrics import fingerprints
 from idguard.core.errors import InvalidField
+from idguard.verification.routes.deps import CurrentUnit, current_unit, get_verifier
 from idguard.verification.runtime.checklog import LogFull
 from idguard.verification.runtime.keyring import UnitView
 from idguard.verification.schemas import (

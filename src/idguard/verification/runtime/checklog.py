@@ -31,6 +31,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 
+from idguard import uow
 from idguard.core.idnumber import mask
 from idguard.registry.models import Card
 from idguard.verification.models import Check, Watch
@@ -192,7 +193,7 @@ class CheckLog:
     def _write(self, batch: list[CheckEntry]) -> None:
         id_hash = self._id_hash
         watched = [e for e in batch if e[8] is not None]
-        with self._engine.begin() as conn:
+        with uow.connection(self._engine) as conn:
             if conn.dialect.name == "postgresql":
                 _copy_checks(conn, batch, id_hash)
             else:

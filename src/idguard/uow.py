@@ -1,0 +1,179 @@
+"""The one unit of work: every transaction in idguard begins and ends here (a lint rule,
+tools/check_architecture.py, fails on a commit anywhere else).
+
+Use-cases take a Session and only flush. Whoever runs them — an API request, a CLI command, a
+background worker, a test — opens the transaction here, and it commits here, once:
+
+    with uow.transaction(sessions) as session:     # commits at the end, rolls back on an error
+        staff.add_office(session, ...)
+
+    with uow.connection(engine) as conn:           # Core bulk writes (the check log, the demo)
+        conn.execute(...)
+
+A request's write (`UnitOfWork.write`) adds two things on top: the stored answer of an
+Idempotency-Key, replayed for a retry instead of acting twice, and recorded refusals (a failed
+fingerprint comparison), committed on their own after the rest is rolled back.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from idguard.core.errors import InvalidField, RecordedRefusal, RuleViolation
+from idguard.db.common import IdempotencyRecord
+
+T = TypeVar("T")
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+@contextmanager
+def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work commits when the block ends, or rolls back if it raises."""
+    with sessions() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def connection(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A connection in one transaction, for Core statements (bulk writers)."""
+    with engine.begin() as conn:
+        yield conn
+
+
+def commit(session: Session) -> None:
+    """Commit what `session` holds: for a session opened outside `transaction`, such as a test's
+    fixture session or a long-lived worker session that commits batch after batch."""
+    session.commit()
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """Who sent a retryable write, the key they chose, and a digest of the request it names."""
+
+    principal: str
+    key: str
+    request_hash: str
+
+    @classmethod
+    def of(cls, principal: str, key: str, request: bytes) -> Idempotency:
+        if not 1 <= len(key) <= 128:
+            raise InvalidField(IDEMPOTENCY_HEADER, "an Idempotency-Key has 1 to 128 characters")
+        return cls(principal, key, hashlib.sha256(request).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    body: str
+    status: int
+    replayed: bool = False
+
+
+RefusalBody = Callable[[RecordedRefusal], str]
+
+
+class UnitOfWork:
+    """The unit of work of one request or command: run a use-case on `session`, commit once."""
+
+    def __init__(self, session: Session, now: dt.datetime) -> None:
+        self.session = session
+        self.now = now
+
+    def read(self, fn: Callable[[], T]) -> T:
+        """Run a read and commit its audit entries with it."""
+        result = fn()
+        self.session.commit()
+        return result
+
+    def write(
+        self,
+        fn: Callable[[], str],
+        *,
+        status: int,
+        idempotency: Idempotency | None,
+        refusal_body: RefusalBody,
+    ) -> Answer:
+        """Run a write whose answer is `fn`'s JSON text and commit it. Under an Idempotency-Key,
+        a repeat of the same request gets the stored answer (`replayed`), a different request
+        under the same key an error naming the header."""
+        if idempotency is None:
+            body = self._call(fn, None, refusal_body)
+            self._commit()
+            return Answer(body, status)
+        replay = self._replay(idempotency)
+        if replay is not None:
+            return replay
+        # Claim the key first: a concurrent retry blocks on this row (PostgreSQL) or on the write
+        # lock (SQLite) until we commit, then finds our answer instead of acting twice.
+        record = IdempotencyRecord(
+            principal=idempotency.principal,
+            key=idempotency.key,
+            request_hash=idempotency.request_hash,
+            status_code=0,
+            body="",
+            created_at=self.now,
+        )
+        self.session.add(record)
+        try:
+            self.session.flush()
+        except IntegrityError:
+            self.session.rollback()
+            replay = self._replay(idempotency)
+            if replay is not None:
+                return replay
+            raise
+        record.body = self._call(fn, idempotency, refusal_body)
+        record.status_code = status
+        self._commit()
+        return Answer(record.body, status)
+
+    def _call(self, fn: Callable[[], str], idempotency: Idempotency | None, refusal_body: RefusalBody) -> str:
+        try:
+            return fn()
+        except RecordedRefusal as refusal:
+            # Roll the request back, keep only the record of the refusal (a failed comparison),
+            # and, under an Idempotency-Key, the refusal as the key's answer: a retry of the same
+            # request replays it instead of being compared (and recorded) a second time.
+            self.session.rollback()
+            self.session.add_all(refusal.records)
+            if idempotency is not None:
+                self.session.add(
+                    IdempotencyRecord(
+                        principal=idempotency.principal,
+                        key=idempotency.key,
+                        request_hash=idempotency.request_hash,
+                        status_code=refusal.status,
+                        body=refusal_body(refusal),
+                        created_at=self.now,
+                    )
+                )
+            self.session.commit()
+            raise
+
+    def _commit(self) -> None:
+        try:
+            self.session.commit()
+        except IntegrityError:
+            # The database's own invariants (one valid card, unique numbers) caught a race the
+            # locks should have prevented; nothing was written.
+            self.session.rollback()
+            raise RuleViolation("a concurrent change conflicted with this one; nothing was written") from None
+
+    def _replay(self, idempotency: Idempotency) -> Answer | None:
+        stored = self.session.get(
+            IdempotencyRecord, (idempotency.principal, idempotency.key), populate_existing=True
+        )
+        if stored is None:
+            return None
+        if stored.request_hash != idempotency.request_hash:
+            raise InvalidField(IDEMPOTENCY_HEADER, "this Idempotency-Key was used for a different request")
+        # A stored error is a recorded refusal, replayed as it was answered.
+        return Answer(stored.body, stored.status_code, replayed=True)
