@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
@@ -39,3 +40,22 @@ def str_enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
         values_callable=lambda e: [m.value for m in e],
         validate_strings=True,
     )
+
+
+class StrEnumText(sa.TypeDecorator[Any]):
+    """A StrEnum stored as its plain string in a VARCHAR, read back as the enum. No CHECK
+    constraint (unlike `str_enum`): for an open vocabulary such as ledger events, where a new
+    member needs no migration."""
+
+    impl = sa.String
+    cache_ok = True
+
+    def __init__(self, enum_cls: type[enum.StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum_cls = enum_cls
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum_cls(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> enum.StrEnum | None:
+        return None if value is None else self.enum_cls(value)

@@ -17,7 +17,7 @@ from idguard.core.errors import Forbidden, InvalidField, RuleViolation
 from idguard.core.grants import Actor, Permission
 from idguard.registry import ledger
 from idguard.registry import lifecycle as rules
-from idguard.registry.lifecycle import CardStatus, IssueKind
+from idguard.registry.lifecycle import CardStatus, EventKind, IssueKind
 from idguard.registry.lookups import (
     acting_at,
     audit_read,
@@ -79,12 +79,10 @@ def _replace(
     loss report can no longer be cancelled.
     """
     if old is not None:
-        keep = old.status if old.status is not CardStatus.VALID else CardStatus.SUPERSEDED
         ledger.record(
             session,
             old,
-            event="superseded",
-            new_status=keep,
+            event=EventKind.SUPERSEDED,
             actor=actor,
             office=office,
             at=now,
@@ -96,12 +94,10 @@ def _replace(
     ledger.record(
         session,
         card,
-        event=f"issued:{card.kind.value}",
-        new_status=CardStatus.VALID,
+        event=EventKind.issued(card.kind),
         actor=actor,
         office=office,
         at=now,
-        initial=True,
         reference=str(old.id) if old else None,
     )
     session.flush()

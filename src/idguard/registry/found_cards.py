@@ -16,7 +16,7 @@ from idguard.core.errors import NotFound, RuleViolation
 from idguard.core.grants import Actor
 from idguard.registry import ledger
 from idguard.registry import lifecycle as rules
-from idguard.registry.lifecycle import CardStatus, FoundDisposition
+from idguard.registry.lifecycle import CardStatus, EventKind, FoundDisposition
 from idguard.registry.lookups import acting_at, lock_card, new_reference, view
 from idguard.registry.models import Card, FoundCard, Office, Person
 
@@ -73,27 +73,10 @@ def hand_in(
     )
     session.add(found)
     if disposition is FoundDisposition.DESTROYED:
-        ledger.record(
-            session,
-            card,
-            event="destroyed",
-            new_status=CardStatus.DESTROYED,
-            actor=actor,
-            office=office,
-            at=now,
-            reason="found after replacement",
-            reference=found.found_no,
-        )
+        _destroy(session, card, found, actor=actor, now=now, why="found after replacement")
     else:
         ledger.record(
-            session,
-            card,
-            event="found",
-            new_status=card.status,
-            actor=actor,
-            office=office,
-            at=now,
-            reference=found.found_no,
+            session, card, event=EventKind.FOUND, actor=actor, office=office, at=now, reference=found.found_no
         )
     session.flush()
     return found, card
@@ -122,16 +105,13 @@ def return_to_owner(
         raise NotFound(f"no found card {found_no}")
     card, owner = lock_card(session, found.card_id)
     session.refresh(found)  # re-read under the card lock: another clerk may have returned it
-    if found.disposition is not FoundDisposition.HELD:
-        raise RuleViolation(f"the found card is {found.disposition.value}, not held")
-    if owner.revoked_reason is not None:
-        raise RuleViolation("the owner's registration is revoked: the card is not returned")
-    if card.superseded_by is not None or card.status in (CardStatus.REVOKED, CardStatus.DESTROYED):
-        raise RuleViolation(
-            "a newer card was issued (or the card revoked) since it was found: it is destroyed, not returned"
-        )
-    if office != found.office:
-        raise RuleViolation("the card is held at another office; it is returned there")
+    rules.check_can_return(
+        view(card),
+        disposition=found.disposition,
+        owner_revoked=owner.revoked_reason is not None,
+        held_at=found.office,
+        office=office,
+    )
     claimant = idnumber.parse(claimant_id_number, today=today_cst(now), field="claimant_id_number").value
     if claimant != card.id_number:
         raise RuleViolation("the claimant is not the card's owner")
@@ -154,8 +134,7 @@ def return_to_owner(
     ledger.record(
         session,
         card,
-        event="returned",
-        new_status=card.status,
+        event=EventKind.RETURNED,
         actor=actor,
         office=office,
         at=now,
@@ -191,19 +170,25 @@ def destroy_unreturnable(
     if disposition is not FoundDisposition.DESTROYED:
         raise RuleViolation("the card can still be returned to its owner: it is kept until collected")
     found.disposition = FoundDisposition.DESTROYED
+    _destroy(session, card, found, actor=actor, now=now, why="held card no longer returnable")
+    session.flush()
+    return found, card
+
+
+def _destroy(
+    session: Session, card: Card, found: FoundCard, *, actor: Actor, now: dt.datetime, why: str
+) -> None:
+    """Record the destruction (销毁) of a found card at the office that holds it."""
     ledger.record(
         session,
         card,
-        event="destroyed",
-        new_status=CardStatus.DESTROYED,
+        event=EventKind.DESTROYED,
         actor=actor,
-        office=office,
+        office=found.office,
         at=now,
-        reason="held card no longer returnable",
+        reason=why,
         reference=found.found_no,
     )
-    session.flush()
-    return found, card
 
 
 @dataclass(frozen=True, slots=True)

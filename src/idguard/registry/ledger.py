@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idguard.core.grants import Actor
-from idguard.registry.lifecycle import CardStatus
+from idguard.registry.lifecycle import EventKind, transition
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
 
 _head = cast(sa.Table, LedgerHead.__table__)
@@ -94,20 +94,22 @@ def record(
     session: Session,
     card: Card,
     *,
-    event: str,
-    new_status: CardStatus,
+    event: EventKind,
     actor: Actor | None,
     office: str | None,
     at: dt.datetime,
     reason: str | None = None,
     reference: str | None = None,
-    initial: bool = False,
 ) -> int:
-    """Set `card.status` to `new_status` and append the event that says so; return its seq.
+    """Apply `event` to the card: set its status to what the lifecycle table says
+    (`lifecycle.transition`, RuleViolation if the event cannot happen to it) and append the
+    event that says so; return its seq.
 
-    `initial` marks the card's first event (issue), which has no status before; the card row
-    must already be flushed (the event references it).
+    An issue event is the card's first, with no status before; the card row must already be
+    flushed (the event references it).
     """
+    initial = event.is_issue
+    new_status = transition(event, None if initial else card.status)
     if card in session.new:
         session.flush()
     conn = session.connection()

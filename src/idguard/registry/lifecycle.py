@@ -199,3 +199,123 @@ def found_disposition(
     if newer_card_exists or owner_revoked or card.status in (CardStatus.SUPERSEDED, CardStatus.REVOKED):
         return FoundDisposition.DESTROYED
     return FoundDisposition.HELD
+
+
+class EventKind(StrEnum):
+    """What happened to a card: the ledger's `event`, and the `event` of a unit's notification."""
+
+    ISSUED_FIRST = "issued:first"
+    ISSUED_RENEWAL = "issued:renewal"
+    ISSUED_REPLACEMENT = "issued:replacement"
+    ISSUED_CORRECTION = "issued:correction"
+    ISSUED_TEMPORARY = "issued:temporary"
+    REPORTED_LOST = "reported_lost"  # 挂失
+    REPORTED_STOLEN = "reported_stolen"
+    LOSS_REPORT_CANCELLED = "loss_report_cancelled"  # 解除挂失
+    SUPERSEDED = "superseded"  # a newer card was issued
+    REVOKED = "revoked"  # the person's registration was revoked
+    FOUND = "found"  # handed in by a finder and held for the owner
+    RETURNED = "returned"  # a held card given back to its owner
+    DESTROYED = "destroyed"  # 销毁: a found card that can no longer be returned
+
+    @classmethod
+    def issued(cls, kind: IssueKind) -> EventKind:
+        return cls(f"issued:{kind.value}")
+
+    @classmethod
+    def reported(cls, reason: LossReason) -> EventKind:
+        return cls(f"reported_{reason.value}")
+
+    @property
+    def is_issue(self) -> bool:
+        return self.value.startswith("issued:")
+
+
+_STORED = tuple(s for s in CardStatus if s is not CardStatus.EXPIRED)  # EXPIRED is derived, never stored
+_HOLDABLE = (CardStatus.VALID, CardStatus.REPORTED_LOST, CardStatus.REPORTED_STOLEN)
+
+# The card lifecycle as a table: event -> {stored status before: status after}. A status missing
+# from an event's row means the event cannot happen to such a card. `ledger.record` applies it to
+# every status change, so nothing writes a status this table does not allow. (None: not issued.)
+TRANSITIONS: dict[EventKind, dict[CardStatus | None, CardStatus]] = {
+    **{event: {None: CardStatus.VALID} for event in EventKind if event.is_issue},
+    EventKind.REPORTED_LOST: {CardStatus.VALID: CardStatus.REPORTED_LOST},
+    EventKind.REPORTED_STOLEN: {CardStatus.VALID: CardStatus.REPORTED_STOLEN},
+    EventKind.LOSS_REPORT_CANCELLED: {
+        CardStatus.REPORTED_LOST: CardStatus.VALID,
+        CardStatus.REPORTED_STOLEN: CardStatus.VALID,
+    },
+    # A valid card is superseded; an invalid one keeps its reason (what a verifier should hear),
+    # yet the event is recorded: its loss report can no longer be cancelled.
+    EventKind.SUPERSEDED: {s: CardStatus.SUPERSEDED if s is CardStatus.VALID else s for s in _STORED},
+    EventKind.REVOKED: {CardStatus.VALID: CardStatus.REVOKED},
+    # Holding and returning a found card change nothing a verifier answers.
+    EventKind.FOUND: {s: s for s in _HOLDABLE},
+    EventKind.RETURNED: {s: s for s in _HOLDABLE},
+    EventKind.DESTROYED: {s: CardStatus.DESTROYED for s in _STORED if s is not CardStatus.DESTROYED},
+}
+
+
+def transition(event: EventKind, before: CardStatus | None) -> CardStatus:
+    """The stored status after `event` on a card stored as `before` (None: not yet issued)."""
+    after = TRANSITIONS[event].get(before)
+    if after is None:
+        state = "not yet issued" if before is None else before.value
+        raise RuleViolation(f"a card that is {state} cannot be {event.value.replace('_', ' ')}")
+    return after
+
+
+# Ages in completed years (居民身份证法 and DOMAIN.md): a holder under 16 may have a guardian
+# report the loss; the guardian must be an adult.
+GUARDIAN_MIN_AGE = 18
+HOLDER_NEEDS_GUARDIAN_BELOW = 16
+
+
+def check_guardian_may_report(*, holder_birth_date: dt.date, today: dt.date) -> None:
+    """Only the holder in person reports a loss, except for a holder under 16: their guardian may."""
+    if age_on(holder_birth_date, today) >= HOLDER_NEEDS_GUARDIAN_BELOW:
+        raise RuleViolation(
+            "only the holder in person may report a loss (a guardian only for a holder under 16)"
+        )
+
+
+def check_guardian(*, birth_date: dt.date, revoked: bool, today: dt.date) -> None:
+    """A guardian who reports is a registered adult (18 or over, registration not revoked)."""
+    if age_on(birth_date, today) < GUARDIAN_MIN_AGE or revoked:
+        raise RuleViolation("a guardian must be a registered adult")
+
+
+def check_can_return(
+    card: CardView,
+    *,
+    disposition: FoundDisposition,
+    owner_revoked: bool,
+    held_at: str,
+    office: str,
+) -> None:
+    """A held card goes back to its owner at the office that holds it, unless it can no longer be
+    returned: the owner got a newer card, or the card or the owner's registration was revoked."""
+    if disposition is not FoundDisposition.HELD:
+        raise RuleViolation(f"the found card is {disposition.value}, not held")
+    if owner_revoked:
+        raise RuleViolation("the owner's registration is revoked: the card is not returned")
+    if card.superseded_by is not None or card.status in (CardStatus.REVOKED, CardStatus.DESTROYED):
+        raise RuleViolation(
+            "a newer card was issued (or the card revoked) since it was found: it is destroyed, not returned"
+        )
+    if office != held_at:
+        raise RuleViolation("the card is held at another office; it is returned there")
+
+
+def check_can_revoke(*, already_revoked: RevocationReason | None, office: str, hukou_office: str) -> None:
+    """A registration is revoked once, by the person's household-registration office."""
+    if office != hukou_office:
+        raise RuleViolation("a revocation is recorded by the person's household-registration office")
+    if already_revoked is not None:
+        raise RuleViolation(f"the person's registration is already revoked ({already_revoked.value})")
+
+
+def revoked_by_revocation(cards: Sequence[CardView]) -> list[CardView]:
+    """The cards a revocation makes REVOKED: every valid one, regular and temporary (an invalid card
+    keeps its reason)."""
+    return [c for c in cards if c.status is CardStatus.VALID]

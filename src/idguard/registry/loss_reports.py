@@ -14,7 +14,7 @@ from idguard.core.errors import NotFound, RuleViolation
 from idguard.core.grants import Actor
 from idguard.registry import ledger
 from idguard.registry import lifecycle as rules
-from idguard.registry.lifecycle import CardStatus, LossReason
+from idguard.registry.lifecycle import EventKind, LossReason
 from idguard.registry.lookups import (
     acting_at,
     lock_card,
@@ -23,9 +23,6 @@ from idguard.registry.lookups import (
     view,
 )
 from idguard.registry.models import Card, LossReport, Person
-
-GUARDIAN_MIN_AGE = 18
-HOLDER_NEEDS_GUARDIAN_BELOW = 16
 
 
 def report_loss(
@@ -56,16 +53,14 @@ def report_loss(
     by_guardian = applicant_number != holder.id_number
     applicant: Person = holder
     if by_guardian:
-        if rules.age_on(holder.birth_date, today) >= HOLDER_NEEDS_GUARDIAN_BELOW:
-            raise RuleViolation(
-                "only the holder in person may report a loss (a guardian only for a holder under 16)"
-            )
+        rules.check_guardian_may_report(holder_birth_date=holder.birth_date, today=today)
         try:
             applicant = person_by_number(session, applicant_number, now=now)
         except NotFound:
             raise RuleViolation("the guardian is not registered in the citizen identity system") from None
-        if rules.age_on(applicant.birth_date, today) < GUARDIAN_MIN_AGE or applicant.revoked_reason:
-            raise RuleViolation("a guardian must be a registered adult")
+        rules.check_guardian(
+            birth_date=applicant.birth_date, revoked=applicant.revoked_reason is not None, today=today
+        )
     if applicant_name is not None and applicant_name != applicant.name:
         raise RuleViolation("the applicant's name does not match the registry")
     rules.check_can_report_loss(view(card), today)
@@ -94,8 +89,7 @@ def report_loss(
     ledger.record(
         session,
         card,
-        event=f"reported_{reason.value}",
-        new_status=rules.LOSS_STATUS[reason],
+        event=EventKind.reported(reason),
         actor=actor,
         office=office,
         at=now,
@@ -152,8 +146,7 @@ def cancel_loss_report(
     ledger.record(
         session,
         card,
-        event="loss_report_cancelled",
-        new_status=CardStatus.VALID,
+        event=EventKind.LOSS_REPORT_CANCELLED,
         actor=actor,
         office=office,
         at=now,

@@ -17,9 +17,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 from idguard.core.grants import Role
 from idguard.core.idnumber import Sex
 from idguard.db.base import Base
-from idguard.db.types import str_enum
+from idguard.db.types import StrEnumText, str_enum
 from idguard.registry.lifecycle import (
     CardStatus,
+    EventKind,
     FoundDisposition,
     IssueKind,
     LossReason,
@@ -159,7 +160,7 @@ class LedgerEvent(Base):
     seq: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True, autoincrement=False)
     card_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cards.id"), index=True)
     person_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("persons.id"))
-    event: Mapped[str] = mapped_column(sa.String(32))
+    event: Mapped[EventKind] = mapped_column(StrEnumText(EventKind, 32))
     status_before: Mapped[CardStatus | None] = mapped_column(str_enum(CardStatus, "status_before"))
     status_after: Mapped[CardStatus] = mapped_column(str_enum(CardStatus, "status_after"))
     office: Mapped[str | None] = mapped_column(sa.ForeignKey("offices.code"))

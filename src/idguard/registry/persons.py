@@ -15,13 +15,15 @@ from idguard.core.grants import Actor, Permission
 from idguard.core.idnumber import Sex
 from idguard.db.common import AuditEntry
 from idguard.registry import ledger
-from idguard.registry.lifecycle import CardStatus, RevocationReason
+from idguard.registry import lifecycle as rules
+from idguard.registry.lifecycle import EventKind, RevocationReason
 from idguard.registry.lookups import (
     acting_at,
     audit_read,
     cards_of,
     lock_person,
     person_by_number,
+    view,
 )
 from idguard.registry.models import Card, Person
 
@@ -96,22 +98,24 @@ def revoke_person(
     status. The person gets no new card afterwards. Done by the person's hukou office.
     """
     person = person_by_number(session, id_number, now=now)
-    actor.require_office(office or person.hukou_office)
-    if (office or person.hukou_office) != person.hukou_office:
-        raise RuleViolation("a revocation is recorded by the person's household-registration office")
+    office = office or person.hukou_office
+    actor.require_office(office)
+    if office != person.hukou_office:  # before the lock: a wrong office waits for nothing
+        rules.check_can_revoke(already_revoked=None, office=office, hukou_office=person.hukou_office)
     person = lock_person(session, person.id)
-    if person.revoked_reason is not None:
-        raise RuleViolation(f"the person's registration is already revoked ({person.revoked_reason.value})")
+    rules.check_can_revoke(
+        already_revoked=person.revoked_reason, office=office, hukou_office=person.hukou_office
+    )
     person.revoked_reason = reason
     person.revoked_at = now
     cards = cards_of(session, person.id, lock=True)
+    revoked = {c.card_id for c in rules.revoked_by_revocation([view(c) for c in cards])}
     for card in cards:
-        if card.status is CardStatus.VALID:
+        if str(card.id) in revoked:
             ledger.record(
                 session,
                 card,
-                event="revoked",
-                new_status=CardStatus.REVOKED,
+                event=EventKind.REVOKED,
                 actor=actor,
                 office=person.hukou_office,
                 at=now,

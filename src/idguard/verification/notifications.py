@@ -38,14 +38,14 @@ from sqlalchemy.orm import Session
 
 from idguard.core.clock import today_cst
 from idguard.db.paging import Page, newest_first
-from idguard.registry.lifecycle import effective_status
+from idguard.registry.lifecycle import EventKind, effective_status
 from idguard.registry.models import Card, LedgerEvent
 from idguard.verification.models import Watch, WebhookCursor, WebhookDelivery
 from idguard.verification.runtime.checklog import MAX_UNWRITTEN_SECONDS
 from idguard.verification.runtime.follower import IndexFollower
 
 # Events that matter to a unit even though the status did not change (see the module docstring).
-ALWAYS_NOTIFY = ("superseded", "loss_report_cancelled")
+ALWAYS_NOTIFY = (EventKind.SUPERSEDED, EventKind.LOSS_REPORT_CANCELLED)
 # The check log's bound plus a margin for a follower that is a few polls behind.
 SETTLE_SECONDS = MAX_UNWRITTEN_SECONDS + 1.0
 
@@ -61,7 +61,7 @@ class Notification:
     cursor: int  # the ledger seq
     check_id: uuid.UUID  # the unit's own check that started the watch
     status: str  # the card's status right after the event, as verification would answer it
-    event: str
+    event: EventKind
     at: dt.datetime
 
     def as_dict(self) -> dict[str, object]:

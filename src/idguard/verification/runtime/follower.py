@@ -8,7 +8,7 @@ upserted; if the units version moved, the key ring is reloaded.
 
 Why polling and not LISTEN/NOTIFY: it works the same on SQLite and PostgreSQL, one cheap
 indexed query per interval per worker, and the bound it gives (one interval plus a query) is
-well inside the 100 ms target — see bench/verify.py for the measured propagation. Committed order
+well inside the 100 ms target — see bench/verify/ for the measured propagation. Committed order
 equals sequence order (registry/ledger.py), so reading `seq > last` never skips an event.
 
 If the database becomes unreachable the index keeps answering; `age` says how long it has been
