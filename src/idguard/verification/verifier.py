@@ -26,7 +26,7 @@ from idguard.core.ratelimit import RateLimiter
 from idguard.registry.models import Card
 from idguard.verification.index import CardIndex, Reason, Result
 from idguard.verification.notifications import NotificationHorizon
-from idguard.verification.runtime.checklog import CheckEntry, CheckLog, new_entry
+from idguard.verification.runtime.checklog import CheckEntry, CheckLog
 from idguard.verification.runtime.follower import IndexFollower
 from idguard.verification.runtime.keyring import KeyRing, UnitView
 from idguard.verification.runtime.webhooks import WebhookDispatcher
@@ -172,7 +172,6 @@ class Verifier:
         answers: list[str] = []
         entries: list[CheckEntry] = []
         answer, record = answers.append, entries.append
-        new, entry = tuple.__new__, CheckEntry  # new_entry, without a call per check
         for (id_number, name, issued_on, expires_on, purpose, operator, chip_serial, watch), check_id in zip(
             items, check_ids(len(items)), strict=True
         ):
@@ -187,12 +186,7 @@ class Verifier:
                 why = _REASONS[reason]
                 answer(f'{{"result":"invalid","check_id":"{check_id}{at_end},"reason":"{why}"}}')
                 outcome, watch_on = "invalid", issued_on if watch else None
-            record(
-                new(
-                    entry,
-                    (check_id, code, operator, purpose, now, outcome, why, id_number, watch_on, seq, None),
-                )
-            )
+            record((check_id, code, operator, purpose, now, outcome, why, id_number, watch_on, seq, None))
         self.log.append(entries)
         return answers
 
@@ -227,20 +221,18 @@ class Verifier:
             answers.append(answer)
             watch = q.watch and result is not Result.MISMATCH
             entries.append(
-                new_entry(
-                    (
-                        check_id,
-                        unit.code,
-                        q.operator,
-                        q.purpose,
-                        now,
-                        result.value,
-                        why_not,
-                        q.id_number,
-                        q.issued_on if watch else None,
-                        seq,
-                        match,
-                    )
+                (
+                    check_id,
+                    unit.code,
+                    q.operator,
+                    q.purpose,
+                    now,
+                    result.value,
+                    why_not,
+                    q.id_number,
+                    q.issued_on if watch else None,
+                    seq,
+                    match,
                 )
             )
         self.log.append(entries)

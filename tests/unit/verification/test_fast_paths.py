@@ -427,3 +427,13 @@ def test_index_answers_as_before_inlining(facts: list[CardFacts], queries: list[
         assert index.check(number, name, issued_on, expires_on, today, chip) == loop_before_inlining(
             index, number, name, issued_on, expires_on, today, chip
         )
+
+
+def test_every_field_of_a_check_entry_is_named_in_order() -> None:
+    import typing
+
+    from idguard.verification.runtime.checklog import CHECK_FIELDS, WATCH_ON, CheckEntry
+
+    assert len(CHECK_FIELDS) == len(typing.get_args(CheckEntry)) == 11
+    assert len(set(CHECK_FIELDS)) == len(CHECK_FIELDS)
+    assert typing.get_args(CheckEntry)[WATCH_ON] == (dt.date | None)
