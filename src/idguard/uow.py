@@ -100,10 +100,12 @@ class UnitOfWork:
         status: int,
         idempotency: Idempotency | None,
         refusal_body: RefusalBody,
+        stored: Callable[[str], str] | None = None,
     ) -> Answer:
         """Run a write whose answer is `fn`'s JSON text and commit it. Under an Idempotency-Key,
         a repeat of the same request gets the stored answer (`replayed`), a different request
-        under the same key an error naming the header."""
+        under the same key an error naming the header. `stored` turns the answer into what is
+        kept for a replay: a secret shown once (an API key) is never kept."""
         if idempotency is None:
             body = self._call(fn, None, refusal_body)
             self._commit()
@@ -130,10 +132,11 @@ class UnitOfWork:
             if replay is not None:
                 return replay
             raise
-        record.body = self._call(fn, idempotency, refusal_body)
+        body = self._call(fn, idempotency, refusal_body)
+        record.body = stored(body) if stored is not None else body
         record.status_code = status
         self._commit()
-        return Answer(record.body, status)
+        return Answer(body, status)
 
     def _call(self, fn: Callable[[], str], idempotency: Idempotency | None, refusal_body: RefusalBody) -> str:
         try:
@@ -173,7 +176,12 @@ class UnitOfWork:
         )
         if stored is None:
             return None
-        if stored.request_hash != idempotency.request_hash:
+        # End the read's transaction before answering: on SQLite it holds the write lock, and
+        # whatever the caller does next (a worker refreshing its keys) must not wait for it.
+        answer = Answer(stored.body, stored.status_code, replayed=True)
+        same_request = stored.request_hash == idempotency.request_hash
+        self.session.rollback()
+        if not same_request:
             raise InvalidField(IDEMPOTENCY_HEADER, "this Idempotency-Key was used for a different request")
         # A stored error is a recorded refusal, replayed as it was answered.
-        return Answer(stored.body, stored.status_code, replayed=True)
+        return answer

@@ -199,8 +199,16 @@ class UnitOut(BaseModel):
 
 class UnitKeyOut(BaseModel):
     unit: UnitOut
-    api_key: str = Field(description="shown once: store it now, it cannot be shown again")
-    webhook_secret: str = Field(description="signs webhook deliveries (HMAC-SHA256)")
+    api_key: str | None = Field(
+        description="shown once: store it now, it cannot be shown again (null when a retry under the "
+        "same Idempotency-Key replays this answer: the key is never stored; rotate to get a new one)"
+    )
+    webhook_secret: str | None = Field(
+        description="signs webhook deliveries (HMAC-SHA256); null in a replay, like the key"
+    )
+    notice: str | None = Field(
+        default=None, description="in a replay only: why the secrets are null and how to get new ones"
+    )
 
 
 class RotateIn(BaseModel):

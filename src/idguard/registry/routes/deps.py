@@ -4,6 +4,7 @@ staff request's unit of work (idguard.uow) with its Idempotency-Key."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
@@ -64,10 +65,19 @@ class Tx:
         return self.uow.read(fn)
 
     def write(
-        self, fn: Callable[[], BaseModel], *, body: BaseModel | None, status_code: int = 201
+        self,
+        fn: Callable[[], BaseModel],
+        *,
+        body: BaseModel | None,
+        status_code: int = 201,
+        shown_once: tuple[str, ...] = (),
+        notice: str | None = None,
     ) -> Response:
         """Run a write and commit it once; a retry under the same Idempotency-Key (same member of
-        staff, same method, path and body) gets the first answer again and changes nothing."""
+        staff, same method, path and body) gets the first answer again and changes nothing.
+
+        `shown_once` names answer fields holding secrets (an API key): they are in the answer but
+        never stored, so a replay answers them null, with `notice` saying what to do instead."""
         key = self.request.headers.get(IDEMPOTENCY_HEADER)
         idempotency = None
         if key is not None:
@@ -80,8 +90,21 @@ class Tx:
             status=status_code,
             idempotency=idempotency,
             refusal_body=refusal_json,
+            stored=_without(shown_once, notice) if shown_once else None,
         )
         return respond(answer)
+
+
+def _without(fields: tuple[str, ...], notice: str | None) -> Callable[[str], str]:
+    def keep(answer: str) -> str:
+        kept = json.loads(answer)
+        for name in fields:
+            kept[name] = None
+        if notice is not None:
+            kept["notice"] = notice
+        return json.dumps(kept, separators=(",", ":"), ensure_ascii=False)
+
+    return keep
 
 
 TxDep = Annotated[Tx, Depends()]

@@ -31,6 +31,17 @@ def _out(unit: Unit) -> UnitOut:
     )
 
 
+SECRETS = ("api_key", "webhook_secret")
+
+
+def _replay_notice(code: str) -> str:
+    return (
+        "the API key and webhook secret were shown once, in the first answer to this request, and "
+        f"are not stored; if that answer was lost, rotate the key: POST /api/v1/units/{code}/keys/rotate "
+        "(with a new Idempotency-Key) answers a new key and the webhook secret"
+    )
+
+
 def _refresh_keys(tx: TxDep) -> None:
     # This worker applies the change at once; the others within one ledger poll.
     get_verifier(tx.request).follower.poll()
@@ -59,7 +70,7 @@ def onboard(body: UnitIn, tx: TxDep) -> Response:
             unit=_out(issued.unit), api_key=issued.api_key, webhook_secret=issued.webhook_secret
         )
 
-    response = tx.write(run, body=body)
+    response = tx.write(run, body=body, shown_once=SECRETS, notice=_replay_notice(body.code))
     _refresh_keys(tx)
     return response
 
@@ -83,7 +94,7 @@ def rotate(code: str, body: RotateIn, tx: TxDep) -> Response:
             unit=_out(issued.unit), api_key=issued.api_key, webhook_secret=issued.webhook_secret
         )
 
-    response = tx.write(run, body=body)
+    response = tx.write(run, body=body, shown_once=SECRETS, notice=_replay_notice(code))
     _refresh_keys(tx)
     return response
 
