@@ -11,24 +11,33 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 
 
 class RateLimiter:
-    def __init__(self, workers: int = 1) -> None:
+    def __init__(self, workers: int = 1, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.workers = max(1, workers)
-        self._buckets: dict[str, tuple[float, float]] = {}  # unit -> (tokens, last refill time)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last refill time)
         self._lock = threading.Lock()
 
     def take(self, key: str, rate_limit: float, n: int = 1, *, burst: float | None = None) -> float:
         """Take `n` tokens from `key`'s bucket; return 0 when allowed, else the seconds to wait."""
+        return self._bucket(key, rate_limit, n, burst, consume=True)
+
+    def peek(self, key: str, rate_limit: float, n: int = 1, *, burst: float | None = None) -> float:
+        """As `take`, without taking: 0 when `n` tokens are there, else the seconds to wait."""
+        return self._bucket(key, rate_limit, n, burst, consume=False)
+
+    def _bucket(self, key: str, rate_limit: float, n: int, burst: float | None, *, consume: bool) -> float:
         rate = max(rate_limit / self.workers, 1e-9)
         capacity = max(rate if burst is None else burst / self.workers, float(n))
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
             tokens, last = self._buckets.get(key, (capacity, now))
             tokens = min(capacity, tokens + (now - last) * rate)
             if tokens >= n:
-                self._buckets[key] = (tokens - n, now)
+                self._buckets[key] = (tokens - n if consume else tokens, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
             return max(0.001, (n - tokens) / rate)

@@ -2,8 +2,11 @@ import datetime as dt
 
 import httpx2 as httpx
 import jwt
+import pytest
 from fastapi.testclient import TestClient
 
+from idguard.core.ratelimit import RateLimiter
+from idguard.registry.routes import auth as auth_routes
 from tests.factories import PASSWORD, SECRET, auth
 from tests.functional.conftest import Counter, assert_problem
 
@@ -94,3 +97,58 @@ def test_login_attempts_are_throttled_per_account(counter: Counter) -> None:
     assert_problem(r, 429, says="this account")
     assert int(r.headers["Retry-After"]) >= 1
     assert attempt("clerk_b", PASSWORD).status_code == 200  # another account is not affected
+
+
+def _from(counter: Counter, address: str) -> TestClient:
+    """A client at another address (same app, same buckets)."""
+    return TestClient(counter.client.app, client=(address, 40000))
+
+
+@pytest.fixture
+def frozen_throttle(counter: Counter, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Buckets that do not refill while a test runs, however slow the machine (no wall clock)."""
+    monkeypatch.setattr(counter.client.app.state, "throttle", RateLimiter(1, clock=lambda: 0.0))  # type: ignore[attr-defined]
+
+
+@pytest.mark.usefixtures("frozen_throttle")
+def test_a_guesser_slows_itself_not_the_accounts_owner(counter: Counter) -> None:
+    """Issue 9, item 8: one address hammering a clerk's account with wrong passwords is refused
+    before any password is checked; the clerk signs in from another address at the first try."""
+    attacker = _from(counter, "203.0.113.7")
+    statuses = [
+        attacker.post("/api/v1/auth/token", json={"username": "clerk_a", "password": "guess"}).status_code
+        for _ in range(30)
+    ]
+    assert statuses[:10] == [401] * 10
+    assert set(statuses[10:]) == {429}
+    owner = _from(counter, "198.51.100.20")
+    r = owner.post("/api/v1/auth/token", json={"username": "clerk_a", "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    # and the owner's successful sign-ins are never counted against anyone
+    for _ in range(15):
+        assert (
+            owner.post("/api/v1/auth/token", json={"username": "clerk_a", "password": PASSWORD}).status_code
+            == 200
+        )
+
+
+@pytest.mark.usefixtures("frozen_throttle")
+def test_guesses_spread_over_many_addresses_stop_at_the_account(
+    counter: Counter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth_routes, "LOGIN_BURST", 2)  # 20 failures per account, 2 per address pair
+    for i in range(20):
+        r = _from(counter, f"192.0.2.{i}").post(
+            "/api/v1/auth/token", json={"username": "clerk_a", "password": "guess"}
+        )
+        assert r.status_code == 401, (i, r.text)
+    r = _from(counter, "192.0.2.200").post(
+        "/api/v1/auth/token", json={"username": "clerk_a", "password": PASSWORD}
+    )
+    assert_problem(r, 429, says="for this account")
+    assert (
+        _from(counter, "192.0.2.201")
+        .post("/api/v1/auth/token", json={"username": "clerk_b", "password": PASSWORD})
+        .status_code
+        == 200
+    )

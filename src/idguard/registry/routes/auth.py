@@ -7,15 +7,16 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from idguard.api.deps import SessionDep, client_address, get_settings, throttle
+from idguard.api.deps import SessionDep, client_address, get_settings
 from idguard.api.schemas import problem_responses
 from idguard.core.errors import InvalidField
+from idguard.core.ratelimit import RateLimiter
 from idguard.registry.schemas import TokenIn, TokenOut
 from idguard.registry.staff import authenticate, issue_token
 
 router = APIRouter(prefix="/api/v1/auth", tags=["auth"])
-LOGIN_BURST = 10  # attempts at once per account (50 per client address)
-LOGIN_PER_MINUTE = 2.0  # then refilled at this rate (10 per minute per address)
+LOGIN_BURST = 10  # failed sign-ins at once per account and address (50 per address, 100 per account)
+LOGIN_PER_MINUTE = 2.0  # then refilled at this rate (10 per minute per address, 20 per account)
 
 _BODY_DOC = {
     "requestBody": {
@@ -54,26 +55,43 @@ async def token(request: Request, session: SessionDep) -> TokenOut:
         raise InvalidField(str(first["loc"][0]) if first["loc"] else "body", first["msg"]) from None
     except ValueError:
         raise InvalidField("body", "send username and password as JSON or as a form") from None
-    # Per account and per client address: a slow trickle of guesses at most, whoever sends them.
-    throttle(
-        request,
-        f"login-account:{credentials.username}",
-        per_minute=LOGIN_PER_MINUTE,
-        burst=LOGIN_BURST,
-        what="login attempts for this account",
+    # Failed sign-ins are counted per (account, address), per address, and per account. A guesser
+    # empties the buckets of the addresses it uses and is refused there before any password is
+    # checked; the account's owner, signing in from another address, is not slowed by it. The
+    # per-account bucket (counting only failures that reached the password check) stops a guesser
+    # spread over many addresses. Only failures take tokens: a clerk who signs in is never counted.
+    limiter: RateLimiter = request.app.state.throttle
+    address = client_address(request)
+    buckets = (
+        (
+            f"login:{credentials.username}:{address}",
+            LOGIN_PER_MINUTE,
+            LOGIN_BURST,
+            "for this account from this address",
+        ),
+        (f"login-address:{address}", LOGIN_PER_MINUTE * 5, LOGIN_BURST * 5, "from this address"),
+        (
+            f"login-account:{credentials.username}",
+            LOGIN_PER_MINUTE * 10,
+            LOGIN_BURST * 10,
+            "for this account",
+        ),
     )
-    throttle(
-        request,
-        f"login-address:{client_address(request)}",
-        per_minute=LOGIN_PER_MINUTE * 5,
-        burst=LOGIN_BURST * 5,
-        what="login attempts from this address",
-    )
+    for key, per_minute, burst, where in buckets:
+        wait = limiter.peek(key, per_minute / 60.0, burst=burst)
+        if wait:
+            raise HTTPException(
+                429,
+                f"too many failed sign-ins {where}; retry later",
+                headers={"Retry-After": limiter.retry_after_header(wait)},
+            )
     # argon2 takes tens of milliseconds of CPU: keep it off the event loop.
     staff = await run_in_threadpool(
         authenticate, session, username=credentials.username, password=credentials.password
     )
     if staff is None:
+        for key, per_minute, burst, _ in buckets:
+            limiter.take(key, per_minute / 60.0, burst=burst)
         raise HTTPException(401, "wrong username or password", headers={"WWW-Authenticate": "Bearer"})
     settings = get_settings(request)
     # Token expiry is checked by PyJWT against the wall clock, so it is issued by the wall clock too.
