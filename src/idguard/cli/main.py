@@ -228,6 +228,33 @@ def _print_fingerprint_holders(engine: sa.Engine) -> None:
     console.print("  idguard demo fingerprint ID_NUMBER --finger 1 --impression 1")
 
 
+def _print_test_cards(engine: sa.Engine, settings: Settings, base: str) -> None:
+    """The demo unit's key and one demo card per answer, ready for a first check."""
+    import json
+
+    from idguard.core.clock import today_cst
+    from idguard.demo.testcards import CATEGORIES, EXPECTED, demo_card, demo_unit_key
+
+    with uow.transaction(make_sessionmaker(engine)) as session:
+        key = demo_unit_key(session, now=_now(), secret_key=settings.secret_key)
+    console.print(f"demo unit DEMO-BANK, API key (new at every start): {key}")
+    console.print("demo cards, one per answer (the body a bank sends to POST /api/v1/verify):")
+    with make_sessionmaker(engine)() as session:
+        for category in CATEGORIES:
+            body = demo_card(session, category, today=today_cst(_now()))
+            if body is not None:
+                result, reason = EXPECTED[category]
+                answer = result + (f" ({reason})" if reason else "")
+                console.print(f"  {category:<18} → {answer}", soft_wrap=True)
+                typer.echo(f"    {json.dumps(body, ensure_ascii=False)}")
+    console.print(
+        f"  try one: curl -s -X POST {base}/api/v1/verify -H 'Authorization: Bearer {key}' "
+        "-H 'Content-Type: application/json' -d \"$(idguard demo card valid)\"",
+        soft_wrap=True,
+        markup=False,
+    )
+
+
 @demo_app.command(
     "fingerprint",
     help="Print a new live capture of a demo person's finger: a base64 ISO/IEC 19794-2 record, as a "
@@ -263,6 +290,44 @@ def demo_fingerprint(
     if impression < 1:
         raise _fail(f"--impression {impression}: live captures are numbered from 1 (0 is the enrolled one)")
     typer.echo(live_sample(number, finger, impression))
+
+
+@demo_app.command(
+    "card",
+    help="Print the JSON a bank sends to POST /api/v1/verify for a demo card that answers CATEGORY: "
+    "valid, reported_lost, reported_stolen, superseded, expired, revoked or with_fingerprints. "
+    "Demo data only (the loaded demo population).",
+)
+def demo_card_command(
+    category: Annotated[str, typer.Argument(help="which answer the card gets")] = "valid",
+) -> None:
+    """One demo card per answer, so a first check is a copy-paste (docs/integration.md)."""
+    import json
+
+    from idguard.core.clock import today_cst
+    from idguard.demo.testcards import CATEGORIES, demo_card
+
+    if category not in CATEGORIES:
+        raise _fail(f"CATEGORY {category!r}: one of {', '.join(CATEGORIES)}")
+    with _database(Settings()) as engine, make_sessionmaker(engine)() as session:
+        body = demo_card(session, category, today=today_cst(_now()))
+    if body is None:
+        raise _fail(f"the demo data holds no {category} card: load it with `idguard demo` (or `make run`)")
+    typer.echo(json.dumps(body, ensure_ascii=False))
+
+
+@demo_app.command(
+    "unit-key",
+    help="Print a working API key of the demo unit DEMO-BANK (onboarded on first use; otherwise its "
+    "key is rotated, and earlier demo keys stop). For trying the API on demo data only.",
+)
+def demo_unit_key_command() -> None:
+    from idguard.demo.testcards import demo_unit_key
+
+    settings = Settings()
+    with _transaction(settings) as session:
+        key = demo_unit_key(session, now=_now(), secret_key=settings.secret_key)
+    typer.echo(key)
 
 
 @fingerprints_app.command(
@@ -355,15 +420,17 @@ def fingerprints_calibrate(
     )
 
 
-@app.command("run-dev", hidden=True)
+@app.command("run-dev")
 def run_dev(
-    citizens: Annotated[int, typer.Option()] = 20_000,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
-    fingerprint_persons: Annotated[int | None, typer.Option()] = None,
+    citizens: Annotated[int, typer.Option(help="demo citizens to load into an empty database")] = 20_000,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    fingerprint_persons: Annotated[
+        int | None, typer.Option(help="demo persons with registered fingers (default 100)")
+    ] = None,
 ) -> None:
-    """What `make run` does: migrate, load demo data if empty, print credentials and a few demo
-    id numbers with registered fingerprints, serve."""
+    """What `make run` does: migrate, load demo data if the database is empty, print the demo staff
+    accounts, a demo unit's key and one demo card per answer, and serve."""
     from idguard.biometrics.fingerprints import Biometrics
     from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, DEMO_CREDENTIALS, load_demo
 
@@ -388,6 +455,7 @@ def run_dev(
     for username, password, role, office in DEMO_CREDENTIALS:
         console.print(f"  {username} / {password} / {role}" + (f" at office {office}" if office else ""))
     _print_fingerprint_holders(engine)
+    _print_test_cards(engine, settings, f"http://{host}:{port}")
     console.print(f"API docs: http://{host}:{port}/api/v1/docs")
     engine.dispose()
     serve(host=host, port=port, workers=1)
