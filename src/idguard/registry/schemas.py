@@ -358,6 +358,13 @@ class FoundCardOut(BaseModel):
         )
 
 
+class HeldLookupIn(Strict):
+    """What a citizen types to ask whether their card was handed in."""
+
+    id_number: IdNumberStr
+    name: Name
+
+
 class HeldLookupOut(BaseModel):
     held: bool
     office: str | None = Field(default=None, description="where to collect it, when held")

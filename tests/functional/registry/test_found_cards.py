@@ -122,3 +122,25 @@ def test_public_lookup_is_throttled_per_address(counter: Counter) -> None:
     assert [r.status_code for r in answers[:20]] == [200] * 20
     assert_problem(answers[20], 429, says="lookups")
     assert int(answers[20].headers["Retry-After"]) >= 1
+
+
+def test_the_lookup_by_post_keeps_number_and_name_out_of_the_url(counter: Counter) -> None:
+    """Issue 9, item 7: URLs land in access logs; the POST lookup answers the same as the
+    (deprecated) GET, and they share one limit per address."""
+    number = counter.person(name="钱七")
+    card = counter.card(number)
+    counter.report(card)
+    assert hand_in(counter, card).status_code == 201
+    by_post = counter.client.post("/api/v1/found-cards/lookup", json={"id_number": number, "name": "钱七"})
+    assert by_post.status_code == 200, by_post.text
+    assert by_post.json()["held"] is True
+    assert by_post.json()["office"] == OFFICE_A
+    by_get = counter.client.get("/api/v1/found-cards/lookup", params={"id_number": number, "name": "钱七"})
+    assert by_get.json() == by_post.json()
+    wrong = counter.client.post("/api/v1/found-cards/lookup", json={"id_number": number, "name": "别人"})
+    assert wrong.json() == {"held": False, "office": None, "office_name": None}
+    assert_problem(
+        counter.client.post("/api/v1/found-cards/lookup", json={"id_number": number}), 422, field="name"
+    )
+    spec = counter.client.get("/api/v1/openapi.json").json()
+    assert spec["paths"]["/api/v1/found-cards/lookup"]["get"]["deprecated"] is True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from idguard.api.deps import SessionDep, client_address, get_clock, throttle
@@ -12,7 +13,14 @@ from idguard.api.schemas import STAFF_WRITE_ERRORS, IdNumberStr, Name, problem_r
 from idguard.core.errors import InvalidField
 from idguard.registry import found_cards
 from idguard.registry.routes.deps import BiometricsDep, TxDep
-from idguard.registry.schemas import DestroyIn, FoundCardIn, FoundCardOut, HeldLookupOut, ReturnIn
+from idguard.registry.schemas import (
+    DestroyIn,
+    FoundCardIn,
+    FoundCardOut,
+    HeldLookupIn,
+    HeldLookupOut,
+    ReturnIn,
+)
 
 router = APIRouter(prefix="/api/v1/found-cards", tags=["lost and found"])
 LOOKUP_BURST = 20  # lookups at once per client address
@@ -89,20 +97,38 @@ def destroy(found_no: str, body: DestroyIn, tx: TxDep) -> Response:
     return tx.write(run, body=body, status_code=200)
 
 
-@router.get(
+@router.post(
     "/lookup",
     response_model=HeldLookupOut,
     responses={**problem_responses(422), 429: {"description": "too many lookups; see Retry-After"}},
 )
-def lookup(
+def lookup(request: Request, session: SessionDep, body: HeldLookupIn) -> HeldLookupOut:
+    """For citizens, no login: is a card of mine held at a police office? Send the id number and
+    the name; answers only when the name matches the registry, and says only where to collect
+    it. Limited per client address (429 with Retry-After), so it cannot be used to guess who
+    holds which number. A POST, so that neither the number nor the name is in any URL (URLs
+    land in access logs and browser histories)."""
+    return _lookup(request, session, body.id_number, body.name)
+
+
+@router.get(
+    "/lookup",
+    response_model=HeldLookupOut,
+    responses={**problem_responses(422), 429: {"description": "too many lookups; see Retry-After"}},
+    deprecated=True,
+)
+def lookup_by_query(
     request: Request,
     session: SessionDep,
     id_number: Annotated[IdNumberStr, Query()],
     name: Annotated[Name, Query()],
 ) -> HeldLookupOut:
-    """For citizens, no login: is a card of mine held at a police office? Answers only when the
-    name matches the registry, and says only where to collect it. Limited per client address
-    (429 with Retry-After), so it cannot be used to guess who holds which number."""
+    """Deprecated: use `POST /api/v1/found-cards/lookup`, which keeps the number and the name out
+    of URLs. Same answer and the same limit (they share it)."""
+    return _lookup(request, session, id_number, name)
+
+
+def _lookup(request: Request, session: Session, id_number: str, name: str) -> HeldLookupOut:
     throttle(
         request,
         f"lookup:{client_address(request)}",
