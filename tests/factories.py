@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from idguard.config import Environment, Settings
 from idguard.core.grants import Actor, Role
 from idguard.core.idnumber import check_character
 from idguard.registry.models import Office, Staff
@@ -16,6 +17,8 @@ from idguard.registry.staff import _hasher, issue_token
 
 NOW = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)  # 10:00 in Beijing
 SECRET = "test-secret-key-0123456789abcdef"
+# What the service signs staff tokens with, given SECRET (config.Settings.token_key).
+TOKEN_KEY = Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET).token_key
 PASSWORD = "correct horse battery"
 
 _sequence = itertools.count(1)
@@ -89,7 +92,7 @@ def token(username: str) -> str:
     spec = next(s for s in STAFF if s.username == username)
     staff = Staff(id=spec.id, username=spec.username, role=spec.role, office_code=spec.office)
     # JWT expiry is checked against the real clock, not the test clock.
-    return issue_token(staff, secret=SECRET, now=dt.datetime.now(dt.UTC), ttl_seconds=3600)
+    return issue_token(staff, secret=TOKEN_KEY, now=dt.datetime.now(dt.UTC), ttl_seconds=3600)
 
 
 def auth(username: str) -> dict[str, str]:

@@ -7,9 +7,13 @@ import binascii
 import re
 from enum import StrEnum
 from functools import cached_property
+from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 
@@ -54,6 +58,11 @@ class Settings(BaseSettings):
     env: Environment = Environment.DEVELOPMENT
     database_url: str = "sqlite:///idguard.db"
     secret_key: str = Field(default=DEVELOPMENT_SECRET, min_length=16)
+    # Keys derived from secret_key for one job each (HKDF); either may be pinned on its own.
+    token_key_override: SecretStr | None = Field(default=None, alias="IDGUARD_TOKEN_KEY", min_length=16)
+    check_hash_key_override: SecretStr | None = Field(
+        default=None, alias="IDGUARD_CHECK_HASH_KEY", min_length=16
+    )
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     # Server worker processes: each holds its own verification index; rate limits are divided.
     workers: int = Field(default=1, ge=1, le=64)
@@ -69,6 +78,13 @@ class Settings(BaseSettings):
     # `idguard fingerprints calibrate --fmr 0.001` computes the threshold for another rate.
     # The matcher's calibrated default (biometrics.matching.DEFAULT_THRESHOLD; a test keeps them equal).
     fingerprint_threshold: float = Field(default=0.0643, gt=0.0, lt=1.0)
+    # The check log's journal (docs/checklog.md): a local directory where every answered check is
+    # synced before its answer leaves, and which a worker replays into the database when it starts.
+    # Unset: beside the SQLite file (`idguard.db-checklog/`), or `idguard-checklog/` in the working
+    # directory with PostgreSQL. `checklog_journal=false` turns the journal off (answered checks
+    # are then only in memory until written): for comparisons only, never in production.
+    checklog_dir: Path | None = None
+    checklog_journal: bool = True
 
     @model_validator(mode="after")
     def _no_default_secret_outside_development(self) -> Settings:
@@ -80,6 +96,49 @@ class Settings(BaseSettings):
             parse_template_keys(self.template_keys.get_secret_value())  # fail at start, not at first use
         return self
 
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key for one purpose, derived from secret_key with HKDF-SHA256 and the
+        purpose as its label: each job has its own key, and no key reveals another."""
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=f"idguard/{purpose}/v1".encode()
+        ).derive(self.secret_key.encode())
+
+    @cached_property
+    def token_key(self) -> str:
+        """Signs staff tokens. Set IDGUARD_TOKEN_KEY to rotate it alone (every token signed with the
+        old one stops; nothing else changes)."""
+        if self.token_key_override is not None:
+            return self.token_key_override.get_secret_value()
+        return self.derived_key("staff-token").hex()
+
+    @cached_property
+    def check_hash_key(self) -> str:
+        """Keys the hash of the id number in the check log (a citizen finds their own checks by it).
+        Changing it orphans every check recorded before: pin IDGUARD_CHECK_HASH_KEY to its current
+        value before changing secret_key."""
+        if self.check_hash_key_override is not None:
+            return self.check_hash_key_override.get_secret_value()
+        return self.derived_key("check-log-hash").hex()
+
+    @cached_property
+    def idempotency_key(self) -> bytes:
+        """Seals the stored answers of idempotent writes (idguard.uow)."""
+        return self.derived_key("idempotency")
+
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def checklog_journal_dir(self) -> Path | None:
+        """Where the check log's journal lives; None when it is off (or the database is in memory)."""
+        if not self.checklog_journal:
+            return None
+        if self.checklog_dir is not None:
+            return self.checklog_dir
+        if not self.is_sqlite:
+            return Path("idguard-checklog")
+        database = make_url(self.database_url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database + "-checklog")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,7 +29,8 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard.core.errors import InvalidField, RecordedRefusal, RuleViolation
+from idguard.core.errors import InvalidField, RecordedRefusal, RuleViolation, Unavailable
+from idguard.core.sealing import Sealer, SealError
 from idguard.db.common import IdempotencyRecord
 
 T = TypeVar("T")
@@ -80,12 +82,28 @@ class Answer:
 RefusalBody = Callable[[RecordedRefusal], str]
 
 
-class UnitOfWork:
-    """The unit of work of one request or command: run a use-case on `session`, commit once."""
+# A stored answer is replayed for this long; older ones are purged (a retry after it acts anew).
+IDEMPOTENCY_TTL = dt.timedelta(hours=24)
+PURGE_EVERY_SECONDS = 300.0  # per process, right after a write, in a transaction of its own
+_next_purge = 0.0
 
-    def __init__(self, session: Session, now: dt.datetime) -> None:
+
+def purge_expired(session: Session, now: dt.datetime) -> int:
+    """Delete the stored answers older than IDEMPOTENCY_TTL; return how many (the caller commits)."""
+    result = session.execute(
+        sa.delete(IdempotencyRecord).where(IdempotencyRecord.created_at < now - IDEMPOTENCY_TTL)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class UnitOfWork:
+    """The unit of work of one request or command: run a use-case on `session`, commit once.
+    Stored answers are sealed with `sealer` (they hold personal data: names, addresses)."""
+
+    def __init__(self, session: Session, now: dt.datetime, sealer: Sealer) -> None:
         self.session = session
         self.now = now
+        self.sealer = sealer
 
     def read(self, fn: Callable[[], T]) -> T:
         """Run a read and commit its audit entries with it."""
@@ -133,10 +151,22 @@ class UnitOfWork:
                 return replay
             raise
         body = self._call(fn, idempotency, refusal_body)
-        record.body = stored(body) if stored is not None else body
+        record.body = self._seal(idempotency, stored(body) if stored is not None else body)
         record.status_code = status
         self._commit()
+        self._purge_now_and_then()
         return Answer(body, status)
+
+    def _seal(self, idempotency: Idempotency, body: str) -> str:
+        return self.sealer.seal(body, context=f"idempotency/{idempotency.principal}/{idempotency.key}")
+
+    def _purge_now_and_then(self) -> None:
+        global _next_purge
+        if time.monotonic() < _next_purge:
+            return
+        _next_purge = time.monotonic() + PURGE_EVERY_SECONDS
+        purge_expired(self.session, self.now)
+        self.session.commit()
 
     def _call(self, fn: Callable[[], str], idempotency: Idempotency | None, refusal_body: RefusalBody) -> str:
         try:
@@ -154,7 +184,7 @@ class UnitOfWork:
                         key=idempotency.key,
                         request_hash=idempotency.request_hash,
                         status_code=refusal.status,
-                        body=refusal_body(refusal),
+                        body=self._seal(idempotency, refusal_body(refusal)),
                         created_at=self.now,
                     )
                 )
@@ -176,12 +206,28 @@ class UnitOfWork:
         )
         if stored is None:
             return None
+        if stored.created_at < self.now - IDEMPOTENCY_TTL:  # expired, not yet purged: act anew
+            self.session.delete(stored)
+            self.session.flush()
+            return None
         # End the read's transaction before answering: on SQLite it holds the write lock, and
         # whatever the caller does next (a worker refreshing its keys) must not wait for it.
-        answer = Answer(stored.body, stored.status_code, replayed=True)
         same_request = stored.request_hash == idempotency.request_hash
+        body = self._open(idempotency, stored.body) if same_request else ""
+        answer = Answer(body, stored.status_code, replayed=True)
         self.session.rollback()
         if not same_request:
             raise InvalidField(IDEMPOTENCY_HEADER, "this Idempotency-Key was used for a different request")
         # A stored error is a recorded refusal, replayed as it was answered.
         return answer
+
+    def _open(self, idempotency: Idempotency, sealed: str) -> str:
+        try:
+            return self.sealer.open(sealed, context=f"idempotency/{idempotency.principal}/{idempotency.key}")
+        except SealError:
+            # Sealed under another secret (it was changed) or altered: nothing trustworthy to
+            # replay, and acting again could do the work twice. Refuse, loudly.
+            raise Unavailable(
+                "the stored answer of this Idempotency-Key cannot be read; use a new key after "
+                "checking whether the first request took effect"
+            ) from None

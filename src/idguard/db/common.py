@@ -25,7 +25,8 @@ class AuditEntry(Base):
 
 
 class IdempotencyRecord(Base):
-    """The first successful answer to a write sent with an Idempotency-Key, kept for retries."""
+    """The first answer to a write sent with an Idempotency-Key, kept for retries: sealed
+    (`body` is AES-GCM, idguard.uow) and purged after IDEMPOTENCY_TTL."""
 
     __tablename__ = "idempotency_keys"
     principal: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -33,4 +34,4 @@ class IdempotencyRecord(Base):
     request_hash: Mapped[str] = mapped_column(sa.String(64))
     status_code: Mapped[int]
     body: Mapped[str] = mapped_column(sa.Text)
-    created_at: Mapped[dt.datetime]
+    created_at: Mapped[dt.datetime] = mapped_column(index=True)  # purged after uow.IDEMPOTENCY_TTL

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from idguard.core.ratelimit import RateLimiter
 from idguard.registry.routes import auth as auth_routes
-from tests.factories import PASSWORD, SECRET, auth
+from tests.factories import PASSWORD, SECRET, TOKEN_KEY, auth
 from tests.functional.conftest import Counter, assert_problem
 
 
@@ -47,7 +47,7 @@ def test_missing_garbage_and_expired_tokens_are_401(client: TestClient) -> None:
     assert_problem(client.get(path, headers={"Authorization": "Bearer not-a-token"}), 401)
     past = int((dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)).timestamp())
     expired = jwt.encode(
-        {"sub": "00000000-0000-0000-0000-000000000004", "exp": past}, SECRET, algorithm="HS256"
+        {"sub": "00000000-0000-0000-0000-000000000004", "exp": past}, TOKEN_KEY, algorithm="HS256"
     )
     assert_problem(client.get(path, headers={"Authorization": f"Bearer {expired}"}), 401)
     forged = jwt.encode(
@@ -152,3 +152,32 @@ def test_guesses_spread_over_many_addresses_stop_at_the_account(
         .status_code
         == 200
     )
+
+
+def test_a_token_signed_with_the_service_secret_itself_is_refused(client: TestClient) -> None:
+    """Issue 9, item 11: staff tokens are signed with their own derived key, not the secret that
+    other keys (the check log's hash) are derived from."""
+    future = int((dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).timestamp())
+    claims = {"sub": "00000000-0000-0000-0000-000000000004", "exp": future, "typ": "staff"}
+    with_secret = jwt.encode(claims, SECRET, algorithm="HS256")
+    assert_problem(
+        client.get("/api/v1/persons/11010519491231002X", headers={"Authorization": f"Bearer {with_secret}"}),
+        401,
+    )
+    with_token_key = jwt.encode(claims, TOKEN_KEY, algorithm="HS256")
+    r = client.get(
+        "/api/v1/persons/11010519491231002X", headers={"Authorization": f"Bearer {with_token_key}"}
+    )
+    assert r.status_code != 401, r.text
+
+
+def test_each_job_has_its_own_key_and_the_token_key_rotates_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from idguard.config import Environment, Settings
+
+    base = Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET)
+    keys = {base.token_key, base.check_hash_key, base.secret_key}
+    assert len(keys) == 3
+    monkeypatch.setenv("IDGUARD_TOKEN_KEY", "a-new-token-key-0123456789")
+    rotated = Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET)
+    assert rotated.token_key == "a-new-token-key-0123456789"
+    assert rotated.check_hash_key == base.check_hash_key  # every citizen's check history still found

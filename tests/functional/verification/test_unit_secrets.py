@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from idguard.config import Environment, Settings
+from idguard.core.sealing import Sealer
 from idguard.db.common import IdempotencyRecord
+from tests.factories import SECRET
 from tests.functional.conftest import Counter, assert_problem
 from tests.functional.verification.test_verify import Bank, sync
 
@@ -22,8 +25,15 @@ UNIT = {
 
 
 def stored_bodies(engine: sa.Engine) -> list[str]:
+    """The stored answers, opened as the service opens them (they are sealed at rest)."""
+    sealer = Sealer(
+        Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET).idempotency_key
+    )
     with engine.connect() as conn:
-        return list(conn.scalars(sa.select(IdempotencyRecord.body)))
+        rows = conn.execute(
+            sa.select(IdempotencyRecord.principal, IdempotencyRecord.key, IdempotencyRecord.body)
+        )
+        return [sealer.open(body, context=f"idempotency/{principal}/{key}") for principal, key, body in rows]
 
 
 def onboard(counter: Counter, key: str = "onboard-icbc-bj-1", **over: Any) -> Any:

@@ -53,7 +53,7 @@ async def token(request: Request, session: SessionDep) -> TokenOut:
     except ValidationError as exc:
         first = exc.errors()[0]
         raise InvalidField(str(first["loc"][0]) if first["loc"] else "body", first["msg"]) from None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than json.loads goes
         raise InvalidField("body", "send username and password as JSON or as a form") from None
     # Failed sign-ins are counted per (account, address), per address, and per account. A guesser
     # empties the buckets of the addresses it uses and is refused there before any password is
@@ -98,7 +98,7 @@ async def token(request: Request, session: SessionDep) -> TokenOut:
     now = dt.datetime.now(dt.UTC)
     return TokenOut(
         access_token=issue_token(
-            staff, secret=settings.secret_key, now=now, ttl_seconds=settings.token_ttl_seconds
+            staff, secret=settings.token_key, now=now, ttl_seconds=settings.token_ttl_seconds
         ),
         expires_in=settings.token_ttl_seconds,
     )

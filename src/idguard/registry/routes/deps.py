@@ -17,6 +17,7 @@ from starlette.responses import Response
 from idguard.api.deps import SessionDep, bearer, get_clock, get_settings, refusal_json, respond
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.core.grants import Actor
+from idguard.core.sealing import Sealer
 from idguard.registry.staff import actor_from_token
 from idguard.uow import IDEMPOTENCY_HEADER, Idempotency, UnitOfWork
 
@@ -33,7 +34,7 @@ def current_staff(
     )
     if credentials is None:
         raise unauthorized
-    actor = actor_from_token(session, credentials.credentials, secret=get_settings(request).secret_key)
+    actor = actor_from_token(session, credentials.credentials, secret=get_settings(request).token_key)
     if actor is None:
         raise unauthorized
     return actor
@@ -58,7 +59,7 @@ class Tx:
         self.session = session
         self.actor = actor
         self.now: dt.datetime = get_clock(request).now()
-        self.uow = UnitOfWork(session, self.now)
+        self.uow = UnitOfWork(session, self.now, Sealer(get_settings(request).idempotency_key))
 
     def read(self, fn: Callable[[], T]) -> T:
         """Run a read and commit its audit entries with it."""
