@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup run test lint typecheck bench clean
+.PHONY: help setup run test test-deep lint typecheck bench clean
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,7 +31,10 @@ typecheck: $(STAMP) ## mypy strict on src/
 	$(BIN)/mypy src
 
 test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (PostgreSQL too when IDGUARD_TEST_POSTGRES_URL is set)
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest -n 2
+
+test-deep: $(STAMP) ## the property-based tests with new random draws, ten times the examples (minutes)
+	IDGUARD_TEST_DEEP=1 $(BIN)/pytest -n 2 tests/integration/test_lifecycle_machine.py tests/unit
 
 bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run baselines)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
@@ -42,4 +45,4 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python bench/fingerprint_requests.py
 
 clean: ## remove the virtualenv and local databases
-	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm
+	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm idguard.db-checklog

@@ -161,10 +161,12 @@ def server(
     app: str = "idguard.app:create_app",
     workers: int = 1,
     timeout: float = 300,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Server]:
     """`idguard serve` equivalent in its own process group; always terminated on the way out.
 
-    `app` is a factory; bench/ is on the server's path, so `_bench_app:create` works too."""
+    `app` is a factory; bench/ is on the server's path, so `_bench_app:create` works too.
+    `extra_env` adds to (or overrides) the server's environment."""
     port = free_port()
     env = {
         **os.environ,
@@ -173,6 +175,7 @@ def server(
         "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
         "IDGUARD_ENV": "production",
         "IDGUARD_WORKERS": str(workers),
+        **(extra_env or {}),
     }
     cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", str(workers), "--app-dir", str(BENCH_DIR)]

@@ -19,6 +19,8 @@ NOW = dt.datetime(2026, 6, 15, 2, 0, tzinfo=dt.UTC)  # 10:00 in Beijing
 SECRET = "test-secret-key-0123456789abcdef"
 # What the service signs staff tokens with, given SECRET (config.Settings.token_key).
 TOKEN_KEY = Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET).token_key
+# What the check log keys its id-number hashes with, given SECRET (config.Settings.check_hash_key).
+CHECK_HASH_KEY = Settings(database_url="sqlite://", env=Environment.TEST, secret_key=SECRET).check_hash_key
 PASSWORD = "correct horse battery"
 
 _sequence = itertools.count(1)

@@ -26,14 +26,21 @@ part prints `uptime` too).
    server), measured in CPU seconds of the calling thread: a single check vs the no-op route, a
    1000-item batch per check vs `CardIndex.check` (the index's own cost), and the check log's
    write per check (which the server pays on the same core, beside the requests). What one
-   core can serve follows: 1 / (batch route + log write) per check. [inprocess_routes.py]
+   core can serve follows: 1 / (batch route + log write) per check. The route includes the check
+   log's journal (each check's row formatted when appended and, with no journal thread here,
+   each request's group synced by the route itself). [inprocess_routes.py]
+6. The check log's journal side by side: servers differing only in IDGUARD_CHECKLOG_JOURNAL
+   (plus, with `--before-src DIR`, one running another source tree, e.g. the code before the
+   journal) serve the same batches and single checks in interleaved rounds. Target: batch
+   checks/s with the journal >= 90 % of without. [journal.py]
 
 Databases: the demo population is loaded once into `idguard_bench_<citizens>` (a template,
 reused while it holds that many persons); each run works on a copy made with CREATE DATABASE
 ... TEMPLATE and dropped at the end. Part 4 reuses `idguard_bench_1m` likewise.
 
-    .venv/bin/python -m bench.verify [--parts 1,2,3,5] [--memory] [--citizens 100000]
-        [--workers 1] [--duration 8] [--reports 200] [--postgres-url URL]
+    .venv/bin/python -m bench.verify [--parts 1,2,3,5,6] [--memory] [--citizens 100000]
+        [--workers 1] [--duration 8] [--reports 200] [--journal-rounds 3] [--before-src DIR]
+        [--postgres-url URL]
 
 from the repository root. Each part is a module of this package (named in brackets above);
 common.py holds what the parts share, bench/harness.py what every bench script shares.

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 import bench.verify
 from bench.harness import admin_engine, scratch_database, uptime
-from bench.verify import http_load, index, inprocess_routes, memory, propagation
+from bench.verify import http_load, index, inprocess_routes, journal, memory, propagation
 from bench.verify.common import cached_demo
 
 
@@ -28,7 +28,7 @@ def main() -> None:
         default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
     )
     parser.add_argument(
-        "--parts", default="1,2,3,5", help="comma-separated parts to run (4 also with --memory)"
+        "--parts", default="1,2,3,5,6", help="comma-separated parts to run (4 also with --memory)"
     )
     parser.add_argument(
         "--memory", action="store_true", help="run part 4 (first run loads ~1M cards: minutes)"
@@ -47,6 +47,15 @@ def main() -> None:
     )
     parser.add_argument("--reports", type=int, default=200, help="part 3: loss reports")
     parser.add_argument("--inprocess-rounds", type=int, default=7, help="part 5: interleaved rounds")
+    parser.add_argument("--journal-rounds", type=int, default=3, help="part 6: interleaved rounds")
+    parser.add_argument(
+        "--journal-sqlite", action="store_true", help="part 6: also on a SQLite file (loads the demo)"
+    )
+    parser.add_argument(
+        "--before-src",
+        default=None,
+        help="part 6: also serve this source tree (a `src` directory, e.g. the code before the journal)",
+    )
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p}
     if args.memory:
@@ -64,7 +73,7 @@ def main() -> None:
         sys.exit(f"PostgreSQL unreachable at {args.postgres_url}: {type(exc.orig).__name__}")
     with tempfile.TemporaryDirectory(prefix="idguard-bench-") as tmp:
         workdir = Path(tmp)
-        if parts & {1, 2, 3, 5}:
+        if parts & {1, 2, 3, 5, 6}:
             template = f"idguard_bench_{args.citizens}"
             cached_demo(admin, args.postgres_url, template, args.citizens)
             with scratch_database(
@@ -78,6 +87,8 @@ def main() -> None:
                     propagation.run(url, args.reports, workdir)
                 if 5 in parts:
                     inprocess_routes.run(url, args.inprocess_rounds)
+                if 6 in parts:
+                    journal.run(url, args, workdir)
         if 4 in parts:
             memory.run(admin, args.postgres_url, args.memory_citizens, workdir)
     admin.dispose()

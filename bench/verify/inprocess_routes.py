@@ -124,7 +124,7 @@ def run(url: str, rounds: int) -> None:
         written = log_round()
         us["log"].append((time.thread_time() - started) / max(1, written) * 1e6)
     client.close()
-    verifier.log.flush()
+    verifier.log.stop()  # writes the rest and removes the journal
     app.state.engine.dispose()
     med = {k: statistics.median(v) for k, v in us.items()}
     table(

@@ -10,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from idguard import __version__, logs
 from idguard.api import errors
+from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.config import Settings
 from idguard.core.clock import Clock, SystemClock
@@ -18,9 +19,11 @@ from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry.routes import auth, cards, found_cards, loss_reports, persons
 from idguard.registry.routes import fingerprint_comparisons as fingerprints
 from idguard.verification.routes import checks, health, notifications, units, verify
+from idguard.verification.schemas import MAX_BATCH_BODY_BYTES
 from idguard.verification.verifier import Verifier
 
-DESCRIPTION = """
+_MIB = 1024 * 1024
+DESCRIPTION = f"""
 The invalid resident ID card information system (失效居民身份证信息系统).
 
 * **Staff** (clerks, supervisors, auditors) record every event in a card's life: issue, loss
@@ -30,6 +33,10 @@ The invalid resident ID card information system (失效居民身份证信息系�
   changes nothing twice.
 * Errors are RFC 9457 problem details (`application/problem+json`) whose `errors` name each bad
   field.
+* Limits, for every caller: the request line and headers {MAX_HEAD_BYTES // 1024} KiB (431), a
+  body {MAX_BODY_BYTES // _MIB} MiB, or {MAX_BATCH_BODY_BYTES // _MIB} MiB for
+  `/api/v1/verify/batch` (413); no text anywhere (body, query, path, headers) may contain NUL or
+  an unpaired surrogate (422 naming the field).
 """
 
 
@@ -71,8 +78,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         clock=app.state.clock,
         biometrics=app.state.biometrics,
         workers=settings.workers,
+        checklog_dir=settings.checklog_journal_dir,
+        check_hash_key=settings.check_hash_key,
     )
     errors.install(app)
+    # Before routing: head and body limits (431, 413) and text the database cannot store (422).
+    app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)
     for module in (
         health,
         auth,

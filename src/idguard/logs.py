@@ -1,21 +1,33 @@
 """Logging that never carries a full id number (DOMAIN.md: mask as 110105********002X).
 
 Paths such as /api/v1/persons/{id_number} and query strings reach the access log; the filter
-rewrites every 18-character id-number-shaped token in a record's message and arguments.
+rewrites every 18-character id-number-shaped token in a record's message and arguments, in
+whatever form it was sent: plain, percent-encoded (uvicorn logs the query string as sent and the
+path re-encoded), in full-width or other digits (core.idnumber.occurrences finds them all). The
+mask is always of the number in ASCII: `110105********002X`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 
-from idguard.core.idnumber import mask
-
-_ID_NUMBER = re.compile(r"(?<![0-9A-Za-z])[1-9]\d{16}[\dXx](?![0-9A-Za-z])")
+from idguard.core.idnumber import mask, occurrences
 
 
 def redact(text: str) -> str:
-    return _ID_NUMBER.sub(lambda m: mask(m.group(0)), text)
+    found = occurrences(text)
+    if not found:
+        return text
+    parts: list[str] = []
+    done = 0
+    for start, end, number in found:
+        if start < done:  # never expected: spans of distinct matches overlap
+            continue
+        parts.append(text[done:start])
+        parts.append(mask(number))
+        done = end
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 class MaskIdNumbers(logging.Filter):

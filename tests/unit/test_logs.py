@@ -30,3 +30,36 @@ def test_child_loggers_are_masked_too(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         logging.getLogger("idguard.verification.verifier").warning("number %s", "11010519491231002X")
     assert "11010519491231002X" not in caplog.text
+
+
+def test_every_form_of_a_number_is_masked(caplog: pytest.LogCaptureFixture) -> None:
+    """Percent-encoded (as a query is logged as sent), the UTF-8 of full-width digits (as uvicorn
+    re-encodes a decoded path), full-width and other digits: each masked as the number itself."""
+    logs.install()
+    number = "110105194912310021"
+    wide = number.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    forms = {
+        "percent": "".join(f"%{b:02X}" for b in number.encode()),
+        "percent-lower": "".join(f"%{b:02x}" for b in number.encode()),
+        "utf8-full-width": "".join(f"%{b:02X}" for b in wide.encode()),
+        "full-width": wide,
+        "arabic-indic": number.translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
+    }
+    logger = logging.getLogger("uvicorn.access")
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        for form in forms.values():
+            logger.info('%s - "%s %s HTTP/1.1" %d', "127.0.0.1", "GET", f"/api/v1/persons/{form}?x=1", 200)
+            logger.info(f"lookup /api/v1/found-cards/lookup?id_number={form}&name=%E5%BC%A0")
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 * len(forms)
+    for line in lines:
+        assert "110105********0021" in line, line
+        assert "19491231" not in line
+    for name, form in forms.items():
+        assert form not in caplog.text, name
+    assert "&name=%E5%BC%A0" in caplog.text  # the rest of the line as it was
+
+
+def test_redact_leaves_lines_without_a_number_alone() -> None:
+    for line in ("100% done", "%E5%BC%A0%E4%B8%89 %zz %", "١٢٣", "GET /api/v1/health"):
+        assert logs.redact(line) == line

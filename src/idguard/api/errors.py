@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idguard.core.errors import DomainError, InvalidField
@@ -43,6 +44,13 @@ def problem(
     )
 
 
+def invalid_request(errors: list[dict[str, str]]) -> JSONResponse:
+    """The 422 of a request whose fields are malformed, each named in `errors` (field, detail):
+    FastAPI's validation errors and the request guard's (api/guard.py) alike."""
+    names = ", ".join(dict.fromkeys(e["field"] for e in errors))
+    return problem(422, "Invalid request", f"invalid fields: {names}", errors)
+
+
 def field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -61,14 +69,25 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": field_name(tuple(e["loc"])), "detail": _message(e)} for e in exc.errors()]
-        names = ", ".join(dict.fromkeys(e["field"] for e in errors))
-        return problem(422, "Invalid request", f"invalid fields: {names}", errors)
+        return invalid_request(
+            [{"field": field_name(tuple(e["loc"])), "detail": _message(e)} for e in exc.errors()]
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         headers = dict(exc.headers) if exc.headers else None
         return problem(exc.status_code, _title(exc.status_code), str(exc.detail), headers=headers)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(_: Request, exc: PoolTimeout) -> JSONResponse:
+        # Every pooled connection is busy (a slow or partitioned database): fail fast.
+        log.error("no database connection free within the pool timeout")
+        return problem(
+            503,
+            "Service unavailable",
+            "the registry database is not answering in time; retry later",
+            headers={"Retry-After": "1"},
+        )
 
     @app.exception_handler(OperationalError)
     async def _db_down(_: Request, exc: OperationalError) -> JSONResponse:
@@ -95,7 +114,9 @@ def _title(status: int) -> str:
         404: "Not found",
         405: "Method not allowed",
         409: "Conflict",
+        413: "Content too large",
         415: "Unsupported media type",
         429: "Too many requests",
+        431: "Request header fields too large",
         503: "Service unavailable",
     }.get(status, "Error")

@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import uuid
 
+from idguard.core.clock import as_utc
 from idguard.core.errors import InvalidField
 
 
@@ -17,6 +18,9 @@ def encode_cursor(at: dt.datetime, row_id: uuid.UUID) -> str:
 def decode_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
     try:
         at, row_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return dt.datetime.fromisoformat(at), uuid.UUID(row_id)
+        parsed = dt.datetime.fromisoformat(at), uuid.UUID(row_id)
     except (ValueError, UnicodeDecodeError):
         raise InvalidField("cursor", "not a cursor returned by this endpoint") from None
+    if parsed[0].tzinfo is None:  # a forged cursor: every cursor this API gives has a zone
+        raise InvalidField("cursor", "not a cursor returned by this endpoint")
+    return as_utc(parsed[0], "cursor"), parsed[1]

@@ -7,11 +7,75 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    StringConstraints,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
+from idguard.core import idnumber
+
+
+def _folded(value: str) -> str:
+    """A number written with compatibility characters (full-width digits) in the one form every
+    route uses (core.idnumber.normalise); ASCII as it is (already stripped and upper-cased)."""
+    return value if value.isascii() else idnumber.normalise(value)
+
+
+# An id number in a staff request (body, path or query): 18 characters, normalised as everywhere;
+# the registry's services then judge it in full (idnumber.parse: form, check character, date,
+# region), naming the fault.
 IdNumberStr = Annotated[
-    str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=18, max_length=18)
+    str,
+    StringConstraints(strip_whitespace=True, to_upper=True, min_length=18, max_length=18),
+    AfterValidator(_folded),
 ]
+
+
+def _normalised_card_number(value: object) -> str:
+    number = idnumber.normalised(value) if isinstance(value, str) else None
+    if number is None:
+        raise PydanticCustomError("id_number", idnumber.SHAPE_FAULT)
+    return number
+
+
+class _CardNumber:
+    """The schema of CardNumber: pydantic's own string check (strip, then the ASCII form) first,
+    in Rust, which takes nearly every number as sent; only a value it refuses reaches the Python
+    normaliser (core.idnumber.normalised: NFKC for non-ASCII text, strip, upper case, the same
+    form), which folds full-width digits and a lower-case x and refuses the rest. One error
+    either way, naming the field. (pydantic matches the pattern before upper-casing, so the
+    first check alone would refuse a lower-case x.)"""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.union_schema(
+            [
+                core_schema.str_schema(strip_whitespace=True, to_upper=True, pattern=idnumber.SHAPE),
+                core_schema.no_info_plain_validator_function(_normalised_card_number),
+            ],
+            mode="left_to_right",
+            custom_error_type="id_number",
+            custom_error_message=idnumber.SHAPE_FAULT,
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        return {"type": "string", "pattern": idnumber.SHAPE}
+
+
+# An id number as printed on a card, in the shape checked on the verification hot path (no region
+# table, no date): 17 digits and a check digit or X, normalised like IdNumberStr. A number as
+# printed costs pydantic's string check alone; full-width digits are folded; any other is refused.
+CardNumber = Annotated[str, _CardNumber()]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
 OfficeCode = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=12)]
 

@@ -94,9 +94,20 @@ def serve(
 
     import uvicorn
 
+    from idguard.api.server import uvicorn_options
+
     # Each worker divides the units' rate limits by this (the workers inherit the environment).
     os.environ["IDGUARD_WORKERS"] = str(workers)
-    uvicorn.run("idguard.app:create_app", factory=True, host=host, port=port, workers=workers)
+    # The HTTP protocol answering 431 for a head past the limit and lingering before it closes a
+    # connection whose request was not read to its end (api/server.py).
+    uvicorn.run(
+        "idguard.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        **uvicorn_options(),
+    )
 
 
 @db_app.command("upgrade")

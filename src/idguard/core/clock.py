@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Protocol
 
+from idguard.core.errors import InvalidField
+
 CST = dt.timezone(dt.timedelta(hours=8), name="CST")
 
 
@@ -38,3 +40,18 @@ class FixedClock:
 def today_cst(now: dt.datetime) -> dt.date:
     """The calendar date in China for an aware UTC instant."""
     return now.astimezone(CST).date()
+
+
+def as_utc(value: dt.datetime, field: str) -> dt.datetime:
+    """An instant a client gave (a filter bound, a cursor) in UTC, as every time column stores it.
+    InvalidField naming `field` for a time without a zone, or one outside the calendar once in
+    UTC (0001-01-01T00:00:00+14:00 is in the year 0 in UTC; 9999-12-31T23:59:59-14:00 in 10000),
+    which no column can hold."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidField(field, "give a time zone (RFC 3339)")
+    try:
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise InvalidField(
+            field, "out of range: the time is before year 1 or after year 9999 in UTC"
+        ) from None

@@ -7,7 +7,10 @@ which knows the region table; we add the rule stdnum does not have: no birth dat
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import re
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -34,13 +37,44 @@ class IdNumber:
         return mask(self.value)
 
 
+# Unicode White_Space: what pydantic's strip_whitespace strips (Python's str.strip() also strips
+# U+001C..U+001F), so a number is trimmed alike in every route.
+WHITE_SPACE = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+# The shape of a number after `normalise`: ASCII digits only (`re`'s [0-9], unlike \d, is ASCII).
+SHAPE = r"^[0-9]{17}[0-9X]$"
+_SHAPE = re.compile(r"[0-9]{17}[0-9X]")
+SHAPE_FAULT = "an id number is 17 digits (0-9) and a check digit or X"
+
+
+def normalise(value: str) -> str:
+    """The one form of an id number as sent, for every route: white space around it removed and
+    upper case (a lower-case x check character is X); a number written with compatibility
+    characters (full-width digits １１０１…, Ｘ) is first folded by NFKC to ASCII. ASCII text, the
+    common case, is only stripped and upper-cased. Digits NFKC leaves alone (Arabic-Indic ١١٠…)
+    stay as they are, and `parse` (or the SHAPE every route checks) refuses them."""
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value)
+    return value.strip(WHITE_SPACE).upper()
+
+
+def normalised(value: str) -> str | None:
+    """`normalise(value)` when it has the shape of an id number (17 ASCII digits and a digit or
+    X), else None: the routes' one test of an id number's form (the checks of `parse` beyond the
+    form need the region table and the date)."""
+    number = normalise(value)
+    return number if _SHAPE.fullmatch(number) else None
+
+
 def parse(value: str, *, today: dt.date, field: str = "id_number") -> IdNumber:
     """Validate an id number; raise InvalidField naming `field` and the fault."""
-    raw = value.strip().upper() if isinstance(value, str) else ""
+    raw = normalise(value) if isinstance(value, str) else ""
     if len(raw) != 18:
         raise InvalidField(field, "an id number has 18 characters")
-    if not raw[:17].isdigit() or not (raw[17].isdigit() or raw[17] == "X"):
-        raise InvalidField(field, "an id number is 17 digits and a check digit or X")
+    if not _SHAPE.fullmatch(raw):
+        raise InvalidField(field, SHAPE_FAULT)
     try:
         number = ric.validate(raw)
     except stdnum_errors.InvalidChecksum:
@@ -90,6 +124,70 @@ def mask(value: str) -> str:
     if len(value) != 18:
         return "*" * len(value)
     return value[:6] + "*" * 8 + value[14:]
+
+
+# An id-number-shaped token in text whose every character is ASCII (after `_folded`).
+_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])[1-9][0-9]{16}[0-9Xx](?![0-9A-Za-z])")
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def occurrences(text: str) -> list[tuple[int, int, str]]:
+    """Every id-number-shaped token in `text`, whatever form it was written in, as (start, end,
+    the number in ASCII upper case): plain, percent-encoded (`%31%31%30…`, or `%EF%BC%91…`, the
+    UTF-8 of full-width digits, as an access log writes a request's path and query), in
+    full-width or any other script's digits, or a mix. For masking logs (idguard.logs), so it
+    errs towards finding: any Unicode decimal digit counts as its ASCII digit.
+
+    Plain ASCII text without `%` (nearly every log line) costs one regular-expression scan."""
+    if text.isascii() and "%" not in text:
+        return [(m.start(), m.end(), m.group().upper()) for m in _IN_TEXT.finditer(text)]
+    view, starts, ends = _folded(text)
+    return [(starts[m.start()], ends[m.end() - 1], m.group().upper()) for m in _IN_TEXT.finditer(view)]
+
+
+def _folded(text: str) -> tuple[str, list[int], list[int]]:
+    """`text` with percent-encoded UTF-8 decoded, each character folded by NFKC and every decimal
+    digit made ASCII; with, for each character of the result, the span of `text` it came from."""
+    out: list[str] = []
+    starts: list[int] = []
+    ends: list[int] = []
+
+    def emit(char: str, start: int, end: int) -> None:
+        folded = unicodedata.normalize("NFKC", char) if not char.isascii() else char
+        for c in folded:
+            digit = unicodedata.decimal(c, None) if not c.isascii() else None
+            out.append(str(digit) if digit is not None else c)
+            starts.append(start)
+            ends.append(end)
+
+    i, n = 0, len(text)
+    while i < n:
+        if _percent_byte(text, i) is None:
+            emit(text[i], i, i + 1)
+            i += 1
+            continue
+        # A run of %XX: decoded as UTF-8 byte by byte, so each character knows its span.
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        start = i
+        while (byte := _percent_byte(text, i)) is not None:
+            i += 3
+            chars = decoder.decode(bytes((byte,)))
+            for char in chars:
+                emit(char, start, i)
+            if chars:
+                start = i
+        for char in decoder.decode(b"", final=True):
+            emit(char, start, i)
+    return "".join(out), starts, ends
+
+
+def _percent_byte(text: str, i: int) -> int | None:
+    """The byte `%XX` at `text[i]` encodes, if it is one."""
+    if i < len(text) and text[i] == "%":
+        digits = text[i + 1 : i + 3]
+        if len(digits) == 2 and digits[0] in _HEX and digits[1] in _HEX:
+            return int(digits, 16)
+    return None
 
 
 def check_character(first17: str) -> str:

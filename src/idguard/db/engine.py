@@ -11,6 +11,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.config import Settings
 
+# A database that stops answering (a network partition drops packets; nothing is refused) must not
+# hold a request, or a worker thread, for minutes. libpq's own limits, in every connection:
+POSTGRES_TIMEOUTS: dict[str, Any] = {
+    "connect_timeout": 3,  # seconds to establish a connection (and to get past authentication)
+    # milliseconds that sent data may stay unacknowledged before the connection is dropped
+    "tcp_user_timeout": 5_000,
+    # while waiting for an answer with nothing to send: probe an idle link after 3 s, every 1 s,
+    # and give up after 2 unanswered probes (about 5 s)
+    "keepalives": 1,
+    "keepalives_idle": 3,
+    "keepalives_interval": 1,
+    "keepalives_count": 2,
+}
+# Seconds a request waits for a pooled connection before it is answered 503 (all in use).
+POOL_TIMEOUT_SECONDS = 5.0
+
 
 def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
     # Statement parameters hold id numbers and names: never let SQL logging or an error print them.
@@ -24,7 +40,9 @@ def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
         return engine
     # No pool_pre_ping: it costs a round trip on every request. A connection found dead raises a
     # disconnect error, SQLAlchemy then invalidates the pool, and the client gets a 503 to retry.
-    return sa.create_engine(url, pool_recycle=1800, **kwargs)
+    kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)  # read here: tests shorten it
+    connect_args = {**POSTGRES_TIMEOUTS, **kwargs.pop("connect_args", {})}
+    return sa.create_engine(url, pool_recycle=1800, connect_args=connect_args, **kwargs)
 
 
 def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:

@@ -11,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from idguard.biometrics.models import FingerprintComparison
-from idguard.core.errors import Forbidden, InvalidField
+from idguard.core.clock import as_utc
+from idguard.core.errors import Forbidden
 from idguard.core.grants import Actor, Permission
 from idguard.core.idnumber import mask
 from idguard.db.common import AuditEntry
@@ -64,9 +65,7 @@ def list_comparisons(
     if matched is not None:
         stmt = stmt.where(FingerprintComparison.matched.is_(matched))
     if since is not None:
-        if since.tzinfo is None:
-            raise InvalidField("from", "give a time zone (RFC 3339)")
-        stmt = stmt.where(FingerprintComparison.at >= since)
+        stmt = stmt.where(FingerprintComparison.at >= as_utc(since, "from"))
     page = newest_first(
         session,
         stmt,

@@ -9,7 +9,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from idguard.core.errors import InvalidField
+from idguard.core.clock import as_utc
 from idguard.core.grants import Actor, Permission
 from idguard.db.paging import Page, newest_first
 from idguard.verification.models import Check
@@ -35,13 +35,10 @@ def check_history(
             stmt = stmt.where(Check.unit_code == unit)
     else:
         stmt = stmt.where(Check.unit_code == caller.code)
-    for name, bound in (("from", since), ("to", until)):
-        if bound is not None and bound.tzinfo is None:
-            raise InvalidField(name, "give a time zone (RFC 3339)")
     if since is not None:
-        stmt = stmt.where(Check.at >= since)
+        stmt = stmt.where(Check.at >= as_utc(since, "from"))
     if until is not None:
-        stmt = stmt.where(Check.at < until)
+        stmt = stmt.where(Check.at < as_utc(until, "to"))
     if result is not None:
         stmt = stmt.where(Check.result == result)
     return newest_first(session, stmt, keys=(Check.at, Check.id), after=after, limit=limit)

@@ -25,6 +25,10 @@ class Unit(Base):
     rate_limit: Mapped[int] = mapped_column(doc="checks per second across the service")
     status: Mapped[UnitStatus] = mapped_column(str_enum(UnitStatus, "unit_status"))
     webhook_url: Mapped[str | None] = mapped_column(sa.String(300))
+    # Set when its checks looked like harvesting (verification/harvesting.py): the unit is
+    # throttled to harvesting.SUSPECTED_RATE until a supervisor clears it.
+    harvesting_suspected_at: Mapped[dt.datetime | None]
+    harvesting_reason: Mapped[str | None] = mapped_column(sa.String(200))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstra
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from idguard.api.schemas import CardNumber
 from idguard.biometrics.fingerprints import MAX_RECORD_BASE64
 from idguard.verification.rules import PURPOSES
 from idguard.verification.verifier import Item
@@ -25,12 +26,26 @@ _EXAMPLE: dict[str, Any] = {
 
 # The item fields' types, shared by VerifyIn (the single check, and the OpenAPI document) and
 # VerifyItem (the batch's items), so both validate and normalise alike.
-_IdNumber = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^\d{17}[\dX]$")]
-_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-_Purpose = Annotated[str, StringConstraints(min_length=1, max_length=40)]
-_Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-_ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)]
+# The id number: the one normalisation every route applies (api/schemas.py, core/idnumber.py), so a
+# number in full-width digits is the same card as in ASCII, here and in the check log.
+_IdNumber = CardNumber
+_NAME_MAX, _PURPOSE_MAX, _OPERATOR_MAX, _CHIP_MAX = 60, 40, 64, 32
+_Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_MAX)]
+_Purpose = Annotated[str, StringConstraints(min_length=1, max_length=_PURPOSE_MAX)]
+_Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_OPERATOR_MAX)]
+_ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=_CHIP_MAX)]
 _Fingerprint = Annotated[str, StringConstraints(min_length=1, max_length=MAX_RECORD_BASE64)]
+MAX_BATCH_ITEMS = 1000
+
+# The largest body of a legitimate batch, for the request guard's limit on /verify/batch
+# (api/guard.py): MAX_BATCH_ITEMS items, each with every field at its longest and a fingerprint
+# (base64, one byte a character), every character of the other text fields written as a JSON
+# escape of a character outside the BMP (a surrogate pair, 12 bytes: the most any encoder
+# writes for one character), 512 bytes of member names, dates and punctuation; then a quarter
+# more for white space and encoders' habits (`\/`), rounded up to whole MiB: 30 MiB.
+_ITEM_MAX_BYTES = MAX_RECORD_BASE64 + 12 * (18 + _NAME_MAX + _PURPOSE_MAX + _OPERATOR_MAX + _CHIP_MAX) + 512
+_MIB = 1024 * 1024
+MAX_BATCH_BODY_BYTES = -(-(MAX_BATCH_ITEMS * _ITEM_MAX_BYTES * 5 // 4) // _MIB) * _MIB
 
 
 class VerifyIn(BaseModel):
@@ -135,7 +150,9 @@ _BatchItem = Annotated[dict[str, Any], PlainValidator(_json_object, json_schema_
 
 class VerifyBatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [_EXAMPLE]}]})
-    items: list[_BatchItem] = Field(min_length=1, max_length=1000, description="up to 1000 checks")
+    items: list[_BatchItem] = Field(
+        min_length=1, max_length=MAX_BATCH_ITEMS, description=f"up to {MAX_BATCH_ITEMS} checks"
+    )
 
 
 @with_config(ConfigDict(extra="forbid"))
@@ -143,7 +160,7 @@ class VerifyBatchItems(TypedDict):
     """VerifyBatchIn with its items as VerifyItem, for validating a whole batch from its JSON
     in one pass (the routes' fast lane; a batch with any fault goes the declared way)."""
 
-    items: Annotated[list[VerifyItem], Field(min_length=1, max_length=1000)]
+    items: Annotated[list[VerifyItem], Field(min_length=1, max_length=MAX_BATCH_ITEMS)]
 
 
 class ItemError(BaseModel):
@@ -187,6 +204,11 @@ class UnitIn(BaseModel):
     webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=300)] | None = None
 
 
+class HarvestingOut(BaseModel):
+    since: dt.datetime = Field(description="when the unit's checks first looked like harvesting")
+    reason: str = Field(description="what they looked like")
+
+
 class UnitOut(BaseModel):
     code: str
     name: str
@@ -195,6 +217,11 @@ class UnitOut(BaseModel):
     rate_limit: int
     status: str
     webhook_url: str | None
+    harvesting: HarvestingOut | None = Field(
+        default=None,
+        description="set while the unit is suspected of harvesting: it is throttled to 1 check per "
+        "second until a supervisor clears it (POST /api/v1/units/{code}/harvesting/clear)",
+    )
 
 
 class UnitKeyOut(BaseModel):

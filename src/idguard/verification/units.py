@@ -91,6 +91,47 @@ def onboard(
     return IssuedKey(unit=unit, api_key=key, webhook_secret=webhook_secret(secret_key, code))
 
 
+def suspect_harvesting(session: Session, *, now: dt.datetime, code: str, reason: str) -> bool:
+    """Mark the unit suspected of harvesting (the verifier does, from its checks): every worker
+    throttles it within a poll. Audited and logged for supervisors; False if already marked."""
+    unit = session.get(Unit, code, with_for_update={"key_share": True})
+    if unit is None or unit.harvesting_suspected_at is not None:
+        return False
+    unit.harvesting_suspected_at = now
+    unit.harvesting_reason = reason[:200]
+    unit.updated_at = now
+    session.add(
+        AuditEntry(
+            at=now, staff_id=None, action="unit.harvesting_suspected", detail=f"{code}: {reason}"[:200]
+        )
+    )
+    _bump(session)
+    session.flush()
+    return True
+
+
+def clear_harvesting(session: Session, *, actor: Actor, now: dt.datetime, code: str) -> Unit:
+    """A supervisor has looked into it: the unit's own rate applies again."""
+    actor.require(Permission.ONBOARD_UNITS)
+    unit = _unit(session, code)
+    if unit.harvesting_suspected_at is None:
+        raise RuleViolation(f"unit {code} is not suspected of harvesting")
+    session.add(
+        AuditEntry(
+            at=now,
+            staff_id=actor.staff_id,
+            action="unit.harvesting_cleared",
+            detail=f"{code}: was {unit.harvesting_reason}"[:200],
+        )
+    )
+    unit.harvesting_suspected_at = None
+    unit.harvesting_reason = None
+    unit.updated_at = now
+    _bump(session)
+    session.flush()
+    return unit
+
+
 def list_units(session: Session, *, actor: Actor) -> list[Unit]:
     """Every unit, by code (supervisors, auditors, admins)."""
     actor.require(Permission.READ_UNITS)

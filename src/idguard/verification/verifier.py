@@ -2,7 +2,9 @@
 
 Everything here runs in memory: the answer comes from the worker's CardIndex, the key from the
 KeyRing, the rate from the RateLimiter, and the check is appended to the CheckLog buffer. No
-database round trip happens while a unit waits. What is answered never carries personal data.
+database round trip happens while a unit waits: the answer waits only for the check log's
+journal to sync the check (the response awaits `log.recorded`, a few milliseconds, the event
+loop serving on). What is answered never carries personal data.
 """
 
 from __future__ import annotations
@@ -10,20 +12,25 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard import uow
 from idguard.biometrics import Template, fingerprints
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
 from idguard.core.clock import Clock, today_cst
 from idguard.core.ratelimit import RateLimiter
 from idguard.registry.models import Card
+from idguard.verification import units
+from idguard.verification.harvesting import HarvestWatch
 from idguard.verification.index import CardIndex, Reason, Result
 from idguard.verification.notifications import NotificationHorizon
 from idguard.verification.runtime.checklog import CheckEntry, CheckLog
@@ -125,6 +132,8 @@ class Verifier:
         clock: Clock,
         biometrics: Biometrics,
         workers: int = 1,
+        checklog_dir: Path | None = None,
+        check_hash_key: str | None = None,
     ) -> None:
         self.sessions = sessions
         self.biometrics = biometrics
@@ -132,8 +141,15 @@ class Verifier:
         self.keyring = KeyRing()
         self.follower = IndexFollower(sessions, self.index, self.keyring)
         self.limiter = RateLimiter(workers)
-        self.log = CheckLog(engine, secret_key)
+        # With a directory, every check is synced to a journal there before its answer leaves,
+        # and start() first replays the journals of processes that are gone (runtime/checklog.py).
+        # The id numbers in the log are keyed-hashed with a key of their own (config.check_hash_key),
+        # so rotating the staff-token key does not orphan a citizen's check history.
+        self.log = CheckLog(engine, check_hash_key or secret_key, journal_dir=checklog_dir)
         self.clock = clock
+        # Harvesting: judged on what the log writer has written, off the request path.
+        self.harvest = HarvestWatch()
+        self.log.on_written = self._watch_harvesting
         self.dispatcher = WebhookDispatcher(
             sessions,
             self.keyring,
@@ -152,6 +168,24 @@ class Verifier:
         self.dispatcher.stop()
         self.follower.stop()
         self.log.stop()
+
+    def _watch_harvesting(self, written: list[tuple[str, str, str, str]]) -> None:
+        """Runs on the log writer's thread after a batch is written: a unit whose checks look like
+        harvesting is marked (audited, logged) and so throttled on every worker."""
+        for code in {unit_code for unit_code, _, _, _ in written}:
+            view = self.keyring.unit(code)
+            if view is not None and not view.harvesting_suspected:
+                self.harvest.forget_flag(code)  # cleared by a supervisor since: judge afresh
+        found = self.harvest.observe(time.monotonic(), written)
+        for suspicion in found:
+            with uow.transaction(self.sessions) as session:
+                marked = units.suspect_harvesting(
+                    session, now=self.clock.now(), code=suspicion.unit_code, reason=suspicion.reason
+                )
+            if marked:
+                log.warning("unit %s suspected of harvesting: %s", suspicion.unit_code, suspicion.reason)
+        if found:
+            self.follower.poll()  # this worker throttles at once; the others within a poll
 
     def check_items(self, unit: UnitView, items: Sequence[Item]) -> list[str]:
         """The hot path: answer checks without a fingerprint, already admitted (purpose allowed,

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from idguard.api.errors import field_name
 from idguard.core.clock import FixedClock, today_cst
+from idguard.core.text import faults as text_faults
 from idguard.verification.models import Watch
 from idguard.verification.runtime import checklog
 from idguard.verification.schemas import VerifyIn
@@ -375,11 +376,17 @@ def test_batch_answers_every_item_as_before(counter: Counter, clock: FixedClock)
     def check(data: st.DataObject) -> None:
         good = data.draw(st.booleans())  # all good: the fast lane; else the declared way
         items = data.draw(st.lists(_batch_items(cards, good=good), min_size=1, max_size=12))
+        body = json.dumps({"items": items})
         r = counter.client.post(  # NaN and Infinity too, as json.loads reads them
             "/api/v1/verify/batch",
-            content=json.dumps({"items": items}),
+            content=body,
             headers={**bank.headers(), "Content-Type": "application/json"},
         )
+        unstorable = text_faults(json.loads(body))
+        if unstorable:  # text no database can store is refused for the whole request, at the door
+            assert_problem(r, 422)
+            assert [e["field"] for e in r.json()["errors"]] == [field_name(p) for p, _ in unstorable]
+            return
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/json"
         assert float(r.headers["X-Index-Age"]) < 5
@@ -439,18 +446,20 @@ def test_fast_lane_and_declared_way_answer_alike(counter: Counter, bank: Bank) -
     assert_problem(r, 422)
 
 
-def test_check_log_keeps_any_operator(counter: Counter, bank: Bank) -> None:
-    """Operators are the units' free text: tabs, newlines, backslashes, quotes and NUL are all
-    recorded (PostgreSQL text cannot hold NUL: it is kept as U+FFFD there), and a NUL never stops
-    the log from being written."""
+def test_check_log_keeps_any_operator(counter: Counter, bank: Bank, clock: FixedClock) -> None:
+    """Operators are the units' free text: tabs, newlines, backslashes and quotes are all
+    recorded. A NUL is refused at the door like any text the database cannot store (422 naming
+    the field, tests/functional/test_hostile_input.py); should one reach the log all the same, it
+    is kept as U+FFFD on PostgreSQL (whose text cannot hold NUL) and never stops the log."""
     card = counter.card(counter.person())
     sync(counter)
-    operators = ["a\tb", "back\\slash", "line\nbreak", "quote\"'", "nul\x00byte", "\\N", "柜员-7"]
+    operators = ["a\tb", "back\\slash", "line\nbreak", "quote\"'", "\\N", "柜员-7"]
     sent: dict[str, str] = {}
     for operator in operators:
         r = bank.verify(card, operator=operator)
         assert r.status_code == 200, r.text
         sent[r.json()["check_id"]] = operator
+    assert_problem(bank.verify(card, operator="nul\x00byte"), 422, field="operator")
     item = {k: card[k] for k in ("id_number", "name", "issued_on", "expires_on")} | {
         "purpose": "account_opening"
     }
@@ -462,8 +471,14 @@ def test_check_log_keeps_any_operator(counter: Counter, bank: Bank) -> None:
     assert r.status_code == 200, r.text
     for i, answer in enumerate(r.json()["results"]):
         sent[answer["check_id"]] = operators[i % len(operators)]
+    # Defence in depth: a NUL handed to the log itself (no request can send one).
+    verifier = counter.client.app.state.verifier  # type: ignore[attr-defined]
+    check_id = str(uuid.uuid4())
+    entry = (check_id, bank.code, "nul\x00byte", "account_opening", clock.now(), "valid", None)
+    verifier.log.append([(*entry, card["id_number"], None, verifier.follower.seq, None)])
+    sent[check_id] = "nul\x00byte"
     flush(counter)
-    assert counter.client.app.state.verifier.log.pending == 0  # type: ignore[attr-defined]
+    assert verifier.log.pending == 0
     logged = {
         c["check_id"]: c["operator"]
         for c in counter.client.get("/api/v1/checks", params={"limit": 500}, headers=bank.headers()).json()[

@@ -223,3 +223,60 @@ def test_mask_hides_digits_7_to_14_and_keeps_region_and_last_four(
 @PROPERTY
 def test_mask_of_anything_not_18_long_shows_nothing(value: str) -> None:
     assert idnumber.mask(value) == "*" * len(value)
+
+
+# --- one form for every route: normalise, and every form found in text (issue 9) -----------------
+
+FULL_WIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
+ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
+
+
+def test_normalise_folds_full_width_digits_and_keeps_ascii_fast() -> None:
+    assert idnumber.normalise(" 11010519491231002x\n") == VALID
+    assert idnumber.normalise("\u3000" + VALID.translate(FULL_WIDTH).lower() + "\u3000") == VALID
+    assert idnumber.normalise("１１0105194912310０2X") == VALID  # mixed
+    assert idnumber.normalise("\x1c" + VALID) == "\x1c" + VALID  # not White_Space, as pydantic strips
+    arabic = VALID[:17].translate(ARABIC_INDIC) + "X"
+    assert idnumber.normalise(arabic) == arabic  # NFKC leaves other scripts' digits alone
+    assert idnumber.normalised(arabic) is None
+    assert idnumber.normalised(VALID.translate(FULL_WIDTH)) == VALID
+    assert idnumber.normalised(VALID[:17]) is None
+    assert idnumber.normalised("１１０１０５-1949123100X") is None
+
+
+def test_parse_reads_full_width_digits_as_the_same_number_and_refuses_other_digits() -> None:
+    assert parse(VALID.translate(FULL_WIDTH), today=TODAY).value == VALID
+    assert parse(VALID.translate(FULL_WIDTH).lower(), today=TODAY).value == VALID
+    assert "17 digits" in fault(VALID[:17].translate(ARABIC_INDIC) + "X").detail
+    assert "17 digits" in fault(VALID[:17] + "٣").detail
+
+
+@given(region=st.sampled_from(STABLE_REGIONS), birth=past_dates, seq=st.integers(0, 999), data=st.data())
+@PROPERTY
+def test_every_form_of_a_number_is_found_in_text(
+    region: str, birth: dt.date, seq: int, data: st.DataObject
+) -> None:
+    value = build(region, birth, seq)
+    wide = value.translate(FULL_WIDTH)
+    forms = [
+        value,
+        value.lower(),
+        wide,
+        "".join(f"%{b:02X}" for b in value.encode()),
+        "".join(f"%{b:02x}" for b in value.encode()),
+        "".join(f"%{b:02X}" for b in wide.encode()),
+        value[:17].translate(ARABIC_INDIC) + value[17],
+    ]
+    # Any mix of the forms, character by character.
+    mixed = "".join(data.draw(st.sampled_from([f[i] for f in forms[:3]])) for i in range(18))
+    for form in [*forms, mixed]:
+        text = f'127.0.0.1:1 - "GET /api/v1/x?id_number={form}&name=%E5%BC%A0 HTTP/1.1" 200'
+        start = text.index(form)
+        assert idnumber.occurrences(text) == [(start, start + len(form), value)], form
+
+
+def test_occurrences_keeps_the_boundaries_of_a_plain_number() -> None:
+    assert idnumber.occurrences("seq 1234567890123456789 and A" + VALID) == []
+    assert idnumber.occurrences("%41" + VALID) == []  # "A" + the number: one 19-character token
+    assert idnumber.occurrences("%E5%BC%A0" + VALID) == [(9, 27, VALID)]
+    assert idnumber.occurrences("100% sure, %zz, %4") == []

@@ -62,9 +62,14 @@ junk = st.one_of(
 # Any code point, lone surrogates included (json.loads makes them from "\ud800" escapes).
 any_text = st.text(alphabet=st.characters(codec=None, categories=None), max_size=70)
 digits17 = st.text(alphabet="0123456789", min_size=17, max_size=17)
+FULL_WIDTH = str.maketrans("0123456789Xx", "０１２３４５６７８９Ｘｘ")
 id_numbers = st.one_of(
     st.tuples(padding, digits17, st.sampled_from("0123456789Xx"), padding).map("".join),
     st.tuples(digits17, st.sampled_from(["X", "x", "Y", "١", "٣X", ""])).map("".join),
+    # Full-width digits, whole or in part: the same number as in ASCII (one normalisation).
+    st.tuples(padding, digits17, st.sampled_from("0123456789Xx"), padding)
+    .map("".join)
+    .flatmap(lambda s: st.integers(0, len(s)).map(lambda k: s[:k] + s[k:].translate(FULL_WIDTH))),
     any_text,
     junk,
 )
@@ -297,6 +302,30 @@ def test_lane_declines_what_json_loads_takes_differently() -> None:
         "{" + good + "} x",
     ):
         assert not verdict(ITEM.validate_json, body.encode())[0], body
+
+
+def test_an_id_number_has_one_form_in_every_lane() -> None:
+    """Full-width digits (and a lower-case x) validate to the ASCII number alike in VerifyIn,
+    VerifyItem and the lane's JSON parse; digits NFKC does not fold are refused by all three."""
+    good = {"name": "张三", "issued_on": "2015-03-01", "expires_on": None, "purpose": "p", "operator": "o"}
+    number = "11010519491231002X"
+    for sent in (
+        number,
+        number.lower(),
+        number.translate(FULL_WIDTH),
+        "\u3000" + number.lower().translate(FULL_WIDTH),
+    ):
+        raw = {**good, "id_number": sent}
+        assert VerifyIn.model_validate(raw).id_number == number
+        assert ITEM.validate_python(raw)["id_number"] == number
+        assert ITEM.validate_json(json.dumps(raw))["id_number"] == number
+        assert ITEM.validate_json(json.dumps(raw, ensure_ascii=False))["id_number"] == number
+    for sent in ("١١٠١٠٥١٩٤٩١٢٣١٠٠٢X", number[:17] + "Y", number + "1", 110105194912310021):
+        raw = {**good, "id_number": sent}
+        for validate in (VerifyIn.model_validate, ITEM.validate_python):
+            with pytest.raises(ValidationError) as info:
+                validate(raw)
+            assert [(e["loc"], e["type"]) for e in info.value.errors()] == [(("id_number",), "id_number")]
 
 
 # -- check ids -----------------------------------------------------------------------------------

@@ -9,12 +9,11 @@ from starlette.responses import Response
 
 from idguard.api.deps import get_settings
 from idguard.api.schemas import STAFF_WRITE_ERRORS, problem_responses
-from idguard.core.grants import Permission
 from idguard.registry.routes.deps import TxDep
 from idguard.verification import units
 from idguard.verification.models import Unit
 from idguard.verification.routes.deps import get_verifier
-from idguard.verification.schemas import RotateIn, UnitIn, UnitKeyOut, UnitOut
+from idguard.verification.schemas import HarvestingOut, RotateIn, UnitIn, UnitKeyOut, UnitOut
 
 router = APIRouter(prefix="/api/v1/units", tags=["units (supervisors)"])
 
@@ -28,6 +27,9 @@ def _out(unit: Unit) -> UnitOut:
         rate_limit=unit.rate_limit,
         status=unit.status.value,
         webhook_url=unit.webhook_url,
+        harvesting=HarvestingOut(since=unit.harvesting_suspected_at, reason=unit.harvesting_reason or "")
+        if unit.harvesting_suspected_at is not None
+        else None,
     )
 
 
@@ -114,5 +116,19 @@ def revoke(code: str, tx: TxDep) -> Response:
 @router.get("", response_model=list[UnitOut], responses=problem_responses(401, 403))
 def list_units(tx: TxDep) -> list[UnitOut]:
     """Every unit (supervisors and auditors)."""
-    tx.actor.require(Permission.READ_UNITS)
     return [_out(u) for u in units.list_units(tx.session, actor=tx.actor)]
+
+
+@router.post(
+    "/{code}/harvesting/clear", status_code=200, response_model=UnitOut, responses=STAFF_WRITE_ERRORS
+)
+def clear_harvesting(code: str, tx: TxDep) -> Response:
+    """Lift the harvesting throttle (supervisors), after looking into the unit's checks
+    (`GET /api/v1/checks?unit=…`). Audited; the unit's own rate applies again on every worker."""
+
+    def run() -> UnitOut:
+        return _out(units.clear_harvesting(tx.session, actor=tx.actor, now=tx.now, code=code))
+
+    response = tx.write(run, body=None, status_code=200)
+    _refresh_keys(tx)
+    return response

@@ -1,40 +1,78 @@
-"""The check log (核查记录): every check recorded, without making logging the bottleneck.
+"""The check log (核查记录): every check recorded, durably before its answer leaves, without making
+logging the bottleneck.
 
-Checks are appended to an in-memory buffer and written in batches by one thread per worker,
-every FLUSH_INTERVAL or as soon as FLUSH_ROWS are waiting. The bound, documented for units and
-auditors: an acknowledged check is written within MAX_UNWRITTEN_SECONDS; when the buffer holds
-MAX_BUFFERED checks (the database has been unreachable for a while) new checks are refused with
-503 rather than answered unrecorded — every check must be accountable. On shutdown the buffer is
-flushed before the process exits.
+Each check a worker answers is appended to this log (`append`, on the hot path, in memory) and
+then, before the answer is sent, made durable in the worker's local journal (runtime/journal.py):
+one journal thread writes the checks appended since its last round as one record, synced to
+disk (the file is opened O_DSYNC) — a group commit, at most every GROUP_SECONDS under load, at
+once when idle — and only then are that group's answers released (the answer, routes/verify.py's
+RecordedResponse, awaits `recorded(ticket)` before it is sent; the event loop keeps serving
+meanwhile). A check whose group cannot be written is answered 503 instead (LogFull). Once
+synced, checks are written to the database in batches by one thread per worker, every
+FLUSH_INTERVAL or as soon as FLUSH_ROWS are waiting; a journal segment is cut back (or removed)
+once all its checks are in the database. When a worker starts, it first replays the journal
+segments left by processes that are gone (kill -9, a power cut, a stop while the database was
+unreachable) into the database, idempotently (a check id already there is skipped), before it
+serves; a running worker adopts a dead sibling's segments every ADOPT_SECONDS. So an answered
+check is never lost: it is in the database, or in a journal the next start writes there.
+docs/checklog.md is the operators' page (where the journal lives, what it holds, crash and
+restart).
 
-The bound holds while the database takes checks as fast as they are answered. A worker can answer
-batches faster than PostgreSQL indexes their rows (about 30,000 rows/s on a loaded two-core
-machine, bench/verify/); under such load the log falls behind (bounded by MAX_BUFFERED), but
-the checks that start a watch are written first, and a transaction takes about WRITE_SECONDS, so
-watches keep the bound the notifications rely on.
+The bounds, documented for units and auditors: an answered check is written to the database
+within MAX_UNWRITTEN_SECONDS while the database takes checks as fast as they are answered; when
+MAX_BUFFERED checks are waiting (the database has been unreachable for a while) new checks are
+refused with 503 rather than answered unrecorded — every check must be accountable. On shutdown
+what is waiting is written; if the database is unreachable then, it stays in the journal.
 
-The id number lives in memory only until its batch is written: the row keeps it masked and as
-HMAC-SHA256 under the service secret (so a citizen's own checks can be found, nobody else's).
+A worker can answer batches faster than PostgreSQL indexes their rows (about 30,000 rows/s on a
+loaded two-core machine, bench/verify/); under such load the log falls behind (bounded by
+MAX_BUFFERED), but the checks that start a watch are written first, and a transaction takes
+about WRITE_SECONDS, so watches keep the bound the notifications rely on (the journal adds its
+few milliseconds).
+
+Personal data: a check is formatted once, when appended, into the row the database keeps — the
+id number masked and as HMAC-SHA256 under the log's key (so a citizen's own checks can be
+found, nobody else's) — and that line is what the journal holds and what is written (COPY text
+on PostgreSQL; on SQLite the values SQLAlchemy would store, `sqlite_row`). A check that starts
+a watch also needs the card (id number and issue date) to create its Watch row: the journal
+holds that id number sealed with AES-256-GCM under a key derived from the log's key, never in
+the clear; the clear number stays in memory only until the watch is written.
+IDGUARD_CHECKLOG_JOURNAL=false turns the journal off (checks are then only in memory until
+written, as before; for comparisons, not for production).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import hmac
 import logging
+import os
+import re
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 
 import sqlalchemy as sa
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idguard import uow
 from idguard.core.idnumber import mask
 from idguard.registry.models import Card
-from idguard.verification.models import Check, Watch
+from idguard.verification.models import Watch
+from idguard.verification.runtime.journal import (
+    Journal,
+    JournalError,
+    Orphan,
+    Scan,
+    Waiters,
+    claim_orphans,
+)
 
 log = logging.getLogger("idguard.checklog")
 
@@ -50,6 +88,15 @@ WRITE_ROWS_MAX = 50_000
 WATCH_ROWS = 500  # watched checks per transaction (each also looks up its card and inserts a watch)
 MAX_UNWRITTEN_SECONDS = 1.0
 MAX_BUFFERED = 500_000
+ADOPT_SECONDS = 30.0  # how often a running worker looks for segments of workers that are gone
+REPLAY_ROWS = 20_000  # checks per transaction when replaying a journal
+JOURNAL_IDLE_SECONDS = 0.5  # the journal thread wakes at least this often (to notice a stop)
+# A group commit at most every GROUP_SECONDS while fewer than GROUP_ROWS checks wait: under a
+# load of single checks the requests of that long share one write (whose fixed cost, ~0.1 ms of
+# CPU, would otherwise be paid per request); a batch, or a check arriving when the journal is
+# idle, is written at once.
+GROUP_SECONDS = 0.002
+GROUP_ROWS = 100
 
 
 # One check as the hot path records it, until it is written: a plain tuple whose fields are named
@@ -65,16 +112,33 @@ CHECK_FIELDS = (
     "at",  # when it was answered (aware UTC)
     "result",
     "reason",
-    "id_number",  # kept in memory only until written, masked and hashed
+    "id_number",  # formatted at once into the row (masked and hashed); kept only for a watch
     "watch_on",  # with `watch` (and not a mismatch): the watched card's issue date; else None
     "seq",  # the ledger position the answer was given at
     "fingerprint_match",  # the person-card verdict, when a comparison was made
 )
 WATCH_ON = CHECK_FIELDS.index("watch_on")
 
+# What a Watch row needs, kept in memory until written (sealed in the journal):
+# (check_id, unit_code, at, id_number, watch_on, seq).
+Watched = tuple[str, str, dt.datetime, str, dt.date, int]
+# Checks on their way to the database: (journal segment or -1, their row lines as one string, how
+# many, and for the watched queue their watches, one per line in order). One string per request,
+# not a list of lines: a list is a container the garbage collector traverses, line by line, at
+# every collection for as long as it waits.
+Chunk = tuple[int, str, int, list[Watched]]
+# One append waiting for the journal: its lines without a watch (joined) and how many, those with
+# one (joined) and their watches.
+Appended = tuple[str, int, str, list[Watched]]
+
 
 class LogFull(Exception):
-    """The buffer is full: the database has not taken checks for a while."""
+    """The check log cannot take the check: its buffer is full (the database has not taken
+    checks for a while), or its journal cannot be written. Answered 503."""
+
+
+class NotJournaled(LogFull):
+    """The journal group holding the check could not be written: its answer must not go out."""
 
 
 def id_hash(secret_key: str, id_number: str) -> str:
@@ -105,162 +169,41 @@ class IdHasher:
         return outer.hexdigest()
 
 
-class CheckLog:
-    def __init__(self, engine: sa.Engine, secret_key: str) -> None:
-        self._engine = engine
-        self._id_hash = IdHasher(secret_key)
-        self._buffer: deque[CheckEntry] = deque()
-        self._watched: deque[CheckEntry] = deque()  # checks that start a watch: written first
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        # One writer at a time: a flush() from outside the thread (shutdown, tests) waits for a
-        # round in progress, so when it returns everything appended before it is written.
-        self._writing = threading.Lock()
-        self._in_flight = 0  # taken from the queues, not yet committed
-        self._write_rows = WRITE_ROWS_MIN  # rows of the next transaction (see WRITE_SECONDS)
-        self.written = 0
-        self.failures = 0
+class WatchSeal:
+    """The id number of a watched check, sealed for the journal: AES-256-GCM under a key derived
+    (HMAC-SHA256) from the log's key and the journal's salt, the check id as associated data.
+    A replay with another key cannot open it: that watch is skipped (the check row is
+    still written)."""
 
-    def append(self, entries: list[CheckEntry]) -> None:
-        if self.pending + len(entries) > MAX_BUFFERED:
-            raise LogFull("the check log is not being written; checks are refused until it is")
-        if any(e[WATCH_ON] is not None for e in entries):
-            self._watched.extend(e for e in entries if e[WATCH_ON] is not None)
-            self._buffer.extend(e for e in entries if e[WATCH_ON] is None)
-        else:
-            self._buffer.extend(entries)
-        if len(self._buffer) >= FLUSH_ROWS:
-            self._wake.set()
+    def __init__(self, secret_key: str, salt: bytes) -> None:
+        key = hmac.new(
+            secret_key.encode(), b"idguard check journal: watched id numbers\0" + salt, hashlib.sha256
+        )
+        self._aead = AESGCM(key.digest())
 
-    @property
-    def pending(self) -> int:
-        """Checks answered and not yet written."""
-        return len(self._buffer) + len(self._watched) + self._in_flight
+    def seal(self, check_id: str, id_number: str) -> str:
+        nonce = os.urandom(12)
+        return base64.b64encode(
+            nonce + self._aead.encrypt(nonce, id_number.encode(), check_id.encode())
+        ).decode()
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="idguard-checklog", daemon=True)
-        self._thread.start()
+    def open(self, check_id: str, sealed: str) -> str:
+        raw = base64.b64decode(sealed)
+        return self._aead.decrypt(raw[:12], raw[12:], check_id.encode()).decode()
 
-    def stop(self) -> None:
-        """Stop the thread and write whatever is buffered (called on shutdown)."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        while self.pending:
-            self.flush()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(FLUSH_INTERVAL)
-            self._wake.clear()
-            try:
-                # With a backlog (checks answered faster than the database takes them), write
-                # round after round without waiting.
-                while self.flush() and self.pending >= FLUSH_ROWS and not self._stop.is_set():
-                    pass
-            except Exception:  # the database may be down: keep the buffer, retry next round
-                self.failures += 1
-                log.exception("check log flush failed; %d checks buffered", self.pending)
+def database_fingerprint(url: sa.URL) -> str:
+    """Which database a journal belongs to (in its header): a journal is replayed only into it."""
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        ident = f"sqlite:{os.path.realpath(url.database or '')}"
+    else:
+        ident = f"{backend}://{(url.host or '').lower()}:{url.port or 5432}/{url.database or ''}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
-    def flush(self) -> int:
-        """Write one round, each part in its own transaction: the checks that start a watch
-        first, then about WRITE_SECONDS' worth of the others. A watch must be written within
-        MAX_UNWRITTEN_SECONDS of its check (notifications.SETTLE_SECONDS relies on it) even
-        when the rest of the log has fallen behind, and a check is written only when its
-        transaction commits, so transactions stay short. Returns how many were written."""
-        with self._writing:
-            written = self._write_from(self._watched, WATCH_ROWS)
-            started = time.monotonic()
-            rows = self._write_from(self._buffer, self._write_rows)
-            if rows == self._write_rows:  # a full transaction: its pace sizes the next one
-                pace = rows / max(time.monotonic() - started, 1e-3)
-                self._write_rows = int(min(WRITE_ROWS_MAX, max(WRITE_ROWS_MIN, pace * WRITE_SECONDS)))
-            return written + rows
 
-    def _write_from(self, queue: deque[CheckEntry], limit: int) -> int:
-        batch: list[CheckEntry] = []
-        while queue and len(batch) < limit:
-            batch.append(queue.popleft())
-        if not batch:
-            return 0
-        self._in_flight = len(batch)
-        try:
-            self._write(batch)
-        except Exception:
-            queue.extendleft(reversed(batch))  # keep order; nothing is lost
-            raise
-        else:
-            self.written += len(batch)
-        finally:
-            self._in_flight = 0
-        return len(batch)
-
-    def _write(self, batch: list[CheckEntry]) -> None:
-        id_hash = self._id_hash
-        watched = [e for e in batch if e[WATCH_ON] is not None]
-        with uow.connection(self._engine) as conn:
-            if conn.dialect.name == "postgresql":
-                _copy_checks(conn, batch, id_hash)
-            else:
-                conn.execute(
-                    sa.insert(Check),
-                    [
-                        {
-                            "id": uuid.UUID(check_id),
-                            "unit_code": unit_code,
-                            "operator": operator,
-                            "purpose": purpose,
-                            "at": at,
-                            "result": str(result),
-                            "reason": None if reason is None else str(reason),
-                            "id_masked": mask(id_number),
-                            "id_hash": id_hash(id_number),
-                            "watch": watch_on is not None,
-                            "fingerprint_match": match,
-                        }
-                        for (
-                            check_id,
-                            unit_code,
-                            operator,
-                            purpose,
-                            at,
-                            result,
-                            reason,
-                            id_number,
-                            watch_on,
-                            _seq,
-                            match,
-                        ) in batch
-                    ],
-                )
-            for check_id, unit_code, _op, _purpose, at, _r, _reason, id_number, watch_on, seq, _m in watched:
-                card_id = conn.scalar(
-                    sa.select(Card.id)
-                    .where(Card.id_number == id_number, Card.issued_on == watch_on)
-                    .order_by(Card.temporary)
-                    .limit(1)
-                )
-                if card_id is None:
-                    continue
-                exists = conn.scalar(
-                    sa.select(Watch.since_seq).where(Watch.unit_code == unit_code, Watch.card_id == card_id)
-                )
-                if exists is None:
-                    conn.execute(
-                        sa.insert(Watch),
-                        [
-                            {
-                                "unit_code": unit_code,
-                                "card_id": card_id,
-                                "check_id": uuid.UUID(check_id),
-                                "since_seq": seq,
-                                "created_at": at,
-                            }
-                        ],
-                    )
-
+# ---------------------------------------------------------------------------------------------
+# The row line: one check as COPY text (PostgreSQL's text format), the form it is journaled in
 
 _COLUMNS = (
     "id",
@@ -279,68 +222,633 @@ _NULL = "\\N"
 _BOOL = {None: _NULL, True: "t", False: "f"}
 # COPY's text format: backslash, tab, newline and carriage return are escaped. PostgreSQL text
 # cannot hold NUL at all: a NUL in a unit's free text (the operator) would fail every flush and
-# wedge the log, so it is written as U+FFFD instead.
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\ufffd"})
-_COPY_CHUNK = 5000  # rows per write to the COPY stream
+# wedge the log, so it is written as U+FFFD there; SQLite keeps it (escaped as \0 in the line).
+_ESCAPES = {"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"}
+_ESCAPES_POSTGRES = str.maketrans({**_ESCAPES, "\0": "\ufffd"})
+_ESCAPES_SQLITE = str.maketrans({**_ESCAPES, "\0": "\\0"})
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+_COPY_BYTES = 1 << 20  # bytes per write to the COPY stream
+_WATCH_TAG = "W\t"  # a journal line holding a watch (a row line starts with its check id, hex)
 
 
-def _copy_checks(conn: sa.Connection, batch: Sequence[CheckEntry], id_hash: IdHasher) -> None:
-    """COPY instead of an INSERT per row, with the rows formatted here as COPY text: this runs in
-    the serving process, beside the requests, so every microsecond per row is taken from them.
+def _unescape(text: str) -> str:
+    if "\\" not in text:
+        return text
+    return _ESCAPED.sub(lambda m: _UNESCAPES.get(m.group(1), m.group(1)), text)
 
-    Only the unit code, operator and purpose are free text (escaped); the rest is formatted here
-    (a UUID string, an ISO time, fixed words, the masked number, a hex digest). A request's
-    checks share the unit, the time and mostly the operator and purpose, so those columns are
-    formatted once per run of equal values."""
-    inner0, outer0 = id_hash.inner, id_hash.outer
-    head = ""
-    last: tuple[str, str, str, dt.datetime] | None = None
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY checks ({', '.join(_COLUMNS)}) FROM STDIN") as copy:
-        for start in range(0, len(batch), _COPY_CHUNK):
-            lines = []
-            for (
+
+def row_values(line: str, times: dict[str, dt.datetime] | None = None) -> dict[str, object]:
+    """A row line as the values of a `checks` row, as SQLAlchemy takes them (tests, diagnosis)."""
+    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match = line.rstrip(
+        "\n"
+    ).split("\t")
+    if times is None:
+        when = dt.datetime.fromisoformat(at)
+    elif (when_or_none := times.get(at)) is None:
+        when = times[at] = dt.datetime.fromisoformat(at)
+    else:
+        when = when_or_none
+    return {
+        "id": uuid.UUID(check_id),
+        "unit_code": _unescape(unit_code),
+        "operator": _unescape(operator),
+        "purpose": _unescape(purpose),
+        "at": when,
+        "result": result,
+        "reason": None if reason == _NULL else reason,
+        "id_masked": masked,
+        "id_hash": digest,
+        "watch": watch == "t",
+        "fingerprint_match": None if match == _NULL else match == "t",
+    }
+
+
+_SQLITE_INSERT = f"INSERT INTO checks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - constant
+_SQLITE_INSERT_NEW = _SQLITE_INSERT + " ON CONFLICT (id) DO NOTHING"
+_SQLITE_FLAGS: dict[str, int | None] = {"t": 1, "f": 0, _NULL: None}
+
+
+def sqlite_row(line: str, times: dict[str, str]) -> tuple[str | int | None, ...]:
+    """A row line as the values SQLAlchemy stores in SQLite's `checks` (the UUID as 32 hex
+    digits, the time as UTC text, booleans as 0 and 1), for an executemany without SQLAlchemy's
+    per-row type processing: two thirds of the SQLite write's cost otherwise. A test holds the
+    stored rows equal to SQLAlchemy's. `times` caches the formatted times (a request's checks
+    share theirs)."""
+    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match = line.rstrip(
+        "\n"
+    ).split("\t")
+    stored_at = times.get(at)
+    if stored_at is None:
+        utc = dt.datetime.fromisoformat(at).astimezone(dt.UTC)
+        stored_at = times[at] = utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+    return (
+        check_id.replace("-", ""),
+        _unescape(unit_code),
+        _unescape(operator),
+        _unescape(purpose),
+        stored_at,
+        result,
+        None if reason == _NULL else reason,
+        masked,
+        digest,
+        _SQLITE_FLAGS[watch],
+        _SQLITE_FLAGS[match],
+    )
+
+
+def _observed(line: str) -> tuple[str, str, str, str]:
+    """(unit code, operator, id hash, result) of a row line."""
+    fields = line.split("\t", 9)
+    return _unescape(fields[1]), _unescape(fields[2]), fields[8], fields[5]
+
+
+def watch_line(watched: Watched, seal: WatchSeal) -> str:
+    check_id, unit_code, at, id_number, watch_on, seq = watched
+    escaped = unit_code.translate(_ESCAPES_SQLITE)
+    return (
+        f"{_WATCH_TAG}{check_id}\t{escaped}\t{at.isoformat()}\t{seq}\t{watch_on.isoformat()}\t"
+        f"{seal.seal(check_id, id_number)}\n"
+    )
+
+
+def decode_payload(payload: bytes, seal: WatchSeal) -> tuple[list[str], list[Watched], int]:
+    """A journal record's row lines and watches; the last count is watches that could not be
+    opened (another secret): skipped."""
+    lines: list[str] = []
+    watches: list[Watched] = []
+    sealed_off = 0
+    for line in payload.decode("utf-8", "surrogatepass").split("\n"):
+        if not line:
+            continue
+        if not line.startswith(_WATCH_TAG):
+            lines.append(line + "\n")
+            continue
+        _, check_id, unit_code, at, seq, watch_on, sealed = line.split("\t")
+        try:
+            id_number = seal.open(check_id, sealed)
+        except (InvalidTag, ValueError):
+            sealed_off += 1
+            continue
+        watches.append(
+            (
                 check_id,
-                unit_code,
-                operator,
-                purpose,
-                at,
-                result,
-                reason,
+                _unescape(unit_code),
+                dt.datetime.fromisoformat(at),
                 id_number,
-                watch_on,
-                _,
-                match,
-            ) in batch[start : start + _COPY_CHUNK]:
-                if (
-                    last is None
-                    or at is not last[3]
-                    or operator != last[1]
-                    or purpose != last[2]
-                    or unit_code != last[0]
-                ):
-                    if at.tzinfo is None:
-                        raise ValueError("naive datetime in the check log")
-                    last = (unit_code, operator, purpose, at)
-                    head = "\t".join(
-                        (
-                            "",
-                            unit_code.translate(_ESCAPES),
-                            operator.translate(_ESCAPES),
-                            purpose.translate(_ESCAPES),
-                            at.isoformat(),
-                            "",
-                        )
+                dt.date.fromisoformat(watch_on),
+                int(seq),
+            )
+        )
+    return lines, watches, sealed_off
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class CheckLog:
+    def __init__(self, engine: sa.Engine, secret_key: str, *, journal_dir: Path | None = None) -> None:
+        self._engine = engine
+        self._secret_key = secret_key
+        self._id_hash = IdHasher(secret_key)
+        self._escapes = _ESCAPES_POSTGRES if engine.dialect.name == "postgresql" else _ESCAPES_SQLITE
+        self._buffer: deque[Chunk] = deque()
+        self._watched: deque[Chunk] = deque()  # checks that start a watch: written first
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # One writer at a time: a flush() from outside the thread (shutdown, tests) waits for a
+        # round in progress, so when it returns everything appended before it is written.
+        self._writing = threading.Lock()
+        self._write_rows = WRITE_ROWS_MIN  # rows of the next transaction (see WRITE_SECONDS)
+        self._appended = 0  # checks appended since start; pending = appended - written
+        self.written = 0
+        self.failures = 0
+        self.replayed = 0  # checks written from journals of processes that were gone
+        # The journal (None: off). Appends wait in _unjournaled until the journal thread (or a
+        # flush) writes and syncs them as one group; tickets number the appends.
+        self._journal: Journal | None = None
+        self._salt = os.urandom(16)
+        self._seal = WatchSeal(secret_key, self._salt)
+        if journal_dir is not None:
+            self._journal = Journal(journal_dir.absolute(), database_fingerprint(engine.url), self._salt)
+        self._lock = threading.Lock()  # appends and the journal's swap of them
+        self._journal_lock = threading.Lock()  # one group commit at a time
+        self._unjournaled: list[Appended] = []
+        self._unjournaled_rows = 0
+        self._ticket = 0
+        self._tickets = Waiters()
+        self._local = threading.local()
+        self._journal_wake = threading.Event()
+        self._journal_stop = threading.Event()
+        self._journal_thread: threading.Thread | None = None
+        self.journal_failures = 0
+        self._warned: set[Path] = set()
+        # Told, by the writer thread, of the checks it has just written (off the request path; for
+        # anomaly detection): (unit code, operator, id hash, result) each. The id number itself
+        # is not kept past the answer, so distinct numbers show as distinct keyed hashes.
+        self.on_written: Callable[[list[tuple[str, str, str, str]]], None] | None = None
+
+    @property
+    def journal(self) -> Journal | None:
+        """The journal (None when it is off)."""
+        return self._journal
+
+    # --- the hot path ---------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[CheckEntry]) -> int:
+        """Record answered checks (in memory); returns their ticket for `recorded`, which the
+        answer must await before it leaves. Raises LogFull when MAX_BUFFERED are waiting."""
+        n = len(entries)
+        if self._appended - self.written + n > MAX_BUFFERED:
+            raise LogFull("the check log is not being written; checks are refused until it is")
+        plain, watched_lines, watches = self._format(entries)
+        appended = ("".join(plain), len(plain), "".join(watched_lines), watches)
+        journal = self._journal
+        with self._lock:
+            self._appended += n
+            if journal is None:
+                ticket = 0
+            else:
+                self._ticket = ticket = self._ticket + 1
+                self._unjournaled.append(appended)
+                self._unjournaled_rows += n
+        self._local.ticket = ticket
+        if journal is None:
+            self._enqueue([appended], -1)
+        elif not self._journal_wake.is_set():
+            self._journal_wake.set()
+        return ticket
+
+    def last_ticket(self) -> int:
+        """The ticket of this thread's last `append` (the routes' way to it through the Verifier)."""
+        ticket: int = getattr(self._local, "ticket", 0)
+        return ticket
+
+    async def recorded(self, ticket: int) -> None:
+        """Return once the checks of `ticket` are synced to the journal (at once without one);
+        raise NotJournaled if their group could not be written. Awaited on the event loop: the
+        loop serves other requests meanwhile."""
+        tickets = self._tickets
+        if ticket <= tickets.done and not tickets.failed(ticket):
+            return
+        try:
+            outcome = tickets.register(ticket)
+        except LookupError:  # no journal thread (not started, or stopped): sync here
+            self._sync()
+            outcome = tickets.register(ticket)
+        if outcome is True:
+            return
+        if outcome is False:
+            raise NotJournaled("the check could not be recorded (journal unavailable); retry later")
+        try:
+            await outcome
+        except JournalError:
+            raise NotJournaled("the check could not be recorded (journal unavailable); retry later") from None
+
+    def _format(self, entries: Iterable[CheckEntry]) -> tuple[list[str], list[str], list[Watched]]:
+        """Each check as its row line (COPY text: the form journaled and written), formatted once
+        here: the unit, the time and mostly the operator and purpose are shared by a request's
+        checks, so they are escaped once per run of equal values; the rest is a UUID, fixed
+        words, the masked number and a hex digest. Returns the lines of checks without a watch,
+        those with one, and their watches."""
+        inner0, outer0 = self._id_hash.inner, self._id_hash.outer
+        escapes = self._escapes
+        head = ""
+        last: tuple[str, str, str, dt.datetime] | None = None
+        plain: list[str] = []
+        watched_lines: list[str] = []
+        watches: list[Watched] = []
+        add = plain.append
+        for (
+            check_id,
+            unit_code,
+            operator,
+            purpose,
+            at,
+            result,
+            reason,
+            id_number,
+            watch_on,
+            seq,
+            match,
+        ) in entries:
+            if (
+                last is None
+                or at is not last[3]
+                or operator != last[1]
+                or purpose != last[2]
+                or unit_code != last[0]
+            ):
+                if at.tzinfo is None:
+                    raise ValueError("naive datetime in the check log")
+                last = (unit_code, operator, purpose, at)
+                head = "\t".join(
+                    (
+                        "",
+                        unit_code.translate(escapes),
+                        operator.translate(escapes),
+                        purpose.translate(escapes),
+                        at.isoformat(),
+                        "",
                     )
-                inner = inner0.copy()
-                inner.update(id_number.encode())
-                outer = outer0.copy()
-                outer.update(inner.digest())
-                masked = (
-                    id_number[:6] + "********" + id_number[14:] if len(id_number) == 18 else mask(id_number)
                 )
-                lines.append(
-                    f"{check_id}{head}{result}\t{_NULL if reason is None else reason}\t{masked}\t"
-                    f"{outer.hexdigest()}\t{'f' if watch_on is None else 't'}\t{_BOOL[match]}\n"
+            inner = inner0.copy()
+            inner.update(id_number.encode())
+            outer = outer0.copy()
+            outer.update(inner.digest())
+            masked = id_number[:6] + "********" + id_number[14:] if len(id_number) == 18 else mask(id_number)
+            line = (
+                f"{check_id}{head}{result}\t{_NULL if reason is None else reason}\t{masked}\t"
+                f"{outer.hexdigest()}\t{'f' if watch_on is None else 't'}\t{_BOOL[match]}\n"
+            )
+            if watch_on is None:
+                add(line)
+            else:
+                watched_lines.append(line)
+                watches.append((check_id, unit_code, at, id_number, watch_on, seq))
+        return plain, watched_lines, watches
+
+    # --- the journal (group commit) -----------------------------------------------------------
+
+    def _sync(self) -> None:
+        """Write and sync everything appended so far as one journal record, then hand it to the
+        database writer and release its answers. The journal thread's round; also a flush's."""
+        journal = self._journal
+        if journal is None:
+            return
+        with self._journal_lock:
+            with self._lock:
+                group = self._unjournaled
+                if not group:
+                    return
+                self._unjournaled = []
+                self._unjournaled_rows = 0
+                end = self._ticket
+            rows = sum(n + len(watches) for _, n, _, watches in group)
+            seal = self._seal
+            try:
+                parts = [
+                    *(plain for plain, _, _, _ in group),
+                    *(watched for _, _, watched, _ in group),
+                    *(watch_line(w, seal) for _, _, _, watches in group for w in watches),
+                ]
+                segment = journal.write("".join(parts).encode("utf-8", "surrogatepass"), rows)
+                ok = True
+            except Exception:  # JournalError, or anything else: the group is settled all the same
+                # Its checks are answered 503 (never acknowledged); they are still written to the
+                # database when it can be. The next group opens a new segment.
+                self.journal_failures += 1
+                log.exception("check journal write failed; %d checks refused", rows)
+                segment, ok = -1, False
+            self._enqueue(group, segment)
+            self._tickets.settle(end, ok=ok)
+
+    def _enqueue(self, group: list[Appended], segment: int) -> None:
+        for plain, n, watched_lines, watches in group:
+            if n:
+                self._buffer.append((segment, plain, n, []))
+            if watches:
+                self._watched.append((segment, watched_lines, len(watches), watches))
+        if self._appended - self.written >= FLUSH_ROWS:
+            self._wake.set()
+
+    def _journal_run(self) -> None:
+        last = 0.0
+        while True:
+            self._journal_wake.wait(JOURNAL_IDLE_SECONDS)
+            self._journal_wake.clear()
+            pause = last + GROUP_SECONDS - time.monotonic()
+            if pause > 0 and self._unjournaled_rows < GROUP_ROWS and not self._journal_stop.is_set():
+                time.sleep(pause)  # gather the group (see GROUP_SECONDS)
+            last = time.monotonic()
+            try:
+                self._sync()
+            except Exception:  # never expected (write errors are handled): keep the thread alive
+                log.exception("check journal round failed")
+            if self._journal_stop.is_set():
+                with self._lock:
+                    if not self._unjournaled:
+                        self._tickets.close()  # later appends are synced by their own caller
+                        return
+
+    # --- start, stop, replay ---------------------------------------------------------------
+
+    @property
+    def pending(self) -> int:
+        """Checks answered and not yet written to the database."""
+        return self._appended - self.written
+
+    def start(self) -> None:
+        """Replay the journals of processes that are gone (before serving), then start the
+        threads. Raises if the database cannot take the replay: the journals stay."""
+        self._stop.clear()
+        if self._journal is not None:
+            self.replay()
+            self._journal_stop.clear()
+            self._tickets.open()
+            self._journal_thread = threading.Thread(
+                target=self._journal_run, name="idguard-journal", daemon=True
+            )
+            self._journal_thread.start()
+        self._thread = threading.Thread(target=self._run, name="idguard-checklog", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the threads and write whatever is waiting (called on shutdown). If the database
+        cannot take it, it stays in the journal for the next start (without a journal, the
+        error is raised: those checks are lost)."""
+        self._stop.set()
+        self._wake.set()
+        if self._journal_thread is not None:
+            self._journal_stop.set()
+            self._journal_wake.set()
+            self._journal_thread.join(timeout=30)
+            self._journal_thread = None
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        self._sync()
+        try:
+            while self.pending and self._flush():
+                pass
+        except Exception:
+            if self._journal is None:
+                log.exception("check log: %d answered checks could not be written and are lost", self.pending)
+                raise
+            log.exception("check log: the database cannot take the checks at shutdown")
+        if self._journal is not None:
+            kept = self._journal.close()
+            if kept:
+                log.warning(
+                    "check log: %d answered checks are not in the database yet; they are kept in the "
+                    "journal (%s in %s) and written when a worker starts again",
+                    self.pending,
+                    ", ".join(p.name for p in kept),
+                    self._journal.directory,
                 )
-            copy.write("".join(lines))
+
+    def replay(self) -> int:
+        """Write the checks of journal segments whose process is gone into the database and
+        remove those segments; returns how many checks they held. Idempotent: a check id
+        already in the database is skipped (a segment written but not yet removed), a watch
+        that exists is kept. A live process's segments are left alone (their lock is held)."""
+        journal = self._journal
+        if journal is None:
+            return 0
+        scan = Scan()
+        total = 0
+        for orphan in claim_orphans(journal.directory, journal.fingerprint, scan):
+            total += self._replay_segment(orphan)
+            orphan.remove()
+        for path in scan.other_database + scan.unreadable:
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning(
+                    "check journal %s is %s: left in place (see docs/checklog.md)",
+                    path,
+                    "not a journal" if path in scan.unreadable else "another database's",
+                )
+        return total
+
+    def _replay_segment(self, orphan: Orphan) -> int:
+        seal = WatchSeal(self._secret_key, orphan.data.salt)
+        lines: list[str] = []
+        watches: list[Watched] = []
+        sealed_off = 0
+        for payload in orphan.data.records:
+            more_lines, more_watches, skipped = decode_payload(payload, seal)
+            lines += more_lines
+            watches += more_watches
+            sealed_off += skipped
+        for start in range(0, max(len(lines), len(watches)), REPLAY_ROWS):
+            self._write(
+                ["".join(lines[start : start + REPLAY_ROWS])],
+                watches[start : start + REPLAY_ROWS],
+                idempotent=True,
+            )
+        self.replayed += len(lines)
+        log.info(
+            "check journal %s replayed: %d checks, %d watches%s",
+            orphan.path.name,
+            len(lines),
+            len(watches),
+            f" ({orphan.data.torn} bytes of a torn last write ignored)" if orphan.data.torn else "",
+        )
+        if sealed_off:
+            log.warning(
+                "check journal %s: %d watches could not be opened (the check hash key changed?); their "
+                "checks are recorded, the watches are not",
+                orphan.path.name,
+                sealed_off,
+            )
+        return len(lines)
+
+    # --- the database writer --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        adopt_at = time.monotonic() + ADOPT_SECONDS
+        while not self._stop.is_set():
+            self._wake.wait(FLUSH_INTERVAL)
+            self._wake.clear()
+            try:
+                # With a backlog (checks answered faster than the database takes them), write
+                # round after round without waiting.
+                while self._flush() and self.pending >= FLUSH_ROWS and not self._stop.is_set():
+                    pass
+            except Exception:  # the database may be down: keep the buffer, retry next round
+                self.failures += 1
+                log.exception("check log flush failed; %d checks buffered", self.pending)
+            if self._journal is not None and time.monotonic() >= adopt_at:
+                adopt_at = time.monotonic() + ADOPT_SECONDS
+                try:
+                    self.replay()  # a sibling worker that died (its journal is unlocked now)
+                except Exception:
+                    log.exception("check journal replay failed; retried in %.0f s", ADOPT_SECONDS)
+
+    def flush(self) -> int:
+        """Write one round, each part in its own transaction: the checks that start a watch
+        first, then about WRITE_SECONDS' worth of the others. A watch must be written within
+        MAX_UNWRITTEN_SECONDS of its check (notifications.SETTLE_SECONDS relies on it) even
+        when the rest of the log has fallen behind, and a check is written only when its
+        transaction commits, so transactions stay short. Checks appended and not yet in the
+        journal are synced first. Returns how many were written."""
+        self._sync()
+        return self._flush()
+
+    def _flush(self) -> int:
+        with self._writing:
+            written = self._write_from(self._watched, WATCH_ROWS)
+            started = time.monotonic()
+            rows = self._write_from(self._buffer, self._write_rows)
+            if rows == self._write_rows:  # a full transaction: its pace sizes the next one
+                pace = rows / max(time.monotonic() - started, 1e-3)
+                self._write_rows = int(min(WRITE_ROWS_MAX, max(WRITE_ROWS_MIN, pace * WRITE_SECONDS)))
+            return written + rows
+
+    def _write_from(self, queue: deque[Chunk], limit: int) -> int:
+        taken: list[Chunk] = []
+        rows = 0
+        while queue and rows < limit:
+            segment, text, n, watches = queue.popleft()
+            room = limit - rows
+            if n > room:  # split: the rest goes back first in line
+                text, rest = _split_lines(text, room)
+                queue.appendleft((segment, rest, n - room, watches[room:]))
+                n, watches = room, watches[:room]
+            taken.append((segment, text, n, watches))
+            rows += n
+        if not taken:
+            return 0
+        texts = [text for _, text, _, _ in taken]
+        watches = [w for _, _, _, chunk_watches in taken for w in chunk_watches]
+        try:
+            try:
+                self._write(texts, watches)
+            except sa.exc.IntegrityError:
+                # Rows already there: a commit whose outcome the client never heard (a
+                # connection lost at COMMIT) is retried. Write the rest, skipping those.
+                self._write(texts, watches, idempotent=True)
+        except Exception:
+            queue.extendleft(reversed(taken))  # keep order; nothing is lost
+            raise
+        self.written += rows
+        if self.on_written is not None:
+            try:
+                self.on_written([_observed(line) for line in _lines(texts)])
+            except Exception:
+                log.exception("check log: the observer of written checks failed")
+        if self._journal is not None:
+            by_segment: dict[int, int] = {}
+            for segment, _, n, _ in taken:
+                if segment >= 0:
+                    by_segment[segment] = by_segment.get(segment, 0) + n
+            self._journal.committed(by_segment)
+        return rows
+
+    def _write(self, texts: list[str], watches: list[Watched], *, idempotent: bool = False) -> None:
+        """Write row lines (`texts`, each any number of whole lines) and watches, in one
+        transaction."""
+        with uow.connection(self._engine) as conn:
+            if conn.dialect.name == "postgresql":
+                _copy_checks(conn, texts, idempotent=idempotent)
+            elif texts:
+                times: dict[str, str] = {}
+                conn.exec_driver_sql(
+                    _SQLITE_INSERT_NEW if idempotent else _SQLITE_INSERT,
+                    [sqlite_row(line, times) for line in _lines(texts)],
+                )
+            _add_watches(conn, watches)
+
+
+def _add_watches(conn: sa.Connection, watches: list[Watched]) -> None:
+    """The Watch rows of watched checks: the card they checked, from their id number and issue
+    date. A unit already watching that card keeps its watch (so writing twice changes nothing)."""
+    for check_id, unit_code, at, id_number, watch_on, seq in watches:
+        card_id = conn.scalar(
+            sa.select(Card.id)
+            .where(Card.id_number == id_number, Card.issued_on == watch_on)
+            .order_by(Card.temporary)
+            .limit(1)
+        )
+        if card_id is None:
+            continue
+        exists = conn.scalar(
+            sa.select(Watch.since_seq).where(Watch.unit_code == unit_code, Watch.card_id == card_id)
+        )
+        if exists is None:
+            conn.execute(
+                sa.insert(Watch),
+                [
+                    {
+                        "unit_code": unit_code,
+                        "card_id": card_id,
+                        "check_id": uuid.UUID(check_id),
+                        "since_seq": seq,
+                        "created_at": at,
+                    }
+                ],
+            )
+
+
+def _split_lines(text: str, k: int) -> tuple[str, str]:
+    """The first `k` lines of `text`, and the rest."""
+    at = -1
+    for _ in range(k):
+        at = text.index("\n", at + 1)
+    return text[: at + 1], text[at + 1 :]
+
+
+def _lines(texts: list[str]) -> Iterator[str]:
+    """The lines of `texts` (each a run of whole lines), without their newlines."""
+    for text in texts:
+        yield from text.split("\n")[:-1]
+
+
+def _copy_checks(conn: sa.Connection, texts: list[str], *, idempotent: bool) -> None:
+    """COPY instead of an INSERT per row: the lines are COPY text already (formatted when the
+    checks were appended), written about a megabyte at a time. Idempotent (a replay): through a
+    temporary table, skipping ids already in `checks`."""
+    if not any(texts):
+        return
+    columns = ", ".join(_COLUMNS)
+    table = "checks"
+    if idempotent:
+        table = "checks_replay"
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE checks_replay (LIKE checks) ON COMMIT DROP")
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+        pending: list[str] = []
+        size = 0
+        for text in texts:
+            pending.append(text)
+            size += len(text)
+            if size >= _COPY_BYTES:
+                copy.write("".join(pending))
+                pending, size = [], 0
+        if pending:
+            copy.write("".join(pending))
+    if idempotent:
+        conn.exec_driver_sql(
+            f"INSERT INTO checks ({columns}) SELECT {columns} FROM checks_replay ON CONFLICT (id) DO NOTHING"  # noqa: S608 - constant
+        )

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from idguard.verification.harvesting import SUSPECTED_RATE
 from idguard.verification.models import Unit, UnitKey
 from idguard.verification.rules import UnitStatus, hash_key, key_prefix
 
@@ -30,6 +31,7 @@ class UnitView:
     rate_limit: int
     active: bool
     webhook_url: str | None
+    harvesting_suspected: bool = False  # then `rate_limit` is harvesting.SUSPECTED_RATE
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +58,10 @@ class KeyRing:
                 u.code,
                 u.name,
                 frozenset(u.purposes),
-                u.rate_limit,
+                u.rate_limit if u.harvesting_suspected_at is None else min(u.rate_limit, SUSPECTED_RATE),
                 u.status is UnitStatus.ACTIVE,
                 u.webhook_url,
+                u.harvesting_suspected_at is not None,
             )
             for u in session.scalars(sa.select(Unit))
         }

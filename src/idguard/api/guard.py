@@ -1,0 +1,273 @@
+"""The request guard: what every request must satisfy before it is routed, whoever sends it.
+
+A pure ASGI middleware (app.py installs it in front of every route, the verify fast lanes
+included) that answers, before any route, dependency or login runs:
+
+- 431 when the request line and headers together exceed MAX_HEAD_BYTES. A head that arrives in
+  pieces is stopped earlier by the server (`idguard serve` runs uvicorn with api/server.py's
+  protocol, which answers the same 431);
+- 413 when the body exceeds the path's limit: refused from the Content-Length before reading,
+  and otherwise counted while reading (no Content-Length, chunked, or a body longer than said),
+  so at most the limit plus one chunk is ever held;
+- 422 naming each field whose text the registry cannot store (core/text.py: a NUL, or an
+  unpaired surrogate), in the JSON body (`finder.name`, `items.3.operator`), a form, the query
+  (`name`, `unit`), a path parameter (`id_number`) or a header (`idempotency-key`). The answer is
+  the problem document of every 422 (api/errors.py), and the same on SQLite and PostgreSQL.
+
+The body is read here, in full up to its limit, and handed on as one message. The check costs
+four byte scans (memchr) of a body without a backslash, a NUL, a 0xED byte or a `%` (nearly any
+JSON a client writes with non-ASCII text left as UTF-8), and one regular-expression search of a
+body with backslash escapes; only a body with a `\\u0000` or `\\udXXX` escape, a NUL or a
+UTF-8-encoded surrogate (or a form with %00) is parsed, to name the fields, or to find it
+harmless (`\\\\u0000` is a backslash and "u0000"; `\\ud83d\\ude00` an emoji).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from itertools import chain
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from idguard.api.errors import field_name, invalid_request, problem
+from idguard.core.text import NUL_FAULT, Path, fault, faults
+
+log = logging.getLogger("idguard.api")
+
+# The request line and headers. A legitimate request's are under 2 KiB (a staff token is about
+# 400 bytes); 16 KiB is also h11's default and what most servers and proxies allow.
+MAX_HEAD_BYTES = 16 * 1024
+# The body of every path without a limit of its own. The largest such request is a card issue
+# with two fingerprints (2 x 21,848 base64 characters, about 45 KB); 1 MiB leaves 20 times that.
+MAX_BODY_BYTES = 1024 * 1024
+
+# \u0000, and any \uD800..\uDFFF escape (a pair is harmless, but pairs are rare enough to parse).
+_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")  # a surrogate encoded as UTF-8 (json.loads takes it)
+_FORMS = (b"application/x-www-form-urlencoded", b"multipart/form-data")
+
+
+class RequestGuard:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        body_limits: Mapping[str, int] | None = None,
+        max_body: int = MAX_BODY_BYTES,
+        max_head: int = MAX_HEAD_BYTES,
+    ) -> None:
+        self.app = app
+        self.body_limits = dict(body_limits or {})
+        self.max_body = max_body
+        self.max_head = max_head
+        self._paths: list[re.Pattern[str]] | None = None
+
+    def _templates(self, scope: Scope) -> list[re.Pattern[str]]:
+        """The app's route templates as expressions, from its OpenAPI document (built once, when
+        a path first needs naming: FastAPI's own route matching is not public)."""
+        if self._paths is None:
+            app: Any = scope.get("app")
+            document: dict[str, Any] = app.openapi() if hasattr(app, "openapi") else {}
+            self._paths = [compile_path(template)[0] for template in document.get("paths", {})]
+        return self._paths
+
+    def _path_faults(self, scope: Scope, path: str) -> list[dict[str, str]]:
+        why = fault(path)
+        if why is None:
+            return []
+        # Name the path parameter, as a 422 for any other fault of it would: the parameters that
+        # `fault` refuses, of the first route template the path matches.
+        for template in self._templates(scope):
+            match = template.match(path)
+            if match is not None:
+                named = [
+                    _error((name,), bad)
+                    for name, value in match.groupdict().items()
+                    if (bad := fault(value)) is not None
+                ]
+                if named:
+                    return named
+        return [{"field": "path", "detail": why}]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        # Every request passes here, the verify hot path included: a few C-level operations
+        # (one join, memchr scans) for a request with nothing to refuse.
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        # "name\nvalue\nname\nvalue": a header value holds no line break (servers refuse one).
+        flat = b"\n".join(chain.from_iterable(headers))
+        path: str = scope["path"]
+        query: bytes = scope["query_string"]
+        head = len(flat) + 2 * len(headers) + 1 + len(query) + len(scope.get("raw_path") or path)
+        if head > self.max_head:
+            log.warning("request head of %d bytes refused (limit %d)", head, self.max_head)
+            await _close_with(_head_too_large(self.max_head), scope, receive, send)
+            return
+        errors: list[dict[str, str]] = []
+        if b"\x00" in flat:
+            errors = [_header_fault(name) for name, value in headers if b"\x00" in name + value]
+        if "\x00" in path or not path.isascii():
+            errors += self._path_faults(scope, path)
+        if query and (b"%" in query or b"\x00" in query):
+            errors += _query_faults(query)
+        limit = self.body_limits.get(path, self.max_body)
+        if _declared(flat) > limit:  # said too long: refused before a byte of it is read
+            await _close_with(_too_large(limit), scope, receive, send)
+            return
+        message = await receive()  # a request without a body has one empty message
+        if message["type"] != "http.request":  # the client left: nobody to answer
+            return
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False):  # a body in pieces: counted as they come
+            whole = await _read_rest(body, limit, receive)
+            if whole is None:
+                return
+            body = whole
+            message = {"type": "http.request", "body": body, "more_body": False}
+        if len(body) > limit:
+            await _close_with(_too_large(limit), scope, receive, send)
+            return
+        if b"\\" in body or b"\x00" in body or b"\xed" in body or b"%" in body:  # four memchr
+            errors += await _body_faults(scope, body)
+        if errors:
+            await invalid_request(errors)(scope, receive, send)
+            return
+        await self.app(scope, _replay(message, receive), send)
+
+
+def _declared(flat: bytes) -> int:
+    """The body length a Content-Length header says, from the headers joined as "name\nvalue\n…"
+    (0 if none, or not a number: the server refuses those, h11 does, and a body is counted
+    all the same). One search of a few hundred bytes."""
+    at = flat.find(b"content-length\n")
+    while at > 0 and flat[at - 1] != 10:  # inside another header's value: look further
+        at = flat.find(b"content-length\n", at + 1)
+    if at < 0:
+        return 0
+    start = at + len(b"content-length\n")
+    end = flat.find(b"\n", start)
+    try:
+        return int(flat[start : end if end >= 0 else None])
+    except ValueError:
+        return 0
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return problem(413, "Content too large", f"the request body exceeds {limit} bytes for this path")
+
+
+def _head_too_large(limit: int) -> JSONResponse:
+    return problem(
+        431, "Request header fields too large", f"the request line and headers exceed {limit} bytes"
+    )
+
+
+async def _read_rest(first: bytes, limit: int, receive: Receive) -> bytes | None:
+    """The body from `first` on, read until its end or until it passes `limit` (then what was
+    read, longer than the limit); None if the client left."""
+    chunks = [first]
+    read = len(first)
+    while read <= limit:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk: bytes = message.get("body", b"")
+        chunks.append(chunk)
+        read += len(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _close_with(response: JSONResponse, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer and have the server close the connection: the rest of the request is not read."""
+    response.headers["Connection"] = "close"
+    await response(scope, receive, send)
+
+
+def _replay(message: Message, receive: Receive) -> Receive:
+    """`receive` for the app: the body read here as one message, then the server's (for the
+    disconnect a streaming response waits for)."""
+    pending = [message]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+def _error(loc: Path, detail: str) -> dict[str, str]:
+    return {"field": field_name(loc), "detail": detail}
+
+
+def _header_fault(name: bytes) -> dict[str, str]:
+    header = name.decode("latin-1")
+    return {"field": header if "\x00" not in header else "headers", "detail": NUL_FAULT}
+
+
+def _query_faults(query: bytes) -> list[dict[str, str]]:
+    errors = []
+    # As Starlette decodes a query (invalid UTF-8 becomes U+FFFD; %00 stays a NUL).
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if fault(name) is not None:
+            errors.append(_error(("query",), "a parameter name must not contain NUL"))
+        elif (why := fault(value)) is not None:
+            errors.append(_error((name,), why))
+    return errors
+
+
+async def _body_faults(scope: Scope, body: bytes) -> list[dict[str, str]]:
+    """The fields of a body `fault` refuses. Parsed only when it may hold one: a JSON body with a
+    \\u0000 or surrogate escape, a NUL or a UTF-8-encoded surrogate; a form (a staff login) with
+    %00 or a NUL (Starlette decodes a form's invalid UTF-8 as U+FFFD: it cannot hold surrogates)."""
+    content_type = next((value for name, value in scope["headers"] if name == b"content-type"), b"")
+    if content_type.startswith(_FORMS):
+        return await _form_faults(scope, body) if b"%00" in body or b"\x00" in body else []
+    if (
+        (b"\\" in body and _ESCAPE.search(body) is not None)
+        or b"\x00" in body
+        or (b"\xed" in body and _RAW_SURROGATE.search(body) is not None)
+    ):
+        return _json_faults(body)
+    return []
+
+
+def _json_faults(body: bytes) -> list[dict[str, str]]:
+    """The fields of a suspect body that `fault` refuses, parsed as the routes parse JSON (any
+    body but a form); one that does not parse is the routes' to answer, as without the guard."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):
+        return []
+    return [_error(path, why) for path, why in faults(value)]
+
+
+async def _form_faults(scope: Scope, body: bytes) -> list[dict[str, str]]:
+    """The fields of a suspect form, parsed as the routes parse it (Starlette's parser)."""
+    try:
+        form = await Request(scope, _replay({"type": "http.request", "body": body}, _no_more)).form()
+    except Exception:  # a malformed form is the route's to answer, as it would without us
+        return []
+    errors = []
+    for name, value in form.multi_items():
+        if fault(name) is not None:
+            errors.append(_error(("body",), "a field name must not contain NUL"))
+        elif not isinstance(value, UploadFile) and (why := fault(value)) is not None:
+            errors.append(_error((name,), why))
+    await form.close()
+    return errors
+
+
+async def _no_more() -> Message:
+    return {"type": "http.disconnect"}
