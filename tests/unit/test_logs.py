@@ -57,9 +57,22 @@ def test_every_form_of_a_number_is_masked(caplog: pytest.LogCaptureFixture) -> N
         assert "19491231" not in line
     for name, form in forms.items():
         assert form not in caplog.text, name
-    assert "&name=%E5%BC%A0" in caplog.text  # the rest of the line as it was
+    assert "&name=-" in caplog.text  # the rest of the line as it was, but the name dropped
+    assert "%E5%BC%A0" not in caplog.text
 
 
 def test_redact_leaves_lines_without_a_number_alone() -> None:
     for line in ("100% done", "%E5%BC%A0%E4%B8%89 %zz %", "١٢٣", "GET /api/v1/health"):
         assert logs.redact(line) == line
+
+
+def test_the_name_in_a_lookup_query_never_reaches_the_log() -> None:
+    from idguard.logs import redact
+
+    line = '127.0.0.1:5000 - "GET /api/v1/found-cards/lookup?id_number=110105194912310021&name=%E7%8E%8B%E4%BA%94 HTTP/1.1" 200'
+    out = redact(line)
+    assert "%E7" not in out
+    assert "110105194912310021" not in out
+    assert '/api/v1/found-cards/lookup?id_number=110105********0021&name=- HTTP/1.1" 200' in out
+    assert redact(out) == out  # applied again (handler and logger filters): unchanged
+    assert redact("GET /api/v1/checks?result=valid") == "GET /api/v1/checks?result=valid"
