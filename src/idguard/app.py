@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from idguard import __version__, logs
+from idguard import __version__, accountability, citizens, console, logs, watchlist
 from idguard.api import errors
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
@@ -98,4 +98,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         fingerprints,
     ):
         app.include_router(module.router)
+    for feature in (watchlist, citizens, accountability, console):
+        feature.install(app)
     return app

@@ -3,7 +3,8 @@
 TABLE is written by hand from docs/rules.md ("Staff and roles"), core/grants.py's GRANTS as
 documented, and API.md: one row per (method, path), one expected status per caller. `OK` means
 "allowed": anything but 401 and 403 (the use-case may still answer 2xx, 404, 409 or 422, and no
-row guesses which). A route added to the app without a row here fails
+row guesses which). A route added to the app without a row here (or in a
+feature's own table, tests/functional/<feature>/test_authorization.py) fails
 `test_every_operation_has_a_row`.
 
 Callers: no credentials; a clerk acting for their own office; a clerk of another office (the
@@ -19,8 +20,10 @@ Every request is minimal and valid, so its status reflects who sent it, not what
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,13 +202,28 @@ def document_operations(app_openapi: dict[str, Any]) -> set[tuple[str, str]]:
     }
 
 
+def feature_tables() -> dict[tuple[str, str], object]:
+    """The tables of the features that test their own routes' callers (a citizen among them):
+    `tests/functional/<feature>/test_authorization.py`, each with a TABLE keyed like this one."""
+    rows: dict[tuple[str, str], object] = {}
+    for path in sorted(Path(__file__).parent.glob("*/test_authorization.py")):
+        module = importlib.import_module(f"tests.functional.{path.parent.name}.test_authorization")
+        overlap = rows.keys() & module.TABLE.keys()
+        assert not overlap, f"{path}: rows already in another feature's table: {sorted(overlap)}"
+        rows.update(module.TABLE)
+    return rows
+
+
 def test_every_operation_has_a_row() -> None:
     """A new route needs its row (who may call it); a removed route takes its row away."""
     spec = create_app(settings_for("sqlite:///:memory:"), clock=FixedClock(NOW)).openapi()
     operations = document_operations(spec)
-    missing = sorted(operations - TABLE.keys())
-    assert not missing, f"operations without a row in TABLE: {missing}"
-    stale = sorted(TABLE.keys() - operations)
+    features = feature_tables()
+    assert not TABLE.keys() & features.keys(), "an operation with rows in two tables"
+    rows = TABLE.keys() | features.keys()
+    missing = sorted(operations - rows)
+    assert not missing, f"operations without a row in TABLE or a feature's table: {missing}"
+    stale = sorted(rows - operations)
     assert not stale, f"rows for operations the app no longer has: {stale}"
 
 

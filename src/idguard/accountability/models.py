@@ -1,0 +1,3 @@
+"""accountability: tables (none yet)."""
+
+from __future__ import annotations

@@ -1,0 +1,3 @@
+"""citizens: tables (none yet)."""
+
+from __future__ import annotations

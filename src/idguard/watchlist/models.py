@@ -1,0 +1,3 @@
+"""watchlist: tables (none yet)."""
+
+from __future__ import annotations
