@@ -36,6 +36,10 @@ test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (Postg
 test-deep: $(STAMP) ## the property-based tests with new random draws, ten times the examples (minutes)
 	IDGUARD_TEST_DEEP=1 $(BIN)/pytest -n 2 tests/integration/test_lifecycle_machine.py tests/unit
 
+.PHONY: mutation
+mutation: $(STAMP) ## mutation testing of the rule and permission modules, cosmic-ray (slow, not in CI; docs/testing.md)
+	$(BIN)/python tools/mutation.py $(MUTATION_ARGS)
+
 bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-run baselines)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/loss_reports.py
@@ -43,6 +47,7 @@ bench: $(STAMP) ## run the benchmarks (prints figures and ratios against same-ru
 	$(BIN)/python bench/demo_load.py
 	$(BIN)/python bench/fingerprints.py
 	$(BIN)/python bench/fingerprint_requests.py
+	$(BIN)/python bench/console.py
 
 clean: ## remove the virtualenv and local databases
 	rm -rf $(VENV) idguard.db idguard.db-wal idguard.db-shm idguard.db-checklog

@@ -29,6 +29,8 @@ BENCH_DIR = Path(__file__).resolve().parent
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside the benches
 # Production mode needs template keys; a fixed bench-only key (it seals nothing real).
 TEMPLATE_KEYS = "bench:" + base64.b64encode(bytes(range(32))).decode()
+# Production refuses to start without its signing keys (declarations, offline sets): bench ones.
+SIGNING_KEYS = "bench:" + base64.b64encode(bytes(range(32, 64))).decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +85,12 @@ def settings_for(url: str, *, production: bool = False) -> Settings:
     """Settings for a bench database: test mode, or production as `server()` runs it."""
     if production:
         return Settings(
-            database_url=url, env=Environment.PRODUCTION, secret_key=SECRET, template_keys=TEMPLATE_KEYS
+            database_url=url,
+            env=Environment.PRODUCTION,
+            secret_key=SECRET,
+            template_keys=TEMPLATE_KEYS,
+            declaration_keys=SIGNING_KEYS,
+            offline_keys=SIGNING_KEYS,
         )
     return Settings(database_url=url, env=Environment.TEST, secret_key=SECRET)
 
@@ -173,6 +180,8 @@ def server(
         "IDGUARD_DATABASE_URL": url,
         "IDGUARD_SECRET_KEY": SECRET,
         "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
+        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
+        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
         "IDGUARD_ENV": "production",
         "IDGUARD_WORKERS": str(workers),
         **(extra_env or {}),

@@ -33,6 +33,10 @@ part prints `uptime` too).
    (plus, with `--before-src DIR`, one running another source tree, e.g. the code before the
    journal) serve the same batches and single checks in interleaved rounds. Target: batch
    checks/s with the journal >= 90 % of without. [journal.py]
+7. A blacklist of N persons (`--blacklist-persons`, default 100,000) loads into a worker: the
+   index with every card's flags vs without (baseline), and the blacklist gallery (two fingers
+   a person opened and added to the 1:N gallery). Target <= 10 s. Not in the default parts (it
+   builds its SQLite registries first: minutes). [blacklist.py]
 
 Databases: the demo population is loaded once into `idguard_bench_<citizens>` (a template,
 reused while it holds that many persons); each run works on a copy made with CREATE DATABASE

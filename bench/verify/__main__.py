@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 import bench.verify
 from bench.harness import admin_engine, scratch_database, uptime
-from bench.verify import http_load, index, inprocess_routes, journal, memory, propagation
+from bench.verify import blacklist, http_load, index, inprocess_routes, journal, memory, propagation
 from bench.verify.common import cached_demo
 
 
@@ -56,6 +56,9 @@ def main() -> None:
         default=None,
         help="part 6: also serve this source tree (a `src` directory, e.g. the code before the journal)",
     )
+    parser.add_argument(
+        "--blacklist-persons", type=int, default=100_000, help="part 7: listed persons (two fingers each)"
+    )
     args = parser.parse_args()
     parts = {int(p) for p in args.parts.split(",") if p}
     if args.memory:
@@ -91,6 +94,8 @@ def main() -> None:
                     journal.run(url, args, workdir)
         if 4 in parts:
             memory.run(admin, args.postgres_url, args.memory_citizens, workdir)
+        if 7 in parts:
+            blacklist.run(workdir, args.blacklist_persons)
     admin.dispose()
 
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from idguard import __version__, accountability, citizens, console, logs, watchlist
+from idguard import __version__, accountability, citizens, console, logs, offline, ops, watchlist
 from idguard.api import errors
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         description=DESCRIPTION,
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by the console with Swagger UI's files from this server (no CDN)
         redoc_url=None,
     )
     engine = make_engine(settings)
@@ -98,6 +98,6 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         fingerprints,
     ):
         app.include_router(module.router)
-    for feature in (watchlist, citizens, accountability, console):
+    for feature in (watchlist, citizens, accountability, offline, console, ops):
         feature.install(app)
     return app

@@ -85,6 +85,59 @@ class Settings(BaseSettings):
     # are then only in memory until written): for comparisons only, never in production.
     checklog_dir: Path | None = None
     checklog_journal: bool = True
+    # --- accountability of units (accountability/, issue 11; docs/accountability.md) ---
+    # A transaction is judged against the unit's checks of the number within this many hours
+    # before it (and, for `checked_after`, after it).
+    check_window_hours: int = Field(default=24, ge=1, le=24 * 31)
+    # The monthly level ladder, "level:rate_percent:min_violations" for early_warning, standard
+    # and excessive (accountability/rules.py parses it; DOMAIN.md's defaults).
+    compliance_levels: str = "early_warning:0.65:75,standard:0.9:100,excessive:1.8:1000"
+    # --- citizens' own view (citizens/, issue 12) ---
+    # Citizen tokens (signed with a key of their own, derived from secret_key: never a staff key).
+    citizen_token_ttl_seconds: int = Field(default=1800, ge=60, le=86400)
+    # The check log keeps checks this long (DOMAIN: at least 24 months); `idguard citizens
+    # purge-checks` removes older ones, and GET /me/checks says how far back it reaches.
+    check_retention_months: int = Field(default=24, ge=24, le=240)
+    # Loss declarations are signed with Ed25519: "key_id:base64-of-32-byte-seed" separated by
+    # commas; the first signs, every listed key verifies (keep retired keys listed so old
+    # declarations stay verifiable). Development and test derive one from secret_key when unset;
+    # a production app refuses to start without it (citizens.install parses and checks it).
+    declaration_keys: SecretStr | None = None
+
+    # The web console (console/): a signed-in session ends after this many idle minutes, and
+    # after console_session_hours whatever happens (then sign in again).
+    console_idle_minutes: int = Field(default=15, ge=1, le=480)
+    console_session_hours: int = Field(default=10, ge=1, le=24)
+    # --- offline verification (offline/, issue 20; docs/offline.md) ---
+    # Ed25519 keys signing the offline set and its deltas: "key_id:base64-of-32-byte-seed,…"; the
+    # first signs, every listed key is published at GET /api/v1/offline/keys. Development and test
+    # derive one from secret_key when unset; production refuses to start without it.
+    offline_keys: SecretStr | None = None
+    # A key outside the universe of issued cards (a forged chip serial) is `valid` with
+    # probability 2^-offline_k; the set costs about 1.075 * offline_k bits per valid card.
+    offline_k: int = Field(default=16, ge=8, le=32)
+    # GET /offline/deltas answers 410 (fetch a snapshot) when more ledger events than this lie
+    # after the unit's version; a worker rebuilds its cached snapshot when it is older than
+    # offline_snapshot_seconds or this many events behind.
+    offline_max_delta_events: int = Field(default=200_000, ge=100)
+    offline_snapshot_seconds: int = Field(default=3600, ge=1)
+
+    @model_validator(mode="after")
+    def _offline_keys_in_production(self) -> Settings:
+        if self.env is Environment.PRODUCTION and self.offline_keys is None:
+            raise ValueError("IDGUARD_OFFLINE_KEYS must be set in production")
+        return self
+
+    # --- operations (ops/, issue 16; docs/operations.md) ---
+    # Log lines: "text" (the default) or "json" (one object per line: time, level, logger,
+    # message, request_id, pid).
+    log_format: str = Field(default="text", pattern="^(text|json)$")
+    # GET /metrics answers only `Authorization: Bearer <this>` when set; anyone when unset.
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
+    # With several workers, each worker's counts are written to files here and /metrics adds them
+    # up (prometheus_client's multiprocess mode; PROMETHEUS_MULTIPROC_DIR is used when this is
+    # unset). Empty it before the server starts. Unset with one worker: counts stay in memory.
+    metrics_dir: Path | None = None
 
     @model_validator(mode="after")
     def _no_default_secret_outside_development(self) -> Settings:

@@ -5,11 +5,22 @@ rewrites every 18-character id-number-shaped token in a record's message and arg
 whatever form it was sent: plain, percent-encoded (uvicorn logs the query string as sent and the
 path re-encoded), in full-width or other digits (core.idnumber.occurrences finds them all). The
 mask is always of the number in ASCII: `110105********002X`.
+
+`use_format("json")` (IDGUARD_LOG_FORMAT=json; ops.install calls it) turns every line into one
+JSON object: time, level, logger, message, request_id (the `X-Request-Id` of the request being
+served, ops/middleware.py sets `request_id`), pid, and the exception's traceback when there is
+one; uvicorn's access lines add client, method, path and status. The text is masked as above,
+and once more as a whole (a traceback may quote a value), in either format. In text mode a line
+logged while a request is served ends with ` request_id=…`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import datetime as dt
+import json
 import logging
+import os
 import re
 
 from idguard.core.idnumber import mask, occurrences
@@ -66,3 +77,68 @@ def install() -> None:
     for handler in handlers:
         if not any(isinstance(f, MaskIdNumbers) for f in handler.filters):
             handler.addFilter(MaskIdNumbers())
+
+
+# The id of the request being served in this context (None outside a request). Set by the ops
+# middleware; asyncio tasks and run_in_threadpool carry it with the context.
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("idguard_request_id", default=None)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+            "request_id": request_id.get(),
+            "pid": record.process if record.process is not None else os.getpid(),
+        }
+        if record.name == "uvicorn.access" and isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, path, _, status = record.args
+            entry.update(client=client, method=method, path=path, status=status)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        elif record.exc_text:
+            entry["exception"] = redact(record.exc_text)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class WithRequestId(logging.Formatter):
+    """Text lines as another formatter writes them, masked as a whole (tracebacks too), with
+    ` request_id=…` added during a request."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = redact(self.inner.format(record))  # a traceback may quote an id number
+        rid = request_id.get()
+        return text if rid is None else f"{text} request_id={rid}"
+
+
+def _ours(handler: logging.Handler) -> bool:
+    # pytest's capturing handlers keep their own format (tests read them).
+    return not type(handler).__module__.startswith("_pytest")
+
+
+def use_format(kind: str) -> None:
+    """Write every line (idguard's, uvicorn's and its access log) as `kind`: "json" or "text"
+    (idempotent; switching back restores each handler's own formatter)."""
+    handlers = list(logging.getLogger().handlers)
+    for name in LOGGERS:
+        handlers.extend(logging.getLogger(name).handlers)
+    for handler in dict.fromkeys(handlers):
+        if not _ours(handler):
+            continue
+        current = handler.formatter
+        original = getattr(handler, "_idguard_original_formatter", current)
+        handler._idguard_original_formatter = original  # type: ignore[attr-defined]
+        if kind == "json":
+            if not isinstance(current, JsonFormatter):
+                handler.setFormatter(JsonFormatter())
+        elif not isinstance(current, WithRequestId):
+            handler.setFormatter(WithRequestId(original or logging.Formatter()))

@@ -9,6 +9,7 @@ from idguard.biometrics import models as biometrics_models
 from idguard.citizens import models as citizens_models
 from idguard.db import common
 from idguard.db.base import Base
+from idguard.offline import models as offline_models
 from idguard.registry import models as registry_models
 from idguard.verification import models as verification_models
 from idguard.watchlist import models as watchlist_models
@@ -21,6 +22,7 @@ FEATURE_MODELS = (
     watchlist_models,
     citizens_models,
     accountability_models,
+    offline_models,
 )
 
 __all__ = ["FEATURE_MODELS", "Base"]

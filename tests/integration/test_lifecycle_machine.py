@@ -1,5 +1,11 @@
 """A card's whole life, driven through the real services against a real database.
 
+The watchlist (issue 10) is part of it: a supervisor lists a person on the blacklist (with or
+without a last day), lifts the listing, the sweeper ends listings past their last day, and a
+holder requires (or releases) the person-card check. Each is a ledger event on every card of the
+person that changes no status; a verification index following the ledger (the workers' follower)
+must then answer each card with the holder's flags.
+
 Hypothesis picks sequences of counter operations (register, issue, renew / replace / correct,
 temporary card, report lost or stolen, cancel the report, hand in a found card, return it or
 destroy it once it cannot be returned, revoke the person, let time pass) over a handful of persons. Some cards are issued with two fingers
@@ -70,6 +76,13 @@ from idguard.registry import persons as person_service
 from idguard.registry.lifecycle import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
 from idguard.registry.models import Card, FoundCard, LedgerEvent, LedgerHead, LossReport, Person
 from idguard.schema import Base
+from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardIndex
+from idguard.verification.models import PersonFlags
+from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.keyring import KeyRing
+from idguard.watchlist import blacklist as blacklist_service
+from idguard.watchlist import protection as protection_service
+from idguard.watchlist.rules import BlacklistReason
 from tests import prints
 from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, actor, seed_world
 
@@ -154,6 +167,9 @@ class PersonModel:
     spec: PersonSpec
     registered: bool = False
     revoked: bool = False
+    listed: bool = False  # a blacklist entry stored as active (it may be past its last day)
+    listed_until: dt.date | None = None
+    protected: bool = False  # person_check_required
 
 
 @dataclass
@@ -225,6 +241,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.writes = 0
         self.comparisons: list[bool] = []  # every on-site comparison's verdict, in order
         self._snapshot: tuple[int, Snapshot] | None = None
+        # A verification index following the ledger, as every worker's does.
+        self.index = CardIndex()
+        self.follower = IndexFollower(self.sessions, self.index, KeyRing())
+        self.follower.load()
 
     def teardown(self) -> None:
         self._cleanup()
@@ -781,6 +801,80 @@ class LifecycleMachine(RuleBasedStateMachine):
                 card.status = CardStatus.REVOKED
                 self.expected_events += 1
 
+    # --- the watchlist ---------------------------------------------------------------------------
+
+    def listing_ended(self, who: str) -> bool:
+        person = self.people[who]
+        return person.listed and person.listed_until is not None and self.today > person.listed_until
+
+    @rule(data=st.data(), last_day=st.one_of(st.none(), st.integers(-1, 60)))
+    def put_on_blacklist(self, data: st.DataObject, last_day: int | None) -> None:
+        who = self.draw_person(data, prefer=lambda k: self.people[k].registered and not self.people[k].listed)
+        person = self.people[who]
+        until = None if last_day is None else self.today + dt.timedelta(days=last_day)
+        ended = self.listing_ended(who)
+        expected: type[DomainError] | None
+        if not person.registered:
+            expected = NotFound
+        elif person.listed and not ended:
+            expected = RuleViolation  # one active entry per person
+        elif until is not None and until < self.today:
+            expected = RuleViolation
+        else:
+            expected = None
+        result = self.call(
+            _list_person, expected, actor=actor("supervisor"), id_number=person.spec.id_number, until=until
+        )
+        if result is None:
+            return
+        cards = len(self.cards_of(who))
+        self.expected_events += cards * (2 if ended else 1)  # an ended listing is written first
+        person.listed, person.listed_until = True, until
+
+    @precondition(lambda self: any(p.listed for p in self.people.values()))
+    @rule(data=st.data())
+    def lift_from_blacklist(self, data: st.DataObject) -> None:
+        who = data.draw(
+            st.sampled_from(sorted(k for k, p in self.people.items() if p.listed)), label="listed"
+        )
+        person = self.people[who]
+        expected = RuleViolation if self.listing_ended(who) else None  # it ended by itself
+        if self.call(_lift, expected, actor=actor("supervisor"), id_number=person.spec.id_number) is None:
+            return
+        self.expected_events += len(self.cards_of(who))
+        person.listed, person.listed_until = False, None
+
+    @precondition(lambda self: any(p.listed and p.listed_until is not None for p in self.people.values()))
+    @rule()
+    def end_listings_past_their_last_day(self) -> None:
+        ended = [k for k in sorted(self.people) if self.listing_ended(k)]
+        assert self.call(blacklist_service.expire_due, None) == len(ended)
+        for who in ended:
+            self.expected_events += len(self.cards_of(who))
+            self.people[who].listed, self.people[who].listed_until = False, None
+
+    @rule(data=st.data(), required=st.booleans(), by_holder=st.booleans())
+    def require_person_check(self, data: st.DataObject, required: bool, by_holder: bool) -> None:
+        who = self.draw_person(data, prefer=lambda k: self.people[k].registered)
+        person = self.people[who]
+        expected = None if person.registered else NotFound
+        if by_holder:
+            done = self.call(_protect_as_holder, expected, id_number=person.spec.id_number, required=required)
+        else:
+            done = self.call(
+                protection_service.protect,
+                expected,
+                actor=clerk(person.spec.hukou_office),
+                id_number=person.spec.id_number,
+                required=required,
+                reason="card misused",
+            )
+        if done is None:
+            return
+        if person.protected != required:
+            self.expected_events += len(self.cards_of(who))
+            person.protected = required
+
     @rule(days=st.one_of(st.integers(1, 45), st.sampled_from([91, 92, 365, 366, 1827, 3653, 7305])))
     def let_time_pass(self, days: int) -> None:
         self.clock.advance(dt.timedelta(days=days))
@@ -925,6 +1019,43 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert self.snapshot().comparisons == self.comparisons
 
     @invariant()
+    def flags_agree_with_the_watchlist(self) -> None:
+        with self.engine.connect() as conn:
+            flags = {row.person_id: row for row in conn.execute(sa.select(PersonFlags.__table__)).all()}
+        snapshot = self.snapshot()
+        for key, person in self.people.items():
+            stored = snapshot.persons.get(person.spec.id_number)
+            if stored is None:
+                continue
+            row = flags.get(stored.id)
+            assert (row is not None and row.blacklisted) is person.listed, key
+            assert (row is not None and row.person_check_required) is person.protected, key
+            if person.listed:
+                assert row is not None
+                assert row.blacklisted_until == person.listed_until
+
+    @invariant()
+    def the_index_follows_the_flags_like_statuses(self) -> None:
+        self.follower.poll()
+        snapshot = self.snapshot()
+        by_id = {
+            p.id: key
+            for key, p in ((k, snapshot.persons.get(m.spec.id_number)) for k, m in self.people.items())
+            if p is not None
+        }
+        for card in snapshot.cards.values():
+            person = self.people[by_id[card.person_id]]
+            _, _, flags = self.index.check(
+                card.id_number, card.name, card.issued_on, card.expires_on, self.today, card.chip_serial
+            )
+            expected = (BLACKLISTED if person.listed else 0) | (CHECK_REQUIRED if person.protected else 0)
+            assert flags == expected, (card.id_number, flags, expected)
+            if person.listed:
+                assert self.index.blacklisted(card.id_number, self.today) is not self.listing_ended(
+                    by_id[card.person_id]
+                )
+
+    @invariant()
     def database_matches_the_model(self) -> None:
         snapshot = self.snapshot()
         assert set(snapshot.cards) == set(self.cards)
@@ -966,6 +1097,41 @@ MACHINE_SETTINGS = settings(
 
 def settings_for(url: str) -> Settings:
     return Settings(database_url=url, env=Environment.TEST, secret_key=SECRET)
+
+
+def _list_person(
+    session: Session, *, now: dt.datetime, actor: Actor, id_number: str, until: dt.date | None
+) -> str:
+    listed = blacklist_service.list_person(
+        session,
+        actor=actor,
+        now=now,
+        id_number=id_number,
+        reason=BlacklistReason.IMPERSONATION,
+        case_no="case-1",
+        until=until,
+        note=None,
+    )
+    return listed.entry.entry_no
+
+
+def _lift(session: Session, *, now: dt.datetime, actor: Actor, id_number: str) -> str:
+    entry_no = session.scalar(
+        sa.select(blacklist_service.BlacklistEntry.entry_no)
+        .join(Person, Person.id == blacklist_service.BlacklistEntry.person_id)
+        .where(Person.id_number == id_number, blacklist_service.BlacklistEntry.status == "active")
+    )
+    assert entry_no is not None
+    return blacklist_service.lift(
+        session, actor=actor, now=now, entry_no=entry_no, reason="acquitted"
+    ).entry.entry_no
+
+
+def _protect_as_holder(session: Session, *, now: dt.datetime, id_number: str, required: bool) -> bool:
+    protection_service.set_protection(
+        session, id_number=id_number, required=required, reason="mine", by="holder", at=now
+    )
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -6,4 +6,11 @@ from fastapi import FastAPI
 
 
 def install(app: FastAPI) -> None:
-    """Add this feature's routes (and any wiring into the running service) to the app."""
+    """Add this feature's routes and its keys (citizen tokens, activation codes, TOTP sealing,
+    declaration signing) to the app. Bad or missing declaration keys fail here, at start."""
+    from idguard.citizens.routes import accounts, certificates, declarations, me
+    from idguard.citizens.routes.deps import CitizenKeys
+
+    app.state.citizen_keys = CitizenKeys.from_settings(app.state.settings)
+    for module in (accounts, me, declarations, certificates):
+        app.include_router(module.router)

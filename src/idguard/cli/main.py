@@ -15,11 +15,15 @@ from rich.markup import escape
 from sqlalchemy.orm import Session
 
 from idguard import uow
+from idguard.accountability import cli as accountability_cli
+from idguard.citizens import cli as citizens_cli
 from idguard.config import Settings
 from idguard.core.errors import DomainError, InvalidField
 from idguard.core.grants import Role
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.offline import cli as offline_cli
+from idguard.ops import cli as ops_cli
 from idguard.registry import staff as staff_service
 from idguard.verification import units as units_service
 
@@ -43,6 +47,10 @@ fingerprints_app = typer.Typer(
     help="Registered fingerprints: re-seal under a new key, calibrate the threshold.", no_args_is_help=True
 )
 app.add_typer(fingerprints_app, name="fingerprints")
+accountability_cli.register(app)  # `idguard transactions …`, `idguard compliance …`
+ops_cli.register(app)  # `idguard backup DEST`
+app.add_typer(citizens_cli.app, name="citizens")  # `idguard citizens purge-checks`, `declaration-key`
+app.add_typer(offline_cli.app, name="offline")  # `idguard offline fetch`, `idguard offline check`
 console = Console()
 err = Console(stderr=True)
 

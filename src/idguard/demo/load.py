@@ -75,6 +75,11 @@ ARCHIVE_CLERK = "archive.{code}"
 # ~30 ms of CPU each, so about 1.5 s on two cores, less on more.
 DEFAULT_FINGERPRINT_PERSONS = 100
 ENROL_BATCH = 50  # cards per enrolment transaction
+# Demo persons with registered fingers put on the impersonator blacklist (watchlist), so that a
+# check of their card answers `blacklisted` and their finger on someone else's card
+# `known_impersonator` (docs/integration.md, section 0).
+DEMO_BLACKLISTED = 3
+DEMO_CASE = "DEMO-2026-0001"
 
 
 class DatabaseNotEmpty(RuleViolation):
@@ -89,6 +94,7 @@ class LoadReport:
     seconds: float = 0.0  # everything, fingerprints included
     fingerprint_cards: int = 0  # cards enrolled with two synthetic fingers
     fingerprint_seconds: float = 0.0
+    blacklisted: list[dict[str, Any]] = field(default_factory=list)  # verify bodies of listed persons
 
     @property
     def total_rows(self) -> int:
@@ -109,6 +115,15 @@ class LoadReport:
                 f"; synthetic fingerprints (2 fingers) on {self.fingerprint_cards:,} cards "
                 f"in {self.fingerprint_seconds:.1f} s of that"
                 if self.fingerprint_cards
+                else ""
+            )
+            + (
+                f"\nblacklist: {len(self.blacklisted)} demo persons with registered fingers listed (case "
+                f"{DEMO_CASE}): {', '.join(b['id_number'] for b in self.blacklisted)}. The first holds the card "
+                '`idguard demo card with_fingerprints` prints (a check answers alerts ["blacklisted"]); '
+                "the finger of another of them on that card (`idguard demo fingerprint ID_NUMBER`) answers "
+                '["blacklisted", "known_impersonator"] (docs/integration.md, section 0)'
+                if self.blacklisted
                 else ""
             )
         )
@@ -157,6 +172,10 @@ def load_demo(
             engine, biometrics, persons=fingerprint_persons, clerks=clerks, now=now
         )
         report.fingerprint_seconds = time.perf_counter() - enrolling
+        report.blacklisted = blacklist_demo_persons(engine, now=now)
+    from idguard.accountability import demo as accountability_demo  # units, checks, transactions
+
+    accountability_demo.load(engine, now=now)
     report.seconds = time.perf_counter() - started
     return report
 
@@ -291,6 +310,60 @@ def demo_fingerprint_holders(
             conn.scalars(demo_cards.with_only_columns(Card.id_number).order_by(Card.id).limit(examples))
         )
     return count, numbers
+
+
+def blacklist_demo_persons(
+    engine: sa.Engine, *, now: dt.datetime, count: int = DEMO_BLACKLISTED
+) -> list[dict[str, Any]]:
+    """List `count` demo persons whose current card has demo fingers on the blacklist (by the demo
+    supervisor, through the watchlist's use-case, as a supervisor would); returns their cards'
+    verify bodies. The first by id number is always one of them: its card is the one `idguard demo
+    card with_fingerprints` prints (demo/testcards.py), so `blacklisted` and, with another listed
+    person's finger on it, `known_impersonator` need no more than the demo commands."""
+    from idguard.watchlist import blacklist
+    from idguard.watchlist.rules import BlacklistReason
+
+    _, holders = demo_fingerprint_holders(engine, now=now, examples=1_000_000)
+    sessions = make_sessionmaker(engine)
+    bodies: list[dict[str, Any]] = []
+    with uow.transaction(sessions) as session:
+        supervisor = session.scalars(sa.select(Staff).where(Staff.username == "supervisor1")).one()
+        actor = Actor(staff_id=supervisor.id, username=supervisor.username, role=supervisor.role, office=None)
+        today = today_cst(now)
+        ordered = sorted(holders)
+        # the first (the holder of `with_fingerprints`) and the last count - 1
+        chosen = ordered[:1] + ordered[max(1, len(ordered) - count + 1) :] if count else []
+        for number in chosen:
+            listed = blacklist.list_person(
+                session,
+                actor=actor,
+                now=now,
+                id_number=number,
+                reason=BlacklistReason.IMPERSONATION,
+                case_no=DEMO_CASE,
+                until=None,
+                note="demo data",
+            )
+            card = session.scalars(
+                sa.select(Card).where(
+                    Card.person_id == listed.person.id,
+                    Card.status == CardStatus.VALID,
+                    Card.fingerprints_registered.is_(True),
+                    sa.or_(Card.expires_on.is_(None), Card.expires_on >= today),
+                )
+            ).first()
+            if card is not None:
+                bodies.append(
+                    {
+                        "id_number": card.id_number,
+                        "name": card.name,
+                        "issued_on": card.issued_on.isoformat(),
+                        "expires_on": card.expires_on.isoformat() if card.expires_on else None,
+                        "purpose": "account_opening",
+                        "operator": "demo-teller",
+                    }
+                )
+    return bodies
 
 
 def _refuse_if_populated(persons: int) -> None:

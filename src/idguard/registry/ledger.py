@@ -8,6 +8,7 @@ every loss report, and the ORM object is kept in step with `set_committed_value`
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import cast
 
 import sqlalchemy as sa
@@ -145,3 +146,28 @@ def record(
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
     return seq
+
+
+def record_on_cards(
+    session: Session,
+    cards: Sequence[Card],
+    *,
+    event: EventKind,
+    actor: Actor | None,
+    office: str | None,
+    at: dt.datetime,
+    reason: str | None = None,
+    reference: str | None = None,
+) -> list[int]:
+    """A watchlist event (listing, lifting, protection: `lifecycle.WATCHLIST_EVENTS`) on every
+    card of one person, so each worker's index re-reads those cards with the person's new alert
+    flags. No status changes. The caller holds the person's lock (the cards are locked here,
+    after it: the registry's lock order)."""
+    if not event.is_watchlist:
+        raise ValueError(f"{event.value} is not a watchlist event")
+    return [
+        record(
+            session, card, event=event, actor=actor, office=office, at=at, reason=reason, reference=reference
+        )
+        for card in cards
+    ]

@@ -217,6 +217,14 @@ class EventKind(StrEnum):
     FOUND = "found"  # handed in by a finder and held for the owner
     RETURNED = "returned"  # a held card given back to its owner
     DESTROYED = "destroyed"  # 销毁: a found card that can no longer be returned
+    # Watchlist events (冒用身份证人员黑名单, victim protection) on every card of the person: they
+    # change no status, but they move the ledger, so every worker's index picks the person's new
+    # alert flags up with the card (verification/runtime/follower.py), within the same bound as a
+    # loss report. Units are never notified of them (notifications.RELEVANT: no status change).
+    BLACKLISTED = "blacklisted"  # the holder was listed on the impersonator blacklist
+    BLACKLIST_ENDED = "blacklist_ended"  # the listing was lifted, or ended after its `until` date
+    PROTECTION_SET = "protection_set"  # every check needs the holder's finger (person_check_required)
+    PROTECTION_CLEARED = "protection_cleared"
 
     @classmethod
     def issued(cls, kind: IssueKind) -> EventKind:
@@ -230,7 +238,20 @@ class EventKind(StrEnum):
     def is_issue(self) -> bool:
         return self.value.startswith("issued:")
 
+    @property
+    def is_watchlist(self) -> bool:
+        """A watchlist event: the holder's alert flags changed, never the card's status."""
+        return self in WATCHLIST_EVENTS
 
+
+WATCHLIST_EVENTS = frozenset(
+    {
+        EventKind.BLACKLISTED,
+        EventKind.BLACKLIST_ENDED,
+        EventKind.PROTECTION_SET,
+        EventKind.PROTECTION_CLEARED,
+    }
+)
 _STORED = tuple(s for s in CardStatus if s is not CardStatus.EXPIRED)  # EXPIRED is derived, never stored
 _HOLDABLE = (CardStatus.VALID, CardStatus.REPORTED_LOST, CardStatus.REPORTED_STOLEN)
 
@@ -253,6 +274,10 @@ TRANSITIONS: dict[EventKind, dict[CardStatus | None, CardStatus]] = {
     EventKind.FOUND: {s: s for s in _HOLDABLE},
     EventKind.RETURNED: {s: s for s in _HOLDABLE},
     EventKind.DESTROYED: {s: CardStatus.DESTROYED for s in _STORED if s is not CardStatus.DESTROYED},
+    # Listing, lifting and protection happen to a person, whatever their cards' statuses: each of
+    # the person's cards records the event (an invalid card's holder is still the one warned
+    # about), and no status changes.
+    **{event: {s: s for s in _STORED} for event in WATCHLIST_EVENTS},
 }
 
 

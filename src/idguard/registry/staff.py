@@ -98,6 +98,8 @@ def actor_from_token(session: Session, token: str, *, secret: str) -> Actor | No
         staff_id = uuid.UUID(claims["sub"])
     except (jwt.InvalidTokenError, ValueError, KeyError):
         return None
+    if claims.get("typ") != "staff":  # a citizen's token is never a staff token (citizens/tokens.py)
+        return None
     staff = session.get(Staff, staff_id)
     if staff is None or not staff.active:
         return None

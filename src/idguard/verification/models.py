@@ -72,6 +72,9 @@ class Check(Base):
     id_hash: Mapped[str] = mapped_column(sa.String(64), index=True)
     watch: Mapped[bool]
     fingerprint_match: Mapped[bool | None]  # the person-card comparison's verdict, when one was made
+    # The answer's alerts, comma-joined in a fixed order (index.ALERT_ORDER), NULL when none:
+    # accountability classifies `ignored_alert` by `alerts IS NOT NULL`.
+    alerts: Mapped[str | None] = mapped_column(sa.String(60))
 
     __table_args__ = (sa.Index("ix_checks_unit_code_at", "unit_code", "at"),)
 
@@ -111,3 +114,19 @@ class WebhookCursor(Base):
     delivered_seq: Mapped[int] = mapped_column(sa.BigInteger)
     next_attempt_at: Mapped[dt.datetime | None]
     failures: Mapped[int]
+
+
+class PersonFlags(Base):
+    """What a check of a person's cards must warn about (the verify answer's `alerts`), kept
+    by the watchlist (watchlist/blacklist.py, watchlist/protection.py) and read by every worker's
+    index with the person's cards when the ledger moves (a listing, lifting or protection event
+    on each card: registry/lifecycle.WATCHLIST_EVENTS). A person without a row has no flags."""
+
+    __tablename__ = "person_flags"
+    person_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("persons.id"), primary_key=True)
+    blacklisted: Mapped[bool] = mapped_column(default=False)
+    # The listing's last day (China Standard Time), inclusive; NULL: until lifted. The index
+    # stops answering `blacklisted` the day after, without waiting for anything to run.
+    blacklisted_until: Mapped[dt.date | None]
+    person_check_required: Mapped[bool] = mapped_column(default=False)
+    updated_at: Mapped[dt.datetime]

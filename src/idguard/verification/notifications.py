@@ -22,6 +22,12 @@ cancelled. `found` and `returned` change nothing a unit acts on and are left out
 notification is personal data: the unit gets back its own check id, the status and the event.
 
 Webhooks are delivered by runtime/webhooks.py (WebhookDispatcher).
+
+Case notices (issue 11) are a second kind of item, from a higher feature (accountability): a
+case opened against the unit, decided, or the unit reinstated. They are stored events with a
+cursor of their own (`cases_next` / `cases_after`), because they are not ledger events and
+cannot take a place in the ledger's order. The feature installs a `CaseFeed` on the dispatcher;
+poll, stream and webhook read it (docs/notifications.md, "Case notices").
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -129,6 +136,45 @@ def delivery_log(
         limit=limit,
     )
     return page, session.get(WebhookCursor, unit_code)
+
+
+@dataclass(frozen=True, slots=True)
+class CaseNotice:
+    """An item of the case kind: `cursor` is its own sequence (not the ledger's)."""
+
+    cursor: int
+    case_no: str
+    event: str  # opened | decided | reinstated
+    at: dt.datetime
+    decision: str | None
+    text: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": "case",
+            "cursor": self.cursor,
+            "case_no": self.case_no,
+            "event": self.event,
+            "decision": self.decision,
+            "text": self.text,
+            "at": self.at.isoformat().replace("+00:00", "Z"),
+        }
+
+
+class CaseFeed(Protocol):
+    """Case notices for units, provided by the accountability feature."""
+
+    def notices_after(self, session: Session, unit_code: str, after: int, limit: int) -> list[CaseNotice]: ...
+
+    def webhook_due(self, session: Session, unit_codes: list[str], now: dt.datetime) -> dict[str, int]:
+        """{unit: delivered cursor} for the units with notices beyond it, not backing off."""
+        ...
+
+    def webhook_done(
+        self, session: Session, unit_code: str, *, upto: int, ok: bool, now: dt.datetime
+    ) -> None:
+        """Record a webhook attempt: on success the cursor moves to `upto`; else the unit backs off."""
+        ...
 
 
 class NotificationHorizon:

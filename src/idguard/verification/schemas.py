@@ -133,6 +133,16 @@ class VerifyOut(BaseModel):
         description="why fingerprint_match is null: `card_not_valid` (the card is invalid or does not "
         "match: no comparison is made) or `no_registered_fingerprints`",
     )
+    alerts: list[str] | None = Field(
+        default=None,
+        description="absent when there is nothing to say; otherwise, in this order: `blacklisted` (the "
+        "holder of the checked card is on the impersonator blacklist; the result is unchanged), "
+        "`person_check_required` (the holder requires the person-card check on every check of this "
+        "card and no matching `fingerprint` was sent: serve them only after a matching one), "
+        "`known_impersonator` (the live finger that did not match this card is a blacklisted "
+        "person's). Never personal data. Recorded with the check",
+        examples=[["blacklisted"]],
+    )
 
 
 def _json_object(value: Any) -> dict[str, Any]:

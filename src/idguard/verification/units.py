@@ -189,3 +189,43 @@ def revoke_keys(session: Session, *, actor: Actor | None, now: dt.datetime, code
     _bump(session)
     session.flush()
     return unit
+
+
+def suspend(session: Session, *, actor: Actor, now: dt.datetime, code: str, reason: str) -> Unit:
+    """Suspend the unit (a supervisor's decision on an accountability case): every key of it
+    stops on every worker within one poll of the `units` version, answering 401 with a problem
+    detail that says so (routes/deps.py). Its keys are kept, not revoked: reinstating restores
+    them. Audited."""
+    actor.require(Permission.ONBOARD_UNITS)
+    unit = session.get(Unit, code, with_for_update={"key_share": True})
+    if unit is None:
+        raise NotFound(f"no unit {code}")
+    if unit.status is UnitStatus.SUSPENDED:
+        raise RuleViolation(f"unit {code} is already suspended")
+    unit.status = UnitStatus.SUSPENDED
+    unit.updated_at = now
+    session.add(
+        AuditEntry(at=now, staff_id=actor.staff_id, action="unit.suspend", detail=f"{code}: {reason}"[:200])
+    )
+    _bump(session)
+    session.flush()
+    return unit
+
+
+def reinstate(session: Session, *, actor: Actor, now: dt.datetime, code: str, reason: str) -> Unit:
+    """Lift a suspension: the unit's keys (those neither revoked nor expired) work again on every
+    worker within one poll. Audited."""
+    actor.require(Permission.ONBOARD_UNITS)
+    unit = session.get(Unit, code, with_for_update={"key_share": True})
+    if unit is None:
+        raise NotFound(f"no unit {code}")
+    if unit.status is not UnitStatus.SUSPENDED:
+        raise RuleViolation(f"unit {code} is not suspended")
+    unit.status = UnitStatus.ACTIVE
+    unit.updated_at = now
+    session.add(
+        AuditEntry(at=now, staff_id=actor.staff_id, action="unit.reinstate", detail=f"{code}: {reason}"[:200])
+    )
+    _bump(session)
+    session.flush()
+    return unit

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,10 +31,19 @@ from idguard.core.ratelimit import RateLimiter
 from idguard.registry.models import Card
 from idguard.verification import units
 from idguard.verification.harvesting import HarvestWatch
-from idguard.verification.index import CardIndex, Reason, Result
+from idguard.verification.index import (
+    BLACKLISTED,
+    CHECK_REQUIRED,
+    Alert,
+    CardIndex,
+    Reason,
+    Result,
+    alerts,
+)
 from idguard.verification.notifications import NotificationHorizon
-from idguard.verification.runtime.checklog import CheckEntry, CheckLog
+from idguard.verification.runtime.checklog import CheckEntry, CheckLog, Signal
 from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.gallery import BlacklistGallery
 from idguard.verification.runtime.keyring import KeyRing, UnitView
 from idguard.verification.runtime.webhooks import WebhookDispatcher
 
@@ -99,6 +108,30 @@ def check_ids(n: int) -> list[str]:
 
 
 _REASONS = {reason: reason.value for reason in Reason}
+_LOST = (Reason.REPORTED_LOST, Reason.REPORTED_STOLEN)
+
+
+class SignalKind(StrEnum):
+    """Incident kinds a check can signal (the watchlist opens the incidents, API.md part 2)."""
+
+    LOST_CARD_PRESENTED = "lost_card_presented"
+    PERSON_CHECK_FAILED = "person_check_failed"
+    BLACKLISTED_HOLDER_CHECKED = "blacklisted_holder_checked"
+    KNOWN_IMPERSONATOR = "known_impersonator"
+
+
+_LOST_KINDS = (SignalKind.LOST_CARD_PRESENTED.value,)
+# Harvesting suspected: (unit code, reason, when), for the watchlist's incident.
+HarvestingHook = Callable[[str, str, dt.datetime], None]
+SignalHook = Callable[[list[Signal]], None]
+
+
+def render_alerts(found: tuple[Alert, ...]) -> tuple[str, str] | tuple[None, None]:
+    """The alerts as the answer's JSON list and as checks.alerts (comma-joined); (None, None)
+    when there are none."""
+    if not found:
+        return None, None
+    return "[" + ",".join(f'"{a.value}"' for a in found) + "]", ",".join(a.value for a in found)
 
 
 def rfc3339(at: dt.datetime) -> str:
@@ -157,17 +190,38 @@ class Verifier:
             secret_key=secret_key,
             clock=clock,
         )
+        # The registered fingers of listed persons, searched when a person-card check fails.
+        self.gallery = BlacklistGallery(sessions, biometrics)
+        self.follower.on_listing.append(self.gallery.on_listing)
+        # Hooks for the features above (the watchlist's install(app) registers them): checks
+        # worth an incident, once durable (called on the journal's thread: hand them on, never
+        # block); units suspected of harvesting; and this worker's start and stop.
+        self.on_signals: list[SignalHook] = []
+        self.on_harvesting: list[HarvestingHook] = []
+        self.on_start: list[Callable[[], None]] = []
+        self.on_stop: list[Callable[[], None]] = []
+        self.log.on_durable = self._signals
 
     def start(self) -> None:
         self.follower.load()
         self.follower.start()
+        self.gallery.start()
         self.log.start()
         self.dispatcher.start()
+        for hook in self.on_start:
+            hook()
 
     def stop(self) -> None:
         self.dispatcher.stop()
+        self.gallery.stop()
         self.follower.stop()
         self.log.stop()
+        for hook in self.on_stop:  # after the log: its last checks' signals are handed on first
+            hook()
+
+    def _signals(self, signals: list[Signal]) -> None:
+        for hook in self.on_signals:
+            hook(signals)
 
     def _watch_harvesting(self, written: list[tuple[str, str, str, str]]) -> None:
         """Runs on the log writer's thread after a batch is written: a unit whose checks look like
@@ -184,6 +238,8 @@ class Verifier:
                 )
             if marked:
                 log.warning("unit %s suspected of harvesting: %s", suspicion.unit_code, suspicion.reason)
+                for hook in self.on_harvesting:
+                    hook(suspicion.unit_code, suspicion.reason, self.clock.now())
         if found:
             self.follower.poll()  # this worker throttles at once; the others within a poll
 
@@ -205,11 +261,12 @@ class Verifier:
         valid = Result.VALID
         answers: list[str] = []
         entries: list[CheckEntry] = []
+        signals: list[Signal] = []
         answer, record = answers.append, entries.append
         for (id_number, name, issued_on, expires_on, purpose, operator, chip_serial, watch), check_id in zip(
             items, check_ids(len(items)), strict=True
         ):
-            result, reason = index_check(id_number, name, issued_on, expires_on, today, chip_serial)
+            result, reason, flags = index_check(id_number, name, issued_on, expires_on, today, chip_serial)
             if result is valid:
                 answer(f'{{"result":"valid","check_id":"{check_id}{plain_end}')
                 outcome, why, watch_on = "valid", None, issued_on if watch else None
@@ -220,8 +277,30 @@ class Verifier:
                 why = _REASONS[reason]
                 answer(f'{{"result":"invalid","check_id":"{check_id}{at_end},"reason":"{why}"}}')
                 outcome, watch_on = "invalid", issued_on if watch else None
-            record((check_id, code, operator, purpose, now, outcome, why, id_number, watch_on, seq, None))
-        self.log.append(entries)
+                if reason in _LOST:
+                    signals.append((check_id, code, now, id_number, issued_on, _LOST_KINDS, None))
+            if flags:  # rare: the holder is listed or protected (no finger comes this way)
+                listed = bool(flags & BLACKLISTED) and self.index.blacklisted(id_number, today)
+                shown, kept = render_alerts(
+                    alerts(
+                        blacklisted=listed,
+                        check_required=bool(flags & CHECK_REQUIRED) and result is valid,
+                        impersonator=False,
+                    )
+                )
+                if shown is not None:
+                    answers[-1] = f'{answers[-1][:-1]},"alerts":{shown}}}'
+                if listed:
+                    kinds: tuple[str, ...] = (SignalKind.BLACKLISTED_HOLDER_CHECKED.value,)
+                    if signals and signals[-1][0] == check_id:  # also a lost card
+                        kinds = signals.pop()[5] + kinds
+                    signals.append((check_id, code, now, id_number, issued_on, kinds, None))
+            else:
+                kept = None
+            record(
+                (check_id, code, operator, purpose, now, outcome, why, id_number, watch_on, seq, None, kept)
+            )
+        self.log.append(entries, signals)
         return answers
 
     def check(self, unit: UnitView, queries: list[Query]) -> list[dict[str, object]]:
@@ -235,8 +314,9 @@ class Verifier:
         checked_at = rfc3339(now)
         answers: list[dict[str, object]] = []
         entries: list[CheckEntry] = []
+        signals: list[Signal] = []
         for q, check_id in zip(queries, check_ids(len(queries)), strict=True):
-            result, reason = self.index.check(
+            result, reason, flags = self.index.check(
                 q.id_number, q.name, q.issued_on, q.expires_on, today, q.chip_serial
             )
             why_not = None if reason is None else reason.value
@@ -248,11 +328,36 @@ class Verifier:
             if why_not is not None:
                 answer["reason"] = why_not
             match: bool | None = None
+            impersonator: uuid.UUID | None = None
             if q.fingerprint is not None:
                 match, why = self._person_card(q, result)
                 answer["fingerprint_match"] = match
                 answer["fingerprint_reason"] = why
+                if match is False:  # 1:N: is the live finger a listed person's?
+                    impersonator = self.gallery.search(q.fingerprint, today=today, checked=q.id_number)
+            listed = bool(flags & BLACKLISTED) and self.index.blacklisted(q.id_number, today)
+            found = alerts(
+                blacklisted=listed,
+                check_required=bool(flags & CHECK_REQUIRED) and result is Result.VALID and match is not True,
+                impersonator=impersonator is not None,
+            )
+            _, kept = render_alerts(found)
+            if found:
+                answer["alerts"] = [a.value for a in found]
             answers.append(answer)
+            kinds = tuple(
+                kind.value
+                for kind, signalled in (
+                    (SignalKind.LOST_CARD_PRESENTED, reason in _LOST),
+                    (SignalKind.PERSON_CHECK_FAILED, match is False),
+                    (SignalKind.BLACKLISTED_HOLDER_CHECKED, listed),
+                    (SignalKind.KNOWN_IMPERSONATOR, impersonator is not None),
+                )
+                if signalled
+            )
+            if kinds:
+                detail = None if impersonator is None else str(impersonator)
+                signals.append((check_id, unit.code, now, q.id_number, q.issued_on, kinds, detail))
             watch = q.watch and result is not Result.MISMATCH
             entries.append(
                 (
@@ -267,9 +372,10 @@ class Verifier:
                     q.issued_on if watch else None,
                     seq,
                     match,
+                    kept,
                 )
             )
-        self.log.append(entries)
+        self.log.append(entries, signals)
         return answers
 
     def _person_card(self, q: Query, result: Result) -> tuple[bool | None, str | None]:

@@ -130,6 +130,7 @@ def entries_for(bank: Bank, card: dict[str, Any], n: int) -> list[CheckEntry]:
             issued_on if i == n - 1 else None,
             1,
             None,
+            None,
         )
         for i in range(n)
     ]
@@ -227,6 +228,7 @@ def test_sqlite_rows_are_stored_as_sqlalchemy_stores_them(counter: Counter, bank
             watch_on,
             3,
             match,
+            "blacklisted" if match else None,
         )
         for operator, at, result, reason, number, watch_on, match in [
             (

@@ -332,7 +332,7 @@ def _expected(raw: dict[str, Any], purposes: set[str], index_answer: Any) -> dic
     if model.purpose not in purposes:
         detail = f"your unit may not check for purpose {model.purpose!r}"
         return {"error": {"status": 403, "title": "Forbidden", "detail": detail, "errors": []}}
-    result, reason = index_answer(model)
+    result, reason, _ = index_answer(model)
     return {"result": result.value} | ({"reason": reason.value} if reason is not None else {})
 
 
@@ -481,7 +481,7 @@ def test_check_log_keeps_any_operator(counter: Counter, bank: Bank, clock: Fixed
     verifier = counter.client.app.state.verifier  # type: ignore[attr-defined]
     check_id = str(uuid.uuid4())
     entry = (check_id, bank.code, "nul\x00byte", "account_opening", clock.now(), "valid", None)
-    verifier.log.append([(*entry, card["id_number"], None, verifier.follower.seq, None)])
+    verifier.log.append([(*entry, card["id_number"], None, verifier.follower.seq, None, None)])
     sent[check_id] = "nul\x00byte"
     flush(counter)
     assert verifier.log.pending == 0

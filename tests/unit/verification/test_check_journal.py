@@ -23,6 +23,7 @@ from idguard.verification.runtime.checklog import (
     decode_payload,
     id_hash,
     row_values,
+    sqlite_row,
     watch_line,
 )
 from idguard.verification.runtime.journal import (
@@ -43,9 +44,27 @@ OPERATORS = ["teller-7", "a\tb", "back\\slash", "line\nbreak\r", "\\N", "nul\x00
 
 
 def entry(
-    check_id: str, operator: str = "teller-7", *, watch_on: dt.date | None = None, match: bool | None = None
+    check_id: str,
+    operator: str = "teller-7",
+    *,
+    watch_on: dt.date | None = None,
+    match: bool | None = None,
+    alerts: str | None = None,
 ) -> CheckEntry:
-    return (check_id, "BANK-1", operator, "account_opening", AT, "valid", None, NUMBER, watch_on, 42, match)
+    return (
+        check_id,
+        "BANK-1",
+        operator,
+        "account_opening",
+        AT,
+        "valid",
+        None,
+        NUMBER,
+        watch_on,
+        42,
+        match,
+        alerts,
+    )
 
 
 def check_id(n: int) -> str:
@@ -59,7 +78,10 @@ def log_for(dialect: str) -> CheckLog:
 
 @pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
 def test_a_row_line_holds_what_the_row_stores_and_reads_back(dialect: str) -> None:
-    entries = [entry(check_id(i), op, match=[None, True, False][i % 3]) for i, op in enumerate(OPERATORS)]
+    entries = [
+        entry(check_id(i), op, match=[None, True, False][i % 3], alerts=[None, "blacklisted"][i % 2])
+        for i, op in enumerate(OPERATORS)
+    ]
     entries.append(
         (
             check_id(99),
@@ -73,17 +95,18 @@ def test_a_row_line_holds_what_the_row_stores_and_reads_back(dialect: str) -> No
             None,
             1,
             None,
+            "blacklisted,person_check_required",
         )
     )
     plain, watched, watches = log_for(dialect)._format(entries)
     assert (watched, watches) == ([], [])
     assert len(plain) == len(entries)
-    for line, (cid, unit, operator, purpose, at, result, reason, number, _, _, match) in zip(
+    for line, (cid, unit, operator, purpose, at, result, reason, number, _, _, match, alerts) in zip(
         plain, entries, strict=True
     ):
         assert line.endswith("\n")
         assert line.count("\n") == 1
-        assert line.count("\t") == 10
+        assert line.count("\t") == 11
         assert number not in line
         assert number[:14] not in line
         expected_operator = operator.replace("\0", "\ufffd") if dialect == "postgresql" else operator
@@ -99,7 +122,17 @@ def test_a_row_line_holds_what_the_row_stores_and_reads_back(dialect: str) -> No
             "id_hash": id_hash(SECRET, number),
             "watch": False,
             "fingerprint_match": match,
+            "alerts": alerts,
         }
+
+
+def test_a_line_journaled_before_alerts_existed_reads_back_without_alerts() -> None:
+    """A journal left by a worker of the previous version (11 fields a line) replays: no alerts."""
+    line = log_for("sqlite")._format([entry(check_id(1), alerts="blacklisted")])[0][0]
+    old = line.rsplit("\t", 1)[0] + "\n"
+    assert row_values(old)["alerts"] is None
+    assert sqlite_row(old, {})[-1] is None
+    assert row_values(line)["alerts"] == "blacklisted"
 
 
 def test_a_watched_check_is_journaled_with_its_number_sealed() -> None:

@@ -387,30 +387,30 @@ def loop_before_inlining(
     expires_on: dt.date | None,
     today: dt.date,
     chip_serial: str | None,
-) -> tuple[Result, Any]:
-    """CardIndex.check as it was, with its per-card helper."""
+) -> tuple[Any, ...]:
+    """CardIndex.check as it was, with its per-card helper (and the holder's flags, bits 3-4)."""
 
-    def answer(packed: int, want: int) -> tuple[Result, Any]:
+    def answer(packed: int, want: int) -> tuple[Any, ...]:
         if packed & _MATCH_MASK != want:
             return MISMATCH
         if chip_serial is not None and packed >> CHIP_SHIFT != hash(chip_serial) & H32:
             return MISMATCH
-        code = packed & 7
-        if code == 0:
-            expires = (packed >> 23) & DAY_MASK
+        code = packed & 31
+        if code & 7 == 0:
+            expires = (packed >> 25) & DAY_MASK
             if expires and today.toordinal() - EPOCH > expires:
-                return EXPIRED
+                return EXPIRED[code >> 3]
         return ANSWERS[code]
 
     entry = index._entries.get(id_number)
     if entry is None:
         return MISMATCH
     want = (
-        (issued_on.toordinal() - EPOCH) << 3
-        | (0 if expires_on is None else expires_on.toordinal() - EPOCH) << 23
-        | (hash(name) & ((1 << 64) - 1)) << 43
+        (issued_on.toordinal() - EPOCH) << 5
+        | (0 if expires_on is None else expires_on.toordinal() - EPOCH) << 25
+        | (hash(name) & ((1 << 64) - 1)) << 45
     )
-    found: tuple[Result, Any] = MISMATCH
+    found: tuple[Any, ...] = MISMATCH
     for packed in (entry,) if isinstance(entry, int) else entry:
         got = answer(packed, want)
         if got is MISMATCH:
@@ -431,6 +431,7 @@ cards = st.builds(
     expires_on=st.sampled_from([None, *DAYS[1:]]),
     chip_serial=st.sampled_from(["A1", "B2", "C3"]),
     status=st.sampled_from(list(CardStatus)),
+    flags=st.sampled_from([0, 8, 16, 24]),
 )
 
 
@@ -463,6 +464,6 @@ def test_every_field_of_a_check_entry_is_named_in_order() -> None:
 
     from idguard.verification.runtime.checklog import CHECK_FIELDS, WATCH_ON, CheckEntry
 
-    assert len(CHECK_FIELDS) == len(typing.get_args(CheckEntry)) == 11
+    assert len(CHECK_FIELDS) == len(typing.get_args(CheckEntry)) == 12
     assert len(set(CHECK_FIELDS)) == len(CHECK_FIELDS)
     assert typing.get_args(CheckEntry)[WATCH_ON] == (dt.date | None)

@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from idguard.registry.lifecycle import CardStatus
-from idguard.verification.index import CardFacts, CardIndex
+from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, CardIndex, Result
 
 NUMBER = "110105199005040014"
 NAME = "张三"
@@ -33,7 +33,8 @@ def answer(index: CardIndex, **over: object) -> tuple[str, str | None]:
         "today": TODAY,
         **over,
     }
-    result, reason = index.check(**query)  # type: ignore[arg-type]
+    result, reason, flags = index.check(**query)  # type: ignore[arg-type]
+    assert flags == 0 or result is not Result.MISMATCH
     return str(result), None if reason is None else str(reason)
 
 
@@ -119,3 +120,64 @@ def test_a_newer_status_of_the_same_card_replaces_the_old_one() -> None:
     index.upsert(CardFacts(NUMBER, NAME, ISSUED, EXPIRES, CHIP, CardStatus.VALID))  # report cancelled
     assert answer(index) == ("valid", None)
     assert len(index) == 1
+
+
+# -- the holder's alert flags (watchlist) ----------------------------------------------------------
+
+
+def flagged(status: CardStatus, flags: int, until: dt.date | None = None) -> CardIndex:
+    index = CardIndex()
+    index.upsert(CardFacts(NUMBER, NAME, ISSUED, EXPIRES, CHIP, status, flags, until))
+    return index
+
+
+def full(index: CardIndex, **over: object) -> tuple[object, ...]:
+    query: dict[str, object] = {
+        "id_number": NUMBER,
+        "name": NAME,
+        "issued_on": ISSUED,
+        "expires_on": EXPIRES,
+        "today": TODAY,
+        **over,
+    }
+    return tuple(index.check(**query))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("flags", [BLACKLISTED, CHECK_REQUIRED, BLACKLISTED | CHECK_REQUIRED])
+@pytest.mark.parametrize("status", list(CardStatus))
+def test_flags_come_with_a_matching_card_whatever_its_status(status: CardStatus, flags: int) -> None:
+    result, reason, got = full(flagged(status, flags))
+    assert got == flags
+    # The flags change nothing of the answer itself.
+    assert (result, reason) == full(flagged(status, 0))[:2]
+
+
+def test_flags_come_with_an_expired_card() -> None:
+    assert full(flagged(CardStatus.VALID, BLACKLISTED), today=EXPIRES + dt.timedelta(days=1)) == (
+        Result.INVALID,
+        "expired",
+        BLACKLISTED,
+    )
+
+
+def test_a_mismatch_carries_no_flags() -> None:
+    """Nothing says whose card it is: a made-up check must not learn that a number is listed."""
+    index = flagged(CardStatus.VALID, BLACKLISTED | CHECK_REQUIRED)
+    assert full(index, name="李四") == (Result.MISMATCH, None, 0)
+    assert full(index, chip_serial="X" * 32) == (Result.MISMATCH, None, 0)
+
+
+def test_flags_follow_the_card_when_it_is_upserted_again() -> None:
+    index = flagged(CardStatus.VALID, BLACKLISTED)
+    index.upsert(CardFacts(NUMBER, NAME, ISSUED, EXPIRES, CHIP, CardStatus.VALID, 0))
+    assert full(index)[2] == 0
+    assert len(index) == 1
+
+
+def test_a_listing_holds_through_its_last_day() -> None:
+    last = TODAY + dt.timedelta(days=3)
+    index = flagged(CardStatus.VALID, BLACKLISTED, last)
+    assert index.blacklisted(NUMBER, last)
+    assert not index.blacklisted(NUMBER, last + dt.timedelta(days=1))
+    index.upsert(CardFacts(NUMBER, NAME, ISSUED, EXPIRES, CHIP, CardStatus.VALID, BLACKLISTED, None))
+    assert index.blacklisted(NUMBER, last + dt.timedelta(days=400))  # listed again, until lifted

@@ -28,10 +28,24 @@ def _unit_for(request: Request, credentials: HTTPAuthorizationCredentials | None
     )
     if credentials is None:
         raise unauthorized
-    unit = get_verifier(request).keyring.authenticate(credentials.credentials, get_clock(request).now())
+    keyring = get_verifier(request).keyring
+    now = get_clock(request).now()
+    unit = keyring.authenticate(credentials.credentials, now)
     if unit is None:
+        suspended = keyring.identify(credentials.credentials, now)
+        if suspended is not None:  # a right key of a suspended unit: say so, and how to appeal
+            raise HTTPException(401, suspension_detail(suspended), headers={"WWW-Authenticate": "Bearer"})
         raise unauthorized
     return unit
+
+
+def suspension_detail(unit: UnitView) -> str:
+    """The 401's detail for a suspended unit's key (only its own key's holder reads it)."""
+    note = unit.suspension_note or (
+        "To appeal, contact the supervising authority (公安机关) that decided it; a supervisor restores "
+        f"your keys with POST /api/v1/units/{unit.code}/reinstate."
+    )
+    return f"unit {unit.code} is suspended: its API keys do not work until it is reinstated. {note}"
 
 
 async def current_unit(

@@ -22,7 +22,13 @@ from starlette.responses import StreamingResponse
 
 from idguard.api.deps import SessionDep, get_clock
 from idguard.api.schemas import problem_responses
-from idguard.verification.notifications import Notification, delivery_log, notifications_after
+from idguard.core.errors import InvalidField
+from idguard.verification.notifications import (
+    CaseNotice,
+    Notification,
+    delivery_log,
+    notifications_after,
+)
 from idguard.verification.routes.deps import CurrentUnit, get_verifier
 
 router = APIRouter(prefix="/api/v1", tags=["notifications (units)"])
@@ -33,6 +39,7 @@ STREAM_POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
 STREAM_BATCH = 100
 RETRY_MILLISECONDS = 3000
+CASE_POLL_SECONDS = 2.0
 
 
 class EventStream(StreamingResponse):
@@ -64,10 +71,43 @@ class NotificationOut(BaseModel):
     at: dt.datetime = Field(description="when it happened (RFC 3339, UTC)")
 
 
+_CASE_EXAMPLE: dict[str, Any] = {
+    "kind": "case",
+    "cursor": 7,
+    "case_no": "AC-202605-3F2A1B0C",
+    "event": "opened",
+    "decision": None,
+    "text": "1.9 % of May's accounts were opened without a check",
+    "at": "2026-06-03T01:00:00Z",
+}
+
+
+class CaseNoticeOut(BaseModel):
+    kind: str = Field(default="case", description="always `case`: an accountability case about your unit")
+    cursor: int = Field(description="position among your case notices; pass the page's `cases_next` back")
+    case_no: str
+    event: str = Field(description="opened | decided | reinstated")
+    decision: str | None = Field(description="with `decided`: warning | suspension | dismissed")
+    text: str = Field(description="the finding (opened), the decision's note (decided), or why reinstated")
+    at: dt.datetime
+
+
 class NotificationPage(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{"items": [_ITEM_EXAMPLE], "next": 1842}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"items": [_ITEM_EXAMPLE], "next": 1842, "cases": [_CASE_EXAMPLE], "cases_next": 7}]
+        }
+    )
     items: list[NotificationOut] = Field(description="oldest first")
     next: int = Field(description="pass as `after` next time (the last item's cursor, or yours if none)")
+    # Present only for a unit that has case notices or asks for them (`cases_after`): the answer of
+    # a unit with no case is what it always was.
+    cases: list[CaseNoticeOut] | None = Field(
+        default=None,
+        description="case notices (accountability) after `cases_after`, oldest first; absent when "
+        "your unit has none and you sent no `cases_after`",
+    )
+    cases_next: int | None = Field(default=None, description="pass as `cases_after` next time")
 
 
 class DeliveryOut(BaseModel):
@@ -120,11 +160,28 @@ class DeliveryPage(BaseModel):
     next_attempt_at: dt.datetime | None = Field(description="when the next attempt is due, while failing")
 
 
+def _case_out(n: CaseNotice) -> CaseNoticeOut:
+    return CaseNoticeOut(
+        kind="case",
+        cursor=n.cursor,
+        case_no=n.case_no,
+        event=n.event,
+        decision=n.decision,
+        text=n.text,
+        at=n.at,
+    )
+
+
 def _out(n: Notification) -> NotificationOut:
     return NotificationOut(cursor=n.cursor, check_id=str(n.check_id), status=n.status, event=n.event, at=n.at)
 
 
-@router.get("/notifications", response_model=NotificationPage, responses=problem_responses(401, 422))
+@router.get(
+    "/notifications",
+    response_model=NotificationPage,
+    response_model_exclude_unset=True,
+    responses=problem_responses(401, 422),
+)
 def notifications(
     request: Request,
     unit: CurrentUnit,
@@ -133,8 +190,13 @@ def notifications(
         int, Query(ge=0, le=MAX_CURSOR, description="the `next` of your previous call; 0 from the start")
     ] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cases_after: Annotated[
+        int,
+        Query(ge=0, le=MAX_CURSOR, description="the `cases_next` of your previous call; 0 from the start"),
+    ] = 0,
 ) -> NotificationPage:
-    """Changes to the cards you watch, oldest first.
+    """Changes to the cards you watch, oldest first; and notices of accountability cases about
+    your unit (`cases`).
 
     Check a card with `watch: true` and you are subscribed to it: when its status later changes
     (reported lost or stolen, report cancelled, replaced by a newer card, revoked, destroyed) a
@@ -148,10 +210,24 @@ def notifications(
     the change has been logged, so that no subscription can miss it).
 
     Prefer not to poll? Use `GET /api/v1/notifications/stream` (server-sent events) or have your
-    unit configured with a webhook URL."""
-    horizon = get_verifier(request).dispatcher.horizon.seq()
+    unit configured with a webhook URL.
+
+    **Case notices.** When a supervisor opens an accountability case about your unit, decides
+    it, or reinstates your unit, a notice appears in `cases` (its own cursor: keep `cases_next`
+    and send it as `cases_after`). Answer a case with `POST /api/v1/cases/{case_no}/responses`."""
+    dispatcher = get_verifier(request).dispatcher
+    horizon = dispatcher.horizon.seq()
     items, next_cursor = notifications_after(session, unit.code, after, limit, upto=horizon)
-    return NotificationPage(items=[_out(n) for n in items], next=next_cursor)
+    notices = (
+        dispatcher.case_feed.notices_after(session, unit.code, cases_after, limit)
+        if dispatcher.case_feed
+        else []
+    )
+    page = NotificationPage(items=[_out(n) for n in items], next=next_cursor)
+    if notices or cases_after:
+        page.cases = [_case_out(n) for n in notices]
+        page.cases_next = notices[-1].cursor if notices else cases_after
+    return page
 
 
 def _read(sessions: sessionmaker[Session], unit_code: str, after: int, upto: int) -> list[Notification]:
@@ -159,13 +235,42 @@ def _read(sessions: sessionmaker[Session], unit_code: str, after: int, upto: int
         return notifications_after(session, unit_code, after, STREAM_BATCH, upto=upto)[0]
 
 
-def _sse(n: Notification) -> str:
+def _event_id(cursor: int, cases: int) -> str:
+    """An event's id: the ledger cursor, and once a case notice was sent, `<ledger>.<case>`
+    (both positions, so a reconnect with Last-Event-ID resumes both)."""
+    return f"{cursor}.{cases}" if cases else str(cursor)
+
+
+def _sse(n: Notification, cases: int = 0) -> str:
     data = json.dumps(n.as_dict(), separators=(",", ":"))
-    return f"id: {n.cursor}\nevent: notification\ndata: {data}\n\n"
+    return f"id: {_event_id(n.cursor, cases)}\nevent: notification\ndata: {data}\n\n"
+
+
+def _sse_case(n: CaseNotice, scanned: int) -> str:
+    data = json.dumps(n.as_dict(), separators=(",", ":"), ensure_ascii=False)
+    return f"id: {_event_id(scanned, n.cursor)}\nevent: case\ndata: {data}\n\n"
+
+
+def _read_cases(sessions: sessionmaker[Session], feed: Any, unit_code: str, after: int) -> list[CaseNotice]:
+    with sessions() as session:
+        notices: list[CaseNotice] = feed.notices_after(session, unit_code, after, STREAM_BATCH)
+        return notices
+
+
+def parse_event_id(value: str) -> tuple[int, int]:
+    """Last-Event-ID: `<ledger cursor>` or `<ledger cursor>.<case cursor>`."""
+    ledger, _, cases = value.strip().partition(".")
+    try:
+        parsed = int(ledger), int(cases) if cases else 0
+    except ValueError:
+        raise InvalidField("Last-Event-ID", "an event id this stream sent (`1842` or `1842.7`)") from None
+    if not (0 <= parsed[0] <= MAX_CURSOR and 0 <= parsed[1] <= MAX_CURSOR):
+        raise InvalidField("Last-Event-ID", "an event id this stream sent (`1842` or `1842.7`)")
+    return parsed
 
 
 async def _stream(
-    request: Request, unit_code: str, api_key: str, start: int, seconds: float
+    request: Request, unit_code: str, api_key: str, start: int, seconds: float, cases_start: int = 0
 ) -> AsyncIterator[str]:
     """The event stream. Database reads run in the thread pool and waiting is `asyncio.sleep`, so
     a stream never holds the event loop or a thread while idle; the ledger is only queried when
@@ -178,8 +283,23 @@ async def _stream(
     deadline = loop.time() + seconds
     quiet_since = loop.time()
     scanned = start  # every notification up to here has been sent
+    case_feed = verifier.dispatcher.case_feed
+    cases_scanned = cases_start
+    next_case_poll = loop.time()
     yield f"retry: {RETRY_MILLISECONDS}\n\n"
     while loop.time() < deadline:
+        if case_feed is not None and loop.time() >= next_case_poll:
+            # Case notices are rare: looked for every CASE_POLL_SECONDS, not every tick.
+            next_case_poll = loop.time() + CASE_POLL_SECONDS
+            try:
+                notices = await run_in_threadpool(_read_cases, sessions, case_feed, unit_code, cases_scanned)
+            except OperationalError:
+                return
+            for c in notices:
+                cases_scanned = c.cursor
+                yield _sse_case(c, scanned)
+            if notices:
+                quiet_since = loop.time()
         upto = horizon.seq()
         if upto > scanned:
             try:
@@ -190,7 +310,7 @@ async def _stream(
                 log.warning("notification stream ended: database unavailable (%s)", type(exc.orig).__name__)
                 return
             for n in items:
-                yield _sse(n)
+                yield _sse(n, cases_scanned)
             if len(items) == STREAM_BATCH:
                 scanned = items[-1].cursor
                 continue  # more are waiting: send them before sleeping
@@ -235,14 +355,18 @@ async def notification_stream(
         ),
     ] = None,
     last_event_id: Annotated[
-        int | None,
+        str | None,
         Header(
             alias="Last-Event-ID",
-            ge=0,
-            le=MAX_CURSOR,
-            description="sent by EventSource clients when they reconnect: resume after it",
+            max_length=41,
+            description="sent by EventSource clients when they reconnect: resume after it "
+            "(`<cursor>` or `<cursor>.<case cursor>`)",
         ),
     ] = None,
+    cases_after: Annotated[
+        int,
+        Query(ge=0, le=MAX_CURSOR, description="start case notices after this (ignored with Last-Event-ID)"),
+    ] = 0,
     max_seconds: Annotated[
         float, Query(ge=0.1, le=3600, description="close the stream after this long; reconnect to go on")
     ] = 600,
@@ -261,14 +385,22 @@ async def notification_stream(
     subscriptions. The header wins over `after`, because a reconnecting `EventSource` re-sends
     the original URL.
 
+    Case notices (an accountability case about your unit opened or decided, your unit
+    reinstated) are events of their own, `event: case`, with the data of the poll's `cases`
+    items. Once one was sent, every event's `id` holds both positions, `<cursor>.<case cursor>`,
+    so `Last-Event-ID` resumes both; `?cases_after=` starts the case notices after a position.
+
     A comment line `: keep-alive` is sent after 15 seconds without events, so proxies keep the
     connection open. The server closes the stream after `max_seconds` (default 10 minutes), or
     when your API key is revoked; reconnect to continue. Use a client with a read timeout longer
     than 15 seconds."""
-    start = last_event_id if last_event_id is not None else (after or 0)
+    if last_event_id is not None:
+        start, cases_start = parse_event_id(last_event_id)
+    else:
+        start, cases_start = after or 0, cases_after
     api_key = request.headers.get("authorization", "").partition(" ")[2].strip()
     return EventStream(
-        _stream(request, unit.code, api_key, start, max_seconds),
+        _stream(request, unit.code, api_key, start, max_seconds, cases_start),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

@@ -103,7 +103,9 @@ GROUP_ROWS = 100
 # in CHECK_FIELDS, in order; readers unpack it in that order or index it by a named position
 # (WATCH_ON). Not a NamedTuple: building one costs 0.29 us more per check, a fifth of the batch
 # path's own cost (measured with Verifier.check_items on 1000-check batches, 1.83 vs 1.55 us).
-CheckEntry = tuple[str, str, str, str, dt.datetime, str, str | None, str, dt.date | None, int, bool | None]
+CheckEntry = tuple[
+    str, str, str, str, dt.datetime, str, str | None, str, dt.date | None, int, bool | None, str | None
+]
 CHECK_FIELDS = (
     "check_id",  # the answer's check id (a UUID string)
     "unit_code",
@@ -116,8 +118,15 @@ CHECK_FIELDS = (
     "watch_on",  # with `watch` (and not a mismatch): the watched card's issue date; else None
     "seq",  # the ledger position the answer was given at
     "fingerprint_match",  # the person-card verdict, when a comparison was made
+    "alerts",  # the answer's alerts, comma-joined in a fixed order (index.ALERT_ORDER); None: none
 )
 WATCH_ON = CHECK_FIELDS.index("watch_on")
+
+# A check worth an incident (the watchlist's, off the request path): what the verifier saw, kept
+# in memory only (never journaled) and handed to `CheckLog.on_durable` once the check is synced:
+# (check_id, unit_code, at, id_number, issued_on, incident kinds, detail: the matched card of a
+# known impersonator, else None).
+Signal = tuple[str, str, dt.datetime, str, dt.date, tuple[str, ...], str | None]
 
 # What a Watch row needs, kept in memory until written (sealed in the journal):
 # (check_id, unit_code, at, id_number, watch_on, seq).
@@ -217,7 +226,9 @@ _COLUMNS = (
     "id_hash",
     "watch",
     "fingerprint_match",
+    "alerts",
 )
+_N_COLUMNS = len(_COLUMNS)
 _NULL = "\\N"
 _BOOL = {None: _NULL, True: "t", False: "f"}
 # COPY's text format: backslash, tab, newline and carriage return are escaped. PostgreSQL text
@@ -240,9 +251,9 @@ def _unescape(text: str) -> str:
 
 def row_values(line: str, times: dict[str, dt.datetime] | None = None) -> dict[str, object]:
     """A row line as the values of a `checks` row, as SQLAlchemy takes them (tests, diagnosis)."""
-    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match = line.rstrip(
-        "\n"
-    ).split("\t")
+    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match, alerts = (
+        _fields(line)
+    )
     if times is None:
         when = dt.datetime.fromisoformat(at)
     elif (when_or_none := times.get(at)) is None:
@@ -261,7 +272,16 @@ def row_values(line: str, times: dict[str, dt.datetime] | None = None) -> dict[s
         "id_hash": digest,
         "watch": watch == "t",
         "fingerprint_match": None if match == _NULL else match == "t",
+        "alerts": None if alerts == _NULL else alerts,
     }
+
+
+def _fields(line: str) -> list[str]:
+    """A row line's fields; a line journaled before `alerts` existed (11 fields) has none."""
+    fields = line.rstrip("\n").split("\t")
+    if len(fields) == _N_COLUMNS - 1:
+        fields.append(_NULL)
+    return fields
 
 
 _SQLITE_INSERT = f"INSERT INTO checks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - constant
@@ -275,9 +295,9 @@ def sqlite_row(line: str, times: dict[str, str]) -> tuple[str | int | None, ...]
     per-row type processing: two thirds of the SQLite write's cost otherwise. A test holds the
     stored rows equal to SQLAlchemy's. `times` caches the formatted times (a request's checks
     share theirs)."""
-    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match = line.rstrip(
-        "\n"
-    ).split("\t")
+    check_id, unit_code, operator, purpose, at, result, reason, masked, digest, watch, match, alerts = (
+        _fields(line)
+    )
     stored_at = times.get(at)
     if stored_at is None:
         utc = dt.datetime.fromisoformat(at).astimezone(dt.UTC)
@@ -294,6 +314,7 @@ def sqlite_row(line: str, times: dict[str, str]) -> tuple[str | int | None, ...]
         digest,
         _SQLITE_FLAGS[watch],
         _SQLITE_FLAGS[match],
+        None if alerts == _NULL else alerts,
     )
 
 
@@ -322,6 +343,8 @@ def decode_payload(payload: bytes, seal: WatchSeal) -> tuple[list[str], list[Wat
         if not line:
             continue
         if not line.startswith(_WATCH_TAG):
+            if line.count("\t") == _N_COLUMNS - 2:  # journaled before `alerts` existed
+                line += "\t" + _NULL
             lines.append(line + "\n")
             continue
         _, check_id, unit_code, at, seq, watch_on, sealed = line.split("\t")
@@ -388,6 +411,11 @@ class CheckLog:
         # anomaly detection): (unit code, operator, id hash, result) each. The id number itself
         # is not kept past the answer, so distinct numbers show as distinct keyed hashes.
         self.on_written: Callable[[list[tuple[str, str, str, str]]], None] | None = None
+        # Told, by the thread that made them durable (the journal's, or the appender's without a
+        # journal), of the checks worth an incident (`Signal`s): the watchlist derives incidents
+        # from them off the request path. Must only hand them on (a queue), never block.
+        self.on_durable: Callable[[list[Signal]], None] | None = None
+        self._unjournaled_signals: list[Signal] = []
 
     @property
     def journal(self) -> Journal | None:
@@ -396,9 +424,10 @@ class CheckLog:
 
     # --- the hot path ---------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[CheckEntry]) -> int:
+    def append(self, entries: Sequence[CheckEntry], signals: list[Signal] | None = None) -> int:
         """Record answered checks (in memory); returns their ticket for `recorded`, which the
-        answer must await before it leaves. Raises LogFull when MAX_BUFFERED are waiting."""
+        answer must await before it leaves. Raises LogFull when MAX_BUFFERED are waiting.
+        `signals`: those of these checks worth an incident, for `on_durable`."""
         n = len(entries)
         if self._appended - self.written + n > MAX_BUFFERED:
             raise LogFull("the check log is not being written; checks are refused until it is")
@@ -413,9 +442,11 @@ class CheckLog:
                 self._ticket = ticket = self._ticket + 1
                 self._unjournaled.append(appended)
                 self._unjournaled_rows += n
+                if signals:
+                    self._unjournaled_signals += signals
         self._local.ticket = ticket
         if journal is None:
-            self._enqueue([appended], -1)
+            self._enqueue([appended], -1, signals or [])
         elif not self._journal_wake.is_set():
             self._journal_wake.set()
         return ticket
@@ -472,6 +503,7 @@ class CheckLog:
             watch_on,
             seq,
             match,
+            alerts,
         ) in entries:
             if (
                 last is None
@@ -500,7 +532,8 @@ class CheckLog:
             masked = id_number[:6] + "********" + id_number[14:] if len(id_number) == 18 else mask(id_number)
             line = (
                 f"{check_id}{head}{result}\t{_NULL if reason is None else reason}\t{masked}\t"
-                f"{outer.hexdigest()}\t{'f' if watch_on is None else 't'}\t{_BOOL[match]}\n"
+                f"{outer.hexdigest()}\t{'f' if watch_on is None else 't'}\t{_BOOL[match]}\t"
+                f"{_NULL if alerts is None else alerts}\n"
             )
             if watch_on is None:
                 add(line)
@@ -524,6 +557,9 @@ class CheckLog:
                     return
                 self._unjournaled = []
                 self._unjournaled_rows = 0
+                signals = self._unjournaled_signals
+                if signals:
+                    self._unjournaled_signals = []
                 end = self._ticket
             rows = sum(n + len(watches) for _, n, _, watches in group)
             seal = self._seal
@@ -541,10 +577,10 @@ class CheckLog:
                 self.journal_failures += 1
                 log.exception("check journal write failed; %d checks refused", rows)
                 segment, ok = -1, False
-            self._enqueue(group, segment)
+            self._enqueue(group, segment, signals)
             self._tickets.settle(end, ok=ok)
 
-    def _enqueue(self, group: list[Appended], segment: int) -> None:
+    def _enqueue(self, group: list[Appended], segment: int, signals: list[Signal]) -> None:
         for plain, n, watched_lines, watches in group:
             if n:
                 self._buffer.append((segment, plain, n, []))
@@ -552,6 +588,13 @@ class CheckLog:
                 self._watched.append((segment, watched_lines, len(watches), watches))
         if self._appended - self.written >= FLUSH_ROWS:
             self._wake.set()
+        # A check refused 503 because its journal group failed is still written to the database
+        # (above): it was made, so its signal counts too.
+        if signals and self.on_durable is not None:
+            try:
+                self.on_durable(signals)
+            except Exception:
+                log.exception("check log: the observer of durable checks failed")
 
     def _journal_run(self) -> None:
         last = 0.0

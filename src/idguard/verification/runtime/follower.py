@@ -20,27 +20,49 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard.registry.lifecycle import EventKind
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
-from idguard.verification.index import CardFacts, CardIndex
-from idguard.verification.models import RegistryVersion
+from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, CardIndex
+from idguard.verification.models import PersonFlags, RegistryVersion
 from idguard.verification.runtime.keyring import KeyRing
 
 log = logging.getLogger("idguard.follower")
 
 POLL_INTERVAL = 0.02
 BATCH = 5000
-_FACTS = (Card.id_number, Card.name, Card.issued_on, Card.expires_on, Card.chip_serial, Card.status)
+_FACTS = (
+    Card.id_number,
+    Card.name,
+    Card.issued_on,
+    Card.expires_on,
+    Card.chip_serial,
+    Card.status,
+    PersonFlags.blacklisted,
+    PersonFlags.blacklisted_until,
+    PersonFlags.person_check_required,
+)
+# The holder's alert flags come with each card (most persons have no PersonFlags row).
+_WITH_FLAGS = sa.outerjoin(Card, PersonFlags, PersonFlags.person_id == Card.person_id)
+# Told of each card a listing or a lifting touched, and of each new card of a listed holder:
+# (card id, id number, listed now, the listing's last day). The verifier's blacklist gallery
+# follows the ledger this way (verifier.BlacklistGallery).
+ListingHook = Callable[[list[tuple[uuid.UUID, str, bool, Any]]], None]
 
 
 def _facts(rows: Iterable[Any]) -> Iterator[CardFacts]:
-    for number, name, issued_on, expires_on, chip, status in rows:
-        yield CardFacts(number, name, issued_on, expires_on, chip, status)
+    for number, name, issued_on, expires_on, chip, status, listed, until, required in rows:
+        flags = (BLACKLISTED if listed else 0) | (CHECK_REQUIRED if required else 0)
+        yield CardFacts(number, name, issued_on, expires_on, chip, status, flags, until if listed else None)
+
+
+_LISTING_EVENTS = frozenset({EventKind.BLACKLISTED, EventKind.BLACKLIST_ENDED})
 
 
 class IndexFollower:
@@ -56,6 +78,7 @@ class IndexFollower:
         self._changed = threading.Condition()
         self._last_warning = 0.0
         self._polling = threading.Lock()  # the thread and a request forcing a refresh
+        self.on_listing: list[ListingHook] = []
 
     @property
     def age(self) -> float:
@@ -70,7 +93,9 @@ class IndexFollower:
                 sa.select(RegistryVersion.version).where(RegistryVersion.name == "units")
             )
             self.keyring.reload(session, version or 0)
-            result = session.execute(sa.select(*_FACTS).execution_options(yield_per=50_000))
+            result = session.execute(
+                sa.select(*_FACTS).select_from(_WITH_FLAGS).execution_options(yield_per=50_000)
+            )
             self.index.load(_facts(result))
         self.seq = head
         self.poll()  # events committed while we were loading
@@ -98,17 +123,30 @@ class IndexFollower:
                 self.keyring.reload(session, version)
             while head is not None and self.seq < head:
                 rows = session.execute(
-                    sa.select(LedgerEvent.seq, *_FACTS)
-                    .join(Card, Card.id == LedgerEvent.card_id)
+                    sa.select(LedgerEvent.seq, LedgerEvent.event, Card.id, *_FACTS)
+                    .select_from(_WITH_FLAGS)
+                    .join(LedgerEvent, LedgerEvent.card_id == Card.id)
                     .where(LedgerEvent.seq > self.seq)
                     .order_by(LedgerEvent.seq)
                     .limit(BATCH)
                 ).all()
                 if not rows:
                     break
-                for card in _facts(row[1:] for row in rows):
+                listings = []
+                for row, card in zip(rows, _facts(row[3:] for row in rows), strict=True):
                     self.index.upsert(card)
+                    event = row[1]
+                    if event in _LISTING_EVENTS or (event.is_issue and card.flags & BLACKLISTED):
+                        listings.append(
+                            (row[2], card.id_number, bool(card.flags & BLACKLISTED), card.blacklisted_until)
+                        )
                 self.seq = rows[-1][0]
+                if listings:
+                    for hook in self.on_listing:
+                        try:
+                            hook(listings)
+                        except Exception:
+                            log.exception("a listing hook failed")
                 applied += len(rows)
         self.last_ok = time.monotonic()
         if applied:

@@ -4,13 +4,19 @@ Reloaded whenever the `units` registry version moves (any onboarding, rotation o
 which every worker polls with the ledger (see follower.py). Comparison is constant-time, and an
 unknown key costs the same as a wrong one: both hash the presented key and compare it against a
 stored (or dummy) digest.
+
+A suspended unit's keys stay in the ring (they are not revoked): `identify` still knows them, so
+the request dependency can answer 401 saying the unit is suspended, with the note a higher
+feature provides (`suspension_notes`, installed by accountability: the case and how to appeal).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hmac
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -32,6 +38,7 @@ class UnitView:
     active: bool
     webhook_url: str | None
     harvesting_suspected: bool = False  # then `rate_limit` is harvesting.SUSPECTED_RATE
+    suspension_note: str | None = None  # while suspended: why, and how to appeal
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +54,8 @@ class KeyRing:
         self._units: dict[str, UnitView] = {}
         self._lock = threading.Lock()
         self.version = -1
+        # {unit code: note} for suspended units, read at every reload (accountability installs it).
+        self.suspension_notes: Callable[[Session], dict[str, str]] | None = None
 
     def reload(self, session: Session, version: int) -> None:
         keys = {
@@ -65,10 +74,17 @@ class KeyRing:
             )
             for u in session.scalars(sa.select(Unit))
         }
+        if self.suspension_notes is not None and any(not u.active for u in units.values()):
+            notes = self.suspension_notes(session)
+            units = {
+                code: u if u.active else dataclasses.replace(u, suspension_note=notes.get(code))
+                for code, u in units.items()
+            }
         with self._lock:
             self._keys, self._units, self.version = keys, units, version
 
     def authenticate(self, presented: str, now: dt.datetime) -> UnitView | None:
+        """The active unit whose live key `presented` is; None otherwise (the hot path: inline)."""
         entry = self._keys.get(key_prefix(presented))
         expected = entry.digest if entry is not None else _DUMMY_DIGEST
         matches = hmac.compare_digest(hash_key(presented), expected)
@@ -78,6 +94,17 @@ class KeyRing:
             return None
         unit = self._units.get(entry.unit_code)
         return unit if unit is not None and unit.active else None
+
+    def identify(self, presented: str, now: dt.datetime) -> UnitView | None:
+        """The unit whose live key `presented` is, active or suspended; None for no such key."""
+        entry = self._keys.get(key_prefix(presented))
+        expected = entry.digest if entry is not None else _DUMMY_DIGEST
+        matches = hmac.compare_digest(hash_key(presented), expected)
+        if entry is None or not matches:
+            return None
+        if entry.expires_at is not None and entry.expires_at <= now:
+            return None
+        return self._units.get(entry.unit_code)
 
     def unit(self, code: str) -> UnitView | None:
         return self._units.get(code)

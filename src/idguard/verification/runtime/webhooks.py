@@ -29,7 +29,7 @@ from idguard import __version__, uow
 from idguard.core.clock import Clock
 from idguard.registry.models import LedgerEvent
 from idguard.verification.models import Watch, WebhookCursor, WebhookDelivery
-from idguard.verification.notifications import RELEVANT, NotificationHorizon, notifications_after
+from idguard.verification.notifications import RELEVANT, CaseFeed, NotificationHorizon, notifications_after
 from idguard.verification.runtime.keyring import KeyRing, UnitView
 from idguard.verification.units import webhook_secret
 
@@ -145,6 +145,8 @@ class WebhookDispatcher:
         self._round_lock = threading.Lock()  # the thread and a test calling run_once
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Case notices (accountability installs it): POSTed as {"unit", "cases": [...]}.
+        self.case_feed: CaseFeed | None = None
 
     def start(self) -> None:
         self._stop.clear()
@@ -190,7 +192,43 @@ class WebhookDispatcher:
                     self._pending.discard(code)
                 else:
                     self._pending.add(code)
+            if self.case_feed is not None and not (interruptible and self._stop.is_set()):
+                # Case notices are rare: their own query per round, whatever the ledger did.
+                attempts += self._deliver_cases(self.case_feed, units)
             return attempts
+
+    def _deliver_cases(self, feed: CaseFeed, units: dict[str, UnitView]) -> int:
+        """One batch of case notices per unit that has some due. The cursor and backoff are the
+        feed's (its own table); the POST is signed like the card notifications."""
+        now = self._clock.now()
+        with self._sessions() as session:
+            due = feed.webhook_due(session, sorted(units), now)
+            batches = {
+                code: feed.notices_after(session, code, after, WEBHOOK_BATCH) for code, after in due.items()
+            }
+        attempts = 0
+        for code, items in sorted(batches.items()):
+            url = units[code].webhook_url
+            if not items or url is None:
+                continue
+            body = json.dumps(
+                {"unit": code, "cases": [n.as_dict() for n in items]},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            ).encode()
+            timestamp = int(now.timestamp())
+            headers = {
+                "Content-Type": "application/json",
+                "User-Agent": f"idguard-webhook/{__version__}",
+                TIMESTAMP_HEADER: str(timestamp),
+                SIGNATURE_HEADER: sign(webhook_secret(self._secret_key, code), timestamp, body),
+            }
+            result = self._post(url, body, headers, self._timeout)
+            attempts += 1
+            finished = self._clock.now()
+            with uow.transaction(self._sessions) as session:
+                feed.webhook_done(session, code, upto=items[-1].cursor, ok=result.ok, now=finished)
+        return attempts
 
     def _candidates(self, units: dict[str, UnitView], horizon: int) -> set[str]:
         new_units = set(units) - self._units

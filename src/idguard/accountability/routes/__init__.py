@@ -1,0 +1,1 @@
+"""Accountability's HTTP routes."""

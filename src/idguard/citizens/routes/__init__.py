@@ -1,0 +1,1 @@
+"""The citizens' routes: accounts, the own view (/me), public declarations, travel certificates."""

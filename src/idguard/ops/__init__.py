@@ -1,0 +1,54 @@
+"""Operations (issue 16): `GET /metrics`, request ids and JSON logs, security headers on every
+answer, and `idguard backup`. docs/operations.md is the operator's guide.
+
+`install(app)` wires it into an app built by `create_app`: the middleware outermost (so it sees
+every answer, the request guard's refusals included), the metrics route, the check log's
+written-checks hook and the sampler thread (started and stopped with the worker's verifier),
+and the log format.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI
+
+from idguard import logs
+from idguard.config import Environment, Settings
+from idguard.ops.metrics import Metrics, multiprocess_dir
+from idguard.ops.middleware import OpsMiddleware
+from idguard.ops.routes import metrics as metrics_route
+from idguard.verification.verifier import Verifier
+
+__all__ = ["install"]
+
+log = logging.getLogger("idguard.ops")
+
+
+def install(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    verifier: Verifier = app.state.verifier
+    logs.use_format(settings.log_format)
+    directory = multiprocess_dir(settings.metrics_dir)
+    metrics = Metrics(verifier, app.state.sessionmaker, directory=directory)
+    app.state.metrics = metrics
+    if directory is None and settings.workers > 1:
+        log.warning(
+            "%d workers and no IDGUARD_METRICS_DIR: /metrics shows only the counts of the worker "
+            "that answers it (docs/operations.md)",
+            settings.workers,
+        )
+    # Checks by result, counted by the check log's writer thread after each write (off the
+    # request path), before whatever was told of them already (harvesting detection).
+    told = verifier.log.on_written
+
+    def written(checks: list[tuple[str, str, str, str]]) -> None:
+        metrics.written(checks)
+        if told is not None:
+            told(checks)
+
+    verifier.log.on_written = written
+    verifier.on_start.append(metrics.start)
+    verifier.on_stop.append(metrics.stop)
+    app.include_router(metrics_route.router)
+    app.add_middleware(OpsMiddleware, metrics=metrics, hsts=settings.env is not Environment.DEVELOPMENT)

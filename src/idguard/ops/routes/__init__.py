@@ -1,0 +1,1 @@
+"""The operations routes: GET /metrics."""

@@ -1,0 +1,332 @@
+"""Incidents (冒用线索): opened automatically from the signals of impersonation, never by a unit's
+answer alone — a lost or stolen card presented, a failed person-card check, a listed person's own
+card checked, a live finger matching a listed person, a check the holder disputes, a unit whose
+checks look like harvesting. Owned by the holder's hukou office; one per (card, kind, unit, day)
+with a count; closed once as confirmed or dismissed with a note; never deleted.
+
+The checks' signals reach `record_signals` off the request path (watchlist/runtime.py, fed by the
+check log once the checks are durable): an incident costs a check nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from idguard.core.clock import today_cst
+from idguard.core.errors import InvalidField, NotFound, RuleViolation
+from idguard.core.grants import Actor
+from idguard.core.idnumber import mask
+from idguard.db.common import AuditEntry
+from idguard.db.paging import newest_first
+from idguard.registry import lookups
+from idguard.registry.models import Card, Person
+from idguard.verification import units
+from idguard.verification.models import Unit
+from idguard.verification.runtime.checklog import Signal
+from idguard.watchlist import rules
+from idguard.watchlist.models import Incident
+from idguard.watchlist.rules import UNIT_KINDS, IncidentKind, IncidentStatus, Outcome
+
+_incidents = cast(sa.Table, Incident.__table__)
+
+
+def _new_incident_no() -> str:
+    return lookups.new_reference("INC")
+
+
+def _upsert(
+    session: Session,
+    *,
+    kind: IncidentKind,
+    subject: str,
+    person_id: uuid.UUID | None,
+    card_id: uuid.UUID | None,
+    office: str | None,
+    unit_code: str | None,
+    check_id: str | None,
+    at: dt.datetime,
+    matched_card_id: uuid.UUID | None = None,
+    detail: str | None = None,
+) -> str:
+    """Open the incident, or count one more signal on the day's incident of the same (card, kind,
+    unit): one statement, so two workers seeing the same signal make one incident."""
+    values: dict[str, Any] = {
+        "incident_no": _new_incident_no(),
+        "kind": kind,
+        "status": IncidentStatus.OPEN,
+        "dedup_key": rules.dedup_key(kind=kind, subject=subject, unit_code=unit_code, day=today_cst(at)),
+        "person_id": person_id,
+        "card_id": card_id,
+        "office": office,
+        "unit_code": unit_code,
+        "check_id": check_id,
+        "matched_card_id": matched_card_id,
+        "detail": None if detail is None else detail[:200],
+        "count": 1,
+        "opened_at": at,
+        "last_at": at,
+    }
+    if session.connection().dialect.name == "postgresql":
+        pg = postgresql.insert(_incidents).values(values)
+        stmt = pg.on_conflict_do_update(
+            index_elements=[_incidents.c.dedup_key],
+            set_={
+                "count": _incidents.c.count + 1,
+                "last_at": sa.func.greatest(_incidents.c.last_at, pg.excluded.last_at),
+            },
+        ).returning(_incidents.c.incident_no)
+    else:
+        lite = sqlite.insert(_incidents).values(values)
+        stmt = lite.on_conflict_do_update(
+            index_elements=[_incidents.c.dedup_key],
+            set_={
+                "count": _incidents.c.count + 1,
+                "last_at": sa.func.max(_incidents.c.last_at, lite.excluded.last_at),
+            },
+        ).returning(_incidents.c.incident_no)
+    return str(session.execute(stmt).scalar_one())
+
+
+def open_incident(
+    session: Session,
+    *,
+    kind: str,
+    id_number: str,
+    unit_code: str | None,
+    check_id: str | None,
+    at: dt.datetime,
+) -> str:
+    """Open an incident about the holder of `id_number` (the citizens' dispute uses it); returns
+    its incident_no. One per (person, kind, unit, day): a repeat counts on the same incident."""
+    try:
+        incident_kind = IncidentKind(kind)
+    except ValueError:
+        raise InvalidField("kind", f"unknown incident kind {kind!r}") from None
+    person = lookups.person_by_number(session, id_number, now=at)
+    return _upsert(
+        session,
+        kind=incident_kind,
+        subject=str(person.id),
+        person_id=person.id,
+        card_id=None,
+        office=person.hukou_office,
+        unit_code=unit_code,
+        check_id=check_id,
+        at=at,
+    )
+
+
+def record_signals(session: Session, signals: Iterable[Signal]) -> int:
+    """The incidents of checks' signals (the watchlist's writer thread); returns how many signals
+    were counted (an incident each, or one more on the day's incident)."""
+    counted = 0
+    cards: dict[tuple[str, dt.date], tuple[uuid.UUID, uuid.UUID, str] | None] = {}
+    for check_id, unit_code, at, id_number, issued_on, kinds, detail in signals:
+        key = (id_number, issued_on)
+        if key not in cards:
+            row = session.execute(
+                sa.select(Card.id, Card.person_id, Person.hukou_office)
+                .join(Person, Person.id == Card.person_id)
+                .where(Card.id_number == id_number, Card.issued_on == issued_on)
+                .order_by(Card.temporary)
+                .limit(1)
+            ).one_or_none()
+            cards[key] = None if row is None else (row[0], row[1], row[2])
+        card = cards[key]
+        if card is None:  # cannot happen for a matching check; nothing to own it
+            continue
+        card_id, person_id, office = card
+        for kind in kinds:
+            _upsert(
+                session,
+                kind=IncidentKind(kind),
+                subject=str(card_id),
+                person_id=person_id,
+                card_id=card_id,
+                office=office,
+                unit_code=unit_code,
+                check_id=check_id,
+                at=at,
+                matched_card_id=uuid.UUID(detail)
+                if detail and kind == IncidentKind.KNOWN_IMPERSONATOR
+                else None,
+            )
+            counted += 1
+    return counted
+
+
+def harvesting_suspected(session: Session, *, unit_code: str, reason: str, at: dt.datetime) -> str:
+    """A unit's checks look like harvesting (verification/harvesting.py): an incident for the
+    supervisors; closing it clears the unit's throttle."""
+    return _upsert(
+        session,
+        kind=IncidentKind.HARVESTING_SUSPECTED,
+        subject=unit_code,
+        person_id=None,
+        card_id=None,
+        office=None,
+        unit_code=unit_code,
+        check_id=None,
+        at=at,
+        detail=reason,
+    )
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Shown:
+    """An incident as one member of staff may see it."""
+
+    incident: Incident
+    id_number: str | None  # full or masked, per rules.sees_number; None for a unit's incident
+
+
+_Select = sa.Select[*tuple[Any, ...]]
+
+
+def _visible(actor: Actor, stmt: _Select, office: str | None) -> _Select:
+    """Supervisors and auditors: every incident (`office` filters). A clerk: their own office's
+    holders' by default; another office's when asked (`office`), with masked numbers; never a
+    unit's harvesting."""
+    rules.require_read_incidents(actor)
+    if rules.reads_every_office(actor):
+        return stmt if office is None else stmt.where(Incident.office == office)
+    return stmt.where(Incident.office == (office or actor.office), Incident.kind.not_in(list(UNIT_KINDS)))
+
+
+def _show(
+    session: Session, actor: Actor, rows: Sequence[tuple[Incident, str | None]], now: dt.datetime
+) -> list[Shown]:
+    shown = []
+    audited: set[uuid.UUID] = set()
+    for incident, number in rows:
+        if number is not None and rules.sees_number(actor, incident.office):
+            if incident.person_id is not None and incident.person_id not in audited:
+                audited.add(incident.person_id)
+                session.add(
+                    AuditEntry(
+                        at=now,
+                        staff_id=actor.staff_id,
+                        action="incident.read",
+                        person_id=incident.person_id,
+                        detail=incident.incident_no,
+                    )
+                )
+            shown.append(Shown(incident, number))
+        else:
+            shown.append(Shown(incident, None if number is None else mask(number)))
+    return shown
+
+
+def list_incidents(
+    session: Session,
+    *,
+    actor: Actor,
+    now: dt.datetime,
+    status: IncidentStatus | None,
+    kind: IncidentKind | None,
+    office: str | None,
+    after: tuple[dt.datetime, int] | None,
+    limit: int,
+) -> tuple[list[Shown], bool]:
+    stmt: _Select = sa.select(Incident, Person.id_number).outerjoin(Person, Person.id == Incident.person_id)
+    stmt = _visible(actor, stmt, office)
+    if status is not None:
+        stmt = stmt.where(Incident.status == status)
+    if kind is not None:
+        stmt = stmt.where(Incident.kind == kind)
+    page = newest_first(
+        session, stmt, keys=(Incident.opened_at, Incident.seq), after=after, limit=limit, scalars=False
+    )
+    return _show(session, actor, [(row[0], row[1]) for row in page.rows], now), page.more
+
+
+def new_since(
+    session: Session, *, actor: Actor, now: dt.datetime, floor: int, sent: set[int], limit: int = 100
+) -> list[Shown]:
+    """Incidents after `floor` (by seq) not in `sent`, oldest first (the event stream)."""
+    stmt = sa.select(Incident, Person.id_number).outerjoin(Person, Person.id == Incident.person_id)
+    stmt = (
+        _visible(actor, stmt, None)
+        .where(Incident.seq > floor)
+        .order_by(Incident.seq)
+        .limit(limit + len(sent))
+    )
+    rows = [(row[0], row[1]) for row in session.execute(stmt) if row[0].seq not in sent][:limit]
+    return _show(session, actor, rows, now)
+
+
+def latest_seq(session: Session) -> int:
+    return int(session.scalar(sa.select(sa.func.max(Incident.seq))) or 0)
+
+
+def close(
+    session: Session, *, actor: Actor, now: dt.datetime, incident_no: str, outcome: Outcome, note: str
+) -> Shown:
+    row = session.execute(
+        sa.select(Incident, Person.id_number)
+        .outerjoin(Person, Person.id == Incident.person_id)
+        .where(Incident.incident_no == incident_no)
+        .with_for_update(of=Incident)
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no incident {incident_no}")
+    incident, number = row[0], row[1]
+    rules.require_close(actor, kind=incident.kind, office=incident.office)
+    if incident.status is not IncidentStatus.OPEN:
+        raise RuleViolation(f"the incident is already closed ({incident.status.value})")
+    incident.status = IncidentStatus(outcome.value)
+    incident.closed_at = now
+    incident.closed_by = actor.staff_id
+    incident.note = note[:500]
+    session.add(
+        AuditEntry(
+            at=now,
+            staff_id=actor.staff_id,
+            action="incident.closed",
+            person_id=incident.person_id,
+            detail=f"{incident_no}: {outcome.value}"[:200],
+        )
+    )
+    if incident.kind is IncidentKind.HARVESTING_SUSPECTED and incident.unit_code is not None:
+        unit = session.get(Unit, incident.unit_code)
+        if unit is not None and unit.harvesting_suspected_at is not None:
+            # The unit is throttled until a supervisor closes its incident (API.md part 2).
+            units.clear_harvesting(session, actor=actor, now=now, code=incident.unit_code)
+    session.flush()
+    return _show(session, actor, [(incident, number)], now)[0]
+
+
+def for_person(session: Session, *, id_number: str) -> list[dict[str, object]]:
+    """The holder's own incidents (the citizens' view): incident_no, kind, status, opened_at,
+    unit_code, check_id, count; newest first."""
+    person = session.scalar(sa.select(Person).where(Person.id_number == id_number))
+    if person is None:
+        return []
+    rows = session.scalars(
+        sa.select(Incident)
+        .where(Incident.person_id == person.id)
+        .order_by(Incident.opened_at.desc(), Incident.seq.desc())
+    )
+    return [
+        {
+            "incident_no": i.incident_no,
+            "kind": i.kind.value,
+            "status": i.status.value,
+            "opened_at": i.opened_at,
+            "unit_code": i.unit_code,
+            "check_id": i.check_id,
+            "count": i.count,
+        }
+        for i in rows
+    ]

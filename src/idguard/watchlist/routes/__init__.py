@@ -1,0 +1,1 @@
+"""The watchlist's HTTP routes: the blacklist, incidents (list, stream, close), protection."""

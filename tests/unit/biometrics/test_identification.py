@@ -1,0 +1,168 @@
+"""1:N search (Gallery): the true mate is found, strangers are not, the gallery follows add/remove,
+and the index finds mates while comparing only a small share of the gallery 1:1."""
+
+from __future__ import annotations
+
+import threading
+import zlib
+
+import pytest
+
+from idguard.biometrics import DEFAULT_THRESHOLD, FingerView, Template, build_template
+from idguard.biometrics.identification import Gallery
+from idguard.biometrics.synthetic import Difficulty, impression, master_finger
+
+SEED = 2026  # not the calibration seed (20100) nor the benchmark's (1)
+FINGERS = 300
+PROBES = 50
+STRANGER = 1_000_000  # finger numbers from here on are never registered
+
+
+def capture(finger: int, imp: int, level: Difficulty = Difficulty.MEDIUM) -> Template:
+    return build_template(impression(master_finger(SEED, finger), imp, level, seed=SEED))
+
+
+@pytest.fixture(scope="module")
+def registered() -> list[Template]:
+    return [capture(f, 0) for f in range(FINGERS)]
+
+
+@pytest.fixture(scope="module")
+def gallery(registered: list[Template]) -> Gallery:
+    g = Gallery()
+    for f, t in enumerate(registered):
+        g.add(f"card-{f}/right_index", t)
+    return g
+
+
+@pytest.fixture(scope="module")
+def probes() -> list[Template]:
+    return [capture(f, 1) for f in range(PROBES)]
+
+
+def test_a_second_impression_finds_its_finger(gallery: Gallery, probes: list[Template]) -> None:
+    hits = gallery.search(probes[7])
+    assert hits, "the true mate scored below the threshold"
+    key, score = hits[0]
+    assert key == "card-7/right_index"
+    assert score >= gallery.threshold == DEFAULT_THRESHOLD
+
+
+def test_results_are_above_threshold_best_first_and_limited(gallery: Gallery, probes: list[Template]) -> None:
+    for probe in probes[:10]:
+        hits = gallery.search(probe, limit=2)
+        assert len(hits) <= 2
+        assert all(score >= gallery.threshold for _, score in hits)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+def test_a_finger_never_registered_finds_nothing(gallery: Gallery) -> None:
+    for f in range(STRANGER, STRANGER + 8):
+        assert gallery.search(capture(f, 0)) == []
+
+
+def test_hit_rate_with_a_small_share_compared(gallery: Gallery, probes: list[Template]) -> None:
+    found = identified = 0
+    for f, probe in enumerate(probes):
+        candidates = gallery.candidates(probe)
+        assert len(candidates) <= gallery.params.candidates
+        found += f"card-{f}/right_index" in candidates
+        hits = gallery.search(probe, limit=1)
+        identified += bool(hits) and hits[0][0] == f"card-{f}/right_index"
+    penetration = gallery.params.candidates / len(gallery)
+    assert penetration <= 0.1
+    assert found / PROBES >= 0.95
+    assert identified / PROBES >= 0.9
+
+
+def test_add_remove_replace(registered: list[Template], probes: list[Template]) -> None:
+    g = Gallery()
+    assert len(g) == 0
+    for f in range(40):
+        g.add(f"k{f}", registered[f])
+    assert len(g) == 40
+    assert g.search(probes[3])[0][0] == "k3"
+
+    g.remove("k3")
+    g.remove("k3")  # absent: no error
+    g.remove("never-added")
+    assert len(g) == 39
+    assert all(key != "k3" for key, _ in g.search(probes[3]))
+    assert "k3" not in g.candidates(probes[3])
+
+    g.add("k5", registered[3])  # replace: k5 is now finger 3, finger 5 is gone
+    assert len(g) == 39
+    assert g.search(probes[3])[0][0] == "k5"
+    assert all(key != "k5" for key, _ in g.search(probes[5]))
+
+    g.add("k3", registered[3])  # back under its own key too
+    assert {key for key, _ in g.search(probes[3])} == {"k3", "k5"}
+
+
+def test_removed_fingers_stay_unfindable_after_the_index_reorganises(
+    registered: list[Template], probes: list[Template]
+) -> None:
+    g = Gallery()
+    g.add("gone", registered[0])
+    g.remove("gone")
+    for f in range(1, 120):  # enough additions to merge every run of the index
+        g.add(f"k{f}", registered[f])
+    assert len(g) == 119
+    assert g.search(probes[0]) == []
+    assert g.search(probes[1])[0][0] == "k1"
+
+
+def test_stored_bytes_load_like_templates(registered: list[Template], probes: list[Template]) -> None:
+    a, b, c = Gallery(), Gallery(), Gallery()
+    for f in range(60):
+        a.add(f"k{f}", registered[f])
+        b.add_stored(f"k{f}", registered[f].to_bytes())
+        c.add_stored(f"k{f}", zlib.compress(registered[f].to_bytes()))  # as the registry keeps them
+    for probe in probes[:5]:
+        assert a.candidates(probe) == b.candidates(probe) == c.candidates(probe)
+        assert a.search(probe) == b.search(probe) == c.search(probe)
+
+
+def test_empty_gallery_and_empty_probe(registered: list[Template]) -> None:
+    g = Gallery(threshold=0.5)
+    assert g.threshold == 0.5
+    assert g.search(registered[0]) == []
+    assert g.candidates(registered[0]) == []
+    g.add("k", registered[0])
+    empty = build_template(FingerView(2, 0, 0, 600, 800, 197, 197, (), 80))
+    assert empty.count == 0
+    assert g.search(empty) == []
+    g.add("nothing", empty)  # a finger without cylinders is kept, and found by nothing
+    assert len(g) == 2
+    assert g.search(registered[0])[0][0] == "k"
+
+
+def test_searches_run_while_fingers_are_added(registered: list[Template], probes: list[Template]) -> None:
+    g = Gallery()
+    for f in range(20):
+        g.add(f"k{f}", registered[f])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def search() -> None:
+        try:
+            while not stop.is_set():
+                for probe in probes[:20]:
+                    hits = g.search(probe, limit=1)
+                    assert not hits or hits[0][1] >= g.threshold
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    readers = [threading.Thread(target=search) for _ in range(3)]
+    for t in readers:
+        t.start()
+    for f in range(20, 100):
+        g.add(f"k{f}", registered[f])
+        if f % 10 == 0:
+            g.remove(f"k{f - 15}")
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert len(g) == 100 - 8
+    assert g.search(probes[30])[0][0] == "k30"
