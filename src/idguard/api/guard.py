@@ -11,7 +11,7 @@ included) that answers, before any route, dependency or login runs:
   so at most the limit plus one chunk is ever held;
 - 422 naming each field whose text the registry cannot store (core/text.py: a NUL, or an
   unpaired surrogate), in the JSON body (`finder.name`, `items.3.operator`), a form, the query
-  (`name`, `unit`), a path parameter (`id_number`) or a header (`idempotency-key`). The answer is
+  (`name`, `unit`; also percent-encoded bytes that are not UTF-8), a path parameter (`id_number`) or a header (`idempotency-key`). The answer is
   the problem document of every 422 (api/errors.py), and the same on SQLite and PostgreSQL.
 
 The body is read here, in full up to its limit, and handed on as one message. The check costs
@@ -39,7 +39,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idguard.api.errors import field_name, invalid_request, problem
-from idguard.core.text import NUL_FAULT, Path, fault, faults
+from idguard.core.text import INVALID_UTF8_FAULT, NUL_FAULT, Path, fault, faults
 
 log = logging.getLogger("idguard.api")
 
@@ -218,13 +218,24 @@ def _header_fault(name: bytes) -> dict[str, str]:
 
 def _query_faults(query: bytes) -> list[dict[str, str]]:
     errors = []
-    # As Starlette decodes a query (invalid UTF-8 becomes U+FFFD; %00 stays a NUL).
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if fault(name) is not None:
-            errors.append(_error(("query",), "a parameter name must not contain NUL"))
+    # Percent-decoded to bytes (as latin-1), then held to UTF-8 strictly: Starlette would decode
+    # invalid UTF-8 (a surrogate's bytes, %ED%A0%80, among them) into U+FFFD and search for that.
+    for raw_name, raw_value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+        name, value = _utf8(raw_name), _utf8(raw_value)
+        if name is None or fault(name) is not None:
+            errors.append(_error(("query",), "a parameter name must be UTF-8 text without NUL"))
+        elif value is None:
+            errors.append(_error((name,), INVALID_UTF8_FAULT))
         elif (why := fault(value)) is not None:
             errors.append(_error((name,), why))
     return errors
+
+
+def _utf8(latin: str) -> str | None:
+    try:
+        return latin.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 async def _body_faults(scope: Scope, body: bytes) -> list[dict[str, str]]:
