@@ -122,6 +122,10 @@ TABLE: dict[tuple[str, str], Row] = {
     #                                                   anon clerk other  sup  aud admin unit susp
     ("GET", "/api/v1/health"):                      row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
         request=lambda w: Request("/api/v1/health")),
+    ("GET", "/api/v1/problems"):                    row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
+        request=lambda w: Request("/api/v1/problems")),
+    ("GET", "/api/v1/problems/{code}"):             row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
+        request=lambda w: Request("/api/v1/problems/invalid_request")),
     ("POST", "/api/v1/auth/token"):                 row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
         request=lambda w: Request("/api/v1/auth/token", body={"username": "auditor", "password": PASSWORD})),
     ("GET", "/api/v1/found-cards/lookup"):          row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,

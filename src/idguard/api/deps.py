@@ -62,7 +62,7 @@ def client_address(request: Request) -> str:
 
 def refusal_json(refusal: RecordedRefusal) -> str:
     """A recorded refusal as the problem document stored for its Idempotency-Key."""
-    return json.dumps(problem_body(refusal.status, refusal.title, refusal.detail))
+    return json.dumps(problem_body(refusal.status, refusal.title, refusal.detail, code=refusal.code))
 
 
 def respond(answer: Answer) -> Response:

@@ -292,7 +292,7 @@ def test_check_log_unit_sees_its_own_masked(counter: Counter, bank: Bank) -> Non
     assert_problem(counter.get("/api/v1/checks", as_="clerk_a"), 403)
     page = counter.client.get("/api/v1/checks", params={"limit": 1}, headers=bank.headers()).json()
     second = counter.client.get(
-        "/api/v1/checks", params={"limit": 1, "cursor": page["next"]}, headers=bank.headers()
+        "/api/v1/checks", params={"limit": 1, "after": page["next"]}, headers=bank.headers()
     ).json()
     assert page["items"][0]["check_id"] != second["items"][0]["check_id"]
     assert second["next"] is None
