@@ -4,13 +4,16 @@ not JSON, a misspelt query parameter, a trailing slash)."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from pathlib import Path
 
 from fastapi.testclient import TestClient
 
 from idguard.api.problems import BY_STATUS, CODES, markdown
-from tests.factories import auth
+from idguard.registry.models import Staff
+from idguard.registry.staff import issue_token
+from tests.factories import STAFF, TOKEN_KEY, auth, id_number
 from tests.functional.conftest import Counter
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,3 +119,26 @@ def test_a_trailing_slash_is_a_404_naming_the_route_never_a_redirect(client: Tes
     assert r.status_code == 404
     assert "location" not in r.headers
     assert r.json()["detail"].endswith("without the trailing slash: /api/v1/verify")
+
+
+def test_a_401_on_a_staff_route_says_what_is_wrong(counter: Counter) -> None:
+    path = f"/api/v1/persons/{id_number(dt.date(1990, 3, 7))}"
+
+    def detail(headers: dict[str, str]) -> str:
+        r = counter.client.get(path, headers=headers)
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"
+        assert r.json()["code"] == "unauthorized"
+        return str(r.json()["detail"])
+
+    assert detail({}).startswith("no Authorization header")
+    assert "must be `Bearer" in detail({"Authorization": "Basic YWxpY2U6c2VjcmV0"})
+    assert "unit's API key" in detail({"Authorization": "Bearer idg_" + "x" * 43})
+    assert "not a token this service issued" in detail({"Authorization": "Bearer not.a.jwt"})
+    clerk = next(s for s in STAFF if s.username == "clerk_a")
+    staff = Staff(id=clerk.id, username=clerk.username, role=clerk.role, office_code=clerk.office)
+    two_hours_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    expired = issue_token(staff, secret=TOKEN_KEY, now=two_hours_ago, ttl_seconds=3600)
+    assert "expired at" in detail({"Authorization": f"Bearer {expired}"})
+    forged = issue_token(staff, secret="another key" * 4, now=dt.datetime.now(dt.UTC), ttl_seconds=3600)
+    assert "sign in again" in detail({"Authorization": f"Bearer {forged}"})
