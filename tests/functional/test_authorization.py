@@ -318,7 +318,8 @@ def _send(client: TestClient, method: str, request: Request, headers: dict[str, 
 
 
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
-    operations = document_operations(client.get("/api/v1/openapi.json").json())
+    # The features that keep their own tables test their routes there, with their own callers.
+    operations = document_operations(client.get("/api/v1/openapi.json").json()) - feature_tables().keys()
     wrong: list[str] = []
     for method, path in sorted(operations, key=lambda op: (op[1], op[0])):
         entry = TABLE.get((method, path))
