@@ -70,9 +70,15 @@ def postgres_database(worker_id: str) -> Iterator[str]:
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
+    return fresh_database(request, request.param, tmp_path)
+
+
+def fresh_database(request: pytest.FixtureRequest, backend: str, directory: Path) -> str:
+    """The seeded test world on a database of its own: a copy of the SQLite template in
+    `directory`, or this process's PostgreSQL database emptied and seeded again."""
+    if backend == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "idguard.db"
+        path = directory / "idguard.db"
         shutil.copyfile(template, path)
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_database")

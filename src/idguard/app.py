@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from idguard import __version__, accountability, citizens, console, logs, offline, ops, watchlist
-from idguard.api import errors
+from idguard.api import errors, problems
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.config import Settings
@@ -31,8 +31,10 @@ The invalid resident ID card information system (失效居民身份证信息系�
   it as `Authorization: Bearer <token>`.
 * Writes accept an `Idempotency-Key` header: a retried request returns the first answer and
   changes nothing twice.
-* Errors are RFC 9457 problem details (`application/problem+json`) whose `errors` name each bad
-  field.
+* Errors are RFC 9457 problem details (`application/problem+json`) with a stable `code` to
+  branch on (every code: `GET /api/v1/problems`), `param` naming the field at fault and `errors`
+  naming each bad field. JSON bodies need `Content-Type: application/json` (415 otherwise); an
+  unknown query parameter is a 400 naming it.
 * Limits, for every caller: the request line and headers {MAX_HEAD_BYTES // 1024} KiB (431), a
   body {MAX_BODY_BYTES // _MIB} MiB, or {MAX_BATCH_BODY_BYTES // _MIB} MiB for
   `/api/v1/verify/batch` (413); no text anywhere (body, query, path, headers) may contain NUL or
@@ -63,6 +65,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         openapi_url="/api/v1/openapi.json",
         docs_url=None,  # served by the console with Swagger UI's files from this server (no CDN)
         redoc_url=None,
+        # `POST /api/v1/verify/` is a 404 naming the path without the slash, never a redirect
+        # (behind a TLS proxy the redirect pointed at http://, and a POST does not survive it).
+        redirect_slashes=False,
     )
     engine = make_engine(settings)
     app.state.settings = settings
@@ -85,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     # Before routing: head and body limits (431, 413) and text the database cannot store (422).
     app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)
     for module in (
+        problems,
         health,
         auth,
         verify,

@@ -229,5 +229,6 @@ class UnitOfWork:
             # replay, and acting again could do the work twice. Refuse, loudly.
             raise Unavailable(
                 "the stored answer of this Idempotency-Key cannot be read; use a new key after "
-                "checking whether the first request took effect"
+                "checking whether the first request took effect",
+                code="idempotent_answer_unreadable",
             ) from None

@@ -122,6 +122,10 @@ TABLE: dict[tuple[str, str], Row] = {
     #                                                   anon clerk other  sup  aud admin unit susp
     ("GET", "/api/v1/health"):                      row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
         request=lambda w: Request("/api/v1/health")),
+    ("GET", "/api/v1/problems"):                    row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
+        request=lambda w: Request("/api/v1/problems")),
+    ("GET", "/api/v1/problems/{code}"):             row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
+        request=lambda w: Request("/api/v1/problems/invalid_request")),
     ("POST", "/api/v1/auth/token"):                 row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
         request=lambda w: Request("/api/v1/auth/token", body={"username": "auditor", "password": PASSWORD})),
     ("GET", "/api/v1/found-cards/lookup"):          row(OK,  OK,   OK,   OK,  OK,  OK,  OK,  OK,
@@ -314,7 +318,8 @@ def _send(client: TestClient, method: str, request: Request, headers: dict[str, 
 
 
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
-    operations = document_operations(client.get("/api/v1/openapi.json").json())
+    # The features that keep their own tables test their routes there, with their own callers.
+    operations = document_operations(client.get("/api/v1/openapi.json").json()) - feature_tables().keys()
     wrong: list[str] = []
     for method, path in sorted(operations, key=lambda op: (op[1], op[0])):
         entry = TABLE.get((method, path))

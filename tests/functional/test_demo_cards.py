@@ -4,6 +4,13 @@ a working key and one demo card per answer; each card gets the answer written he
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from idguard.app import create_app
 from idguard.config import Environment, Settings
+from tests import servers
 from tests.factories import SECRET
 from tests.functional.test_cli import registry, run  # noqa: F401 - the fixture is used by name
 
@@ -70,3 +78,91 @@ def test_an_unknown_category_is_refused_naming_the_choices() -> None:
     result = CliRunner().invoke(app, ["demo", "card", "lost"])
     assert result.exit_code == 1
     assert "reported_lost" in result.output
+
+
+# -- the guide's examples, run as a newcomer would run them ------------------------------------
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "integration.md"
+
+
+def _blocks(language: str, section: str) -> list[str]:
+    """The guide's fenced blocks in `language` under the heading that starts with `section`."""
+    text = GUIDE.read_text(encoding="utf-8")
+    start = text.index(f"\n## {section}")
+    end = text.find("\n## ", start + 1)
+    part = text[start : end if end >= 0 else None]
+    return re.findall(rf"```{language}\n(.*?)```", part, flags=re.DOTALL)
+
+
+@pytest.fixture
+def demo_server(
+    registry: sa.Engine,  # noqa: F811
+    database_url: str,
+    tmp_path: Path,
+) -> Iterator[str]:
+    """The demo data served by `idguard serve` (as `make run` does), on a socket bound here."""
+    run("demo", "--citizens", "1500", "--seed", "2", "--fingerprint-persons", "2")
+    log = tmp_path / "server.log"
+    with servers.listening_socket() as sock:
+        proc = servers.spawn(servers.serve_argv(sock), sock=sock, database_url=database_url, log=log)
+        base = f"http://127.0.0.1:{servers.port_of(sock)}"
+    try:
+        servers.wait_healthy(base, proc, lambda: log.read_text(encoding="utf-8", errors="replace"))
+        yield base
+    finally:
+        servers.stop(proc)
+
+
+def test_the_guides_two_commands_answer_valid_and_invalid(
+    demo_server: str, database_url: str, tmp_path: Path
+) -> None:
+    """Section 0, copied and pasted into a shell in a clone (`.venv/bin/idguard` there)."""
+    (block,) = _blocks("sh", "0.")
+    venv = tmp_path / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "idguard").write_text(
+        f'#!/bin/sh\nexec "{sys.executable}" -c "from idguard.cli.main import app; app()" "$@"\n',
+        encoding="utf-8",
+    )
+    (venv / "idguard").chmod(0o755)
+    script = block.replace("http://127.0.0.1:8000", demo_server)
+    assert script != block, "the guide's commands no longer name http://127.0.0.1:8000"
+    out = subprocess.run(  # noqa: S603 - the guide's own commands
+        ["/bin/bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "IDGUARD_DATABASE_URL": database_url,
+            "IDGUARD_ENV": "test",
+            "IDGUARD_SECRET_KEY": SECRET,
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    first, second = (json.loads(line) for line in out.replace("}{", "}\n{").splitlines() if line.strip())
+    assert first["result"] == "valid"
+    assert (second["result"], second["reason"]) == ("invalid", "reported_lost")
+
+
+def test_the_guides_python_client_runs_against_the_service(demo_server: str) -> None:
+    """Section 3's client, pointed at the demo server with the demo key: a single check, a batch,
+    and an error it raises as the guide says (a key that is not accepted)."""
+    (block,) = _blocks("python", "3.")
+    definitions = block[: block.index("\nanswer = verify(")]
+    namespace: dict[str, Any] = {}
+    exec(compile(definitions, str(GUIDE), "exec"), namespace)  # noqa: S102 - the guide's own code
+    namespace["IDG"] = demo_server
+    namespace["KEY"] = run("demo", "unit-key").strip()
+    valid = json.loads(run("demo", "card", "valid"))
+    lost = json.loads(run("demo", "card", "reported_lost"))
+    answer = namespace["verify"](**valid)
+    assert answer["result"] == "valid"
+    results = namespace["verify_batch"]([valid, lost])
+    assert [r["result"] for r in results] == ["valid", "invalid"]
+    namespace["KEY"] = "idg_not-a-key"
+    with pytest.raises(namespace["VerifyError"]) as refused:
+        namespace["verify"](**valid)
+    assert refused.value.status == 401
+    assert refused.value.problem["code"] == "unauthorized"

@@ -16,15 +16,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import select
-import signal
 import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -45,7 +40,8 @@ from idguard.verification.models import Check
 from idguard.verification.routes.verify import MAX_BATCH_FINGERPRINTS
 from idguard.verification.runtime import checklog
 from idguard.verification.schemas import MAX_BATCH_BODY_BYTES
-from tests.factories import CHECK_HASH_KEY, OFFICE_A, PASSWORD, SECRET, auth
+from tests import servers
+from tests.factories import CHECK_HASH_KEY, OFFICE_A, PASSWORD, auth
 from tests.functional.conftest import Counter, assert_problem
 from tests.functional.verification.test_verify import Bank, flush, sync
 
@@ -253,7 +249,7 @@ def test_deeply_nested_login_body_is_a_4xx(counter: Counter) -> None:
         )
         assert_problem(r, 422, field="body")
         r = counter.client.post("/api/v1/auth/token", content=body, headers={"Content-Type": "text/plain"})
-        assert_problem(r, 422, field="body")
+        assert r.status_code == 415  # not a type the route takes: refused before it is parsed
 
 
 @pytest.mark.parametrize(
@@ -281,8 +277,8 @@ def test_a_cursor_with_an_impossible_time_is_422(counter: Counter, bank: Bank) -
 
     for at in ("0001-01-01T00:00:00+14:00", "2026-01-01T00:00:00"):
         cursor = base64.urlsafe_b64encode(f"{at}|00000000-0000-0000-0000-000000000000".encode()).decode()
-        r = counter.client.get("/api/v1/checks", params={"cursor": cursor}, headers=bank.headers())
-        assert_problem(r, 422, field="cursor")
+        r = counter.client.get("/api/v1/checks", params={"after": cursor}, headers=bank.headers())
+        assert_problem(r, 422, field="after")
 
 
 # -- 3. limits: 431 and 413, counted while reading ------------------------------------------------
@@ -520,62 +516,23 @@ def assert_no_number(text: str, number: str) -> None:
 # -- a real server: `idguard serve` ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Callable[[], str]]]:
-    """`idguard serve` on a free port against the test database: (base URL, its output so far)."""
-    port = _free_port()
+    """`idguard serve` on a socket bound here, against the test database: (base URL, its output
+    so far)."""
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-            [
-                sys.executable,
-                "-c",
-                "from idguard.cli.main import app; app()",
-                "serve",
-                *("--host", "127.0.0.1", "--port", str(port)),
-            ],
-            env={
-                **os.environ,
-                "IDGUARD_DATABASE_URL": database_url,
-                "IDGUARD_SECRET_KEY": SECRET,
-                "IDGUARD_ENV": "test",
-                "PYTHONUNBUFFERED": "1",
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base = f"http://127.0.0.1:{port}"
+    with servers.listening_socket() as sock:
+        proc = servers.spawn(servers.serve_argv(sock), sock=sock, database_url=database_url, log=log)
+        base = f"http://127.0.0.1:{servers.port_of(sock)}"
 
     def output() -> str:
         return log.read_text(encoding="utf-8", errors="replace")
 
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"idguard serve exited with {proc.returncode}:\n{output()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/api/v1/health", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail(f"idguard serve not healthy in 30 s:\n{output()}")
-            time.sleep(0.05)
+        servers.wait_healthy(base, proc, output)
         yield base, output
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        servers.stop(proc)
 
 
 def raw_exchange(base: str, head: bytes, body_chunks: Iterator[bytes] | None = None) -> bytes:

@@ -8,9 +8,6 @@ support pytest 9); each operation is one parametrised test.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -22,7 +19,7 @@ from idguard.core.clock import FixedClock
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.verification.rules import PURPOSES
 from idguard.verification.units import onboard
-from tests.conftest import settings_for
+from tests.conftest import BACKENDS, fresh_database, settings_for
 from tests.factories import NOW, auth
 
 # The schema is read once at collection time from an app that is never started: it only needs
@@ -33,12 +30,11 @@ _SCHEMA = schemathesis.openapi.from_dict(
 OPERATIONS = [result.ok() for result in _SCHEMA.get_all_operations()]
 
 
-@pytest.fixture(scope="module")
-def fuzz_app(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[FastAPI, str]:
-    """The app on its own database, with one unit onboarded (its key calls the unit routes)."""
-    path = tmp_path_factory.mktemp("fuzz") / "fuzz.db"
-    shutil.copyfile(sqlite_template, path)
-    settings = settings_for(f"sqlite:///{path}")
+@pytest.fixture(scope="module", params=BACKENDS)
+def fuzz_app(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[FastAPI, str]:
+    """The app on its own database (SQLite, and PostgreSQL where NUL bytes and long text fail
+    differently), with one unit onboarded (its key calls the unit routes)."""
+    settings = settings_for(fresh_database(request, request.param, tmp_path_factory.mktemp("fuzz")))
     engine = make_engine(settings)
     with make_sessionmaker(engine)() as session:
         issued = onboard(

@@ -17,10 +17,8 @@ import datetime as dt
 import fcntl
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +34,7 @@ import sqlalchemy as sa
 from idguard.config import Environment, Settings
 from idguard.db.engine import make_engine
 from idguard.verification.models import Check, Watch
+from tests import servers as processes
 from tests.factories import OFFICE_A, SECRET, auth, id_number
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")
@@ -69,12 +68,6 @@ class Server:
             os.killpg(self.proc.pid, sig)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[list[Server]]:
     started: list[Server] = []
@@ -89,32 +82,15 @@ def servers(tmp_path: Path) -> Iterator[list[Server]]:
 def start(
     servers: list[Server], url: str, journal: Path, log: Path, *, workers: int = 1, **env: str
 ) -> Server:
-    port = _free_port()
     before = _startups(log)
-    with log.open("ab") as out:
-        proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "--factory",
-                "idguard.app:create_app",
-                *("--host", "127.0.0.1", "--port", str(port)),
-                *(("--workers", str(workers)) if workers > 1 else ()),
-            ],
-            env={
-                **os.environ,
-                "IDGUARD_DATABASE_URL": url,
-                "IDGUARD_SECRET_KEY": SECRET,
-                "IDGUARD_ENV": "test",
-                "IDGUARD_WORKERS": str(workers),
-                "IDGUARD_CHECKLOG_DIR": str(journal),
-                "PYTHONUNBUFFERED": "1",
-                **env,
-            },
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: SIGKILL reaches every worker
+    with processes.listening_socket() as sock:
+        port = processes.port_of(sock)
+        proc = processes.spawn(
+            processes.uvicorn_argv(sock, workers=workers),
+            sock=sock,
+            database_url=url,
+            log=log,
+            env={"IDGUARD_WORKERS": str(workers), "IDGUARD_CHECKLOG_DIR": str(journal), **env},
         )
     server = Server(proc, port, log, workers)
     servers.append(server)

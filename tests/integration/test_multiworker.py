@@ -18,11 +18,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -41,6 +38,7 @@ from idguard.core.idnumber import mask
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry.staff import add_office, add_staff
+from tests import servers as processes
 from tests.factories import OFFICE_A, PASSWORD, SECRET, id_number
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")
@@ -110,55 +108,20 @@ class Server:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 @pytest.fixture
 def servers(database: Database, tmp_path: Path) -> Iterator[Callable[..., list[Server]]]:
-    """Start uvicorn processes on free ports against the test database; all are terminated (and
+    """Start uvicorn processes, each on a socket bound here, against the test database; all are terminated (and
     their clients closed) when the test ends, whatever happened."""
     started: list[Server] = []
 
     def start(*names: str, **env: str) -> list[Server]:
         batch = []
         for name in names:  # spawn all first: they import and load their indexes in parallel
-            port = _free_port()
             log = tmp_path / f"server-{name}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
-                    [
-                        sys.executable,
-                        "-m",
-                        "uvicorn",
-                        "--factory",
-                        "idguard.app:create_app",
-                        *("--host", "127.0.0.1"),
-                        *("--port", str(port)),
-                    ],
-                    env={
-                        **os.environ,
-                        "IDGUARD_DATABASE_URL": database.url,
-                        "IDGUARD_SECRET_KEY": SECRET,
-                        "IDGUARD_ENV": "test",
-                        "PYTHONUNBUFFERED": "1",  # the access log must be in the file when we read it
-                        **env,
-                    },
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # its own process group: we stop it and anything it spawned
+            with processes.listening_socket() as sock:
+                port = processes.port_of(sock)
+                proc = processes.spawn(
+                    processes.uvicorn_argv(sock), sock=sock, database_url=database.url, log=log, env=env
                 )
             server = Server(
                 name, port, proc, log, httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
@@ -174,7 +137,7 @@ def servers(database: Database, tmp_path: Path) -> Iterator[Callable[..., list[S
     finally:
         for server in started:
             server.client.close()
-            _stop(server.proc)
+            processes.stop(server.proc)
 
 
 def _wait_healthy(server: Server, timeout: float = 20.0) -> None:
@@ -327,7 +290,7 @@ def test_loss_report_through_one_worker_is_seen_by_another(servers: Callable[...
     # uvicorn's access log (the servers' own output) masks every id number in a path.
     for server in (a, b):
         server.client.close()
-        _stop(server.proc)  # flushes and closes its output
+        processes.stop(server.proc)  # flushes and closes its output
     logs = {s.name: s.output() for s in (a, b)}
     assert f"/api/v1/persons/{mask(card['id_number'])}" in logs["a"], logs["a"]
     for name, text in logs.items():

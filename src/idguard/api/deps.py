@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from idguard.api.errors import PROBLEM, problem_body
+from idguard.api.errors import PROBLEM, ApiError, problem_body
 from idguard.config import Settings
 from idguard.core.clock import Clock
 from idguard.core.errors import RecordedRefusal
@@ -56,13 +56,31 @@ def throttle(request: Request, key: str, *, per_minute: float, burst: int, what:
         )
 
 
+def unauthorized(detail: str) -> ApiError:
+    """A 401 that says what is wrong with the credentials (and how to send them)."""
+    return ApiError(401, detail, code="unauthorized", headers={"WWW-Authenticate": "Bearer"})
+
+
+def credentials_fault(request: Request, *, takes: str) -> str | None:
+    """Why the request carries no bearer credential at all (None when it carries one): no
+    Authorization header, or one that is not `Bearer <credential>`. `takes` names what the route
+    takes, for the message."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return f"no Authorization header: send `Authorization: Bearer <{takes}>`"
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return f"the Authorization header must be `Bearer <{takes}>`"
+    return None
+
+
 def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
 def refusal_json(refusal: RecordedRefusal) -> str:
     """A recorded refusal as the problem document stored for its Idempotency-Key."""
-    return json.dumps(problem_body(refusal.status, refusal.title, refusal.detail))
+    return json.dumps(problem_body(refusal.status, refusal.title, refusal.detail, code=refusal.code))
 
 
 def respond(answer: Answer) -> Response:

@@ -11,8 +11,11 @@ included) that answers, before any route, dependency or login runs:
   so at most the limit plus one chunk is ever held;
 - 422 naming each field whose text the registry cannot store (core/text.py: a NUL, or an
   unpaired surrogate), in the JSON body (`finder.name`, `items.3.operator`), a form, the query
-  (`name`, `unit`), a path parameter (`id_number`) or a header (`idempotency-key`). The answer is
-  the problem document of every 422 (api/errors.py), and the same on SQLite and PostgreSQL.
+  (`name`, `unit`; also percent-encoded bytes that are not UTF-8), a path parameter (`id_number`) or a header (`idempotency-key`). The answer is
+  the problem document of every 422 (api/errors.py), and the same on SQLite and PostgreSQL;
+- 415 for a body in a media type the route's OpenAPI operation does not take (a JSON body is
+  never refused here), and 400 naming a query parameter the operation does not declare (a
+  misspelt cursor must not silently restart a listing at its first page).
 
 The body is read here, in full up to its limit, and handed on as one message. The check costs
 four byte scans (memchr) of a body without a backslash, a NUL, a 0xED byte or a `%` (nearly any
@@ -28,6 +31,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 from urllib.parse import parse_qsl
@@ -39,7 +43,7 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idguard.api.errors import field_name, invalid_request, problem
-from idguard.core.text import NUL_FAULT, Path, fault, faults
+from idguard.core.text import INVALID_UTF8_FAULT, NUL_FAULT, Path, fault, faults
 
 log = logging.getLogger("idguard.api")
 
@@ -53,6 +57,7 @@ MAX_BODY_BYTES = 1024 * 1024
 # \u0000, and any \uD800..\uDFFF escape (a pair is harmless, but pairs are rare enough to parse).
 _ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
 _RAW_SURROGATE = re.compile(rb"\xed[\xa0-\xbf]")  # a surrogate encoded as UTF-8 (json.loads takes it)
+_NO_TYPE = b"(none)"  # a body sent without a Content-Type
 _FORMS = (b"application/x-www-form-urlencoded", b"multipart/form-data")
 
 
@@ -70,6 +75,7 @@ class RequestGuard:
         self.max_body = max_body
         self.max_head = max_head
         self._paths: list[re.Pattern[str]] | None = None
+        self._operations: _Operations | None = None
 
     def _templates(self, scope: Scope) -> list[re.Pattern[str]]:
         """The app's route templates as expressions, from its OpenAPI document (built once, when
@@ -79,6 +85,54 @@ class RequestGuard:
             document: dict[str, Any] = app.openapi() if hasattr(app, "openapi") else {}
             self._paths = [compile_path(template)[0] for template in document.get("paths", {})]
         return self._paths
+
+    def _operation(self, scope: Scope, path: str, method: str) -> _Operation | None:
+        """What the OpenAPI document declares for this request's operation (None for a path it
+        does not document, such as the console's pages)."""
+        if self._operations is None:
+            app: Any = scope.get("app")
+            self._operations = _Operations(app.openapi() if hasattr(app, "openapi") else {})
+        return self._operations.find(path, method)
+
+    def _shape_fault(self, scope: Scope, flat: bytes, query: bytes, body: bytes) -> JSONResponse | None:
+        """415 for a body that is not in a media type the route takes (a JSON body always passes:
+        the hot path pays one header search); 400 naming query parameters the route does not take."""
+        content_type = b""
+        if body:
+            at = _header(flat, b"content-type")
+            content_type = at.split(b";", 1)[0].strip().lower() if at is not None else _NO_TYPE
+            if content_type == b"application/json" or content_type.endswith(b"+json"):
+                content_type = b""  # fine for any route with a body
+        if not content_type and not query:
+            return None
+        operation = self._operation(scope, scope["path"], scope["method"])
+        if operation is None:
+            return None
+        if content_type and operation.media and content_type.decode("latin-1") not in operation.media:
+            takes = ", ".join(sorted(operation.media))
+            sent = "no Content-Type" if content_type is _NO_TYPE else content_type.decode("latin-1")
+            return problem(
+                415,
+                "Unsupported media type",
+                f"this route takes {takes}; the request sent {sent}",
+                code="unsupported_media_type",
+                param="content-type",
+            )
+        if query:
+            names = dict.fromkeys(
+                name for name, _ in parse_qsl(query.decode("latin-1"), keep_blank_values=True)
+            )
+            unknown = [name for name in names if name not in operation.query]
+            if unknown:
+                takes = ", ".join(sorted(operation.query)) or "no query parameters"
+                return problem(
+                    400,
+                    "Unknown query parameter",
+                    f"unknown query parameter(s): {', '.join(unknown)}; this route takes {takes}",
+                    code="unknown_parameter",
+                    param=unknown[0],
+                )
+        return None
 
     def _path_faults(self, scope: Scope, path: str) -> list[dict[str, str]]:
         why = fault(path)
@@ -143,7 +197,58 @@ class RequestGuard:
         if errors:
             await invalid_request(errors)(scope, receive, send)
             return
+        refusal = self._shape_fault(scope, flat, query, body)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         await self.app(scope, _replay(message, receive), send)
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    media: frozenset[str]  # the body's media types the route takes (empty: it declares no body)
+    query: frozenset[str]  # the query parameters it takes
+
+
+class _Operations:
+    """The OpenAPI document's operations by path: a dict for fixed paths (the verify routes), the
+    compiled templates for the rest."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.fixed: dict[str, dict[str, _Operation]] = {}
+        self.templated: list[tuple[re.Pattern[str], dict[str, _Operation]]] = []
+        for template, item in document.get("paths", {}).items():
+            methods = {
+                method.upper(): _Operation(
+                    frozenset((operation.get("requestBody") or {}).get("content", {})),
+                    frozenset(p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"),
+                )
+                for method, operation in item.items()
+                if isinstance(operation, dict)
+            }
+            if "{" in template:
+                self.templated.append((compile_path(template)[0], methods))
+            else:
+                self.fixed[template] = methods
+
+    def find(self, path: str, method: str) -> _Operation | None:
+        methods = self.fixed.get(path)
+        if methods is None:
+            methods = next((m for pattern, m in self.templated if pattern.match(path)), None)
+        return None if methods is None else methods.get(method)
+
+
+def _header(flat: bytes, name: bytes) -> bytes | None:
+    """A header's value from the headers joined as "name\nvalue\n…" (names are lower case)."""
+    key = name + b"\n"
+    at = flat.find(key)
+    while at > 0 and flat[at - 1] != 10:  # inside another header's value: look further
+        at = flat.find(key, at + 1)
+    if at < 0:
+        return None
+    start = at + len(key)
+    end = flat.find(b"\n", start)
+    return flat[start : end if end >= 0 else None]
 
 
 def _declared(flat: bytes) -> int:
@@ -208,23 +313,38 @@ def _replay(message: Message, receive: Receive) -> Receive:
 
 
 def _error(loc: Path, detail: str) -> dict[str, str]:
-    return {"field": field_name(loc), "detail": detail}
+    return {"field": field_name(loc), "code": "invalid_text", "detail": detail}
 
 
 def _header_fault(name: bytes) -> dict[str, str]:
     header = name.decode("latin-1")
-    return {"field": header if "\x00" not in header else "headers", "detail": NUL_FAULT}
+    return {
+        "field": header if "\x00" not in header else "headers",
+        "code": "invalid_text",
+        "detail": NUL_FAULT,
+    }
 
 
 def _query_faults(query: bytes) -> list[dict[str, str]]:
     errors = []
-    # As Starlette decodes a query (invalid UTF-8 becomes U+FFFD; %00 stays a NUL).
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
-        if fault(name) is not None:
-            errors.append(_error(("query",), "a parameter name must not contain NUL"))
+    # Percent-decoded to bytes (as latin-1), then held to UTF-8 strictly: Starlette would decode
+    # invalid UTF-8 (a surrogate's bytes, %ED%A0%80, among them) into U+FFFD and search for that.
+    for raw_name, raw_value in parse_qsl(query.decode("latin-1"), keep_blank_values=True, encoding="latin-1"):
+        name, value = _utf8(raw_name), _utf8(raw_value)
+        if name is None or fault(name) is not None:
+            errors.append(_error(("query",), "a parameter name must be UTF-8 text without NUL"))
+        elif value is None:
+            errors.append(_error((name,), INVALID_UTF8_FAULT))
         elif (why := fault(value)) is not None:
             errors.append(_error((name,), why))
     return errors
+
+
+def _utf8(latin: str) -> str | None:
+    try:
+        return latin.encode("latin-1").decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 async def _body_faults(scope: Scope, body: bytes) -> list[dict[str, str]]:

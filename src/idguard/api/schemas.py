@@ -5,16 +5,20 @@ details (RFC 9457) every error answers with. Each feature keeps its own request 
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     StringConstraints,
+    WithJsonSchema,
 )
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
@@ -35,6 +39,41 @@ IdNumberStr = Annotated[
     str,
     StringConstraints(strip_whitespace=True, to_upper=True, min_length=18, max_length=18),
     AfterValidator(_folded),
+]
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+DATE_FAULT = "a date is YYYY-MM-DD: no time, no offset, no number"
+
+
+def _day(value: object) -> object:
+    """A date only as `YYYY-MM-DD` (pydantic alone also takes `2026-06-15T00:00:00Z` and a
+    Unix time at midnight); a date object from Python code passes as it is."""
+    if isinstance(value, str) and _DAY.fullmatch(value):
+        return value
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    raise PydanticCustomError("date", DATE_FAULT)
+
+
+# A calendar date in a request: YYYY-MM-DD only (a real date; 2026-02-30 is refused too).
+Day = Annotated[dt.date, BeforeValidator(_day), WithJsonSchema({"type": "string", "format": "date"})]
+
+
+def _long_term(value: object) -> object:
+    if value is None or (isinstance(value, str) and _DAY.fullmatch(value)):
+        return value
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return value
+    raise PydanticCustomError("date", "YYYY-MM-DD, or null for a long-term (长期) card")
+
+
+# An expiry date: YYYY-MM-DD, or null for a long-term (长期) card; anything else (a word such as
+# "长期", a time) says so.
+ExpiryDay = Annotated[
+    dt.date | None,
+    BeforeValidator(_long_term),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}),
 ]
 
 
@@ -88,16 +127,20 @@ class Strict(BaseModel):
 
 class FieldError(BaseModel):
     field: str
+    code: str = Field(description="stable code of this field's fault (GET /api/v1/problems)")
     detail: str
 
 
 class Problem(BaseModel):
-    """RFC 9457 problem details."""
+    """RFC 9457 problem details, with a stable `code` to branch on (GET /api/v1/problems)."""
 
-    type: str = "about:blank"
+    type: str = Field(description="URI of the code's description: /api/v1/problems/<code>")
+    code: str
     title: str
     status: int
     detail: str
+    param: str | None = Field(None, description="the request field at fault, when there is one")
+    doc_url: str
     errors: list[FieldError] = Field(default_factory=list)
 
 

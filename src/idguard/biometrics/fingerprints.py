@@ -75,6 +75,7 @@ class ComparisonUnavailable(VaultError):
 
 class FingerprintMismatch(RecordedRefusal):
     title = "Fingerprint does not match"
+    code = "fingerprint_mismatch"
 
 
 def finger_name(finger: int) -> str:
@@ -252,13 +253,15 @@ def compare_at_counter(
         log.error("fingerprints of card %s cannot be opened: %s", card_id, exc)
         raise Unavailable(
             "the card's registered fingerprints cannot be read; nothing was done. The incident is "
-            "logged: contact the registry's operators"
+            "logged: contact the registry's operators",
+            code="fingerprints_unreadable",
         ) from None
     if not stored:  # flagged, yet nothing stored: an integrity fault, and fail closed
         log.error("card %s is flagged with fingerprints but none are stored", card_id)
         raise Unavailable(
             "the card's registered fingerprints cannot be read; nothing was done. The incident is "
-            "logged: contact the registry's operators"
+            "logged: contact the registry's operators",
+            code="fingerprints_unreadable",
         )
     matched, score = match_any(live, stored, biometrics.threshold)
     comparison = FingerprintComparison(

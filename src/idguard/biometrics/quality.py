@@ -31,6 +31,7 @@ class PoorCapture(DomainError):
 
     status = 422
     title = "Poor fingerprint capture"
+    code = "poor_capture"
 
     def __init__(self, problems: tuple[str, ...]) -> None:
         super().__init__("; ".join(problems))

@@ -35,6 +35,8 @@ class TemplateError(InvalidField):
     Subclasses `InvalidField`, so the API answers 422 with the field name without extra mapping.
     """
 
+    code = "invalid_fingerprint"
+
     def __init__(self, field: str, detail: str) -> None:
         super().__init__(field, detail)
 

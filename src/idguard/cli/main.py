@@ -96,6 +96,10 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
     workers: Annotated[int, typer.Option(help="server worker processes")] = 1,
+    fd: Annotated[
+        int | None,
+        typer.Option(help="serve on this already bound, listening socket (inherited) instead of HOST:PORT"),
+    ] = None,
 ) -> None:
     """Serve the HTTP API."""
     import os
@@ -113,6 +117,7 @@ def serve(
         factory=True,
         host=host,
         port=port,
+        fd=fd,
         workers=workers,
         **uvicorn_options(),
     )

@@ -48,7 +48,7 @@ def as_utc(value: dt.datetime, field: str) -> dt.datetime:
     UTC (0001-01-01T00:00:00+14:00 is in the year 0 in UTC; 9999-12-31T23:59:59-14:00 in 10000),
     which no column can hold."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidField(field, "give a time zone (RFC 3339)")
+        raise InvalidField(field, "give a time zone (RFC 3339)", code="invalid_time")
     try:
         return value.astimezone(dt.UTC)
     except OverflowError:

@@ -4,14 +4,20 @@ from __future__ import annotations
 
 
 class DomainError(Exception):
-    """Base of every rule-level failure. `detail` is safe to show to staff (no full id numbers)."""
+    """Base of every rule-level failure. `detail` is safe to show to staff (no full id numbers).
+
+    `code` is the stable name a program branches on (api/problems.py documents every code); a
+    raise site names a more precise one where a client would act on it (`code="..."`)."""
 
     status = 400
     title = "Bad request"
+    code = "bad_request"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, *, code: str | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        if code is not None:
+            self.code = code
 
 
 class InvalidField(DomainError):
@@ -19,15 +25,17 @@ class InvalidField(DomainError):
 
     status = 422
     title = "Invalid field"
+    code = "invalid_field"
 
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
+    def __init__(self, field: str, detail: str, *, code: str | None = None) -> None:
+        super().__init__(detail, code=code)
         self.field = field
 
 
 class NotFound(DomainError):
     status = 404
     title = "Not found"
+    code = "not_found"
 
 
 class RuleViolation(DomainError):
@@ -35,6 +43,7 @@ class RuleViolation(DomainError):
 
     status = 409
     title = "Conflict with a registry rule"
+    code = "rule_violation"
 
 
 class Forbidden(DomainError):
@@ -42,6 +51,7 @@ class Forbidden(DomainError):
 
     status = 403
     title = "Forbidden"
+    code = "forbidden"
 
 
 class RecordedRefusal(RuleViolation):
@@ -51,8 +61,8 @@ class RecordedRefusal(RuleViolation):
     answers with this error: nothing half-written, and the failed attempt still visible.
     """
 
-    def __init__(self, detail: str, *, records: tuple[object, ...]) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str, *, records: tuple[object, ...], code: str | None = None) -> None:
+        super().__init__(detail, code=code)
         self.records = records
 
 
@@ -61,3 +71,4 @@ class Unavailable(DomainError):
 
     status = 503
     title = "Service unavailable"
+    code = "unavailable"

@@ -8,6 +8,10 @@ from uuid import UUID
 
 from idguard.core.errors import Forbidden
 
+# Every unit's API key starts with this (verification/rules.py makes them): a staff route can tell
+# a unit's key from a token and say so.
+UNIT_KEY_PREFIX = "idg_"
+
 
 class Role(StrEnum):
     CLERK = "clerk"  # counter clerk (民警/窗口), bound to one office

@@ -72,28 +72,36 @@ def parse(value: str, *, today: dt.date, field: str = "id_number") -> IdNumber:
     """Validate an id number; raise InvalidField naming `field` and the fault."""
     raw = normalise(value) if isinstance(value, str) else ""
     if len(raw) != 18:
-        raise InvalidField(field, "an id number has 18 characters")
+        raise InvalidField(field, "an id number has 18 characters", code="invalid_id_number")
     if not _SHAPE.fullmatch(raw):
-        raise InvalidField(field, SHAPE_FAULT)
+        raise InvalidField(field, SHAPE_FAULT, code="invalid_id_number")
     try:
         number = ric.validate(raw)
     except stdnum_errors.InvalidChecksum:
-        raise InvalidField(field, "the check character does not match (ISO 7064 MOD 11-2)") from None
+        raise InvalidField(
+            field, "the check character does not match (ISO 7064 MOD 11-2)", code="invalid_id_number"
+        ) from None
     except stdnum_errors.InvalidComponent:
         # stdnum raises InvalidComponent both for impossible dates and for regions it does not
         # place at the birth year.
         try:
             born = ric.get_birth_date(raw)
         except stdnum_errors.ValidationError:
-            raise InvalidField(field, "the birth date in the id number is not a real date") from None
+            raise InvalidField(
+                field, "the birth date in the id number is not a real date", code="invalid_id_number"
+            ) from None
         if not _region_in_use_since(raw[:6], born.year):
-            raise InvalidField(field, "the region code is not a known GB/T 2260 region") from None
+            raise InvalidField(
+                field, "the region code is not a known GB/T 2260 region", code="invalid_id_number"
+            ) from None
         number = raw
     except stdnum_errors.ValidationError as exc:  # pragma: no cover - other stdnum faults
-        raise InvalidField(field, f"not a valid id number: {exc}") from None
+        raise InvalidField(field, f"not a valid id number: {exc}", code="invalid_id_number") from None
     birth_date = ric.get_birth_date(number)
     if birth_date > today:
-        raise InvalidField(field, "the birth date in the id number is in the future")
+        raise InvalidField(
+            field, "the birth date in the id number is in the future", code="invalid_id_number"
+        )
     sex = Sex.MALE if int(number[16]) % 2 == 1 else Sex.FEMALE
     return IdNumber(value=number, birth_date=birth_date, sex=sex, region=number[:6])
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 NUL_FAULT = "must not contain the NUL character (U+0000)"
 SURROGATE_FAULT = "must not contain an unpaired surrogate (U+D800 to U+DFFF)"
+INVALID_UTF8_FAULT = "must be UTF-8 text (percent-encoded bytes that are not UTF-8 were sent)"
 KEY_FAULT = "a member name must not contain the NUL character or an unpaired surrogate"
 MAX_FAULTS = 50  # a body with more bad strings is named by its first 50
 

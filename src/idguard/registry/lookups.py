@@ -27,7 +27,7 @@ def new_reference(prefix: str) -> str:
 def require_office(session: Session, code: str, *, field: str = "office") -> Office:
     office = session.get(Office, code)
     if office is None:
-        raise InvalidField(field, f"unknown office code {code!r}")
+        raise InvalidField(field, f"unknown office code {code!r}", code="unknown_office")
     return office
 
 

@@ -12,7 +12,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from idguard.api.schemas import EXAMPLE_ID, IdNumberStr, Name, OfficeCode, Strict
+from idguard.api.schemas import EXAMPLE_ID, Day, IdNumberStr, Name, OfficeCode, Strict
 from idguard.biometrics.fingerprints import MAX_RECORD_BASE64
 from idguard.core.clock import today_cst
 from idguard.core.idnumber import Sex
@@ -61,7 +61,7 @@ class PersonIn(Strict):
     name: Name
     sex: Sex
     ethnicity: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
-    birth_date: dt.date
+    birth_date: Day
     address: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
     hukou_office: OfficeCode
 
@@ -163,7 +163,7 @@ class IssueCardIn(Strict):
     )
     kind: IssueKind = Field(description="first / renewal / replacement / correction")
     office: OfficeCode
-    issued_on: dt.date | None = Field(default=None, description="admin role only (imports)")
+    issued_on: Day | None = Field(default=None, description="admin role only (imports)")
     previous_card_id: uuid.UUID | None = Field(
         default=None,
         description="the card this one replaces; when sent, a newer card makes the request a 409",
@@ -310,7 +310,7 @@ class FoundCardIn(Strict):
         },
     )
     id_number: IdNumberStr
-    issued_on: dt.date
+    issued_on: Day
     office: OfficeCode
     finder: FinderIn
     chip_serial: (

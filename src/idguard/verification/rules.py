@@ -6,6 +6,8 @@ import hashlib
 import secrets
 from enum import StrEnum
 
+from idguard.core.grants import UNIT_KEY_PREFIX
+
 
 class UnitStatus(StrEnum):
     ACTIVE = "active"
@@ -28,7 +30,7 @@ PURPOSES = frozenset(
     }
 )
 
-KEY_PREFIX = "idg_"
+KEY_PREFIX = UNIT_KEY_PREFIX
 _PREFIX_CHARS = 12
 
 

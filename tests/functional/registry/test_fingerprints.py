@@ -234,7 +234,7 @@ def test_comparisons_are_listed_for_supervisors_and_the_clerks_own_office(
     page = counter.get("/api/v1/fingerprint-comparisons", as_="auditor", limit=1).json()
     assert len(page["items"]) == 1
     assert page["next"]
-    rest = counter.get("/api/v1/fingerprint-comparisons", as_="auditor", cursor=page["next"]).json()
+    rest = counter.get("/api/v1/fingerprint-comparisons", as_="auditor", after=page["next"]).json()
     assert len(rest["items"]) == 2
     assert_problem(counter.get("/api/v1/fingerprint-comparisons", office=OFFICE_B), 403, says="office")
     assert all(i["score"] is None for i in mine)  # scores: supervisors and auditors only

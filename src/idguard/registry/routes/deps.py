@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Callable
 from typing import Annotated, TypeVar
 
+import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials
 from pydantic import BaseModel
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from idguard.api.deps import SessionDep, bearer, get_clock, get_settings, refusal_json, respond
+from idguard.api.deps import (
+    SessionDep,
+    bearer,
+    credentials_fault,
+    get_clock,
+    get_settings,
+    refusal_json,
+    respond,
+    unauthorized,
+)
 from idguard.biometrics.fingerprints import Biometrics
-from idguard.core.grants import Actor
+from idguard.core.grants import UNIT_KEY_PREFIX, Actor
 from idguard.core.sealing import Sealer
 from idguard.registry.staff import actor_from_token
 from idguard.uow import IDEMPOTENCY_HEADER, Idempotency, UnitOfWork
@@ -29,15 +39,38 @@ def current_staff(
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Actor:
-    unauthorized = HTTPException(
-        401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
-    )
+    """The member of staff whose token is the bearer credential; a 401 saying what is wrong
+    otherwise (no header, not Bearer, a unit's key or a citizen's token, an expired token)."""
     if credentials is None:
-        raise unauthorized
-    actor = actor_from_token(session, credentials.credentials, secret=get_settings(request).token_key)
+        raise unauthorized(credentials_fault(request, takes=STAFF_TOKEN) or f"send a {STAFF_TOKEN}")
+    token = credentials.credentials
+    actor = actor_from_token(session, token, secret=get_settings(request).token_key)
     if actor is None:
-        raise unauthorized
+        raise unauthorized(_why_not_staff(token))
     return actor
+
+
+STAFF_TOKEN = "staff token from POST /api/v1/auth/token"  # noqa: S105 - words for a message, not a secret
+
+
+def _why_not_staff(token: str) -> str:
+    """The reason a bearer credential is not a staff token, for the 401's detail. The claims are
+    read without checking the signature: only to choose the words, never to let anyone in."""
+    if token.startswith(UNIT_KEY_PREFIX):
+        return f"this is a unit's API key; staff routes take a {STAFF_TOKEN}"
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return f"not a token this service issued: send a {STAFF_TOKEN}"
+    if claims.get("typ") == "citizen":
+        return f"this is a citizen's token; staff routes take a {STAFF_TOKEN}"
+    expires = claims.get("exp")
+    if isinstance(expires, int | float) and expires <= time.time():  # as jwt.decode judged it
+        at = dt.datetime.fromtimestamp(expires, dt.UTC).isoformat(timespec="seconds")
+        return f"the token expired at {at}: sign in again"
+    return (
+        "the token is not accepted (signed with a key since rotated, or its account disabled): sign in again"
+    )
 
 
 CurrentStaff = Annotated[Actor, Depends(current_staff)]

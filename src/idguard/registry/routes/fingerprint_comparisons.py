@@ -34,7 +34,7 @@ class ComparisonOut(BaseModel):
 
 class ComparisonPage(BaseModel):
     items: list[ComparisonOut]
-    next: str | None = Field(description="pass as `cursor` for the next page; null at the end")
+    next: str | None = Field(description="pass as `after` for the next page; null at the end")
 
 
 @router.get("/fingerprint-comparisons", response_model=ComparisonPage, responses=STAFF_READ_ERRORS)
@@ -44,7 +44,7 @@ def comparisons(
     office: OfficeCode | None = None,
     matched: bool | None = None,
     since: Annotated[dt.datetime | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ComparisonPage:
     """Every on-site comparison (loss reports, found cards' returns), newest first, matched or
@@ -61,7 +61,7 @@ def comparisons(
             office=office,
             matched=matched,
             since=since,
-            after=decode_cursor(cursor) if cursor is not None else None,
+            after=decode_cursor(after) if after is not None else None,
             limit=limit,
         )
     )

@@ -25,7 +25,7 @@ def checks(
     until: Annotated[dt.datetime | None, Query(alias="to", description="RFC 3339, exclusive")] = None,
     result: Annotated[str | None, Query(pattern="^(valid|invalid|mismatch)$")] = None,
     unit: Annotated[str | None, Query(description="staff only: one unit's checks")] = None,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    after: Annotated[str | None, Query(max_length=200, description="the `next` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> CheckPage:
     """Check history, newest first. A unit (API key) sees only its own checks; supervisors and
@@ -38,7 +38,7 @@ def checks(
         since=since,
         until=until,
         result=result,
-        after=decode_cursor(cursor) if cursor is not None else None,
+        after=decode_cursor(after) if after is not None else None,
         limit=limit,
     )
     return CheckPage(
