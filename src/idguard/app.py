@@ -12,10 +12,12 @@ from idguard import __version__, accountability, citizens, console, logs, offlin
 from idguard.api import errors, problems
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
-from idguard.config import Settings
+from idguard.config import Environment, Settings
 from idguard.core.clock import Clock, SystemClock
 from idguard.core.ratelimit import RateLimiter
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.demo import fingers
+from idguard.demo.load import DEMO_CREDENTIALS
 from idguard.registry.routes import auth, cards, found_cards, loss_reports, persons
 from idguard.registry.routes import fingerprint_comparisons as fingerprints
 from idguard.verification.routes import checks, health, notifications, units, verify
@@ -106,4 +108,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.include_router(module.router)
     for feature in (watchlist, citizens, accountability, offline, console, ops):
         feature.install(app)
+    if settings.env is Environment.DEVELOPMENT:  # the sign-in page lists the demo accounts
+        console.use_demo(
+            app.state,
+            console.DemoSupport(
+                accounts=DEMO_CREDENTIALS,
+                live_finger=fingers.live_sample,
+                enrolment=fingers.enrolment_samples,
+            ),
+        )
     return app

@@ -127,7 +127,7 @@ class Strict(BaseModel):
 
 class FieldError(BaseModel):
     field: str
-    code: str = Field(description="stable code of this field's fault (GET /api/v1/problems)")
+    code: str = Field("invalid_field", description="stable code of this field's fault (GET /api/v1/problems)")
     detail: str
 
 
