@@ -68,6 +68,27 @@ def postgres_database(worker_id: str) -> Iterator[str]:
     admin.dispose()
 
 
+def _empty(conn: sa.Connection) -> None:
+    """Every table emptied and every sequence back at its start, as TRUNCATE … RESTART IDENTITY
+    would, in a quarter of its time: DELETE of a few rows per table, with foreign-key triggers off
+    for the transaction (`session_replication_role`, the tests' superuser may set it), instead of
+    TRUNCATE, which makes new files for each of the ~40 tables of every test."""
+    conn.exec_driver_sql("SET LOCAL session_replication_role = replica")
+    for table in reversed(Base.metadata.sorted_tables):
+        conn.execute(table.delete())
+    sequences = (
+        conn.exec_driver_sql(
+            "SELECT quote_ident(sequence_schema) || '.' || quote_ident(sequence_name) "
+            "FROM information_schema.sequences WHERE sequence_schema = current_schema()"
+        )
+        .scalars()
+        .all()
+    )
+    for sequence in sequences:
+        conn.exec_driver_sql(f"ALTER SEQUENCE {sequence} RESTART")
+    conn.exec_driver_sql("SET LOCAL session_replication_role = DEFAULT")
+
+
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return fresh_database(request, request.param, tmp_path)
@@ -83,9 +104,8 @@ def fresh_database(request: pytest.FixtureRequest, backend: str, directory: Path
         return f"sqlite:///{path}"
     url: str = request.getfixturevalue("postgres_database")
     engine = make_engine(settings_for(url))
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
     with uow.connection(engine) as conn:
-        conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+        _empty(conn)
         conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
         conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")
         seed_world(conn)

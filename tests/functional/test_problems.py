@@ -15,6 +15,7 @@ from idguard.registry.models import Staff
 from idguard.registry.staff import issue_token
 from tests.factories import STAFF, TOKEN_KEY, auth, id_number
 from tests.functional.conftest import Counter
+from tests.functional.verification.test_verify import Bank, sync
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -142,3 +143,29 @@ def test_a_401_on_a_staff_route_says_what_is_wrong(counter: Counter) -> None:
     assert "expired at" in detail({"Authorization": f"Bearer {expired}"})
     forged = issue_token(staff, secret="another key" * 4, now=dt.datetime.now(dt.UTC), ttl_seconds=3600)
     assert "sign in again" in detail({"Authorization": f"Bearer {forged}"})
+
+
+def test_a_date_before_the_first_cards_is_refused_never_taken_for_long_term(counter: Counter) -> None:
+    """The index packs a long-term expiry as day 0: an expiry of 1900-01-01 must not reach it."""
+    bank = Bank(counter)
+    birth = dt.date(1950, 1, 1)  # over 46 at issue: a long-term card
+    card = counter.card(counter.person(birth))
+    assert card["expires_on"] is None
+    sync(counter)
+    assert bank.verify(card).json()["result"] == "valid"
+    for field in ("expires_on", "issued_on"):
+        r = bank.verify(card, **{field: "1900-01-01"})
+        assert r.status_code == 422, r.text
+        assert r.json()["param"] == field
+        r = counter.client.post(
+            "/api/v1/verify/batch",
+            json={"items": [{**_item(card), field: "1900-01-01"}]},
+            headers=bank.headers(),
+        )
+        assert r.status_code == 200
+        assert r.json()["results"][0]["error"]["status"] == 422
+
+
+def _item(card: dict[str, object]) -> dict[str, object]:
+    keys = ("id_number", "name", "issued_on", "expires_on")
+    return {k: card[k] for k in keys} | {"purpose": "account_opening", "operator": "t"}

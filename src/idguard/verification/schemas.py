@@ -31,6 +31,10 @@ _EXAMPLE: dict[str, Any] = {
 _IdNumber = CardNumber
 _NAME_MAX, _PURPOSE_MAX, _OPERATOR_MAX, _CHIP_MAX = 60, 40, 64, 32
 _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_NAME_MAX)]
+# Resident identity cards were first issued in 1984: an earlier date is a typing error — and the
+# index packs "long-term" as day 0, which an expiry such as 1900-01-01 must never be taken for.
+FIRST_CARDS = dt.date(1984, 1, 1)
+_CardDate = Annotated[dt.date, Field(ge=FIRST_CARDS)]
 _Purpose = Annotated[str, StringConstraints(min_length=1, max_length=_PURPOSE_MAX)]
 _Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_OPERATOR_MAX)]
 _ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=_CHIP_MAX)]
@@ -52,8 +56,8 @@ class VerifyIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [_EXAMPLE]})
     id_number: _IdNumber = Field(description="the 18-character number printed on the card")
     name: _Name
-    issued_on: dt.date = Field(description="issue date printed on the card (签发日期)")
-    expires_on: dt.date | None = Field(
+    issued_on: _CardDate = Field(description="issue date printed on the card (签发日期)")
+    expires_on: _CardDate | None = Field(
         description="expiry date printed on the card; null for 长期 (long-term)"
     )
     purpose: _Purpose = Field(
@@ -79,8 +83,8 @@ class VerifyItem(TypedDict):
 
     id_number: _IdNumber
     name: _Name
-    issued_on: dt.date
-    expires_on: dt.date | None
+    issued_on: _CardDate
+    expires_on: _CardDate | None
     purpose: _Purpose
     operator: _Operator
     chip_serial: NotRequired[_ChipSerial | None]
