@@ -35,7 +35,14 @@ from idguard.verification.index import _H32 as H32
 from idguard.verification.index import _MATCH_MASK, CardFacts, CardIndex, Result
 from idguard.verification.index import _MISMATCH as MISMATCH
 from idguard.verification.runtime.checklog import IdHasher, id_hash
-from idguard.verification.schemas import VerifyBatchIn, VerifyBatchItems, VerifyIn, VerifyItem, as_item
+from idguard.verification.schemas import (
+    FIRST_CARDS,
+    VerifyBatchIn,
+    VerifyBatchItems,
+    VerifyIn,
+    VerifyItem,
+    as_item,
+)
 from idguard.verification.verifier import check_ids
 
 ITEM = TypeAdapter(VerifyItem)
@@ -82,6 +89,7 @@ names = st.one_of(
     junk,
 )
 days = st.dates(min_value=dt.date(1, 1, 1), max_value=dt.date(9999, 12, 31))
+card_days = st.dates(min_value=FIRST_CARDS, max_value=dt.date(9999, 12, 31))  # a well-formed card date
 dates = st.one_of(
     days.map(dt.date.isoformat),
     days.map(lambda d: d.isoformat().replace("-", "")),  # 20150301
@@ -149,8 +157,8 @@ def items(draw: st.DrawFn, *, well_formed: bool = False) -> dict[str, Any]:
                 st.tuples(stripped, digits17, st.sampled_from("0123456789X"), stripped).map("".join)
             ),
             "name": draw(st.sampled_from([" 张三", "欧阳明远", "O'Brien\u3000"])),
-            "issued_on": draw(days.map(dt.date.isoformat)),
-            "expires_on": draw(st.one_of(st.none(), days.map(dt.date.isoformat))),
+            "issued_on": draw(card_days.map(dt.date.isoformat)),
+            "expires_on": draw(st.one_of(st.none(), card_days.map(dt.date.isoformat))),
             "purpose": "account_opening",
             "operator": draw(st.sampled_from(["teller-7", " batch job ", "柜员\t"])),
         }
