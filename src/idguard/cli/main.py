@@ -110,6 +110,14 @@ def serve(
 
     # Each worker divides the units' rate limits by this (the workers inherit the environment).
     os.environ["IDGUARD_WORKERS"] = str(workers)
+    if workers > 1 and not (
+        os.environ.get("IDGUARD_METRICS_DIR") or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    ):
+        # Several workers count into one set of files, so any worker's /metrics shows them all
+        # (ops/metrics.py): a fresh directory for this server's life when none is configured.
+        import tempfile
+
+        os.environ["IDGUARD_METRICS_DIR"] = tempfile.mkdtemp(prefix="idguard-metrics-")
     # The HTTP protocol answering 431 for a head past the limit and lingering before it closes a
     # connection whose request was not read to its end (api/server.py).
     uvicorn.run(
