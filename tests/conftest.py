@@ -68,7 +68,7 @@ def postgres_database(worker_id: str) -> Iterator[str]:
     admin.dispose()
 
 
-def _empty(conn: sa.Connection) -> None:
+def empty_postgres(conn: sa.Connection) -> None:
     """Every table emptied and every sequence back at its start, as TRUNCATE … RESTART IDENTITY
     would, in a quarter of its time: DELETE of a few rows per table, with foreign-key triggers off
     for the transaction (`session_replication_role`, the tests' superuser may set it), instead of
@@ -105,7 +105,7 @@ def fresh_database(request: pytest.FixtureRequest, backend: str, directory: Path
     url: str = request.getfixturevalue("postgres_database")
     engine = make_engine(settings_for(url))
     with uow.connection(engine) as conn:
-        _empty(conn)
+        empty_postgres(conn)
         conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
         conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")
         seed_world(conn)

@@ -122,12 +122,6 @@ class Settings(BaseSettings):
     offline_max_delta_events: int = Field(default=200_000, ge=100)
     offline_snapshot_seconds: int = Field(default=3600, ge=1)
 
-    @model_validator(mode="after")
-    def _offline_keys_in_production(self) -> Settings:
-        if self.env is Environment.PRODUCTION and self.offline_keys is None:
-            raise ValueError("IDGUARD_OFFLINE_KEYS must be set in production")
-        return self
-
     # --- operations (ops/, issue 16; docs/operations.md) ---
     # Log lines: "text" (the default) or "json" (one object per line: time, level, logger,
     # message, request_id, pid).
@@ -143,8 +137,20 @@ class Settings(BaseSettings):
     def _no_default_secret_outside_development(self) -> Settings:
         if self.env is not Environment.DEVELOPMENT and self.secret_key == DEVELOPMENT_SECRET:
             raise ValueError("IDGUARD_SECRET_KEY must be set outside development")
-        if self.env is Environment.PRODUCTION and self.template_keys is None:
-            raise ValueError("IDGUARD_TEMPLATE_KEYS must be set in production")
+        if self.env is Environment.PRODUCTION:
+            # Keys that development derives from the secret; production takes them from the
+            # operator, every one named when missing (one start-up, not one per missing key).
+            missing = [
+                f"{name} must be set in production"
+                for name, value in (
+                    ("IDGUARD_TEMPLATE_KEYS", self.template_keys),
+                    ("IDGUARD_OFFLINE_KEYS", self.offline_keys),
+                    ("IDGUARD_DECLARATION_KEYS", self.declaration_keys),
+                )
+                if value is None
+            ]
+            if missing:
+                raise ValueError("; ".join(missing))
         if self.template_keys is not None:
             parse_template_keys(self.template_keys.get_secret_value())  # fail at start, not at first use
         return self

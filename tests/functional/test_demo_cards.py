@@ -18,6 +18,8 @@ from fastapi.testclient import TestClient
 
 from idguard.app import create_app
 from idguard.config import Environment, Settings
+from idguard.registry.models import Person
+from idguard.watchlist.models import BlacklistEntry
 from tests import servers
 from tests.factories import SECRET
 from tests.functional.test_cli import registry, run  # noqa: F401 - the fixture is used by name
@@ -114,10 +116,14 @@ def demo_server(
 
 
 def test_the_guides_two_commands_answer_valid_and_invalid(
-    demo_server: str, database_url: str, tmp_path: Path
+    demo_server: str,
+    database_url: str,
+    registry: sa.Engine,
+    tmp_path: Path,  # noqa: F811
 ) -> None:
-    """Section 0, copied and pasted into a shell in a clone (`.venv/bin/idguard` there)."""
-    (block,) = _blocks("sh", "0.")
+    """Section 0, copied and pasted into a shell in a clone (`.venv/bin/idguard` there): the two
+    commands, then the blacklist's two (with `BL` one of the listed persons the guide means)."""
+    first_block, blacklist_block = _blocks("sh", "0.")
     venv = tmp_path / ".venv" / "bin"
     venv.mkdir(parents=True)
     (venv / "idguard").write_text(
@@ -125,25 +131,41 @@ def test_the_guides_two_commands_answer_valid_and_invalid(
         encoding="utf-8",
     )
     (venv / "idguard").chmod(0o755)
-    script = block.replace("http://127.0.0.1:8000", demo_server)
-    assert script != block, "the guide's commands no longer name http://127.0.0.1:8000"
-    out = subprocess.run(  # noqa: S603 - the guide's own commands
-        ["/bin/bash", "-euo", "pipefail", "-c", script],
-        cwd=tmp_path,
-        env={
-            **os.environ,
-            "IDGUARD_DATABASE_URL": database_url,
-            "IDGUARD_ENV": "test",
-            "IDGUARD_SECRET_KEY": SECRET,
-        },
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    ).stdout
-    first, second = (json.loads(line) for line in out.replace("}{", "}\n{").splitlines() if line.strip())
-    assert first["result"] == "valid"
-    assert (second["result"], second["reason"]) == ("invalid", "reported_lost")
+    holder = json.loads(run("demo", "card", "with_fingerprints"))["id_number"]
+    with registry.connect() as conn:
+        listed = conn.scalars(
+            sa.select(Person.id_number)
+            .join(BlacklistEntry, BlacklistEntry.person_id == Person.id)
+            .where(BlacklistEntry.status == "active", Person.id_number != holder)
+        ).all()
+    assert listed, "the demo lists other persons than the holder"
+    env = {
+        **os.environ,
+        "IDGUARD_DATABASE_URL": database_url,
+        "IDGUARD_ENV": "test",
+        "IDGUARD_SECRET_KEY": SECRET,
+        "BL": listed[0],
+    }
+    answers = []
+    for block in (first_block, first_block.splitlines()[0] + "\n" + blacklist_block):
+        script = block.replace("http://127.0.0.1:8000", demo_server)
+        assert script != block, "the guide's commands no longer name http://127.0.0.1:8000"
+        out = subprocess.run(  # noqa: S603 - the guide's own commands
+            ["/bin/bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        ).stdout
+        answers += [json.loads(line) for line in out.replace("}{", "}\n{").splitlines() if line.strip()]
+    valid, lost, listed_card, impersonated = answers
+    assert valid["result"] == "valid"
+    assert (lost["result"], lost["reason"]) == ("invalid", "reported_lost")
+    assert (listed_card["result"], listed_card["alerts"]) == ("valid", ["blacklisted"])
+    assert impersonated["fingerprint_match"] is False
+    assert impersonated["alerts"] == ["blacklisted", "known_impersonator"]
 
 
 def test_the_guides_python_client_runs_against_the_service(demo_server: str) -> None:

@@ -84,6 +84,7 @@ from idguard.watchlist import blacklist as blacklist_service
 from idguard.watchlist import protection as protection_service
 from idguard.watchlist.rules import BlacklistReason
 from tests import prints
+from tests.conftest import empty_postgres
 from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, actor, seed_world
 
 # Known bugs the machine steps around (see the strict xfail tests at the end of this file).
@@ -1180,11 +1181,10 @@ def test_lifecycle_on_postgres(postgres_database: str) -> None:
     engine = make_engine(
         settings_for(postgres_database), connect_args={"options": "-c synchronous_commit=off"}
     )
-    tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
 
     def new_database() -> tuple[sa.Engine, Callable[[], None]]:
         with uow.connection(engine) as conn:
-            conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+            empty_postgres(conn)
             conn.exec_driver_sql("INSERT INTO ledger_head (id, seq) VALUES (1, 0)")
             conn.exec_driver_sql("INSERT INTO registry_versions (name, version) VALUES ('units', 0)")
             seed_world(conn)

@@ -42,7 +42,13 @@ def test_bad_key_configuration_is_refused_at_start(text: str, says: str) -> None
 def test_production_needs_template_keys() -> None:
     with pytest.raises(ValidationError, match="IDGUARD_TEMPLATE_KEYS"):
         Settings(env=Environment.PRODUCTION, secret_key=SECRET)
-    settings = Settings(env=Environment.PRODUCTION, secret_key=SECRET, template_keys=f"k1:{K1}")
+    settings = Settings(
+        env=Environment.PRODUCTION,
+        secret_key=SECRET,
+        template_keys=f"k1:{K1}",
+        offline_keys=f"o1:{K1}",
+        declaration_keys=f"d1:{K1}",
+    )
     assert TemplateVault.from_settings(settings).key_ids == ("k1",)
     assert K1 not in repr(settings)  # a secret never prints
 

@@ -15,11 +15,12 @@ SECRET = "test-secret-key-0123456789abcdef"
 
 
 def test_production_refuses_to_start_without_offline_keys() -> None:
-    settings = Settings.model_construct(env=Environment.PRODUCTION, offline_keys=None)
+    seed = base64.b64encode(bytes(32)).decode()
+    others = {"template_keys": f"t:{seed}", "declaration_keys": f"d:{seed}"}
     with pytest.raises(ValueError, match="IDGUARD_OFFLINE_KEYS must be set in production"):
-        settings._offline_keys_in_production()
-    settings = Settings.model_construct(env=Environment.PRODUCTION, offline_keys=SecretStr("k:x"))
-    assert settings._offline_keys_in_production() is settings
+        Settings(env=Environment.PRODUCTION, secret_key=SECRET, **others)
+    settings = Settings(env=Environment.PRODUCTION, secret_key=SECRET, offline_keys=f"k:{seed}", **others)
+    assert signing_keys(settings).signing_key_id == "k"
 
 
 def test_configured_keys_first_signs_all_published() -> None:
