@@ -118,8 +118,8 @@ def demo_server(
 def test_the_guides_two_commands_answer_valid_and_invalid(
     demo_server: str,
     database_url: str,
-    registry: sa.Engine,
-    tmp_path: Path,  # noqa: F811
+    registry: sa.Engine,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """Section 0, copied and pasted into a shell in a clone (`.venv/bin/idguard` there): the two
     commands, then the blacklist's two (with `BL` one of the listed persons the guide means)."""
