@@ -276,14 +276,14 @@ def run(url: str, rows: int, mine: int, rounds: int, *, reuse: bool) -> None:
             token = body["access_token"]
             pages = -(-mine // PAGE)
             _walk(client, "/api/v1/me/checks", token, "after", pages)  # warm up both
-            _walk(client, "/api/v1/checks", unit_key, "cursor", pages)
+            _walk(client, "/api/v1/checks", unit_key, "after", pages)
             me_times: list[float] = []
             unit_times: list[float] = []
             for _ in range(rounds):
                 t, seen = _walk(client, "/api/v1/me/checks", token, "after", pages)
                 assert seen == mine, seen
                 me_times += t
-                unit_times += _walk(client, "/api/v1/checks", unit_key, "cursor", pages)[0]
+                unit_times += _walk(client, "/api/v1/checks", unit_key, "after", pages)[0]
     rows_out = []
     for name, times in (
         ("GET /api/v1/me/checks (citizen, keyed hash)", me_times),
