@@ -303,6 +303,14 @@ _STAFF_CALLERS = {
 }
 
 
+def misjudged(expected: Expected, status: int) -> str | None:
+    """What is wrong with `status` as the answer to a caller the table expects `expected` of
+    (every feature's table judges the same way); None when it is right."""
+    if expected == OK:
+        return "expected to be allowed" if status in (401, 403) or status >= 500 else None
+    return None if status == expected else f"expected {expected}"
+
+
 def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
@@ -330,9 +338,6 @@ def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
         for caller, expected in zip(CALLERS, entry.expected, strict=True):
             headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
             status = _send(client, method, request, headers)
-            if expected == OK:
-                if status in (401, 403) or status >= 500:
-                    wrong.append(f"{method} {path} as {caller}: {status}, expected to be allowed")
-            elif status != expected:
-                wrong.append(f"{method} {path} as {caller}: {status}, expected {expected}")
+            if (fault := misjudged(expected, status)) is not None:
+                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
     assert wrong == []

@@ -27,7 +27,7 @@ from tests.functional.citizens.conftest import Citizens
 from tests.functional.conftest import Counter
 from tests.functional.offline.conftest import OfflineUnit
 from tests.functional.test_authorization import CALLERS as CENTRAL_CALLERS
-from tests.functional.test_authorization import OK, Expected, Request, Row
+from tests.functional.test_authorization import OK, Expected, Request, Row, misjudged
 
 CALLERS = (*CENTRAL_CALLERS, "citizen", "unit_without_offline")
 
@@ -145,11 +145,8 @@ def test_who_may_call_each_offline_operation(client: TestClient, world: World) -
             status = client.request(
                 method, request.path, params=request.params, json=request.body, headers=headers
             ).status_code
-            if expected == OK:
-                if status in (401, 403) or status >= 500:
-                    wrong.append(f"{method} {path} as {caller}: {status}, expected to be allowed")
-            elif status != expected:
-                wrong.append(f"{method} {path} as {caller}: {status}, expected {expected}")
+            if (fault := misjudged(expected, status)) is not None:
+                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
     assert wrong == []
 
 
