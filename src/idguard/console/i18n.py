@@ -1,8 +1,9 @@
 """The console's languages: Chinese (zh-CN) first, English second.
 
 A small dict-based catalog rather than Babel's gettext: the console has a few hundred messages,
-each with a stable key (`login.title`), kept as JSON in `locales/` (`zh-CN.json`, `en.json`). No
-build step compiles them, and a test holds the two catalogs to the same keys and placeholders,
+each with a stable key (`login.title`), kept as JSON in `locales/` (`zh-CN.json`, `en.json`),
+and one folder per part of the console with its own pair (`locales/watchlist/zh-CN.json`), merged
+at load; a key defined twice is an error, not a silent override. No build step compiles them, and a test holds the two catalogs to the same keys and placeholders,
 so a message missing in one language fails the test suite instead of showing a key.
 
 The language is chosen, in order: `?lang=` on any page (remembered in the session), then the
@@ -25,8 +26,18 @@ DEFAULT = "zh-CN"
 
 @cache
 def catalog(lang: str) -> dict[str, str]:
-    text = resources.files("idguard.console").joinpath(f"locales/{lang}.json").read_text("utf-8")
-    messages: dict[str, str] = json.loads(text)
+    locales = resources.files("idguard.console").joinpath("locales")
+    messages: dict[str, str] = json.loads(locales.joinpath(f"{lang}.json").read_text("utf-8"))
+    parts = sorted((p for p in locales.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for part in parts:
+        file = part.joinpath(f"{lang}.json")
+        if not file.is_file():
+            continue
+        more: dict[str, str] = json.loads(file.read_text("utf-8"))
+        twice = sorted(messages.keys() & more.keys())
+        if twice:
+            raise ValueError(f"locales/{part.name}/{lang}.json defines {twice} again")
+        messages.update(more)
     return messages
 
 
