@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -36,6 +37,7 @@ from idguard.db.engine import make_engine
 from idguard.demo import fingers
 from idguard.demo.load import DEMO_CREDENTIALS, load_demo
 from idguard.demo.testcards import demo_unit_key
+from idguard.registry import sealed
 from idguard.registry.lifecycle import CardStatus
 from idguard.registry.models import Card, Person
 
@@ -120,7 +122,9 @@ def main() -> None:
         persons = list(conn.execute(sa.select(Person.id).limit(args.rounds + 1)).scalars())
         valid = list(
             conn.execute(
-                sa.select(Card.id, Card.id_number, Card.name, Card.issued_on, Card.expires_on)
+                sa.select(
+                    Card.id, Card.id_number, Card.seal_key, Card.name_sealed, Card.issued_on, Card.expires_on
+                )
                 .where(
                     Card.status == CardStatus.VALID,
                     Card.temporary.is_(False),
@@ -130,6 +134,17 @@ def main() -> None:
                 .limit(args.rounds * 2 + 10)
             ).all()
         )
+    ring = sealed.ring_of(engine)  # names are sealed at rest: opened for the teller's checks
+    valid = [
+        SimpleNamespace(
+            id=c.id,
+            id_number=c.id_number,
+            name=sealed.card_name(ring, c.id, c.seal_key, c.name_sealed),
+            issued_on=c.issued_on,
+            expires_on=c.expires_on,
+        )
+        for c in valid
+    ]
     engine.dispose()
 
     app = create_app(settings)

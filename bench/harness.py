@@ -31,6 +31,9 @@ SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside t
 TEMPLATE_KEYS = "bench:" + base64.b64encode(bytes(range(32))).decode()
 # Production refuses to start without its signing keys (declarations, offline sets): bench ones.
 SIGNING_KEYS = "bench:" + base64.b64encode(bytes(range(32, 64))).decode()
+# Personal data is sealed (IDGUARD_DATA_KEYS): the key that test mode derives from SECRET, so a
+# database seeded in test mode opens in a production-mode server, and the other way round.
+DATA_KEYS = "derived:" + base64.b64encode(Settings(secret_key=SECRET).personal_data_keys["derived"]).decode()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +94,8 @@ def settings_for(url: str, *, production: bool = False) -> Settings:
             template_keys=TEMPLATE_KEYS,
             declaration_keys=SIGNING_KEYS,
             offline_keys=SIGNING_KEYS,
+            ledger_keys=SIGNING_KEYS,
+            data_keys=DATA_KEYS,
         )
     return Settings(database_url=url, env=Environment.TEST, secret_key=SECRET)
 
@@ -182,6 +187,8 @@ def server(
         "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
         "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
         "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
+        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
+        "IDGUARD_DATA_KEYS": DATA_KEYS,
         "IDGUARD_ENV": "production",
         "IDGUARD_WORKERS": str(workers),
         **(extra_env or {}),

@@ -24,6 +24,7 @@ from idguard.core.grants import Actor, Role
 from idguard.core.idnumber import Sex, check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.registry import sealed
 from idguard.registry.lifecycle import CardStatus, IssueKind, LossReason
 from idguard.registry.loss_reports import report_loss
 from idguard.registry.models import Card, Office, Person, Staff
@@ -96,8 +97,9 @@ def seed(engine: sa.Engine, n: int) -> tuple[Actor, list[str]]:
                 }
             ],
         )
-        conn.execute(sa.insert(Person), persons)
-        conn.execute(sa.insert(Card), cards)
+        ring = sealed.ring_of(engine)  # names and addresses are stored sealed
+        conn.execute(sa.insert(Person), [sealed.sealed_values(ring, "persons", p) for p in persons])
+        conn.execute(sa.insert(Card), [sealed.sealed_values(ring, "cards", c) for c in cards])
         conn.execute(sa.text("CREATE TABLE bench_bare (id BIGINT PRIMARY KEY, payload VARCHAR(64))"))
     actor = Actor(staff_id=staff_id, username="bench", role=Role.CLERK, office=OFFICE)
     return actor, [f"{c['id']}|{c['id_number']}" for c in cards]

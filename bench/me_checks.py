@@ -50,6 +50,7 @@ from idguard.config import Settings
 from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine
+from idguard.registry import sealed
 from idguard.registry.models import Office, Person
 from idguard.verification.models import Unit, UnitKey
 from idguard.verification.rules import UnitStatus, new_api_key
@@ -85,17 +86,21 @@ def seed(url: str, rows: int, mine: int) -> str:
         )
         conn.execute(
             sa.insert(Person),
-            {
-                "id": person_id,
-                "id_number": NUMBER,
-                "name": "张三",
-                "sex": "male",
-                "ethnicity": "汉",
-                "birth_date": dt.date(1990, 5, 4),
-                "address": "北京",
-                "hukou_office": "BENCH-A",
-                "created_at": NOW,
-            },
+            sealed.sealed_values(  # names and addresses are stored sealed
+                sealed.ring_of(engine),
+                "persons",
+                {
+                    "id": person_id,
+                    "id_number": NUMBER,
+                    "name": "张三",
+                    "sex": "male",
+                    "ethnicity": "汉",
+                    "birth_date": dt.date(1990, 5, 4),
+                    "address": "北京",
+                    "hukou_office": "BENCH-A",
+                    "created_at": NOW,
+                },
+            ),
         )
         conn.execute(
             sa.insert(CitizenAccount),
@@ -265,6 +270,7 @@ def run(url: str, rows: int, mine: int, rounds: int, *, reuse: bool) -> None:
         extra = {
             "IDGUARD_DECLARATION_KEYS": DECLARATION_KEYS,
             "IDGUARD_OFFLINE_KEYS": DECLARATION_KEYS,  # production needs them; unused here
+            "IDGUARD_LEDGER_KEYS": DECLARATION_KEYS,
             "IDGUARD_CHECKLOG_DIR": tmp,
         }
         with server(url, Path(tmp) / "server.log", extra_env=extra) as srv:

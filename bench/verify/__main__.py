@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 import bench.verify
 from bench.harness import admin_engine, scratch_database, uptime
-from bench.verify import blacklist, http_load, index, inprocess_routes, journal, memory, propagation
+from bench.verify import blacklist, dates, http_load, index, inprocess_routes, journal, memory, propagation
 from bench.verify.common import cached_demo
 
 
@@ -84,6 +84,7 @@ def main() -> None:
             ) as url:
                 if 1 in parts:
                     index.run(url, args.queries, reps=5)
+                    dates.run()
                 if 2 in parts:
                     http_load.run(url, args, workdir)
                 if 3 in parts:

@@ -25,6 +25,7 @@ from idguard.biometrics.models import Fingerprint
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo import fingers
+from idguard.registry import sealed
 from idguard.registry.models import Card, Office, Person
 from idguard.verification.index import CardIndex
 from idguard.verification.models import PersonFlags
@@ -118,8 +119,9 @@ def _build(url: str, persons: int, biometrics: Biometrics, *, flags: bool) -> No
                     }
                 )
         with uow.connection(engine) as conn:
-            conn.execute(sa.insert(Person), people)
-            conn.execute(sa.insert(Card), cards)
+            ring = sealed.ring_of(engine)  # names and addresses are stored sealed
+            conn.execute(sa.insert(Person), [sealed.sealed_values(ring, "persons", p) for p in people])
+            conn.execute(sa.insert(Card), [sealed.sealed_values(ring, "cards", c) for c in cards])
             if listed:
                 conn.execute(sa.insert(PersonFlags), listed)
             conn.execute(sa.insert(Fingerprint), stored)

@@ -6,6 +6,7 @@ import datetime as dt
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo.load import load_demo
+from idguard.registry import sealed
 from idguard.registry.lifecycle import CardStatus
 from idguard.registry.models import Card
 from idguard.verification import units
@@ -131,9 +133,28 @@ def query_mix(url: str, n: int, today: dt.date, seed: int = 7) -> list[Probe]:
     engine = make_engine(settings_for(url))
     try:
         with engine.connect() as conn:  # typed columns: dates on SQLite too (bench part 6)
-            rows = conn.execute(
-                sa.select(Card.id_number, Card.name, Card.issued_on, Card.expires_on, Card.status)
+            found = conn.execute(
+                sa.select(
+                    Card.id_number,
+                    Card.id,
+                    Card.seal_key,
+                    Card.name_sealed,
+                    Card.issued_on,
+                    Card.expires_on,
+                    Card.status,
+                )
             ).all()
+        ring = sealed.ring_of(engine)  # names are sealed at rest: opened for the probes
+        rows = [
+            SimpleNamespace(
+                id_number=r.id_number,
+                name=sealed.card_name(ring, r.id, r.seal_key, r.name_sealed),
+                issued_on=r.issued_on,
+                expires_on=r.expires_on,
+                status=r.status,
+            )
+            for r in found
+        ]
     finally:
         engine.dispose()
     valid = [

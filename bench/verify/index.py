@@ -23,6 +23,7 @@ from bench.verify import index_before
 from bench.verify.common import TARGET_CHECKS_PER_CORE, query_mix
 from idguard.core.clock import today_cst
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.registry import sealed
 from idguard.registry.models import Card
 from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, CardIndex
 from idguard.verification.runtime.follower import IndexFollower
@@ -37,11 +38,20 @@ def run(url: str, queries: int, reps: int) -> None:
     index = CardIndex()
     IndexFollower(make_sessionmaker(engine), index, KeyRing()).load()
     with engine.connect() as conn:
-        rows = conn.execute(
+        found = conn.execute(
             sa.select(
-                Card.id_number, Card.name, Card.issued_on, Card.expires_on, Card.chip_serial, Card.status
+                Card.id_number,
+                Card.id,
+                Card.seal_key,
+                Card.name_sealed,
+                Card.issued_on,
+                Card.expires_on,
+                Card.chip_serial,
+                Card.status,
             )
         ).all()
+    ring = sealed.ring_of(engine)  # names are sealed at rest (registry/sealed.py)
+    rows = [(n, sealed.card_name(ring, i, k, s), *rest) for n, i, k, s, *rest in found]
     engine.dispose()
     before = index_before.CardIndex()
     before.load(index_before.CardFacts(*row) for row in rows)

@@ -16,6 +16,7 @@ from bench.verify.common import PURPOSE, TARGET_PROPAGATION_P99_MS, onboard_benc
 from idguard.core.clock import today_cst
 from idguard.core.grants import Actor, Role
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.registry import sealed
 from idguard.registry.lifecycle import LossReason
 from idguard.registry.loss_reports import report_loss
 from idguard.verification.runtime import follower as follower_module
@@ -35,7 +36,7 @@ def run(url: str, reports: int, workdir: Path) -> None:
         # on-site comparison), an adult holder reporting in person.
         cards = conn.execute(
             sa.text(
-                "SELECT c.id, c.id_number, c.name, c.issued_on, c.expires_on FROM cards c"
+                "SELECT c.id, c.id_number, c.seal_key, c.name_sealed, c.issued_on, c.expires_on FROM cards c"
                 " JOIN persons p ON p.id = c.person_id"
                 " WHERE c.status = 'valid' AND NOT c.fingerprints_registered AND NOT c.temporary"
                 " AND (c.expires_on IS NULL OR c.expires_on > :today) AND p.revoked_reason IS NULL"
@@ -43,6 +44,8 @@ def run(url: str, reports: int, workdir: Path) -> None:
             ),
             {"today": today, "adult": today - dt.timedelta(days=366 * 19), "n": reports},
         ).all()
+    ring = sealed.ring_of(engine)  # names are sealed at rest: opened here for the verify bodies
+    cards = [(c, n, sealed.card_name(ring, c, k, s), i, e) for c, n, k, s, i, e in cards]
     clerk = Actor(staff_id=clerk_id, username="clerk1", role=Role.CLERK, office=office)
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
     propagation: list[float] = []

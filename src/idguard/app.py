@@ -18,6 +18,7 @@ from idguard.core.ratelimit import RateLimiter
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo import fingers
 from idguard.demo.load import DEMO_CREDENTIALS
+from idguard.ops.middleware import IdguardAPI
 from idguard.registry.routes import auth, cards, found_cards, loss_reports, persons
 from idguard.registry.routes import fingerprint_comparisons as fingerprints
 from idguard.verification.routes import checks, health, notifications, units, verify
@@ -59,7 +60,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.install()
-    app = FastAPI(
+    # FastAPI with the single check's front door before its middleware (ops/middleware.py).
+    app = IdguardAPI(
         lifespan=_lifespan,
         title="idguard",
         version=__version__,
@@ -88,6 +90,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         checklog_dir=settings.checklog_journal_dir,
         check_hash_key=settings.check_hash_key,
     )
+    app.state.verifier.dispatcher.retention_days = settings.webhook_retention_days  # docs/webhooks.md
     errors.install(app)
     # Before routing: head and body limits (431, 413) and text the database cannot store (422).
     app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)

@@ -15,6 +15,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from idguard.core.signing import parse_keys
+
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 
 
@@ -22,25 +24,23 @@ TEMPLATE_KEY_BYTES = 32
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,16}")
 
 
-def parse_template_keys(text: str) -> dict[str, bytes]:
+def parse_template_keys(text: str, setting: str = "IDGUARD_TEMPLATE_KEYS") -> dict[str, bytes]:
     """ "id:base64,id:base64" -> {id: key}, in the given order (the first encrypts)."""
     keys: dict[str, bytes] = {}
     for n, item in enumerate(part.strip() for part in text.split(",")):
         key_id, sep, encoded = item.partition(":")
         if not sep or not _KEY_ID.fullmatch(key_id):
             raise ValueError(
-                f"IDGUARD_TEMPLATE_KEYS entry {n + 1}: expected key_id:base64 (id of 1-16 of A-Z a-z 0-9 _ . -)"
+                f"{setting} entry {n + 1}: expected key_id:base64 (id of 1-16 of A-Z a-z 0-9 _ . -)"
             )
         try:
             key = base64.b64decode(encoded, validate=True)
         except binascii.Error:
-            raise ValueError(f"IDGUARD_TEMPLATE_KEYS key {key_id!r} is not valid base64") from None
+            raise ValueError(f"{setting} key {key_id!r} is not valid base64") from None
         if len(key) != TEMPLATE_KEY_BYTES:
-            raise ValueError(
-                f"IDGUARD_TEMPLATE_KEYS key {key_id!r} has {len(key)} bytes, needs {TEMPLATE_KEY_BYTES}"
-            )
+            raise ValueError(f"{setting} key {key_id!r} has {len(key)} bytes, needs {TEMPLATE_KEY_BYTES}")
         if key_id in keys:
-            raise ValueError(f"IDGUARD_TEMPLATE_KEYS lists key id {key_id!r} twice")
+            raise ValueError(f"{setting} lists key id {key_id!r} twice")
         keys[key_id] = key
     return keys
 
@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     # new key first, run `idguard fingerprints rekey`, then drop the old key. Development and test
     # derive a key from secret_key when this is unset; production refuses to start without it.
     template_keys: SecretStr | None = None
+    # Personal data at rest (names, addresses, finders' names and phones; docs/operations.md, key
+    # rotation): AES-256-GCM keys in the same "key_id:base64-of-32-bytes,…" form, a ring of their
+    # own (a template key opens no name, and each rotates alone). The first seals; every listed
+    # key opens, so rotate with `idguard keys rekey` before dropping an old key. Development and
+    # test derive one from secret_key when unset; production refuses to start without it.
+    data_keys: SecretStr | None = None
     # Decision threshold of the 1:1 fingerprint comparison (MCC similarity, 0..1). The default is
     # calibrated at a false match rate of 1 in 10,000 on synthetic data (docs/fingerprints.md);
     # `idguard fingerprints calibrate --fmr 0.001` computes the threshold for another rate.
@@ -85,6 +91,9 @@ class Settings(BaseSettings):
     # are then only in memory until written): for comparisons only, never in production.
     checklog_dir: Path | None = None
     checklog_journal: bool = True
+    # Webhook messages and logged delivery attempts are kept this long (resend, delivery log),
+    # then the dispatcher purges them (docs/webhooks.md, "Retention").
+    webhook_retention_days: int = Field(default=30, ge=1, le=3650)
     # --- accountability of units (accountability/, issue 11; docs/accountability.md) ---
     # A transaction is judged against the unit's checks of the number within this many hours
     # before it (and, for `checked_after`, after it).
@@ -113,6 +122,12 @@ class Settings(BaseSettings):
     # first signs, every listed key is published at GET /api/v1/offline/keys. Development and test
     # derive one from secret_key when unset; production refuses to start without it.
     offline_keys: SecretStr | None = None
+    # --- tamper-evident ledger and audit log (registry/chains.py; docs/operations.md) ---
+    # Ed25519 keys signing the ledger's and the audit log's checkpoints: "key_id:base64-of-32-
+    # byte-seed,…"; the first signs, every listed key verifies (keep a retired key listed while
+    # checkpoints it signed are kept). Development and test derive one from secret_key when unset;
+    # production refuses to start without it.
+    ledger_keys: SecretStr | None = None
     # A key outside the universe of issued cards (a forged chip serial) is `valid` with
     # probability 2^-offline_k; the set costs about 1.075 * offline_k bits per valid card.
     offline_k: int = Field(default=16, ge=8, le=32)
@@ -132,6 +147,13 @@ class Settings(BaseSettings):
     # up (prometheus_client's multiprocess mode; PROMETHEUS_MULTIPROC_DIR is used when this is
     # unset). Empty it before the server starts. Unset with one worker: counts stay in memory.
     metrics_dir: Path | None = None
+    # --- scale-out (scaleout/, issue 15; docs/scaling.md) ---
+    # The NATS server (JetStream) of the relay, the verifier nodes and the check-log sink; unset:
+    # no scale-out (one process answers from the database, as `make run` does).
+    nats_url: str | None = None
+    # Prefixes every stream, subject, consumer and bucket name, so several deployments (and test
+    # runs) share one NATS server without touching each other.
+    nats_prefix: str = Field(default="idguard", pattern=r"^[A-Za-z0-9_-]{1,32}$")
 
     @model_validator(mode="after")
     def _no_default_secret_outside_development(self) -> Settings:
@@ -144,8 +166,10 @@ class Settings(BaseSettings):
                 f"{name} must be set in production"
                 for name, value in (
                     ("IDGUARD_TEMPLATE_KEYS", self.template_keys),
+                    ("IDGUARD_DATA_KEYS", self.data_keys),
                     ("IDGUARD_OFFLINE_KEYS", self.offline_keys),
                     ("IDGUARD_DECLARATION_KEYS", self.declaration_keys),
+                    ("IDGUARD_LEDGER_KEYS", self.ledger_keys),
                 )
                 if value is None
             ]
@@ -153,6 +177,10 @@ class Settings(BaseSettings):
                 raise ValueError("; ".join(missing))
         if self.template_keys is not None:
             parse_template_keys(self.template_keys.get_secret_value())  # fail at start, not at first use
+        if self.ledger_keys is not None:
+            parse_keys(self.ledger_keys.get_secret_value(), setting="IDGUARD_LEDGER_KEYS")
+        if self.data_keys is not None:
+            parse_template_keys(self.data_keys.get_secret_value(), "IDGUARD_DATA_KEYS")
         return self
 
     def derived_key(self, purpose: str) -> bytes:
@@ -178,6 +206,15 @@ class Settings(BaseSettings):
         if self.check_hash_key_override is not None:
             return self.check_hash_key_override.get_secret_value()
         return self.derived_key("check-log-hash").hex()
+
+    @cached_property
+    def personal_data_keys(self) -> dict[str, bytes]:
+        """The key ring sealing personal data (IDGUARD_DATA_KEYS), first key sealing. Development
+        and test: one key derived from secret_key under the id "derived" (production refuses to
+        start without IDGUARD_DATA_KEYS, so nothing derived ever seals a real citizen's name)."""
+        if self.data_keys is not None:
+            return parse_template_keys(self.data_keys.get_secret_value(), "IDGUARD_DATA_KEYS")
+        return {"derived": self.derived_key("personal-data")}
 
     @cached_property
     def idempotency_key(self) -> bytes:

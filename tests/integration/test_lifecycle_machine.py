@@ -70,7 +70,7 @@ from idguard.core.grants import Actor
 from idguard.core.idnumber import Sex, check_character
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry import cards as card_service
-from idguard.registry import found_cards, loss_reports
+from idguard.registry import found_cards, loss_reports, sealed
 from idguard.registry import lifecycle as rules
 from idguard.registry import persons as person_service
 from idguard.registry.lifecycle import CardStatus, FoundDisposition, IssueKind, LossReason, RevocationReason
@@ -1044,10 +1044,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             for key, p in ((k, snapshot.persons.get(m.spec.id_number)) for k, m in self.people.items())
             if p is not None
         }
+        ring = sealed.ring_of(self.engine)  # the card's name is sealed at rest: opened as the index does
         for card in snapshot.cards.values():
             person = self.people[by_id[card.person_id]]
+            name = sealed.card_name(ring, card.id, card.seal_key, card.name_sealed)
             _, _, flags = self.index.check(
-                card.id_number, card.name, card.issued_on, card.expires_on, self.today, card.chip_serial
+                card.id_number, name, card.issued_on, card.expires_on, self.today, card.chip_serial
             )
             expected = (BLACKLISTED if person.listed else 0) | (CHECK_REQUIRED if person.protected else 0)
             assert flags == expected, (card.id_number, flags, expected)

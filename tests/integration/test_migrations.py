@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 
 from idguard import uow
 from idguard.db import migrate
-from idguard.registry.models import Card, Person
+from idguard.registry.models import Card
 from idguard.schema import Base
 from tests.factories import OFFICE_A, id_number
 
@@ -61,12 +61,22 @@ def test_cards_flagged_before_fingerprints_were_stored_are_unflagged(engine: sa.
         "address": "北京",
     }
     with uow.connection(engine) as conn:
+        # The tables as they were at 0002 (names still in the clear), not as the models are now.
+        old = sa.MetaData()
+        persons = sa.Table("persons", old, sa.Column("id", sa.Uuid, primary_key=True), autoload_with=conn)
+        cards = sa.Table(
+            "cards",
+            old,
+            sa.Column("id", sa.Uuid, primary_key=True),
+            sa.Column("person_id", sa.Uuid),
+            autoload_with=conn,
+        )
         conn.execute(
-            sa.insert(Person.__table__),
+            sa.insert(persons),
             {"id": person_id, "id_number": number, "hukou_office": OFFICE_A, "created_at": now, **common},
         )
         conn.execute(
-            sa.insert(Card.__table__),
+            sa.insert(cards),
             {
                 "id": card_id,
                 "person_id": person_id,

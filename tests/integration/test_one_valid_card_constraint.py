@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from idguard import uow
+from idguard.registry import sealed
 from idguard.registry.models import Card, Person
 from tests.factories import OFFICE_A, id_number
 
@@ -25,8 +26,12 @@ def add_person(engine: sa.Engine) -> tuple[uuid.UUID, str]:
     person_id, number = uuid.uuid4(), id_number(BIRTH)
     with uow.connection(engine) as conn:
         conn.execute(
-            sa.insert(Person.__table__),
-            {"id": person_id, "id_number": number, "hukou_office": OFFICE_A, "created_at": NOW, **COMMON},
+            sa.insert(Person),
+            sealed.sealed_values(  # names are stored sealed (registry/sealed.py)
+                sealed.ring_of(engine),
+                "persons",
+                {"id": person_id, "id_number": number, "hukou_office": OFFICE_A, "created_at": NOW, **COMMON},
+            ),
         )
     return person_id, number
 
@@ -54,7 +59,7 @@ def card_row(person_id: uuid.UUID, number: str, *, status: str, temporary: bool,
 
 def insert(engine: sa.Engine, row: dict[str, Any]) -> None:
     with uow.connection(engine) as conn:
-        conn.execute(sa.insert(Card.__table__), row)
+        conn.execute(sa.insert(Card), sealed.sealed_values(sealed.ring_of(engine), "cards", row))
 
 
 def statuses(engine: sa.Engine, person_id: uuid.UUID) -> list[tuple[bool, str]]:

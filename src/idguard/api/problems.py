@@ -114,6 +114,12 @@ CODES: dict[str, Code] = {
         "Not a valid citizen identity number (GB 11643-1999): 18 characters, the last a digit or "
         "X (x is accepted), a real birth date, a known region, a matching check character.",
     ),
+    "batch_exceeds_rate": Code(
+        422,
+        "Batch larger than the unit's rate admits",
+        "A batch may borrow at most a minute of the unit's rate (checks per second) beyond a "
+        "second's worth; `detail` gives the most items this unit may send in one batch.",
+    ),
     "invalid_date": Code(422, "Invalid date", "Dates are `YYYY-MM-DD` only: no time, no offset, no number."),
     "invalid_time": Code(
         422, "Invalid time", "Times are RFC 3339 with a time zone (`2026-11-28T09:30:00+08:00`)."

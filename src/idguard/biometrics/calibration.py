@@ -13,9 +13,13 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from idguard.biometrics.identification import IndexModel
 
 F64 = NDArray[np.float64]
 
@@ -124,3 +128,89 @@ def calibrate_default_threshold(fmr: float = DEFAULT_FMR) -> tuple[float, int]:
             if fa != fb:
                 scores.append(similarity(ta, tb))
     return calibrate_threshold(scores, fmr), len(scores)
+
+
+# ---- 1:N: the index model and the identification threshold -------------------------------------
+
+INDEX_TRAINING_SEED = 42_011  # held out too: neither the benchmark's, the tests' nor CALIBRATION_SEED
+INDEX_TRAINING_FINGERS = 1_000  # per difficulty level (medium and hard), impression 0
+INDEX_DIMS = 64
+INDEX_LISTS = 512
+DEFAULT_FPIR = 0.01
+
+
+def train_index_model(
+    fingers: int = INDEX_TRAINING_FINGERS,
+    dims: int = INDEX_DIMS,
+    lists: int = INDEX_LISTS,
+    seed: int = INDEX_TRAINING_SEED,
+    iterations: int = 20,
+) -> IndexModel:
+    """The shipped `identification.IndexModel` (index_model.npz): principal axes of synthetic
+    cylinders and spherical k-means centroids over their projections (the IVF lists).
+
+    Synthetic cylinders of a seed of their own, medium and hard levels: the axes and lists describe
+    what cylinders look like in general, not the fingers a gallery will hold, so any gallery can
+    be indexed with them and every worker files a cylinder under the same list.
+    `python -m idguard.biometrics.calibration` rewrites the file (about a minute).
+    """
+    from idguard.biometrics.identification import IndexModel, pooled
+    from idguard.biometrics.mcc import build_template
+    from idguard.biometrics.synthetic import Difficulty, impression, master_finger
+
+    rows = [
+        pooled(build_template(impression(master_finger(seed, f), 0, level, seed=seed)).cell_levels)
+        for level in (Difficulty.MEDIUM, Difficulty.HARD)
+        for f in range(fingers)
+    ]
+    x = np.concatenate(rows).astype(np.float64)
+    mean = x.mean(axis=0)
+    _, _, vt = np.linalg.svd(x - mean, full_matrices=False)
+    basis = vt[:dims].T
+    r = (x - mean) @ basis
+    r /= np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-6)
+    rng = np.random.default_rng(seed)
+    centroids = r[rng.choice(r.shape[0], lists, replace=False)]
+    for _ in range(iterations):
+        nearest = (r @ centroids.T).argmax(axis=1)
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, nearest, r)
+        empty = np.flatnonzero(np.bincount(nearest, minlength=lists) == 0)
+        sums[empty] = r[rng.choice(r.shape[0], empty.size, replace=False)]  # reseed empty lists
+        centroids = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    return IndexModel(mean.astype(np.float32), basis.astype(np.float32), centroids.astype(np.float32))
+
+
+def calibrate_identification_threshold(best_nonmated_scores: ArrayLike, fpir: float = DEFAULT_FPIR) -> float:
+    """The smallest 1:N threshold with empirical FPIR <= fpir.
+
+    A 1:N search answers with someone when its best candidate's 1:1 score reaches the threshold,
+    so its false positive identification rate is the share of non-mated searches whose *best*
+    candidate scores at least that: the same computation as `calibrate_threshold`, over one score
+    per non-mated search (of a gallery of the size deployed: the rate grows with it) instead of
+    one per comparison. Searches with no candidate count with score 0.
+    """
+    return calibrate_threshold(best_nonmated_scores, fpir)
+
+
+def identification_error_rates(
+    best_mated: ArrayLike, mate_found: ArrayLike, best_nonmated: ArrayLike, threshold: float
+) -> tuple[float, float]:
+    """(FPIR, FNIR) at `threshold`: non-mated searches answered with someone, and mated searches
+    whose first answer is not the true finger (it was not a candidate, scored below the threshold
+    or below an impostor: `mate_found[i]` says whether search i's best candidate was the mate)."""
+    mated = _scores(best_mated, "mated")
+    found = np.asarray(mate_found, dtype=bool).ravel()
+    if found.shape != mated.shape:
+        raise ValueError("one mate_found flag per mated search")
+    nonmated = _scores(best_nonmated, "non-mated")
+    fpir = float(np.mean(nonmated >= threshold))
+    fnir = float(np.mean(~(found & (mated >= threshold))))
+    return fpir, fnir
+
+
+if __name__ == "__main__":
+    from idguard.biometrics.identification import MODEL_PATH
+
+    train_index_model().save(MODEL_PATH)
+    print(f"wrote {MODEL_PATH}")

@@ -15,6 +15,7 @@ from rich.markup import escape
 from sqlalchemy.orm import Session
 
 from idguard import uow
+from idguard.accountability import cases as accountability_cases
 from idguard.accountability import cli as accountability_cli
 from idguard.citizens import cli as citizens_cli
 from idguard.config import Settings
@@ -24,7 +25,10 @@ from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.offline import cli as offline_cli
 from idguard.ops import cli as ops_cli
+from idguard.ops import ledger_cli
+from idguard.registry import keys_cli
 from idguard.registry import staff as staff_service
+from idguard.scaleout import cli as scaleout_cli
 from idguard.verification import units as units_service
 
 app = typer.Typer(help="idguard: the invalid resident ID card information system.", no_args_is_help=True)
@@ -49,8 +53,11 @@ fingerprints_app = typer.Typer(
 app.add_typer(fingerprints_app, name="fingerprints")
 accountability_cli.register(app)  # `idguard transactions …`, `idguard compliance …`
 ops_cli.register(app)  # `idguard backup DEST`
+app.add_typer(ledger_cli.app, name="ledger")  # `idguard ledger verify`, `idguard ledger checkpoint`
+app.add_typer(keys_cli.app, name="keys")  # `idguard keys rekey`, `idguard keys status`
 app.add_typer(citizens_cli.app, name="citizens")  # `idguard citizens purge-checks`, `declaration-key`
 app.add_typer(offline_cli.app, name="offline")  # `idguard offline fetch`, `idguard offline check`
+scaleout_cli.register(app, accountability_cases.suspension_notes)  # relay, verifier, checklog-sink
 console = Console()
 err = Console(stderr=True)
 
@@ -100,8 +107,12 @@ def serve(
         int | None,
         typer.Option(help="serve on this already bound, listening socket (inherited) instead of HOST:PORT"),
     ] = None,
+    http: Annotated[
+        str,
+        typer.Option(help="HTTP protocol: httptools on uvloop (fastest, bench/floor.py) or h11 on asyncio"),
+    ] = "httptools",
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API (uvicorn; SIGTERM finishes the requests in flight, then stops)."""
     import os
 
     import uvicorn
@@ -118,8 +129,11 @@ def serve(
         import tempfile
 
         os.environ["IDGUARD_METRICS_DIR"] = tempfile.mkdtemp(prefix="idguard-metrics-")
+    if http not in ("httptools", "h11"):
+        raise _fail(f"--http must be httptools or h11, not {http!r}")
     # The HTTP protocol answering 431 for a head past the limit and lingering before it closes a
-    # connection whose request was not read to its end (api/server.py).
+    # connection whose request was not read to its end (api/server.py). Proxy headers
+    # (X-Forwarded-For/-Proto) are taken from FORWARDED_ALLOW_IPS, 127.0.0.1 by default: uvicorn's.
     uvicorn.run(
         "idguard.app:create_app",
         factory=True,
@@ -127,7 +141,7 @@ def serve(
         port=port,
         fd=fd,
         workers=workers,
-        **uvicorn_options(),
+        **uvicorn_options(http),
     )
 
 
@@ -194,6 +208,33 @@ def unit_add(
     console.print(f"unit {code} added; its API key (store it now, it is not shown again):")
     typer.echo(issued.api_key)
     console.print(f"webhook signing secret: {issued.webhook_secret}")
+
+
+@unit_app.command("roll-webhook-secret")
+def unit_roll_webhook_secret(
+    code: str,
+    overlap_hours: Annotated[
+        int, typer.Option(min=0, max=168, help="hours the secrets in use keep signing beside the new one")
+    ] = 24,
+) -> None:
+    """Roll unit CODE's webhook signing secret and print the new one (shown this once only)."""
+    settings = Settings()
+    with _transaction(settings) as session:
+        rolled = units_service.roll_webhook_secret(
+            session,
+            actor=None,
+            now=_now(),
+            secret_key=settings.secret_key,
+            code=code,
+            overlap=dt.timedelta(hours=overlap_hours),
+        )
+    until = rolled.previous_expire_at
+    console.print(
+        f"unit {code}: new webhook signing secret (store it now, it is not shown again); "
+        + (f"the previous one signs too until {until:%Y-%m-%dT%H:%M:%SZ}" if until else "no overlap"),
+        soft_wrap=True,
+    )
+    typer.echo(rolled.webhook_secret)
 
 
 @demo_app.callback(

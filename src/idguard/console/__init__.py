@@ -16,8 +16,22 @@ from starlette.responses import RedirectResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from idguard.console.deps import DemoSupport, use_demo
-from idguard.console.routes import audit, auth, cards, docs, found, registry, teller, units
+from idguard.console.routes import (
+    accountability,
+    activation,
+    audit,
+    auth,
+    cards,
+    docs,
+    found,
+    me,
+    registry,
+    teller,
+    teller_more,
+    units,
+)
 from idguard.console.routes import receipts as receipt_pages
+from idguard.console.routes import watchlist as watchlist_pages
 from idguard.console.web import ConsoleRefusal, SignInRequired, context, secure, sign_in_page
 
 __all__ = ["DemoSupport", "install", "use_demo"]
@@ -47,7 +61,9 @@ def install(app: FastAPI) -> None:
     """Add the console's pages and static files to the app."""
     app.mount("/static/swagger-ui", StaticFiles(directory=docs.swagger_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=_static_dir()), name="console-static")
-    for module in (auth, registry, cards, found, receipt_pages, teller, units, audit, docs):
+    pages = (auth, registry, cards, found, receipt_pages, teller, units, audit, docs)
+    for module in (*pages, me, activation, teller_more, watchlist_pages, accountability):
         app.include_router(module.router)
     app.add_exception_handler(SignInRequired, _sign_in)
     app.add_exception_handler(ConsoleRefusal, _refused)
+    app.add_exception_handler(me.CitizenSignInRequired, me.to_sign_in)  # a citizen: /me/login

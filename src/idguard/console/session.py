@@ -1,8 +1,8 @@
 """The console's session: one sealed cookie (AES-256-GCM, core/sealing.py), nothing stored on the
 server.
 
-A cookie holds who is signed in (a member of staff by id, or a unit teller with the unit's API key
-and operator name), the session's CSRF token, when it began and when it was last used. It is
+A cookie holds who is signed in (a member of staff by id, a unit teller with the unit's API key
+and operator name, or a citizen with a citizen token), the session's CSRF token, when it began and when it was last used. It is
 sealed, not merely signed, because a teller's session carries the unit's API key: the browser
 holds it only as ciphertext it cannot read (HttpOnly besides). Every request re-checks the
 subject against the registry (a disabled account or a revoked key ends the session at once), the
@@ -27,7 +27,7 @@ from starlette.responses import Response
 from idguard.config import Environment, Settings
 from idguard.core.sealing import Sealer, SealError
 
-Kind = Literal["anonymous", "staff", "unit"]
+Kind = Literal["anonymous", "staff", "unit", "citizen"]
 _CONTEXT = "console-session/v1"
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -43,6 +43,9 @@ class ConsoleSession:
     unit_key: str | None = None
     operator: str | None = None
     lang: str | None = None  # the language chosen with ?lang=, kept for the session
+    # A citizen's session holds a citizen token (citizens/accounts.py), re-checked on every
+    # request as the API checks it: a reset account or a revoked registration ends it at once.
+    citizen_token: str | None = None
 
     @classmethod
     def anonymous(cls, now: dt.datetime, lang: str | None = None) -> ConsoleSession:
@@ -57,6 +60,7 @@ class ConsoleSession:
         staff_id: str | None = None,
         unit_key: str | None = None,
         operator: str | None = None,
+        citizen_token: str | None = None,
     ) -> ConsoleSession:
         """A fresh session for whoever just signed in: new CSRF token (no fixation), new start."""
         at = now.timestamp()
@@ -69,6 +73,7 @@ class ConsoleSession:
             unit_key=unit_key,
             operator=operator,
             lang=self.lang,
+            citizen_token=citizen_token,
         )
 
     def touched(self, now: dt.datetime) -> ConsoleSession:

@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.config import Settings
+from idguard.core import sealing
 
 # A database that stops answering (a network partition drops packets; nothing is refused) must not
 # hold a request, or a worker thread, for minutes. libpq's own limits, in every connection:
@@ -37,12 +38,15 @@ def make_engine(settings: Settings, **kwargs: Any) -> sa.Engine:
     if settings.is_sqlite:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False}, **kwargs)
         _configure_sqlite(engine, settings.sqlite_busy_timeout_ms)
+        sealing.attach(engine, sealing.KeyRing(settings.personal_data_keys))  # personal data at rest
         return engine
     # No pool_pre_ping: it costs a round trip on every request. A connection found dead raises a
     # disconnect error, SQLAlchemy then invalidates the pool, and the client gets a 503 to retry.
     kwargs.setdefault("pool_timeout", POOL_TIMEOUT_SECONDS)  # read here: tests shorten it
     connect_args = {**POSTGRES_TIMEOUTS, **kwargs.pop("connect_args", {})}
-    return sa.create_engine(url, pool_recycle=1800, connect_args=connect_args, **kwargs)
+    engine = sa.create_engine(url, pool_recycle=1800, connect_args=connect_args, **kwargs)
+    sealing.attach(engine, sealing.KeyRing(settings.personal_data_keys))  # personal data at rest
+    return engine
 
 
 def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:

@@ -50,10 +50,12 @@ from idguard.biometrics.models import Fingerprint
 from idguard.core.clock import CST, today_cst
 from idguard.core.errors import InvalidField, RuleViolation
 from idguard.core.grants import Actor, Role
+from idguard.core.sealing import KeyRing, sealing_context
 from idguard.db.common import AuditEntry
 from idguard.db.engine import make_sessionmaker
 from idguard.demo import fingers
 from idguard.demo.population import COLUMNS, OFFICES, Population, Row
+from idguard.registry import chains, sealed
 from idguard.registry.lifecycle import CardStatus
 from idguard.registry.models import Card, Office, Staff
 from idguard.registry.staff import add_office, add_staff
@@ -423,10 +425,48 @@ Encoder = Callable[[Row], Sequence[Any]]
 Batch = list[tuple[str, list[Sequence[Any]]]]  # one chunk: (table, encoded rows), in FK order
 
 
+def _stored(table: str) -> tuple[str, ...]:
+    """The columns written: the population's, with its clear personal fields replaced by the row's
+    key id and their sealed columns (registry/sealed.py), in that order at the end."""
+    spec = sealed.SEALED_TABLES.get(table)
+    if spec is None:
+        return COLUMNS[table]
+    kept = tuple(c for c in COLUMNS[table] if c not in spec.fields)
+    return (*kept, "seal_key", *(spec.column(f) for f in spec.fields))
+
+
+STORED: dict[str, tuple[str, ...]] = {table: _stored(table) for table in COLUMNS}
+
+
+def _sealer(table: str, ring: KeyRing) -> Callable[[Row], Row]:
+    """Seals one population row of `table` into STORED's column order (no clear value is kept)."""
+    spec = sealed.SEALED_TABLES.get(table)
+    if spec is None:
+        return lambda row: row
+    columns = COLUMNS[table]
+    kept = [i for i, c in enumerate(columns) if c not in spec.fields]
+    fields = [(f, columns.index(f)) for f in spec.fields]
+    row_id = columns.index(spec.row_id)
+    active, seal = ring.active_key_id, ring.seal
+
+    def seal_row(row: Row) -> Row:
+        rid = row[row_id]
+        out = [row[i] for i in kept]
+        out.append(active)
+        for f, i in fields:
+            value = row[i]
+            out.append(
+                None if value is None else seal(cast(str, value), context=sealing_context(table, f, rid))
+            )
+        return tuple(out)
+
+    return seal_row
+
+
 def _encoders(dialect: sa.Dialect) -> dict[str, Encoder]:
     """Per table, a function applying each column type's SQLAlchemy bind processor to a row."""
     encoders = {}
-    for table, columns in COLUMNS.items():
+    for table, columns in STORED.items():
         types = [Base.metadata.tables[table].c[column].type for column in columns]
         processors = [t.dialect_impl(dialect).bind_processor(dialect) for t in types]
         encoders[table] = _encoder([(i, p) for i, p in enumerate(processors) if p is not None])
@@ -443,10 +483,13 @@ def _encoder(steps: list[tuple[int, Callable[[Any], Any]]]) -> Encoder:
     return encode
 
 
-def _batches(people: Population, dialect: sa.Dialect) -> Iterator[Batch]:
+def _batches(people: Population, dialect: sa.Dialect, ring: KeyRing) -> Iterator[Batch]:
     encoders = _encoders(dialect)
+    sealers = {table: _sealer(table, ring) for table in COLUMNS}
     for chunk in people.chunks():
-        yield [(table, list(map(encoders[table], rows))) for table, rows in chunk.tables()]
+        yield [
+            (table, [encoders[table](sealers[table](row)) for row in rows]) for table, rows in chunk.tables()
+        ]
 
 
 _DONE = object()
@@ -497,7 +540,7 @@ def _load_postgres(engine: sa.Engine, population: Callable[[int], Population], r
         table: sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier(table), sql.SQL(", ").join(map(sql.Identifier, columns))
         )
-        for table, columns in COLUMNS.items()
+        for table, columns in STORED.items()
     }
     with uow.connection(engine) as transaction:
         conn: Any = transaction.connection.driver_connection  # psycopg.Connection
@@ -507,7 +550,7 @@ def _load_postgres(engine: sa.Engine, population: Callable[[int], Population], r
             _refuse_if_populated(cur.execute("SELECT count(*) FROM persons").fetchone()[0])
             people = population(head + 1)
             rebuild = _drop_secondary_checks(conn, cur)
-            for batch in _ahead(_batches(people, engine.dialect)):
+            for batch in _ahead(_batches(people, engine.dialect, sealed.ring_of(engine))):
                 for table, rows in batch:
                     with cur.copy(copies[table]) as copy:
                         for row in rows:
@@ -516,6 +559,7 @@ def _load_postgres(engine: sa.Engine, population: Callable[[int], Population], r
             for statement in rebuild:
                 cur.execute(statement)
             cur.execute("UPDATE ledger_head SET seq = %s WHERE id = 1", (head + people.plan(),))
+            chains.chain_ledger_from(transaction, head + 1)  # the loaded events' hash chain, in seq order
             cur.execute(sql.SQL("ANALYZE {}").format(sql.SQL(", ").join(map(sql.Identifier, COLUMNS))))
 
 
@@ -563,7 +607,7 @@ def _drop_secondary_checks(conn: Any, cur: Any) -> list[sql.Composable]:
 def _load_sqlite(engine: sa.Engine, population: Callable[[int], Population], report: LoadReport) -> None:
     inserts = {
         table: f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"  # noqa: S608 - names are constants
-        for table, columns in COLUMNS.items()
+        for table, columns in STORED.items()
     }
     # Chunks commit one by one, each its own transaction; the first also reserves the whole seq
     # range, so a writer running meanwhile numbers its events after ours.
@@ -577,13 +621,15 @@ def _load_sqlite(engine: sa.Engine, population: Callable[[int], Population], rep
                     head = conn.execute("SELECT seq FROM ledger_head WHERE id = 1").fetchone()[0]
                     people = population(head + 1)
                     conn.execute("UPDATE ledger_head SET seq = ? WHERE id = 1", (head + people.plan(),))
-                    batches = _ahead(_batches(people, engine.dialect))
+                    batches = _ahead(_batches(people, engine.dialect, sealed.ring_of(engine)))
                 batch = next(batches, None)
                 for table, rows in batch or ():
                     conn.executemany(inserts[table], rows)
                     report.rows[table] += len(rows)
             if batch is None:
                 break
+        with uow.connection(engine) as transaction:  # the loaded events' hash chain, in seq order
+            chains.chain_ledger_from(transaction, head + 1)
     finally:
         if batches is not None:
             batches.close()

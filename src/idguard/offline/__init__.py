@@ -25,3 +25,8 @@ def install(app: FastAPI) -> None:
     log.on_written = uploaded.observe(log.on_written)
     for module in (sets, grants):
         app.include_router(module.router)
+    # `offline` in POST /api/v1/units and PATCH /api/v1/units/{code} (verification's routes).
+    from idguard.offline.grants import UNIT_FLAG
+
+    flags = getattr(app.state, "unit_flags", None) or {}
+    app.state.unit_flags = {**flags, "offline": UNIT_FLAG}

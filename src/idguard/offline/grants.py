@@ -4,6 +4,7 @@ the offline set and upload offline checks."""
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -13,6 +14,7 @@ from idguard.core.grants import Actor, Permission
 from idguard.db.common import AuditEntry
 from idguard.offline.models import OfflineGrant
 from idguard.verification.models import Unit
+from idguard.verification.units import UnitFlag
 
 
 def set_offline(session: Session, *, unit_code: str, offline: bool, actor: Actor, now: dt.datetime) -> bool:
@@ -45,3 +47,22 @@ def has_offline(session: Session, unit_code: str) -> bool:
         session.scalar(sa.select(OfflineGrant.unit_code).where(OfflineGrant.unit_code == unit_code))
         is not None
     )
+
+
+def granted(session: Session, unit_codes: Sequence[str]) -> frozenset[str]:
+    """Which of `unit_codes` have `offline` (one query, for a list of units)."""
+    if not unit_codes:
+        return frozenset()
+    return frozenset(
+        session.scalars(sa.select(OfflineGrant.unit_code).where(OfflineGrant.unit_code.in_(list(unit_codes))))
+    )
+
+
+def _assign(session: Session, unit_code: str, offline: bool, actor: Actor, now: dt.datetime) -> bool:
+    return set_offline(session, unit_code=unit_code, offline=offline, actor=actor, now=now)
+
+
+# How the units routes (POST /api/v1/units, PATCH /api/v1/units/{code}) set and show `offline`
+# in their own transaction: verification sits below this feature and cannot import it, so
+# `install` registers this in `app.state.unit_flags`.
+UNIT_FLAG = UnitFlag(assign=_assign, granted=granted)

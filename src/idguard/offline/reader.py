@@ -182,6 +182,8 @@ class Reader:
             "version": current.version,
             "operator": operator,
             "purpose": purpose,
+            # Identifies the card on upload, so a lost card presented here opens an incident.
+            "chip_serial": chip_serial.strip(),
         }
         with self._locked():
             path = self.dir / "checks.jsonl"

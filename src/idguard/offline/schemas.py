@@ -33,6 +33,7 @@ class KeysOut(BaseModel):
 
 Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 Purpose = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40)]
+ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
 
 
 class OfflineCheckIn(Strict):
@@ -44,6 +45,11 @@ class OfflineCheckIn(Strict):
     result: Literal["valid", "invalid"]
     version: int = Field(ge=0, description="the set's version (X-Offline-Version) the answer was given at")
     operator: Operator = "offline-reader"
+    chip_serial: ChipSerial | None = Field(
+        default=None,
+        description="the serial the reader read from the card's chip: identifies the card, so a "
+        "check of a card reported lost or stolen opens an incident as it would online",
+    )
     purpose: Purpose | None = Field(
         default=None, description="one of your unit's purposes; may be left out when it has only one"
     )

@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from idguard.verification.models import Check
-from idguard.verification.runtime.checklog import CHECK_FIELDS, CheckEntry, IdHasher
+from idguard.verification.runtime.checklog import CHECK_FIELDS, CheckEntry, IdHasher, Signal
 from idguard.verification.runtime.keyring import UnitView
+from idguard.watchlist import incidents
 
 MAX_ITEMS = 1000
 CLOCK_SKEW = dt.timedelta(minutes=5)  # a reader's clock may run this far ahead of ours
@@ -33,6 +34,7 @@ class OfflineCheck:
     version: int  # the set's version the answer was given at
     operator: str
     purpose: str | None
+    chip_serial: str | None = None  # read from the chip: identifies the card (incidents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +153,20 @@ class UploadedChecks:
                 told(kept)
 
         return written
+
+
+def incident_signals(
+    session: Session, unit_code: str, items: Sequence[OfflineCheck], outcomes: Sequence[Outcome]
+) -> list[Signal]:
+    """The incidents the recorded checks of an upload open, as online checks would have
+    (watchlist/incidents.offline_signals): handed to the check log with the checks, so the
+    watchlist opens them once the checks are durable, by the same dedup rule."""
+    recorded = {o.check_id for o in outcomes if o.status == "recorded"}
+    return incidents.offline_signals(
+        session,
+        [
+            (str(i.check_id), unit_code, i.at.astimezone(dt.UTC), i.id_number, i.chip_serial, i.result)
+            for i in items
+            if i.check_id in recorded
+        ],
+    )

@@ -15,9 +15,11 @@ from fastapi import FastAPI
 
 from idguard import logs
 from idguard.config import Environment, Settings
+from idguard.ops.chains import ChainKeeper
 from idguard.ops.metrics import Metrics, multiprocess_dir
 from idguard.ops.middleware import OpsMiddleware
 from idguard.ops.routes import metrics as metrics_route
+from idguard.registry import chains
 from idguard.verification.verifier import Verifier
 
 __all__ = ["install"]
@@ -50,5 +52,9 @@ def install(app: FastAPI) -> None:
     verifier.log.on_written = written
     verifier.on_start.append(metrics.start)
     verifier.on_stop.append(metrics.stop)
+    if settings.env is not Environment.TEST:  # tests seal and checkpoint explicitly (ops/chains.py)
+        keeper = ChainKeeper(app.state.engine, chains.keyring(settings), now=app.state.clock.now)
+        verifier.on_start.append(keeper.start)
+        verifier.on_stop.append(keeper.stop)
     app.include_router(metrics_route.router)
     app.add_middleware(OpsMiddleware, metrics=metrics, hsts=settings.env is not Environment.DEVELOPMENT)

@@ -14,6 +14,12 @@ headers, and the request's count and latency.
 
 A route that raises gets its 500 answered here, as a problem document with these headers (the
 exception then goes on up, to be logged as before).
+
+`IdguardAPI` (the app `create_app` builds) puts `FrontDoor` in front of its whole stack: a plain
+single check (`POST /api/v1/verify`) is answered there by verification's `front_door` with what
+this middleware adds (request id, security headers, the count and latency), without the ~10
+ASGI layers, the routing and the dependency solving FastAPI spends on every request. Anything
+else, and any single check it does not answer, goes on to the stack as it came.
 """
 
 from __future__ import annotations
@@ -22,13 +28,20 @@ import json
 import os
 import re
 import time
+from itertools import chain
+from typing import Any
 
+from fastapi import FastAPI
 from starlette.routing import Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from idguard import logs
 from idguard.api.errors import PROBLEM, problem_body
+from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, json_needs_a_look
+from idguard.core.clock import Clock
 from idguard.ops.metrics import UNMATCHED, Metrics
+from idguard.verification.routes import verify
+from idguard.verification.verifier import Verifier
 
 REQUEST_ID = b"x-request-id"
 _SANE_ID = re.compile(rb"[A-Za-z0-9._:-]{1,64}")
@@ -124,3 +137,119 @@ class OpsMiddleware:
                 time.perf_counter() - started,
             )
             logs.request_id.reset(token)
+
+
+VERIFY = "/api/v1/verify"
+
+
+class FrontDoor:
+    """In front of the app's whole middleware stack: answers plain single checks (see the module's
+    docstring); every other request goes on to `app` untouched.
+
+    It takes a request only when the request guard (api/guard.py) would pass it without a
+    word: no query, a head within MAX_HEAD_BYTES without a NUL, a body that came in one message
+    within MAX_BODY_BYTES with no text the guard looks at closer (`json_needs_a_look`; the
+    content type is JSON, which `front_door` requires). A request it reads but does not answer
+    goes on with its body replayed."""
+
+    def __init__(self, app: ASGIApp, *, verifier: Verifier, clock: Clock, ops: OpsMiddleware) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.clock = clock
+        self.metrics = ops.metrics
+        self.fixed = ops.fixed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != VERIFY
+            or scope["method"] != "POST"
+            or scope["query_string"]
+        ):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        headers: list[tuple[bytes, bytes]] = scope["headers"]
+        flat = b"\n".join(chain.from_iterable(headers))
+        if (
+            b"\x00" in flat
+            or len(flat) + 2 * len(headers) + 1 + len(scope.get("raw_path") or VERIFY) > MAX_HEAD_BYTES
+        ):
+            await self.app(scope, receive, send)
+            return
+        content_type = authorization = b""
+        for name, value in headers:
+            if name == b"content-type":
+                content_type = content_type or value
+            elif name == b"authorization":
+                authorization = authorization or value
+        message = await receive()
+        if message["type"] != "http.request":  # the client left: nobody to answer
+            return
+        body: bytes = message.get("body", b"")
+        if message.get("more_body", False) or len(body) > MAX_BODY_BYTES or json_needs_a_look(body):
+            await self.app(scope, _replay(message, receive), send)
+            return
+        rid = request_id(headers)
+        token = logs.request_id.set(rid)
+        status = 0
+        try:
+            answer = await verify.front_door(
+                self.verifier, self.clock.now(), content_type, authorization, body
+            )
+            if answer is not None:
+                status, out, text = answer
+                out.append((REQUEST_ID, rid.encode()))
+                out.extend(self.fixed)
+                await send({"type": "http.response.start", "status": status, "headers": out})
+                await send({"type": "http.response.body", "body": text})
+        except Exception:
+            if status == 0:  # nothing sent yet: the 500 every answer of ours would be
+                status = 500
+                out = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(_500)).encode())]
+                out.append((REQUEST_ID, rid.encode()))
+                out.extend(self.fixed)
+                await send({"type": "http.response.start", "status": 500, "headers": out})
+                await send({"type": "http.response.body", "body": _500})
+            raise
+        finally:
+            logs.request_id.reset(token)
+            if status:
+                self.metrics.observe("POST", VERIFY, status, time.perf_counter() - started)
+        if status == 0:  # not answered here: the stack answers (and counts) it
+            await self.app(scope, _replay(message, receive), send)
+
+
+def _replay(message: Message, receive: Receive) -> Receive:
+    """`receive` for the stack: the message read here, then the server's."""
+    pending = [message]
+
+    async def replay() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+class IdguardAPI(FastAPI):
+    """FastAPI with `FrontDoor` in front of its middleware stack, built (as FastAPI builds its
+    stack) at the first request, once every feature has installed itself: it needs the
+    verifier, the clock and the ops middleware's metrics and headers."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        ops = _find(stack, OpsMiddleware)
+        verifier: Any = getattr(self.state, "verifier", None)
+        if ops is None or not isinstance(verifier, Verifier):
+            return stack
+        return FrontDoor(stack, verifier=verifier, clock=self.state.clock, ops=ops)
+
+
+def _find(app: Any, kind: type[OpsMiddleware]) -> OpsMiddleware | None:
+    """The middleware of `kind` in a built stack (each layer keeps the next as `.app`)."""
+    for _ in range(50):
+        if isinstance(app, kind):
+            return app
+        app = getattr(app, "app", None)
+        if app is None:
+            return None
+    return None

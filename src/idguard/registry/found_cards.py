@@ -199,17 +199,21 @@ class HeldCard:
 
 def lookup_held(session: Session, *, now: dt.datetime, id_number: str, name: str) -> HeldCard | None:
     """Citizen-facing: is a card of mine held? Only a name that matches the registry gets an answer,
-    and the answer says only where to collect it."""
+    and the answer says only where to collect it.
+
+    The name is sealed at rest (registry/sealed.py), so the query narrows by id number and the
+    holder's name is opened and compared here, in memory: one or two rows, and no clear name
+    or name hash in the database."""
     number = idnumber.parse(id_number, today=today_cst(now)).value
-    row = session.execute(
-        sa.select(FoundCard.office, Office.name)
+    rows = session.execute(
+        sa.select(FoundCard.office, Office.name, Person)
         .join(Card, Card.id == FoundCard.card_id)
         .join(Person, Person.id == Card.person_id)
         .join(Office, Office.code == FoundCard.office)
-        .where(
-            Card.id_number == number,
-            Person.name == name,
-            FoundCard.disposition == FoundDisposition.HELD,
-        )
-    ).first()
-    return HeldCard(office_code=row[0], office_name=row[1]) if row else None
+        .where(Card.id_number == number, FoundCard.disposition == FoundDisposition.HELD)
+        .order_by(FoundCard.received_at, FoundCard.found_no)
+    ).all()
+    for office_code, office_name, holder in rows:
+        if holder.name == name:
+            return HeldCard(office_code=office_code, office_name=office_name)
+    return None

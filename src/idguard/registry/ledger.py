@@ -3,6 +3,13 @@
 `record` changes a card's status and appends the event in the same transaction. It writes with
 Core statements on the session's connection (no unit-of-work flush): this is the hot path of
 every loss report, and the ORM object is kept in step with `set_committed_value`.
+
+Each event carries its hash chain value (core.chain): SHA-256 over the previous event's chain,
+kept in `ledger_head.chain`, and the event's canonical text. The head row's lock, which already
+orders the appends, orders the chain too. On PostgreSQL the hash is computed by the appending
+statement itself (`sha256()` over the text core.chain defines), so an append stays one
+statement and one round trip; on SQLite by a Python function the head's UPDATE calls, under the
+write lock.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from idguard.core import chain as hash_chain
 from idguard.core.grants import Actor
 from idguard.registry.lifecycle import EventKind, transition
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
@@ -23,7 +31,40 @@ _head = cast(sa.Table, LedgerHead.__table__)
 _events = cast(sa.Table, LedgerEvent.__table__)
 _cards = cast(sa.Table, Card.__table__)
 
-_NEXT_SEQ = sa.update(_head).where(_head.c.id == 1).values(seq=_head.c.seq + 1).returning(_head.c.seq)
+# The values of an event in its canonical text, after its seq (core.chain.canonical).
+EVENT_COLUMNS = (
+    "card_id",
+    "person_id",
+    "event",
+    "status_before",
+    "status_after",
+    "office",
+    "actor",
+    "at",
+    "reason",
+    "reference",
+)
+# SQLite: the head's UPDATE takes the next seq and computes the chain with a Python function
+# registered on the connection (`_sqlite_link`, core.chain's link): the same statements as
+# before the chain, and the hash computed under the write lock that orders the appends.
+_SQLITE_LINK = "idguard_chain_link"
+_NEXT_SEQ = (
+    sa.update(_head)
+    .where(_head.c.id == 1)
+    .values(
+        seq=_head.c.seq + 1,
+        chain=sa.func.idguard_chain_link(
+            _head.c.chain, _head.c.seq + 1, sa.bindparam("ev_tail", type_=sa.Text), type_=sa.Text
+        ),
+    )
+    .returning(_head.c.seq, _head.c.chain)
+)
+
+
+def _sqlite_link(previous: str, seq: int, tail: str) -> str:
+    return hash_chain.link(previous, f"[{seq}," + tail)
+
+
 _SET_STATUS = (
     sa.update(_cards)
     .where(_cards.c.id == sa.bindparam("card_id"))
@@ -41,54 +82,72 @@ _changed = (
     .returning(_cards.c.id)
     .cte("changed")
 )
+# The chain value in SQL: exactly core.chain.link(head.chain, canonical(seq, values)), with the
+# canonical text's tail (every value after the seq) computed in Python and bound as `ev_tail`.
+# In an UPDATE's SET every column reference is the old row's: the previous chain and seq.
+_PG_NEXT_CHAIN = sa.func.encode(
+    sa.func.sha256(
+        sa.func.convert_to(
+            _head.c.chain
+            + sa.literal("\n[", sa.Text)
+            + sa.cast(_head.c.seq + 1, sa.Text)
+            + sa.literal(",", sa.Text)
+            + sa.bindparam("ev_tail", type_=sa.Text),
+            sa.literal("UTF8", sa.Text),
+        )
+    ),
+    sa.literal("hex", sa.Text),
+)
+
+
+def _pg_append(allocated: sa.CTE) -> sa.Insert:
+    """INSERT the event whose seq and chain the `allocated` CTE (an UPDATE of the head) returns."""
+    return (
+        sa.insert(_events)
+        .from_select(
+            ["seq", *EVENT_COLUMNS, "chain"],
+            sa.select(
+                allocated.c.seq,
+                *(sa.bindparam(f"ev_{name}", type_=_events.c[name].type) for name in EVENT_COLUMNS),
+                allocated.c.chain,
+            ),
+        )
+        .returning(_events.c.seq)
+    )
+
+
 _allocated = (
     sa.update(_head)
     .where(_head.c.id == 1, sa.exists(sa.select(_changed.c.id)))
-    .values(seq=_head.c.seq + 1)
-    .returning(_head.c.seq)
+    .values(seq=_head.c.seq + 1, chain=_PG_NEXT_CHAIN)
+    .returning(_head.c.seq, _head.c.chain)
     .cte("head")
 )
-_PG_CHANGE_AND_APPEND = (
-    sa.insert(_events)
-    .from_select(
-        [
-            "seq",
-            "card_id",
-            "person_id",
-            "event",
-            "status_before",
-            "status_after",
-            "office",
-            "actor",
-            "at",
-            "reason",
-            "reference",
-        ],
-        sa.select(
-            _allocated.c.seq,
-            sa.bindparam("ev_card_id", type_=_events.c.card_id.type),
-            sa.bindparam("ev_person_id", type_=_events.c.person_id.type),
-            sa.bindparam("ev_event", type_=_events.c.event.type),
-            sa.bindparam("ev_status_before", type_=_events.c.status_before.type),
-            sa.bindparam("ev_status_after", type_=_events.c.status_after.type),
-            sa.bindparam("ev_office", type_=_events.c.office.type),
-            sa.bindparam("ev_actor", type_=_events.c.actor.type),
-            sa.bindparam("ev_at", type_=_events.c.at.type),
-            sa.bindparam("ev_reason", type_=_events.c.reason.type),
-            sa.bindparam("ev_reference", type_=_events.c.reference.type),
-        ),
-    )
-    .returning(_events.c.seq)
+_PG_CHANGE_AND_APPEND = _pg_append(_allocated)
+# An issue event (the card was just inserted, no status to change): the head and the event.
+_PG_APPEND = _pg_append(
+    sa.update(_head)
+    .where(_head.c.id == 1)
+    .values(seq=_head.c.seq + 1, chain=_PG_NEXT_CHAIN)
+    .returning(_head.c.seq, _head.c.chain)
+    .cte("head")
 )
 
 
-def next_seq(session: Session) -> int:
-    """Allocate the next global sequence number.
+def _append(conn: sa.Connection, values: dict[str, object], tail: str) -> int:
+    """Allocate the next seq and append the event with its chain value (SQLite).
 
     The UPDATE takes the head row's lock until commit: concurrent writers queue here, so they
-    commit in sequence order, and a rollback gives the number back (no gaps).
+    commit in sequence order, a rollback gives the number back (no gaps), and each event links
+    from the one committed before it.
     """
-    return int(session.connection().execute(_NEXT_SEQ).scalar_one())
+    pooled = conn.connection  # the DBAPI connection's pool record outlives this checkout
+    if _SQLITE_LINK not in pooled.info:
+        pooled.driver_connection.create_function(_SQLITE_LINK, 3, _sqlite_link, deterministic=True)  # type: ignore[union-attr]
+        pooled.info[_SQLITE_LINK] = True
+    seq, chain = conn.execute(_NEXT_SEQ, {"ev_tail": tail}).one()
+    conn.execute(sa.insert(_events), {"seq": seq, **values, "chain": chain})
+    return int(seq)
 
 
 def record(
@@ -126,22 +185,27 @@ def record(
         "reason": reason,
         "reference": reference,
     }
-    if conn.dialect.name == "postgresql" and not initial:
-        # One round trip instead of three: the status change, the sequence allocation and the
-        # event in one statement (the loss report's hot path; a round trip costs more than the
-        # work). The card row is updated before the head, as below: `head` reads `changed`.
-        # Prefixed names: an UPDATE would take a parameter named like a cards column as a SET value.
+    tail = hash_chain.canonical_tail([values[name] for name in EVENT_COLUMNS])  # type: ignore[misc]
+    if conn.dialect.name == "postgresql":
+        # One round trip instead of three: the status change, the sequence allocation, the chain
+        # and the event in one statement (the loss report's hot path; a round trip costs more
+        # than the work). The card row is updated before the head, as below: `head` reads
+        # `changed`. Prefixed names: an UPDATE would take a parameter named like a cards column
+        # as a SET value.
         params = {f"ev_{k}": v for k, v in values.items()}
-        seq = int(
-            conn.execute(
-                _PG_CHANGE_AND_APPEND, {"card_id": card.id, "new_status": new_status, "at": at, **params}
-            ).scalar_one()
-        )
+        params["ev_tail"] = tail
+        if initial:
+            seq = int(conn.execute(_PG_APPEND, params).scalar_one())
+        else:
+            seq = int(
+                conn.execute(
+                    _PG_CHANGE_AND_APPEND, {"card_id": card.id, "new_status": new_status, "at": at, **params}
+                ).scalar_one()
+            )
     else:
         if not initial:
             conn.execute(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
-        seq = next_seq(session)
-        conn.execute(sa.insert(_events), {"seq": seq, **values})
+        seq = _append(conn, values, tail)
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)

@@ -14,6 +14,7 @@ import uuid
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
+from idguard.core.chain import GENESIS
 from idguard.core.grants import Role
 from idguard.core.idnumber import Sex
 from idguard.db.base import Base
@@ -26,6 +27,7 @@ from idguard.registry.lifecycle import (
     LossReason,
     RevocationReason,
 )
+from idguard.registry.sealed import Sealed, track
 
 
 class Office(Base):
@@ -60,11 +62,16 @@ class Person(Base):
     __tablename__ = "persons"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     id_number: Mapped[str] = mapped_column(sa.String(18), unique=True)
-    name: Mapped[str] = mapped_column(sa.String(60))
+    # Name and address sealed at rest (registry/sealed.py): `person.name` is the clear text in
+    # memory, `name_sealed` the AES-GCM ciphertext under key `seal_key`.
+    name = Sealed[str]()
+    name_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
     sex: Mapped[Sex] = mapped_column(str_enum(Sex, "sex"))
     ethnicity: Mapped[str] = mapped_column(sa.String(30))
     birth_date: Mapped[dt.date]
-    address: Mapped[str] = mapped_column(sa.String(200))
+    address = Sealed[str]()
+    address_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str] = mapped_column(sa.String(16))
     hukou_office: Mapped[str] = mapped_column(sa.ForeignKey("offices.code"))
     revoked_reason: Mapped[RevocationReason | None] = mapped_column(
         str_enum(RevocationReason, "revocation_reason")
@@ -83,11 +90,14 @@ class Card(Base):
     kind: Mapped[IssueKind] = mapped_column(str_enum(IssueKind, "issue_kind"))
     temporary: Mapped[bool]
     status: Mapped[CardStatus] = mapped_column(str_enum(CardStatus, "card_status"))
-    name: Mapped[str] = mapped_column(sa.String(60))
+    name = Sealed[str]()  # sealed at rest, as the person's (registry/sealed.py)
+    name_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
     sex: Mapped[Sex] = mapped_column(str_enum(Sex, "sex"))
     ethnicity: Mapped[str] = mapped_column(sa.String(30))
     birth_date: Mapped[dt.date]
-    address: Mapped[str] = mapped_column(sa.String(200))
+    address = Sealed[str]()
+    address_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str] = mapped_column(sa.String(16))
     issued_on: Mapped[dt.date]
     expires_on: Mapped[dt.date | None]
     issuing_office: Mapped[str] = mapped_column(sa.ForeignKey("offices.code"))
@@ -141,13 +151,20 @@ class FoundCard(Base):
     found_no: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     card_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("cards.id"), index=True)
     office: Mapped[str] = mapped_column(sa.ForeignKey("offices.code"))
-    finder_name: Mapped[str] = mapped_column(sa.String(60))
-    finder_phone: Mapped[str | None] = mapped_column(sa.String(30))
+    # The finder's name and phone, sealed at rest (registry/sealed.py).
+    finder_name = Sealed[str]()
+    finder_name_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    finder_phone = Sealed[str | None]()
+    finder_phone_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str] = mapped_column(sa.String(16))
     received_by: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("staff.id"))
     received_at: Mapped[dt.datetime]
     disposition: Mapped[FoundDisposition] = mapped_column(str_enum(FoundDisposition, "found_disposition"))
     returned_at: Mapped[dt.datetime | None]
     returned_by: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("staff.id"))
+
+
+track(Person, Card, FoundCard)  # sealed fields remember the ring that loaded them
 
 
 class LedgerEvent(Base):
@@ -168,13 +185,19 @@ class LedgerEvent(Base):
     at: Mapped[dt.datetime]
     reason: Mapped[str | None] = mapped_column(sa.String(200))
     reference: Mapped[str | None] = mapped_column(sa.String(40))
+    # The hash chain (core.chain): SHA-256 over the previous event's chain and this row, set in
+    # the appending statement. NULL only while a bulk load (the demo) has yet to chain its rows;
+    # `idguard ledger verify` reports a NULL as a broken chain.
+    chain: Mapped[str | None] = mapped_column(sa.String(64))
 
 
 class LedgerHead(Base):
-    """A single row holding the last allocated ledger sequence number."""
+    """A single row holding the last allocated ledger sequence number and the chain value of the
+    event that has it (what the next event links from)."""
 
     __tablename__ = "ledger_head"
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(sa.BigInteger)
+    chain: Mapped[str] = mapped_column(sa.String(64), server_default=GENESIS)
 
     __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)

@@ -47,6 +47,20 @@ class UnitKey(Base):
     revoked_at: Mapped[dt.datetime | None]
 
 
+class UnitWebhookSecret(Base):
+    """A secret that signs the unit's webhook deliveries: 32 random bytes per unit (never derived
+    from the service secret), sealed at rest (AES-GCM, core/sealing.py) because the sender needs
+    it in the clear to sign. Rolling it sets the previous ones' `expires_at` to the overlap's end:
+    until then every delivery carries a signature under each (verification/units.py)."""
+
+    __tablename__ = "unit_webhook_secrets"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
+    sealed: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[dt.datetime]
+    expires_at: Mapped[dt.datetime | None] = mapped_column(doc="set when rolled: the overlap's end")
+
+
 class RegistryVersion(Base):
     """Counters the verification workers poll besides the ledger: `units` moves on any unit or
     key change, so a revoked key stops working on every worker within one poll."""
@@ -104,6 +118,27 @@ class WebhookDelivery(Base):
     status_code: Mapped[int | None]
     error: Mapped[str | None] = mapped_column(sa.String(200))
     delivered: Mapped[bool]
+    # The message this attempt carried (its id is the `Webhook-Id` header); NULL for attempts
+    # logged before messages were kept.
+    message_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("webhook_messages.id"))
+
+    # The retention purge (runtime/webhooks.py) finds old attempts by time.
+    __table_args__ = (sa.Index("ix_webhook_deliveries_at", "at"),)
+
+
+class WebhookMessage(Base):
+    """One webhook message (a delivery): its body exactly as POSTed, kept so that a retry or a
+    resend carries the same bytes under the same id (`Webhook-Id`), which a receiver can
+    deduplicate on. The body holds cursors, check ids, statuses and times: no personal data."""
+
+    __tablename__ = "webhook_messages"
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16), doc="notifications | cases | test")
+    last_cursor: Mapped[int | None] = mapped_column(sa.BigInteger, doc="the last item's cursor")
+    body: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[dt.datetime] = mapped_column(index=True, doc="the retention purge's key")
+    delivered_at: Mapped[dt.datetime | None]
 
 
 class WebhookCursor(Base):
@@ -114,6 +149,9 @@ class WebhookCursor(Base):
     delivered_seq: Mapped[int] = mapped_column(sa.BigInteger)
     next_attempt_at: Mapped[dt.datetime | None]
     failures: Mapped[int]
+    # The message being retried: a failed batch is sent again as the same message (same id, same
+    # body) until it is delivered, even if more notifications arrived meanwhile.
+    pending_message: Mapped[uuid.UUID | None]
 
 
 class PersonFlags(Base):

@@ -5,11 +5,20 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StringConstraints, with_config
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    PlainValidator,
+    StringConstraints,
+    WithJsonSchema,
+    with_config,
+)
+from pydantic_core import PydanticCustomError, core_schema
 from typing_extensions import TypedDict
 
-from idguard.api.schemas import CardNumber
+from idguard.api.schemas import DATE_FAULT, CardNumber
 from idguard.biometrics.fingerprints import MAX_RECORD_BASE64
 from idguard.verification.rules import PURPOSES
 from idguard.verification.verifier import Item
@@ -34,7 +43,35 @@ _Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, ma
 # Resident identity cards were first issued in 1984: an earlier date is a typing error — and the
 # index packs "long-term" as day 0, which an expiry such as 1900-01-01 must never be taken for.
 FIRST_CARDS = dt.date(1984, 1, 1)
-_CardDate = Annotated[dt.date, Field(ge=FIRST_CARDS)]
+
+
+class _StrictDay:
+    """A card date (an expiry: `long_term`, null allowed by its type) as `YYYY-MM-DD` only (api/schemas.py's `Day` rule: pydantic alone also takes
+    `2015-03-01T00:00:00Z`, `20150301`'s Unix time and other numbers), judged in pydantic's Rust
+    core with no Python call on the hot path: the text's shape first (or a `date` object from
+    Python code), then pydantic's own date parsing and the 1984 bound, whose errors stay its own."""
+
+    def __init__(self, *, long_term: bool = False) -> None:
+        self.fault = "YYYY-MM-DD, or null for a long-term (长期) card" if long_term else DATE_FAULT
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        shaped = core_schema.union_schema(
+            [
+                core_schema.date_schema(strict=True),
+                core_schema.str_schema(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"),
+            ],
+            custom_error_type="date",
+            custom_error_message=self.fault,
+        )
+        return core_schema.chain_schema([shaped, core_schema.date_schema(ge=FIRST_CARDS)])
+
+
+_CardDate = Annotated[dt.date, _StrictDay(), WithJsonSchema({"type": "string", "format": "date"})]
+_ExpiryDate = Annotated[
+    dt.date, _StrictDay(long_term=True), WithJsonSchema({"type": "string", "format": "date"})
+]
 _Purpose = Annotated[str, StringConstraints(min_length=1, max_length=_PURPOSE_MAX)]
 _Operator = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=_OPERATOR_MAX)]
 _ChipSerial = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=_CHIP_MAX)]
@@ -57,7 +94,7 @@ class VerifyIn(BaseModel):
     id_number: _IdNumber = Field(description="the 18-character number printed on the card")
     name: _Name
     issued_on: _CardDate = Field(description="issue date printed on the card (签发日期)")
-    expires_on: _CardDate | None = Field(
+    expires_on: _ExpiryDate | None = Field(
         description="expiry date printed on the card; null for 长期 (long-term)"
     )
     purpose: _Purpose = Field(
@@ -84,7 +121,7 @@ class VerifyItem(TypedDict):
     id_number: _IdNumber
     name: _Name
     issued_on: _CardDate
-    expires_on: _CardDate | None
+    expires_on: _ExpiryDate | None
     purpose: _Purpose
     operator: _Operator
     chip_serial: NotRequired[_ChipSerial | None]
@@ -135,7 +172,8 @@ class VerifyOut(BaseModel):
     fingerprint_reason: str | None = Field(
         default=None,
         description="why fingerprint_match is null: `card_not_valid` (the card is invalid or does not "
-        "match: no comparison is made) or `no_registered_fingerprints`",
+        "match: no comparison is made), `no_registered_fingerprints`, or `comparison_unavailable` (the "
+        "registry could not make the comparison now: the validity answer stands; retry the person check)",
     )
     alerts: list[str] | None = Field(
         default=None,
@@ -216,6 +254,9 @@ class UnitIn(BaseModel):
     purposes: list[str] = Field(min_length=1, max_length=len(PURPOSES))
     rate_limit: int = Field(default=100, ge=1, le=100_000, description="checks per second")
     webhook_url: Annotated[str, StringConstraints(pattern=r"^https?://", max_length=300)] | None = None
+    offline: bool = Field(
+        default=False, description="grant offline verification (GET /api/v1/offline/snapshot …)"
+    )
 
 
 class HarvestingOut(BaseModel):
@@ -231,6 +272,7 @@ class UnitOut(BaseModel):
     rate_limit: int
     status: str
     webhook_url: str | None
+    offline: bool = Field(default=False, description="granted offline verification")
     harvesting: HarvestingOut | None = Field(
         default=None,
         description="set while the unit is suspected of harvesting: it is throttled to 1 check per "
@@ -245,7 +287,8 @@ class UnitKeyOut(BaseModel):
         "same Idempotency-Key replays this answer: the key is never stored; rotate to get a new one)"
     )
     webhook_secret: str | None = Field(
-        description="signs webhook deliveries (HMAC-SHA256); null in a replay, like the key"
+        description="signs webhook deliveries (HMAC-SHA256), shown once at onboarding; null in a "
+        "replay and in a key rotation's answer (roll it with POST /api/v1/units/{code}/webhook-secret)"
     )
     notice: str | None = Field(
         default=None, description="in a replay only: why the secrets are null and how to get new ones"
@@ -283,3 +326,68 @@ class Health(BaseModel):
     database: str
     ledger_seq: int | None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+
+# --- units after onboarding: PATCH, the webhook secret's roll, test events and resends --------
+
+WebhookUrl = Annotated[str, StringConstraints(pattern=r"^https?://", max_length=300)]
+StrictBool = Annotated[bool, Field(strict=True)]
+
+
+class UnitPatch(BaseModel):
+    """Only the fields sent change; `webhook_url: null` removes the webhook."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"webhook_url": "https://hooks.icbc.example/idguard"}, {"offline": True}]
+        },
+    )
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)] | None = None
+    purposes: list[str] | None = Field(default=None, min_length=1, max_length=len(PURPOSES))
+    rate_limit: int | None = Field(default=None, ge=1, le=100_000, description="checks per second")
+    webhook_url: WebhookUrl | None = Field(default=None, description="null removes the webhook")
+    offline: StrictBool | None = Field(
+        default=None, description="grant (true) or withdraw (false) offline verification"
+    )
+
+
+class UnitChangedOut(BaseModel):
+    unit: UnitOut
+    changed: list[str] = Field(description="the fields whose value changed (empty: nothing to do)")
+
+
+class RevokedOut(BaseModel):
+    unit_code: str
+    keys_revoked: int = Field(description="keys that stopped working now (0 when none was left)")
+    revoked_at: dt.datetime
+    notice: str = Field(description="what to do next")
+
+
+class WebhookSecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"overlap_seconds": 86400}]})
+    overlap_seconds: int = Field(
+        default=86_400,
+        ge=0,
+        le=7 * 86_400,
+        description="how long the secrets in use keep signing beside the new one (0: stop now)",
+    )
+
+
+class WebhookSecretOut(BaseModel):
+    unit_code: str
+    webhook_secret: str | None = Field(
+        description="the new secret, shown once (null when a retry replays this answer: roll again)"
+    )
+    previous_expires_at: dt.datetime | None = Field(
+        description="until then every delivery is also signed with the previous secret"
+    )
+    notice: str | None = Field(default=None, description="in a replay only: why the secret is null")
+
+
+class WebhookSentOut(BaseModel):
+    delivery_id: str = Field(description="the message's id, sent as the `Webhook-Id` header")
+    kind: str = Field(description="test | notifications | cases")
+    delivered: bool = Field(description="your endpoint answered 2xx")
+    status_code: int | None = Field(description="your endpoint's HTTP status; null if it did not answer")
+    error: str | None = Field(description="why there was no HTTP answer (refused, timeout, TLS, …)")

@@ -27,13 +27,13 @@ from idguard.core.idnumber import mask
 from idguard.db.common import AuditEntry
 from idguard.db.paging import newest_first
 from idguard.registry import lookups
-from idguard.registry.models import Card, Person
+from idguard.registry.models import Card, LossReport, Person
 from idguard.verification import units
 from idguard.verification.models import Unit
 from idguard.verification.runtime.checklog import Signal
 from idguard.watchlist import rules
-from idguard.watchlist.models import Incident
-from idguard.watchlist.rules import UNIT_KINDS, IncidentKind, IncidentStatus, Outcome
+from idguard.watchlist.models import BlacklistEntry, BlacklistEvent, Incident
+from idguard.watchlist.rules import UNIT_KINDS, BlacklistAction, IncidentKind, IncidentStatus, Outcome
 
 _incidents = cast(sa.Table, Incident.__table__)
 
@@ -161,6 +161,101 @@ def record_signals(session: Session, signals: Iterable[Signal]) -> int:
             )
             counted += 1
     return counted
+
+
+OfflineCheck = tuple[str, str, dt.datetime, str, str | None, str]
+"""An uploaded offline check: (check_id, unit_code, at, id_number, chip_serial or None, result)."""
+
+
+def offline_signals(session: Session, checks: Sequence[OfflineCheck]) -> list[Signal]:
+    """The signals of checks a unit made offline and uploads later (offline/uploads.py), judged
+    as the online check would have been at the check's own time, so `record_signals` opens the
+    same incidents with the same dedup rule (card, kind, unit, day):
+
+    - the card: the one with this id number and chip serial (the reader read the serial from the
+      chip). An older reader that uploads no serial identifies a card only by a `valid` answer:
+      the holder's latest regular card issued by that day. Otherwise (a serial no card of that
+      number has, an `invalid` answer without a serial) there is no card — an online `mismatch`,
+      which signals nothing either;
+    - `lost_card_presented`: a loss report on that card was standing at the check's time
+      (accepted before it, not cancelled by then), whatever the reader answered: a set that was
+      stale at the gate is exactly when this incident matters;
+    - `blacklisted_holder_checked`: the holder was listed at the check's time (listed before it,
+      not ended by then, its last day not past)."""
+    signals: list[Signal] = []
+    for check_id, unit_code, at, id_number, chip_serial, result in checks:
+        card = _offline_card(session, id_number, chip_serial, result, at)
+        if card is None:
+            continue
+        card_id, person_id, issued_on = card
+        kinds: list[str] = []
+        standing = session.scalar(
+            sa.select(LossReport.report_no)
+            .where(
+                LossReport.card_id == card_id,
+                LossReport.accepted_at <= at,
+                sa.or_(LossReport.cancelled_at.is_(None), LossReport.cancelled_at > at),
+            )
+            .limit(1)
+        )
+        if standing is not None:
+            kinds.append(IncidentKind.LOST_CARD_PRESENTED.value)
+        if _listed_at(session, person_id, at):
+            kinds.append(IncidentKind.BLACKLISTED_HOLDER_CHECKED.value)
+        if kinds:
+            signals.append((check_id, unit_code, at, id_number, issued_on, tuple(kinds), None))
+    return signals
+
+
+def _offline_card(
+    session: Session, id_number: str, chip_serial: str | None, result: str, at: dt.datetime
+) -> tuple[uuid.UUID, uuid.UUID, dt.date] | None:
+    stmt = sa.select(Card.id, Card.person_id, Card.issued_on).where(Card.id_number == id_number)
+    if chip_serial is not None:
+        stmt = stmt.where(Card.chip_serial == chip_serial)
+    elif result == "valid":
+        stmt = stmt.where(Card.issued_on <= today_cst(at), sa.not_(Card.temporary)).order_by(
+            Card.issued_on.desc()
+        )
+    else:
+        return None
+    row = session.execute(stmt.limit(1)).one_or_none()
+    return None if row is None else (row[0], row[1], row[2])
+
+
+def _listed_at(session: Session, person_id: uuid.UUID, at: dt.datetime) -> bool:
+    """Whether the person was on the blacklist at `at` (by the entries' own history)."""
+    day = today_cst(at)
+    ended = (
+        sa.select(BlacklistEvent.id)
+        .where(
+            BlacklistEvent.entry_no == BlacklistEntry.entry_no,
+            BlacklistEvent.action != BlacklistAction.LISTED,
+            BlacklistEvent.at <= at,
+        )
+        .exists()
+    )
+    listed = (
+        sa.select(BlacklistEvent.id)
+        .where(
+            BlacklistEvent.entry_no == BlacklistEntry.entry_no,
+            BlacklistEvent.action == BlacklistAction.LISTED,
+            BlacklistEvent.at <= at,
+        )
+        .exists()
+    )
+    found = session.scalar(
+        sa.select(BlacklistEntry.entry_no)
+        .where(
+            BlacklistEntry.person_id == person_id,
+            BlacklistEntry.listed_on <= day,
+            sa.or_(BlacklistEntry.until.is_(None), BlacklistEntry.until >= day),
+            listed,
+            sa.not_(ended),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def harvesting_suspected(session: Session, *, unit_code: str, reason: str, at: dt.datetime) -> str:

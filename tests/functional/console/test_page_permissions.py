@@ -4,6 +4,7 @@ from the API. Anonymous callers and unit tellers are sent to sign in."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,7 +12,8 @@ import pytest
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from idguard.core.grants import GRANTS, Permission, Role
+from idguard.core.grants import GRANTS, Actor, Permission, Role
+from idguard.watchlist import rules as watch_rules
 from tests.factories import OFFICE_A
 from tests.functional.conftest import Counter
 from tests.functional.console.conftest import Browser
@@ -32,6 +34,20 @@ class Page:
     permission: Permission | None  # None: any member of staff
     path: Callable[[Scene], str]
     form: Callable[[Scene], dict[str, str]] | None = None  # a POST with this form
+    # A page whose rule is more than one permission (watchlist/rules.py): who may, from GRANTS.
+    allowed: Callable[[Role], bool] | None = None
+
+
+def _actor(role: Role) -> Actor:
+    return Actor(staff_id=uuid.uuid4(), username="x", role=role, office=OFFICE_A)
+
+
+def _reads_incidents(role: Role) -> bool:
+    return watch_rules.reads_every_office(_actor(role)) or watch_rules.is_office_clerk(_actor(role))
+
+
+def _protects_or_closes(role: Role) -> bool:
+    return watch_rules.may_manage_blacklist(_actor(role)) or watch_rules.is_office_clerk(_actor(role))
 
 
 PAGES: dict[tuple[str, str], Page] = {
@@ -74,6 +90,9 @@ PAGES: dict[tuple[str, str], Page] = {
         lambda s: f"/console/persons/{s.person_id}/revoke",
         lambda s: {"reason": "bogus"},
     ),
+    ("POST", "/console/persons/{person_id}/activation-code"): Page(
+        Permission.REGISTRY_WRITE, lambda s: "/console/persons/not-a-record/activation-code", lambda s: {}
+    ),
     ("GET", "/console/found-cards"): Page(Permission.REGISTRY_WRITE, lambda s: "/console/found-cards"),
     ("POST", "/console/found-cards"): Page(
         Permission.REGISTRY_WRITE, lambda s: "/console/found-cards", lambda s: {"issued_on": "bad"}
@@ -97,6 +116,53 @@ PAGES: dict[tuple[str, str], Page] = {
     ("POST", "/console/units/{code}/revoke"): Page(
         Permission.ONBOARD_UNITS, lambda s: "/console/units/NOSUCH/revoke", lambda s: {}
     ),
+    # watchlist and accountability (console/routes/watchlist.py, accountability.py, units.py)
+    ("POST", "/console/units/{code}/suspend"): Page(
+        Permission.ONBOARD_UNITS, lambda s: "/console/units/NOSUCH/suspend", lambda s: {"reason": "x"}
+    ),
+    ("POST", "/console/units/{code}/reinstate"): Page(
+        Permission.ONBOARD_UNITS, lambda s: "/console/units/NOSUCH/reinstate", lambda s: {"reason": "x"}
+    ),
+    ("GET", "/console/incidents"): Page(None, lambda s: "/console/incidents", allowed=_reads_incidents),
+    ("GET", "/console/incidents/{incident_no}"): Page(
+        None, lambda s: "/console/incidents/INCNONE", allowed=_reads_incidents
+    ),
+    ("POST", "/console/incidents/{incident_no}/close"): Page(
+        None,
+        lambda s: "/console/incidents/INCNONE/close",
+        lambda s: {"outcome": "bogus"},
+        _protects_or_closes,
+    ),
+    ("GET", "/console/blacklist"): Page(Permission.READ_CHECK_LOG, lambda s: "/console/blacklist"),
+    ("POST", "/console/blacklist/{entry_no}/lift"): Page(
+        Permission.ONBOARD_UNITS, lambda s: "/console/blacklist/BLNONE/lift", lambda s: {"reason": ""}
+    ),
+    ("POST", "/console/persons/{person_id}/blacklist"): Page(
+        Permission.ONBOARD_UNITS,
+        lambda s: f"/console/persons/{s.person_id}/blacklist",
+        lambda s: {"reason": "x"},
+    ),
+    ("POST", "/console/persons/{person_id}/protection"): Page(
+        None,
+        lambda s: f"/console/persons/{s.person_id}/protection",
+        lambda s: {"required": "x"},
+        _protects_or_closes,
+    ),
+    ("GET", "/console/accountability"): Page(Permission.READ_CHECK_LOG, lambda s: "/console/accountability"),
+    ("POST", "/console/accountability/cases"): Page(
+        Permission.ONBOARD_UNITS, lambda s: "/console/accountability/cases", lambda s: {"month": "x"}
+    ),
+    ("GET", "/console/accountability/charts"): Page(
+        Permission.READ_CHECK_LOG, lambda s: "/console/accountability/charts"
+    ),
+    ("GET", "/console/accountability/units/{code}"): Page(
+        Permission.READ_CHECK_LOG, lambda s: f"/console/accountability/units/{s.unit}"
+    ),
+    ("GET", "/console/cases"): Page(Permission.READ_CHECK_LOG, lambda s: "/console/cases"),
+    ("GET", "/console/cases/{case_no}"): Page(Permission.READ_CHECK_LOG, lambda s: "/console/cases/ACNONE"),
+    ("POST", "/console/cases/{case_no}/decision"): Page(
+        Permission.ONBOARD_UNITS, lambda s: "/console/cases/ACNONE/decision", lambda s: {"decision": "x"}
+    ),
 }
 # Pages anyone may open (sign-in, the public receipt status) or the unit teller's own.
 OPEN = {
@@ -109,6 +175,13 @@ OPEN = {
     ("POST", "/unit/logout"),
     ("GET", "/receipt/{number}"),
     ("GET", "/api/v1/docs"),
+    # the citizens' sign-in and activation, and a loss declaration's public page (routes/me.py)
+    ("GET", "/me/login"),
+    ("POST", "/me/login"),
+    ("GET", "/me/activate"),
+    ("POST", "/me/activate"),
+    ("POST", "/me/logout"),
+    ("GET", "/declaration/{number}"),
 }
 UNIT_PAGES = {
     ("GET", "/unit"),
@@ -116,6 +189,22 @@ UNIT_PAGES = {
     ("GET", "/unit/history"),
     ("GET", "/unit/batch"),
     ("POST", "/unit/batch"),
+    ("GET", "/unit/notifications"),
+    ("GET", "/unit/transactions"),
+    ("POST", "/unit/transactions"),
+    ("GET", "/unit/compliance"),
+    ("POST", "/unit/cases/{case_no}/response"),
+}
+# The citizen's own pages (routes/me.py): a citizen session only; (path, form or None).
+ME_PAGES: dict[tuple[str, str], tuple[str, dict[str, str] | None]] = {
+    ("GET", "/me"): ("/me", None),
+    ("GET", "/me/checks"): ("/me/checks", None),
+    ("GET", "/me/accesses"): ("/me/accesses", None),
+    ("POST", "/me/protection"): ("/me/protection", {"required": "1"}),
+    ("POST", "/me/cards/{card_id}/loss-report"): ("/me/cards/x/loss-report", {"reason": "lost"}),
+    ("POST", "/me/cards/{card_id}/declaration"): ("/me/cards/x/declaration", {"place": "x"}),
+    ("POST", "/me/checks/{check_id}/dispute"): ("/me/checks/x/dispute", {}),
+    ("GET", "/me/declarations/{number}"): ("/me/declarations/LDNONE", None),
 }
 STAFF = {Role.CLERK: "clerk_a", Role.SUPERVISOR: "supervisor", Role.AUDITOR: "auditor", Role.ADMIN: "admin"}
 
@@ -127,7 +216,7 @@ def test_every_console_page_is_in_the_table(web: TestClient) -> None:
         if isinstance(route, APIRoute) and not route.include_in_schema
         for method in route.methods
     }
-    assert routes - OPEN - UNIT_PAGES - PAGES.keys() == set()  # TODO: pages other features add go here
+    assert routes - OPEN - UNIT_PAGES - ME_PAGES.keys() - PAGES.keys() == set()
 
 
 @pytest.fixture
@@ -159,6 +248,8 @@ def test_each_role_gets_what_grants_says(role: Role, scene: Scene, web: TestClie
     for key, page in PAGES.items():
         status = _call(browser, page, scene)
         allowed = page.permission is None or page.permission in GRANTS[role]
+        if page.allowed is not None:
+            allowed = page.allowed(role)
         assert (status != 403) if allowed else (status == 403), (role, key, status)
         assert status < 500, (role, key, status)
         assert status != SIGN_IN, (role, key, status)
@@ -174,3 +265,29 @@ def test_anonymous_and_tellers_are_sent_to_sign_in(scene: Scene, web: TestClient
     staff = Browser(web)
     staff.sign_in("clerk_a")
     assert staff.get("/unit").headers["location"] == "/unit/login"
+
+
+def test_citizen_pages_refuse_anonymous_staff_and_tellers(scene: Scene, web: TestClient) -> None:
+    anonymous, teller, staff = Browser(web), Browser(web), Browser(web)
+    anonymous.get("/")
+    teller.teller(scene.unit_key)
+    staff.sign_in("admin")
+    for path, form in ME_PAGES.values():
+        for who in (anonymous, teller, staff):
+            r = who.get(path) if form is None else who.post(path, form)
+            assert (r.status_code, r.headers.get("location")) == (303, "/me/login"), (path, r.status_code)
+
+
+def test_unit_pages_refuse_citizens(web: TestClient, counter: Counter) -> None:
+    from tests.functional.console.test_me import citizen
+
+    me, _, _ = citizen(web, counter)
+    for method, path in UNIT_PAGES:
+        concrete = path.replace("{case_no}", "ACNONE")
+        r = me.get(concrete) if method == "GET" else me.post(concrete, {})
+        assert (r.status_code, r.headers.get("location")) == (303, "/unit/login"), (path, r.status_code)
+    nowhere = Scene("x", "x", "x", "x", "x")
+    for page in PAGES.values():  # and staff pages too
+        path = page.path(nowhere)
+        r = me.get(path) if page.form is None else me.post(path, {})
+        assert (r.status_code, r.headers.get("location")) == (303, "/console/login"), r.status_code

@@ -89,3 +89,45 @@ def test_fvc_pairs() -> None:
     assert len(impostor_pairs(100)) == 4950
     assert ((0, 0), (0, 1)) in genuine_pairs(2, 2)
     assert impostor_pairs(3) == [((0, 0), (1, 0)), ((0, 0), (2, 0)), ((1, 0), (2, 0))]
+
+
+# ---- 1:N ------------------------------------------------------------------------------------------
+
+
+def test_identification_threshold_counts_one_best_score_per_search() -> None:
+    from idguard.biometrics.calibration import calibrate_identification_threshold, identification_error_rates
+
+    best_nonmated = [0.30, 0.20] + [0.05] * 98  # 100 strangers: at FPIR 1 % one may be answered
+    t = calibrate_identification_threshold(best_nonmated, 0.01)
+    assert t == np.nextafter(0.20, 1.0)
+    # mated: right finger first and high; right finger but low; wrong finger first (high)
+    fpir, fnir = identification_error_rates([0.5, 0.1, 0.9], [True, True, False], best_nonmated, t)
+    assert fpir == pytest.approx(0.01)
+    assert fnir == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="need at least 100"):
+        calibrate_identification_threshold(best_nonmated[:99], 0.01)
+    with pytest.raises(ValueError, match="one mate_found flag"):
+        identification_error_rates([0.5], [True, False], best_nonmated, t)
+
+
+def test_index_model_training_is_deterministic_and_well_formed() -> None:
+    from idguard.biometrics.calibration import train_index_model
+
+    a = train_index_model(fingers=12, dims=8, lists=16, seed=5, iterations=3)
+    b = train_index_model(fingers=12, dims=8, lists=16, seed=5, iterations=3)
+    assert a.basis.shape == (192, 8)
+    assert a.centroids.shape == (16, 8)
+    assert a.mean.shape == (192,)
+    np.testing.assert_array_equal(a.centroids, b.centroids)
+    np.testing.assert_allclose(a.basis.T @ a.basis, np.eye(8), atol=1e-4)  # principal axes
+    np.testing.assert_allclose(np.linalg.norm(a.centroids, axis=1), 1.0, atol=1e-5)
+
+
+def test_the_shipped_index_model_loads() -> None:
+    from idguard.biometrics.calibration import INDEX_DIMS, INDEX_LISTS
+    from idguard.biometrics.identification import default_model
+
+    m = default_model()
+    assert (m.dims, m.lists) == (INDEX_DIMS, INDEX_LISTS)
+    assert np.isfinite(m.basis).all()
+    assert np.isfinite(m.centroids).all()

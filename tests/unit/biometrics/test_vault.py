@@ -48,6 +48,8 @@ def test_production_needs_template_keys() -> None:
         template_keys=f"k1:{K1}",
         offline_keys=f"o1:{K1}",
         declaration_keys=f"d1:{K1}",
+        ledger_keys=f"l1:{K1}",
+        data_keys=f"p1:{K1}",
     )
     assert TemplateVault.from_settings(settings).key_ids == ("k1",)
     assert K1 not in repr(settings)  # a secret never prints

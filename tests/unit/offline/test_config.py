@@ -16,7 +16,12 @@ SECRET = "test-secret-key-0123456789abcdef"
 
 def test_production_refuses_to_start_without_offline_keys() -> None:
     seed = base64.b64encode(bytes(32)).decode()
-    others = {"template_keys": f"t:{seed}", "declaration_keys": f"d:{seed}"}
+    others = {
+        "template_keys": f"t:{seed}",
+        "declaration_keys": f"d:{seed}",
+        "ledger_keys": f"l:{seed}",
+        "data_keys": f"p:{seed}",
+    }
     with pytest.raises(ValueError, match="IDGUARD_OFFLINE_KEYS must be set in production"):
         Settings(env=Environment.PRODUCTION, secret_key=SECRET, **others)
     settings = Settings(env=Environment.PRODUCTION, secret_key=SECRET, offline_keys=f"k:{seed}", **others)

@@ -41,10 +41,15 @@ from idguard.registry.lifecycle import CardStatus, LossReason, effective_status
 from idguard.registry.lookups import person_by_number
 from idguard.registry.models import Card, LossReport, Person
 from idguard.registry.routes.deps import get_biometrics
+from idguard.verification.models import PersonFlags
+from idguard.watchlist import rules as watch_rules
+from idguard.watchlist.models import BlacklistEntry
+from idguard.watchlist.rules import BlacklistReason, EntryStatus
 
 router = APIRouter(include_in_schema=False)
 _REPORTABLE = {CardStatus.VALID}
 DONE = ("issued", "temporary", "returned", "revoked")  # what the person page confirms after a write
+WATCH_DONE = ("blacklisted", "protection_set", "protection_cleared")  # the watchlist's forms (watchlist.py)
 
 
 @router.get("/console")
@@ -137,6 +142,37 @@ def person_view(ctx: Ctx, db: Session, person_id: uuid.UUID) -> dict[str, Any]:
         "whole": sees_whole_numbers(actor),
         "cards": card_rows,
         "offices": names,
+        "watch": watch_state(ctx, db, person),
+    }
+
+
+def watch_state(ctx: Ctx, db: Session, person: Person) -> dict[str, Any]:
+    """The person's alert flags and active blacklist entry, and which of the watchlist's forms
+    the actor may use here (the use-cases decide again: watchlist/rules.py). Flags are not
+    personal data beyond the record already read and audited above."""
+    assert ctx.actor is not None  # noqa: S101
+    actor = ctx.actor
+    flags = db.get(PersonFlags, person.id)
+    entry = db.scalars(
+        sa.select(BlacklistEntry).where(
+            BlacklistEntry.person_id == person.id, BlacklistEntry.status == EntryStatus.ACTIVE
+        )
+    ).first()
+    today = today_cst(ctx.now)
+    if (
+        entry is not None
+        and watch_rules.entry_status(entry.status, entry.until, today) is not EntryStatus.ACTIVE
+    ):
+        entry = None  # past its last day: ended, whether or not the sweeper has written it yet
+    may_protect = watch_rules.may_manage_blacklist(actor) or (
+        watch_rules.is_office_clerk(actor) and actor.office == person.hukou_office
+    )
+    return {
+        "entry": entry,
+        "protected": bool(flags and flags.person_check_required),
+        "may_list": watch_rules.may_manage_blacklist(actor) and entry is None,
+        "may_protect": may_protect,
+        "reasons": [r.value for r in BlacklistReason],
     }
 
 
@@ -146,6 +182,8 @@ def person_page(person_id: str, request: Request, db: SessionDep) -> Response:
     done = request.query_params.get("done")
     if done in DONE:
         ctx.values["notice"] = f"done.{done}"
+    elif done in WATCH_DONE:
+        ctx.values["notice"] = f"watch.done_{done}"
     return ctx.render("staff/person.html", **person_view(ctx, db, _person_id(person_id)))
 
 

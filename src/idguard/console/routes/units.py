@@ -1,5 +1,12 @@
 """Supervisors' units page: every unit, onboarding (the API key shown once, on the answer page,
-never stored or shown again), key rotation and revocation. Auditors and admins read the list."""
+never stored or shown again), key rotation and revocation, suspension and reinstatement with a
+reason. Auditors and admins read the list.
+
+Suspending here is verification/units.py's `suspend` (the keys stop on every worker within one
+poll, kept for reinstatement); reinstating is accountability's `cases.reinstate`, the API's
+`POST /units/{code}/reinstate`, so a unit suspended by a case's decision gets the reinstatement
+on that case and is told. A suspension belongs on a case where there is one (the case page's
+decision); this form is for the supervisor who must stop a unit at once."""
 
 from __future__ import annotations
 
@@ -13,12 +20,13 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
+from idguard.accountability import cases
 from idguard.api.deps import SessionDep
 from idguard.api.errors import field_name
 from idguard.console import deps
 from idguard.console.routes.common import error_values, read, write
 from idguard.console.web import Ctx, check_csrf, text
-from idguard.core.errors import DomainError
+from idguard.core.errors import DomainError, InvalidField
 from idguard.core.grants import Permission
 from idguard.verification import units
 from idguard.verification.routes.deps import get_verifier
@@ -38,6 +46,8 @@ def _page(ctx: Ctx, db: Session, *, status: int = 200, **values: Any) -> Respons
         "error_detail": "",
         "error_field": "",
         "form": {"code": "", "name": "", "sector": "", "purposes": []},
+        "status_unit": "",
+        "status_reason": "",
     }
     return ctx.render(
         "staff/units.html",
@@ -52,6 +62,9 @@ def _page(ctx: Ctx, db: Session, *, status: int = 200, **values: Any) -> Respons
 @router.get("/console/units")
 def units_page(request: Request, db: SessionDep) -> Response:
     ctx = deps.staff(request, db, permission=Permission.READ_UNITS)
+    for done in ("suspended", "reinstated"):
+        if request.query_params.get(done):
+            ctx.values["notice"] = f"units.done_{done}"
     return _page(ctx, db)
 
 
@@ -153,3 +166,47 @@ async def revoke(code: str, request: Request, db: SessionDep) -> Response:
         return await run_in_threadpool(partial(_page, ctx, db, status=exc.status, **shown))
     await run_in_threadpool(_refresh, request)
     return ctx.redirect("/console/units?revoked=" + code[:40])
+
+
+def _status_change(
+    request: Request, db: Session, ctx: Ctx, code: str, reason: str, *, suspend: bool
+) -> Response:
+    assert ctx.actor is not None  # noqa: S101
+    actor = ctx.actor
+    code = code[:40]
+    if not reason:
+        shown = error_values(InvalidField("reason", "a reason is required"))
+        return _page(ctx, db, status=422, status_unit=code, status_reason=reason, **shown)
+
+    def run() -> str:
+        if suspend:
+            units.suspend(db, actor=actor, now=ctx.now, code=code, reason=reason)
+        else:
+            cases.reinstate(db, actor=actor, now=ctx.now, unit_code=code, note=reason)
+        return "{}"
+
+    try:
+        write(ctx, db, run)
+    except DomainError as exc:
+        shown = error_values(exc)
+        return _page(ctx, db, status=exc.status, status_unit=code, status_reason=reason, **shown)
+    _refresh(request)
+    return ctx.redirect(f"/console/units?{'suspended' if suspend else 'reinstated'}={code}")
+
+
+@router.post("/console/units/{code}/suspend")
+async def suspend(code: str, request: Request, db: SessionDep) -> Response:
+    """Suspend a unit with a reason: every key of it stops (401 saying so) until reinstated."""
+    ctx = await run_in_threadpool(deps.staff, request, db, permission=Permission.ONBOARD_UNITS)
+    form = await check_csrf(request, ctx)
+    reason = text(form, "reason")[:200]
+    return await run_in_threadpool(partial(_status_change, request, db, ctx, code, reason, suspend=True))
+
+
+@router.post("/console/units/{code}/reinstate")
+async def reinstate(code: str, request: Request, db: SessionDep) -> Response:
+    """Reinstate a suspended unit with a reason (recorded on the case that suspended it)."""
+    ctx = await run_in_threadpool(deps.staff, request, db, permission=Permission.ONBOARD_UNITS)
+    form = await check_csrf(request, ctx)
+    reason = text(form, "reason")[:200]
+    return await run_in_threadpool(partial(_status_change, request, db, ctx, code, reason, suspend=False))

@@ -25,7 +25,7 @@ from idguard.offline.schemas import (
 )
 from idguard.offline.service import AheadOfRegistry, Gone, OfflineService, SignedFile
 from idguard.verification.routes.deps import CurrentUnit, get_verifier
-from idguard.verification.runtime.checklog import LogFull
+from idguard.verification.runtime.checklog import LogFull, Signal
 from idguard.verification.runtime.keyring import UnitView
 
 logger = logging.getLogger("idguard.offline")
@@ -52,7 +52,7 @@ def offline_unit(request: Request, unit: CurrentUnit) -> UnitView:
         raise HTTPException(
             403,
             f"unit {unit.code} is not granted offline verification; a supervisor grants it "
-            f"(PUT /api/v1/units/{unit.code}/offline)",
+            f'(PATCH /api/v1/units/{unit.code} with {{"offline": true}})',
         )
     return unit
 
@@ -131,6 +131,13 @@ def _owners(request: Request, ids: list[uuid.UUID]) -> dict[uuid.UUID, str]:
         return uploads.recorded_owners(session, ids)
 
 
+def _signals(
+    request: Request, unit_code: str, items: list[uploads.OfflineCheck], outcomes: list[uploads.Outcome]
+) -> list[Signal]:
+    with request.app.state.sessionmaker() as session:
+        return uploads.incident_signals(session, unit_code, items, outcomes)
+
+
 @router.post(
     "/checks",
     response_model=OfflineChecksOut,
@@ -142,7 +149,9 @@ async def upload_checks(body: OfflineChecksIn, request: Request, unit: OfflineUn
     in the holder's own view — with its own `at`, `operator` and `purpose`. Idempotent per
     `check_id`: one already recorded for your unit is answered `duplicate`. An item breaking a
     rule (a purpose your unit may not use, a time in the future, another unit's check id) is
-    `rejected` with `errors` naming the field; the others are recorded."""
+    `rejected` with `errors` naming the field; the others are recorded. A check of a card that
+    was reported lost or stolen at the check's time, or of a listed person's card, opens an
+    incident as it would have online (send `chip_serial`: it identifies the card)."""
     items = [
         uploads.OfflineCheck(
             check_id=i.check_id,
@@ -152,6 +161,7 @@ async def upload_checks(body: OfflineChecksIn, request: Request, unit: OfflineUn
             version=i.version,
             operator=i.operator,
             purpose=i.purpose,
+            chip_serial=i.chip_serial,
         )
         for i in body.items
     ]
@@ -159,9 +169,10 @@ async def upload_checks(body: OfflineChecksIn, request: Request, unit: OfflineUn
     outcomes, entries = uploads.plan(unit, items, owners, get_clock(request).now())
     if entries:
         log = get_verifier(request).log
+        signals = await run_in_threadpool(_signals, request, unit.code, items, outcomes)
         request.app.state.offline_uploads.expect(entries)
         try:
-            await log.recorded(log.append(entries))
+            await log.recorded(log.append(entries, signals))
         except LogFull as exc:
             raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
         # Durable already (the journal); written to the database now, so a retry of this upload

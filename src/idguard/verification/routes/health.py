@@ -45,6 +45,7 @@ async def health(request: Request) -> Health:
             "written": verifier.log.written,
             "failures": verifier.log.failures,
         },
+        "blacklist_gallery": verifier.gallery.status(),
     }
     sessions: sessionmaker[Session] = request.app.state.sessionmaker
     try:

@@ -111,7 +111,12 @@ class NotificationPage(BaseModel):
 
 
 class DeliveryOut(BaseModel):
-    id: int
+    id: int = Field(description="the attempt's number in this log (for paging with `before`)")
+    delivery_id: str | None = Field(
+        default=None,
+        description="the message this attempt carried: its `Webhook-Id` header; resend it with "
+        "POST /api/v1/units/{code}/webhook/deliveries/{delivery_id}/resend",
+    )
     cursor: int = Field(description="the last item's cursor in the batch this attempt carried")
     attempt: int = Field(description="1 for the first try of a batch, then 2, 3, … while it fails")
     at: dt.datetime
@@ -128,6 +133,7 @@ class DeliveryPage(BaseModel):
                     "items": [
                         {
                             "id": 8,
+                            "delivery_id": "6f1c2a9e-3b1d-4c8e-9a51-0d2b7e4f5a10",
                             "cursor": 1842,
                             "attempt": 2,
                             "at": "2026-11-27T08:00:03Z",
@@ -137,6 +143,7 @@ class DeliveryPage(BaseModel):
                         },
                         {
                             "id": 7,
+                            "delivery_id": "6f1c2a9e-3b1d-4c8e-9a51-0d2b7e4f5a10",
                             "cursor": 1842,
                             "attempt": 1,
                             "at": "2026-11-27T08:00:02Z",
@@ -359,7 +366,7 @@ async def notification_stream(
         Header(
             alias="Last-Event-ID",
             max_length=41,
-            description="sent by EventSource clients when they reconnect: resume after it "
+            description="send it when you reconnect: resume after it "
             "(`<cursor>` or `<cursor>.<case cursor>`)",
         ),
     ] = None,
@@ -380,10 +387,24 @@ async def notification_stream(
         data: {"cursor":1842,"check_id":"…","status":"reported_lost","event":"reported_lost","at":"…"}
 
     The `id` is the cursor. To resume after a disconnect, reconnect with the header
-    `Last-Event-ID: <the last id you processed>` (browsers' `EventSource` does this by itself) or
-    with `?after=<cursor>`; without either the stream starts from the beginning of your
-    subscriptions. The header wins over `after`, because a reconnecting `EventSource` re-sends
-    the original URL.
+    `Last-Event-ID: <the last id you processed>` or with `?after=<cursor>`; without either the
+    stream starts from the beginning of your subscriptions. The header wins over `after`, because
+    a reconnecting SSE client re-sends the original URL.
+
+    The stream needs your key in an `Authorization: Bearer` header, which a browser's
+    `EventSource` cannot send: use a client that sends headers (a server-side one: your key
+    never belongs in a browser), e.g. Python with httpx:
+
+        with httpx.stream("GET", f"{base}/api/v1/notifications/stream",
+                          params={"after": cursor}, headers={"Authorization": f"Bearer {key}"},
+                          timeout=httpx.Timeout(5.0, read=30.0)) as r:
+            for line in r.iter_lines():
+                if line.startswith("id: "):
+                    cursor = int(line[4:].partition(".")[0])
+                elif line.startswith("data: "):
+                    handle(json.loads(line[6:]))
+
+    or `curl -sN "$IDG/api/v1/notifications/stream?after=0" -H "Authorization: Bearer $KEY"`.
 
     Case notices (an accountability case about your unit opened or decided, your unit
     reinstated) are events of their own, `event: case`, with the data of the poll's `cases`
@@ -423,15 +444,21 @@ def deliveries(
         {"unit": "ICBC-BJ", "items": [{"cursor": 1842, "check_id": "…", "status": "reported_lost",
                                         "event": "reported_lost", "at": "…"}]}
 
-    Every POST carries `X-Idguard-Timestamp` (Unix seconds) and `X-Idguard-Signature:
-    sha256=<hex>`, the HMAC-SHA256 under your unit's `webhook_secret` (given at onboarding) of
-    the timestamp, a dot and the raw body bytes. Verify it before trusting the body:
+    Every POST carries `Webhook-Id` (the message's id: a retry or a resend of it carries the
+    same id and body, so you can deduplicate on it) and `Idguard-Signature: t=<unix seconds>,
+    v1=<hex>[,v1=<hex>]`: the HMAC-SHA256, under each secret in use, of the timestamp, a dot and
+    the raw body bytes — one `v1` normally, two while a rolled secret overlaps with the previous
+    one (POST /api/v1/units/{code}/webhook-secret). Accept the POST if any `v1` matches yours:
 
-        expected = "sha256=" + hmac.new(webhook_secret.encode(),
-                                        timestamp.encode() + b"." + raw_body,
-                                        hashlib.sha256).hexdigest()
-        ok = hmac.compare_digest(expected, request.headers["X-Idguard-Signature"])
-        fresh = abs(time.time() - int(timestamp)) < 300   # refuse replays
+        fields = [f.split("=", 1) for f in request.headers["Idguard-Signature"].split(",")]
+        t = dict(fields)["t"]
+        expected = hmac.new(webhook_secret.encode(), t.encode() + b"." + raw_body,
+                            hashlib.sha256).hexdigest()
+        ok = any(hmac.compare_digest(expected, v) for k, v in fields if k == "v1")
+        fresh = abs(time.time() - int(t)) < 300   # refuse replays
+
+    (The first scheme, `X-Idguard-Timestamp` and `X-Idguard-Signature: sha256=<hex>` under the
+    oldest secret in use, is still sent; docs/webhooks.md.)
 
     Answer any 2xx within 5 seconds to acknowledge the batch. Anything else (or no answer) is a
     failed attempt: the same notifications are sent again after 1 s, 2 s, 4 s … up to 5 minutes
@@ -443,6 +470,7 @@ def deliveries(
         items=[
             DeliveryOut(
                 id=d.id,
+                delivery_id=None if d.message_id is None else str(d.message_id),
                 cursor=d.cursor,
                 attempt=d.attempt,
                 at=d.at,

@@ -16,6 +16,7 @@ below, which also makes the OpenAPI document) answers exactly as it would withou
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
@@ -29,10 +30,11 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
-from idguard.api.errors import field_name
-from idguard.api.schemas import problem_responses
+from idguard.api.errors import PROBLEM, ApiError, field_name, problem_body
+from idguard.api.schemas import Problem, problem_responses
 from idguard.biometrics import fingerprints
 from idguard.core.errors import InvalidField
+from idguard.core.ratelimit import Admission
 from idguard.verification.routes.deps import CurrentUnit, current_unit, get_verifier
 from idguard.verification.runtime.checklog import LogFull
 from idguard.verification.runtime.keyring import UnitView
@@ -58,6 +60,17 @@ INDEX_AGE = "X-Index-Age"
 
 
 MAX_BATCH_FINGERPRINTS = 100  # each costs a template build and a database read (~15 ms)
+# A batch larger than the unit's rate per second borrows what its bucket lacks (core/ratelimit.py),
+# paid back at the rate before the unit's next check: at most this many seconds of it.
+BATCH_DEBT_SECONDS = 60
+
+
+def max_batch(verifier: Verifier, unit: UnitView) -> int:
+    """The most checks one batch may hold for this unit: its bucket (a second of this worker's
+    share of the rate) and BATCH_DEBT_SECONDS more of it borrowed. Never a refusal for a unit of
+    17 checks a second or more (a full batch is 1000)."""
+    share = unit.rate_limit / verifier.limiter.workers
+    return max(1, int(share * (1 + BATCH_DEBT_SECONDS)))
 
 
 def _item(body: VerifyIn) -> Item:
@@ -73,10 +86,12 @@ def _item(body: VerifyIn) -> Item:
     )
 
 
-def _admit(verifier: Verifier, unit: UnitView, n: int) -> None:
-    wait = verifier.limiter.take(unit.code, unit.rate_limit, n)
-    if wait:
-        raise HTTPException(
+def _admit(verifier: Verifier, unit: UnitView, n: int) -> Admission:
+    """Take `n` of the unit's tokens (core/ratelimit.py: a batch larger than the rate borrows);
+    429 with Retry-After and the RateLimit headers when the unit must wait."""
+    admission = verifier.limiter.admit(unit.code, unit.rate_limit, n)
+    if admission.wait:
+        raise ApiError(
             429,
             f"rate limit of {unit.rate_limit} checks per second exceeded"
             + (
@@ -85,12 +100,33 @@ def _admit(verifier: Verifier, unit: UnitView, n: int) -> None:
                 if unit.harvesting_suspected
                 else ""
             ),
-            headers={"Retry-After": verifier.limiter.retry_after_header(wait)},
+            code="rate_limited",
+            headers={
+                "Retry-After": verifier.limiter.retry_after_header(admission.wait),
+                **admission.headers(unit.rate_limit),
+            },
         )
+    return admission
 
 
-def _headers(verifier: Verifier) -> dict[str, str]:
-    return {INDEX_AGE: f"{verifier.follower.age:.3f}"}
+def _not_allowed(unit: UnitView, purpose: str) -> ApiError:
+    """403 naming the purpose and the ones the unit may use."""
+    allowed = ", ".join(sorted(unit.purposes)) or "none"
+    return ApiError(
+        403,
+        f"your unit may not check for purpose {purpose!r}; it may check for: {allowed}",
+        code="purpose_not_allowed",
+        param="purpose",
+    )
+
+
+def _headers(
+    verifier: Verifier, unit: UnitView | None = None, admission: Admission | None = None
+) -> dict[str, str]:
+    headers = {INDEX_AGE: f"{verifier.follower.age:.3f}"}
+    if unit is not None and admission is not None:
+        headers.update(admission.headers(unit.rate_limit))
+    return headers
 
 
 def _check_items(verifier: Verifier, unit: UnitView, items: list[Item]) -> tuple[list[str], int]:
@@ -108,8 +144,8 @@ class RecordedResponse(Response):
     batch's thousand validated items alive into the garbage collector's old generation, whose
     collections then took a tenth of the CPU under load."""
 
-    def __init__(self, content: bytes, verifier: Verifier, ticket: int) -> None:
-        super().__init__(content, media_type="application/json", headers=_headers(verifier))
+    def __init__(self, content: bytes, verifier: Verifier, ticket: int, headers: dict[str, str]) -> None:
+        super().__init__(content, media_type="application/json", headers=headers)
         self._log = verifier.log
         self._ticket = ticket
 
@@ -121,9 +157,9 @@ class RecordedResponse(Response):
         await super().__call__(scope, receive, send)
 
 
-def _json(text: str, verifier: Verifier, ticket: int) -> Response:
+def _json(text: str, verifier: Verifier, ticket: int, headers: dict[str, str]) -> Response:
     """A JSON answer already rendered (as JSONResponse would render it), sent once recorded."""
-    return RecordedResponse(text.encode(), verifier, ticket)
+    return RecordedResponse(text.encode(), verifier, ticket, headers)
 
 
 async def _check(verifier: Verifier, unit: UnitView, queries: list[Query]) -> list[dict[str, object]]:
@@ -160,21 +196,21 @@ async def verify(body: VerifyIn, request: Request, unit: CurrentUnit) -> Respons
     if body.fingerprint is None:  # the hot path: everything in memory, on the event loop
         return _verify_one(verifier, unit, _item(body))
     if body.purpose not in unit.purposes:
-        raise HTTPException(403, f"your unit may not check for purpose {body.purpose!r}")
-    _admit(verifier, unit, 1)  # before the template build: a unit over its rate costs no CPU
+        raise _not_allowed(unit, body.purpose)
+    admission = _admit(verifier, unit, 1)  # before the template build: a unit over its rate costs no CPU
     live = await run_in_threadpool(fingerprints.live_template, body.fingerprint)
     answers = await _check(verifier, unit, [Query(*_item(body), fingerprint=live)])
-    return JSONResponse(answers[0], headers=_headers(verifier))
+    return JSONResponse(answers[0], headers=_headers(verifier, unit, admission))
 
 
 def _verify_one(verifier: Verifier, unit: UnitView, item: Item) -> Response:
     """A single check without a fingerprint (the endpoint's and the lane's)."""
     purpose = item[4]
     if purpose not in unit.purposes:
-        raise HTTPException(403, f"your unit may not check for purpose {purpose!r}")
-    _admit(verifier, unit, 1)
+        raise _not_allowed(unit, purpose)
+    admission = _admit(verifier, unit, 1)
     answers, ticket = _check_items(verifier, unit, [item])
-    return _json(answers[0], verifier, ticket)
+    return _json(answers[0], verifier, ticket, _headers(verifier, unit, admission))
 
 
 async def _verify_lane(request: Request) -> Response | None:
@@ -200,7 +236,10 @@ def _item_error(
 async def verify_batch(body: VerifyBatchIn, request: Request, unit: CurrentUnit) -> Response:
     """Up to 1000 checks in one call; `results` keep the order of `items`. A malformed item, or
     one with a purpose your unit may not use, gets an `error` in its place without failing the
-    others. Rate limits count items."""
+    others. Rate limits count items: a batch of more items than your unit's rate per second is
+    admitted once your allowance is full and borrows the rest, which your next checks wait for
+    (paid back at your rate); a batch that would borrow more than a minute's worth is refused at
+    once with 422 `batch_exceeds_rate`, saying the most you may send."""
     raw = body.items
     results: list[dict[str, Any] | None] = [None] * len(raw)
     # A batch of good items is validated in one call. Otherwise VerifyIn judges and words each
@@ -271,15 +310,22 @@ async def _answer_batch(
         raise InvalidField(
             "items", f"at most {MAX_BATCH_FINGERPRINTS} items of a batch may carry a fingerprint"
         )
-    if items:
-        _admit(verifier, unit, len(items))
+    if len(items) > max_batch(verifier, unit):
+        raise ApiError(
+            422,
+            f"a batch of {len(items)} checks exceeds what your unit's rate of {unit.rate_limit} checks "
+            f"per second admits at once: send at most {max_batch(verifier, unit)} items per batch",
+            code="batch_exceeds_rate",
+            param="items",
+        )
+    admission = _admit(verifier, unit, len(items)) if items else None
     if samples:  # template builds and database reads: off the event loop, one check call as before
         queries = await run_in_threadpool(_queries_with_samples, positions, items, samples, results)
         if queries:
             answers = await _check(verifier, unit, [q for _, q in queries])
             for (i, _), answer in zip(queries, answers, strict=True):
                 results[i] = answer
-        return JSONResponse({"results": results}, headers=_headers(verifier))
+        return JSONResponse({"results": results}, headers=_headers(verifier, unit, admission))
     # The common case: answers rendered as JSON text by the verifier, errors encoded here.
     texts, ticket = _check_items(verifier, unit, items) if items else ([], 0)
     if len(texts) < len(results):
@@ -287,7 +333,9 @@ async def _answer_batch(
         for i, text in zip(positions, texts, strict=True):
             rendered[i] = text
         texts = rendered
-    return _json('{"results":[' + ",".join(texts) + "]}", verifier, ticket)
+    return _json(
+        '{"results":[' + ",".join(texts) + "]}", verifier, ticket, _headers(verifier, unit, admission)
+    )
 
 
 def _invalid(exc: ValidationError) -> dict[str, Any]:
@@ -322,6 +370,76 @@ def _queries_with_samples(
             continue
         out.append((i, Query(*item, fingerprint=live)))
     return out
+
+
+# --- the front door: a plain single check answered before the app's stack ---------------------
+
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+_JSON = b"application/json"
+
+
+async def front_door(
+    verifier: Verifier, now: dt.datetime, content_type: bytes, authorization: bytes, body: bytes
+) -> Answer | None:
+    """The answer to a plain single check, or None for FastAPI's route to answer the request.
+
+    ops/middleware.py calls this in front of every middleware and route, for `POST
+    /api/v1/verify` with nothing the request guard would refuse (api/guard.py). It answers only
+    what `_verify_lane` answers, exactly as it does (a JSON content type, a good key, a body the
+    lane validates, no fingerprint), and only when the check is admitted and allowed: a 401, 403,
+    422 or 429 is FastAPI's to word, after nothing here has changed anything (a refused
+    admission takes no token). The one answer of its own is the 503 of a check recorded in
+    memory whose journal write failed: that check cannot be asked again.
+    tests/functional/verification/test_verify_front_door.py holds it to FastAPI's answers."""
+    if content_type != _JSON and content_type.partition(b";")[0].strip().lower() != _JSON:
+        return None
+    if authorization[:7] != b"Bearer ":
+        return None
+    unit = verifier.keyring.authenticate(authorization[7:].decode("latin-1"), now)
+    if unit is None:
+        return None
+    try:
+        item = _LANE_ITEM.validate_json(body)
+    except ValidationError:
+        return None
+    if item.get("fingerprint") is not None or item["purpose"] not in unit.purposes:
+        return None
+    admission = verifier.limiter.admit(unit.code, unit.rate_limit, 1)
+    if admission.wait:
+        return None
+    try:
+        answers = verifier.check_items(unit, [as_item(item)])
+    except Exception:  # nothing recorded: FastAPI's route meets it again and answers it
+        return None
+    try:
+        await verifier.log.recorded(verifier.log.last_ticket())
+    except LogFull as exc:
+        return _unavailable(str(exc))
+    text = answers[0].encode()
+    limit = unit.rate_limit
+    return (
+        200,
+        [
+            (b"content-length", str(len(text)).encode()),
+            (b"content-type", _JSON),
+            (b"x-index-age", f"{verifier.follower.age:.3f}".encode()),
+            (b"ratelimit-limit", str(limit).encode()),
+            (b"ratelimit-remaining", str(admission.remaining).encode()),
+            (b"ratelimit-reset", str(admission.reset).encode()),
+        ],
+        text,
+    )
+
+
+def _unavailable(detail: str) -> Answer:
+    """The 503 the error handler renders for a check that could not be recorded."""
+    body = _render(problem_body(503, "Service unavailable", detail)).encode()
+    headers = [
+        (b"retry-after", b"5"),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-type", PROBLEM.encode()),
+    ]
+    return 503, headers, body
 
 
 # --- the fast lane -----------------------------------------------------------------------------
@@ -361,12 +479,64 @@ def _route_with(lane: Lane) -> type[APIRoute]:
     return LaneRoute
 
 
+def _example(status: int, title: str, detail: str, code: str) -> dict[str, Any]:
+    return {
+        "model": Problem,
+        "content": {
+            PROBLEM: {"example": problem_body(status, title, detail, code=code)},
+        },
+    }
+
+
+_429 = {
+    **_example(429, "Too many requests", "rate limit of 100 checks per second exceeded", "rate_limited"),
+    "description": "over the unit's rate: retry after `Retry-After` seconds (`RateLimit-Reset` too)",
+}
+_503 = {
+    **_example(
+        503,
+        "Service unavailable",
+        "the check could not be recorded (journal unavailable); retry later",
+        "unavailable",
+    ),
+    "description": "the check could not be recorded, so it was not answered: retry after "
+    "`Retry-After` seconds. (A fingerprint comparison the registry cannot make is not a 503: the "
+    "answer stands with `fingerprint_reason: comparison_unavailable`.)",
+}
+_403 = {
+    **_example(
+        403,
+        "Forbidden",
+        "your unit may not check for purpose 'hotel_checkin'; it may check for: account_opening",
+        "purpose_not_allowed",
+    ),
+    "description": "`purpose_not_allowed`: a purpose the unit was not onboarded with (`detail` lists its own)",
+}
+_RATE_HEADERS = {
+    "RateLimit-Limit": {"description": "the unit's checks per second", "schema": {"type": "integer"}},
+    "RateLimit-Remaining": {"description": "checks left now", "schema": {"type": "integer"}},
+    "RateLimit-Reset": {
+        "description": "seconds until the allowance is full again",
+        "schema": {"type": "integer"},
+    },
+    INDEX_AGE: {
+        "description": "seconds since the answering index was last current",
+        "schema": {"type": "string"},
+    },
+}
+
 router.add_api_route(
     "/verify",
     verify,
     methods=["POST"],
     response_model=VerifyOut,
-    responses={**problem_responses(401, 403, 422), 429: {"description": "rate limit; see Retry-After"}},
+    responses={
+        200: {"description": "the answer", "headers": _RATE_HEADERS},
+        **problem_responses(401, 422),
+        403: _403,
+        429: _429,
+        503: _503,
+    },
     route_class_override=_route_with(_verify_lane),
 )
 # The request guard's body limit for the batch (api/guard.py; every other path has its default).
@@ -376,6 +546,11 @@ router.add_api_route(
     verify_batch,
     methods=["POST"],
     response_model=VerifyBatchOut,
-    responses={**problem_responses(401, 422), 429: {"description": "rate limit; see Retry-After"}},
+    responses={
+        200: {"description": "one result per item", "headers": _RATE_HEADERS},
+        **problem_responses(401, 422),
+        429: _429,
+        503: _503,
+    },
     route_class_override=_route_with(_batch_lane),
 )

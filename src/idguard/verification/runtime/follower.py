@@ -27,6 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard.core.sealing import KeyRing as DataKeys
+from idguard.core.sealing import context_prefix
+from idguard.registry import sealed
 from idguard.registry.lifecycle import EventKind
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
 from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, CardIndex
@@ -39,7 +42,9 @@ POLL_INTERVAL = 0.02
 BATCH = 5000
 _FACTS = (
     Card.id_number,
-    Card.name,
+    Card.id,  # with the key id: the name is sealed at rest and opened here (registry/sealed.py)
+    Card.seal_key,
+    Card.name_sealed,
     Card.issued_on,
     Card.expires_on,
     Card.chip_serial,
@@ -56,8 +61,14 @@ _WITH_FLAGS = sa.outerjoin(Card, PersonFlags, PersonFlags.person_id == Card.pers
 ListingHook = Callable[[list[tuple[uuid.UUID, str, bool, Any]]], None]
 
 
-def _facts(rows: Iterable[Any]) -> Iterator[CardFacts]:
-    for number, name, issued_on, expires_on, chip, status, listed, until, required in rows:
+def _facts(rows: Iterable[Any], ring: DataKeys) -> Iterator[CardFacts]:
+    """Cards as the index keeps them. The name is opened in memory, only to be hashed by `pack`
+    as before, so every answer is what it was with clear names."""
+    openers: dict[str, Callable[[bytes, bytes], str]] = {}
+    prefix = context_prefix("cards", "name")  # sealing_context, inlined: this runs per card
+    for number, card_id, key_id, blob, issued_on, expires_on, chip, status, listed, until, required in rows:
+        open_name = openers.get(key_id) or openers.setdefault(key_id, ring.opener(key_id))
+        name = open_name(blob, prefix + card_id.bytes)
         flags = (BLACKLISTED if listed else 0) | (CHECK_REQUIRED if required else 0)
         yield CardFacts(number, name, issued_on, expires_on, chip, status, flags, until if listed else None)
 
@@ -96,7 +107,7 @@ class IndexFollower:
             result = session.execute(
                 sa.select(*_FACTS).select_from(_WITH_FLAGS).execution_options(yield_per=50_000)
             )
-            self.index.load(_facts(result))
+            self.index.load(_facts(result, sealed.ring_of(session)))
         self.seq = head
         self.poll()  # events committed while we were loading
         self.loaded_in = time.monotonic() - started
@@ -133,7 +144,8 @@ class IndexFollower:
                 if not rows:
                     break
                 listings = []
-                for row, card in zip(rows, _facts(row[3:] for row in rows), strict=True):
+                cards = _facts((row[3:] for row in rows), sealed.ring_of(session))
+                for row, card in zip(rows, cards, strict=True):
                     self.index.upsert(card)
                     event = row[1]
                     if event in _LISTING_EVENTS or (event.is_issue and card.flags & BLACKLISTED):

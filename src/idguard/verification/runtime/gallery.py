@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.biometrics.fingerprints import Biometrics, _context
-from idguard.biometrics.identification import Gallery
+from idguard.biometrics.identification import IDENTIFICATION_THRESHOLD, Gallery
 from idguard.biometrics.mcc import Template
 from idguard.biometrics.models import Fingerprint
 from idguard.registry.models import Card
@@ -43,15 +43,30 @@ class BlacklistGallery:
     def __init__(self, sessions: sessionmaker[Session], biometrics: Biometrics) -> None:
         self._sessions = sessions
         self._biometrics = biometrics
-        self.gallery = Gallery(threshold=biometrics.threshold)
+        # The 1:N threshold, not the 1:1 one: the candidates were chosen because they resemble the
+        # probe, so at the 1:1 threshold strangers were answered with someone (docs/fingerprints.md).
+        self.gallery = Gallery(threshold=max(biometrics.threshold, IDENTIFICATION_THRESHOLD))
         self._cards: dict[uuid.UUID, tuple[str, dt.date | None, tuple[int, ...]]] = {}
         self._changes: queue.SimpleQueue[list[tuple[uuid.UUID, str, bool, Any]] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.ready = threading.Event()
         self.loaded_in = 0.0
+        self._changed_at: float | None = None  # monotonic time of the last load or change applied
 
     def __len__(self) -> int:
         return len(self.gallery)
+
+    def status(self) -> dict[str, object]:
+        """For /health: fingers held, whether the load finished, how long it took, and seconds
+        since the gallery last took in a change (the load or a listing/lifting); no personal data."""
+        changed = self._changed_at
+        return {
+            "fingers": len(self.gallery),
+            "cards": len(self._cards),
+            "loaded": self.ready.is_set(),
+            "loaded_in_seconds": round(self.loaded_in, 3),
+            "age_seconds": None if changed is None else round(time.monotonic() - changed, 3),
+        }
 
     # --- following the ledger ------------------------------------------------------------------
 
@@ -95,6 +110,7 @@ class BlacklistGallery:
             for start in range(0, len(rows), LOAD_BATCH):
                 self._add(session, rows[start : start + LOAD_BATCH])
         self.loaded_in = time.monotonic() - started
+        self._changed_at = time.monotonic()
         self.ready.set()
         log.info("blacklist gallery ready: %d fingers in %.1f s", len(self.gallery), self.loaded_in)
 
@@ -106,6 +122,7 @@ class BlacklistGallery:
         if listed:
             with self._sessions() as session:
                 self._add(session, listed)
+        self._changed_at = time.monotonic()
 
     def _add(self, session: Session, cards: Sequence[Any]) -> None:
         by_card = {card_id: (number, until) for card_id, number, until in cards}
@@ -116,17 +133,33 @@ class BlacklistGallery:
             ).where(Fingerprint.card_id.in_(list(by_card)))
         ).all()
         fingers: dict[uuid.UUID, list[int]] = {card_id: [] for card_id in by_card}
+        opened: list[tuple[uuid.UUID, int, bytes]] = []
         for card_id, finger, key_id, blob in rows:
             try:
                 # Stored zlib-compressed (biometrics/fingerprints.py): added as stored, without
                 # building a Template object (the gallery needs only the cylinders' cells).
-                stored = vault.open(key_id, blob, context=_context(card_id, finger, "template"))
-                self.gallery.add_stored(f"{card_id}/{finger}", stored)
+                opened.append(
+                    (card_id, finger, vault.open(key_id, blob, context=_context(card_id, finger, "template")))
+                )
             except Exception as exc:  # an integrity fault: that finger cannot be searched
                 log.error(
                     "blacklist gallery: finger %d of card %s cannot be opened: %s", finger, card_id, exc
                 )
-                continue
+        try:  # the batch at once: one matrix product and one sorted run for all its cylinders
+            self.gallery.add_stored_many((f"{c}/{f}", stored) for c, f, stored in opened)
+            added = opened
+        except Exception:  # one malformed template: add the others one by one
+            added = []
+            for card_id, finger, stored in opened:
+                try:
+                    self.gallery.add_stored(f"{card_id}/{finger}", stored)
+                except Exception as exc:
+                    log.error(
+                        "blacklist gallery: finger %d of card %s cannot be indexed: %s", finger, card_id, exc
+                    )
+                    continue
+                added.append((card_id, finger, stored))
+        for card_id, finger, _ in added:
             fingers[card_id].append(finger)
         for card_id, (number, until) in by_card.items():
             # Fingers a previous listing of the card added and this one did not are dropped.

@@ -83,6 +83,24 @@ class KeyRing:
         with self._lock:
             self._keys, self._units, self.version = keys, units, version
 
+    # -- for verifier nodes without a database (scaleout/, issue 15): the relay ships the ring's
+    # state on the ledger stream, and each node installs it.
+
+    def state(self) -> tuple[list[tuple[str, str, str, dt.datetime | None]], list[UnitView]]:
+        """The live keys (prefix, digest, unit code, expiry) and the units, as last reloaded."""
+        with self._lock:
+            keys = [(p, k.digest, k.unit_code, k.expires_at) for p, k in self._keys.items()]
+            return keys, list(self._units.values())
+
+    def install(
+        self, keys: list[tuple[str, str, str, dt.datetime | None]], units: list[UnitView], version: int
+    ) -> None:
+        """Replace the ring's keys and units with `state()`'s of another process."""
+        ring = {prefix: _Key(digest, code, expires) for prefix, digest, code, expires in keys}
+        views = {u.code: u for u in units}
+        with self._lock:
+            self._keys, self._units, self.version = ring, views, version
+
     def authenticate(self, presented: str, now: dt.datetime) -> UnitView | None:
         """The active unit whose live key `presented` is; None otherwise (the hot path: inline)."""
         entry = self._keys.get(key_prefix(presented))

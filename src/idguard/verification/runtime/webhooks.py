@@ -1,8 +1,18 @@
 """Webhooks for watched cards: one WebhookDispatcher thread per worker process delivers, for
 every active unit with a `webhook_url`, the notifications (verification/notifications.py) beyond
-its `webhook_cursors.delivered_seq`, in batches, signed with the unit's secret
-(verification/units.webhook_secret), retrying with exponential backoff, and logs every attempt in
-`webhook_deliveries`. Delivery is at least once: a receiver deduplicates by the items' `cursor`.
+its `webhook_cursors.delivered_seq`, in batches, signed with the unit's secrets
+(verification/units.signing_secrets), retrying with exponential backoff, and logs every attempt in
+`webhook_deliveries`. Delivery is at least once: a receiver deduplicates by the items' `cursor`,
+or by the message's `Webhook-Id` (a retry or a resend is the same message: same id, same body).
+
+A unit (or a supervisor) can also send a test event and resend a message on demand
+(`send_now`): the POST is made at once, outside any transaction, and logged like any attempt.
+
+The unit's secrets are sealed at rest; the dispatcher keeps them opened per unit until the
+`units` registry version moves (a roll bumps it), so a delivery does not query and open them each
+time. Each cached secret keeps its end and is filtered by time at every use: none signs past its
+overlap's end. Messages and attempts older than `retention_days` (IDGUARD_WEBHOOK_RETENTION_DAYS) are
+purged by the dispatcher's own loop, once an hour (`purge`).
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ import random
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +38,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idguard import __version__, uow
 from idguard.core.clock import Clock
+from idguard.core.errors import NotFound, RuleViolation
 from idguard.registry.models import LedgerEvent
-from idguard.verification.models import Watch, WebhookCursor, WebhookDelivery
+from idguard.verification.models import Unit, Watch, WebhookCursor, WebhookDelivery, WebhookMessage
 from idguard.verification.notifications import RELEVANT, CaseFeed, NotificationHorizon, notifications_after
 from idguard.verification.runtime.keyring import KeyRing, UnitView
-from idguard.verification.units import webhook_secret
+from idguard.verification.units import SigningSecret, in_use, open_secrets
 
 log = logging.getLogger("idguard.notifications")
 
@@ -43,15 +55,52 @@ LEASE = dt.timedelta(seconds=60)
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
 MAX_RESPONSE_BYTES = 64 * 1024
+# Kept messages and logged attempts older than this are purged (docs/webhooks.md): long enough for
+# a unit to resend what it lost, short enough that the log does not grow without bound.
+DEFAULT_RETENTION_DAYS = 30
+PURGE_EVERY = dt.timedelta(hours=1)
+PURGE_BATCH = 1000
+# The attempt's error when no secret of the unit opens: it is never POSTed unsigned.
+NO_SECRET = "the unit's webhook secret does not open (IDGUARD_SECRET_KEY changed?): the unit must roll it"  # noqa: S105 - an error message
 
+# `Idguard-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>…]`: one v1 per secret in use, newest
+# first (two during a roll's overlap). The recipe is docs/webhooks.md's.
+SIGNATURES_HEADER = "Idguard-Signature"
+DELIVERY_ID_HEADER = "Webhook-Id"
+# The first scheme, kept for receivers written against it: one signature, under the oldest secret
+# still in use (the one such a receiver knows, until the overlap of a roll ends).
 TIMESTAMP_HEADER = "X-Idguard-Timestamp"
 SIGNATURE_HEADER = "X-Idguard-Signature"
+_CASES_NAMESPACE = uuid.UUID("5b0c8f0e-2f55-4c55-9a51-6a1f3cbf8f21")
+
+
+def hmac_hex(secret: str, timestamp: int, body: bytes) -> str:
+    """HMAC-SHA256 under `secret` over `"<timestamp>.<body>"`, in hex."""
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
-    """`X-Idguard-Signature`: HMAC-SHA256 under the unit's secret over `"<timestamp>.<body>"`."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"sha256={digest}"
+    """`X-Idguard-Signature` (the first scheme): `sha256=<hmac_hex>`."""
+    return f"sha256={hmac_hex(secret, timestamp, body)}"
+
+
+def signature_header(secrets: Sequence[str], timestamp: int, body: bytes) -> str:
+    """`Idguard-Signature`: the timestamp and one `v1` per secret, newest first."""
+    return ",".join([f"t={timestamp}", *(f"v1={hmac_hex(s, timestamp, body)}" for s in secrets)])
+
+
+def delivery_headers(
+    secrets: Sequence[str], message_id: uuid.UUID, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """The headers of one POST of a message (`secrets` newest first, at least one)."""
+    return {
+        "Content-Type": "application/json",
+        "User-Agent": f"idguard-webhook/{__version__}",
+        DELIVERY_ID_HEADER: str(message_id),
+        SIGNATURES_HEADER: signature_header(secrets, timestamp, body),
+        TIMESTAMP_HEADER: str(timestamp),
+        SIGNATURE_HEADER: sign(secrets[-1], timestamp, body),
+    }
 
 
 def backoff(failures: int) -> float:
@@ -74,6 +123,15 @@ class PostResult:
 
 
 Poster = Callable[[str, bytes, dict[str, str], float], PostResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What an on-demand POST (a test event, a resend) did."""
+
+    delivery_id: uuid.UUID
+    kind: str
+    result: PostResult
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -147,6 +205,11 @@ class WebhookDispatcher:
         self._thread: threading.Thread | None = None
         # Case notices (accountability installs it): POSTed as {"unit", "cases": [...]}.
         self.case_feed: CaseFeed | None = None
+        # {unit: (units version when opened, its live secrets)}; see `_signing_secrets`.
+        self._secrets: dict[str, tuple[int, tuple[SigningSecret, ...]]] = {}
+        # Set from IDGUARD_WEBHOOK_RETENTION_DAYS by the app (app.py).
+        self.retention_days = DEFAULT_RETENTION_DAYS
+        self._next_purge: dt.datetime | None = None
 
     def start(self) -> None:
         self._stop.clear()
@@ -163,6 +226,10 @@ class WebhookDispatcher:
         while not self._stop.wait(self._interval):
             try:
                 self._round(interruptible=True)
+                now = self._clock.now()
+                if self._next_purge is None or now >= self._next_purge:
+                    self.purge()
+                    self._next_purge = now + PURGE_EVERY
             except Exception as exc:  # the database may be down: try again next round
                 log.warning("webhook round failed (%s)", type(exc).__name__)
 
@@ -175,6 +242,8 @@ class WebhookDispatcher:
         with self._round_lock:
             horizon = self.horizon.seq()
             units = {u.code: u for u in self._keyring.units() if u.active and u.webhook_url}
+            for code in set(self._secrets) - set(units):  # lost its webhook, or was suspended
+                self._secrets.pop(code, None)
             if not units:
                 self._units = set()
                 return 0
@@ -203,32 +272,89 @@ class WebhookDispatcher:
         now = self._clock.now()
         with self._sessions() as session:
             due = feed.webhook_due(session, sorted(units), now)
-            batches = {
-                code: feed.notices_after(session, code, after, WEBHOOK_BATCH) for code, after in due.items()
-            }
         attempts = 0
-        for code, items in sorted(batches.items()):
+        for code, after in sorted(due.items()):
             url = units[code].webhook_url
-            if not items or url is None:
+            if url is None:
                 continue
-            body = json.dumps(
-                {"unit": code, "cases": [n.as_dict() for n in items]},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ).encode()
-            timestamp = int(now.timestamp())
-            headers = {
-                "Content-Type": "application/json",
-                "User-Agent": f"idguard-webhook/{__version__}",
-                TIMESTAMP_HEADER: str(timestamp),
-                SIGNATURE_HEADER: sign(webhook_secret(self._secret_key, code), timestamp, body),
-            }
-            result = self._post(url, body, headers, self._timeout)
+            with uow.transaction(self._sessions) as session:
+                # A failed batch is retried frozen, as the notifications are: the same message
+                # (id and body) until delivered, even if more notices arrived meanwhile.
+                message = session.scalars(
+                    sa.select(WebhookMessage)
+                    .where(
+                        WebhookMessage.unit_code == code,
+                        WebhookMessage.kind == "cases",
+                        WebhookMessage.delivered_at.is_(None),
+                        WebhookMessage.last_cursor > after,
+                    )
+                    .order_by(WebhookMessage.created_at, WebhookMessage.last_cursor)
+                    .limit(1)
+                ).first()
+                if message is None:
+                    items = feed.notices_after(session, code, after, WEBHOOK_BATCH)
+                    if not items:
+                        continue
+                    message = WebhookMessage(
+                        id=uuid.uuid5(_CASES_NAMESPACE, f"{code}/{after}/{items[-1].cursor}"),
+                        unit_code=code,
+                        kind="cases",
+                        last_cursor=items[-1].cursor,
+                        body=json.dumps(
+                            {"unit": code, "cases": [n.as_dict() for n in items]},
+                            separators=(",", ":"),
+                            ensure_ascii=False,
+                        ),
+                        created_at=now,
+                        delivered_at=None,
+                    )
+                    if session.get(WebhookMessage, message.id) is None:
+                        session.add(message)
+                attempt = 1 + int(
+                    session.scalar(sa.select(sa.func.count()).where(WebhookDelivery.message_id == message.id))
+                    or 0
+                )
+                secrets = self._signing_secrets(session, code, now)
+                message_id, upto, body = message.id, message.last_cursor or 0, message.body.encode()
+            result = self._send(url, secrets, message_id, now, body)
             attempts += 1
             finished = self._clock.now()
             with uow.transaction(self._sessions) as session:
-                feed.webhook_done(session, code, upto=items[-1].cursor, ok=result.ok, now=finished)
+                feed.webhook_done(session, code, upto=upto, ok=result.ok, now=finished)
+                self._log_attempt(session, code, message_id, upto, attempt, finished, result)
         return attempts
+
+    def _signing_secrets(
+        self, session: Session, code: str, now: dt.datetime, *, fresh: bool = False
+    ) -> list[str]:
+        """The unit's secrets signing at `now`, newest first (empty: none opens).
+
+        Opened from the database once per `units` version (the key ring's, which every worker
+        polls; a roll bumps it) and kept: the version is read before the rows, so a roll
+        committed meanwhile moves it past what is cached. Each secret keeps its end and `in_use`
+        filters by time at every call, so a cached secret never signs past its overlap's end; a
+        roll that shortens an overlap is seen within one poll, like a revoked API key. `fresh`
+        (an on-demand POST) reads the database whatever the cache holds."""
+        version = self._keyring.version
+        cached = self._secrets.get(code)
+        if not fresh and cached is not None and cached[0] == version >= 0:
+            return in_use(cached[1], now)
+        opened, unreadable = open_secrets(session, secret_key=self._secret_key, code=code, now=now)
+        if unreadable:
+            log.warning("unit %s: %d webhook secret(s) do not open; the unit must roll it", code, unreadable)
+        if version >= 0:
+            self._secrets[code] = (version, tuple(opened))
+        return in_use(opened, now)
+
+    def _send(
+        self, url: str, secrets: Sequence[str], message_id: uuid.UUID, now: dt.datetime, body: bytes
+    ) -> PostResult:
+        """POST one message signed with `secrets`; a unit whose secret does not open gets a
+        failed attempt instead (never an unsigned POST)."""
+        if not secrets:
+            return PostResult(None, NO_SECRET)
+        headers = delivery_headers(secrets, message_id, int(now.timestamp()), body)
+        return self._post(url, body, headers, self._timeout)
 
     def _candidates(self, units: dict[str, UnitView], horizon: int) -> set[str]:
         new_units = set(units) - self._units
@@ -272,7 +398,10 @@ class WebhookDispatcher:
         self._cursor_exists.add(code)
 
     def _deliver(self, code: str, url: str, horizon: int) -> tuple[bool, bool]:
-        """Try one batch for the unit; return (an attempt was made, nothing is left to do)."""
+        """Try one message for the unit; return (an attempt was made, nothing is left to do).
+
+        A failed message is retried as it was (same id, same body) until delivered; only then
+        does the next batch start after it."""
         self._ensure_cursor(code)
         now = self._clock.now()
         with uow.transaction(self._sessions) as session:
@@ -285,41 +414,47 @@ class WebhookDispatcher:
                 return False, False
             if cursor.next_attempt_at is not None and cursor.next_attempt_at > now:
                 return False, False  # backing off, or leased to another worker's POST
-            items, _ = notifications_after(session, code, cursor.delivered_seq, WEBHOOK_BATCH, upto=horizon)
-            if not items:
-                return False, True
+            message = None
+            if cursor.pending_message is not None:
+                message = session.get(WebhookMessage, cursor.pending_message)
+            more = True  # a retried message: whatever came after it is still to send
+            if message is None or message.delivered_at is not None:
+                items, _ = notifications_after(
+                    session, code, cursor.delivered_seq, WEBHOOK_BATCH, upto=horizon
+                )
+                if not items:
+                    cursor.pending_message = None
+                    return False, True
+                message = WebhookMessage(
+                    id=uuid.uuid4(),
+                    unit_code=code,
+                    kind="notifications",
+                    last_cursor=items[-1].cursor,
+                    body=json.dumps(
+                        {"unit": code, "items": [n.as_dict() for n in items]}, separators=(",", ":")
+                    ),
+                    created_at=now,
+                    delivered_at=None,
+                )
+                session.add(message)
+                cursor.pending_message = message.id
+                more = len(items) >= WEBHOOK_BATCH
             cursor.next_attempt_at = now + LEASE
             attempt = cursor.failures + 1
-        body = json.dumps(
-            {"unit": code, "items": [n.as_dict() for n in items]}, separators=(",", ":")
-        ).encode()
-        timestamp = int(now.timestamp())
-        headers = {
-            "Content-Type": "application/json",
-            "User-Agent": f"idguard-webhook/{__version__}",
-            TIMESTAMP_HEADER: str(timestamp),
-            SIGNATURE_HEADER: sign(webhook_secret(self._secret_key, code), timestamp, body),
-        }
-        result = self._post(url, body, headers, self._timeout)
+            secrets = self._signing_secrets(session, code, now)
+            message_id, last, body = message.id, message.last_cursor or 0, message.body.encode()
+        result = self._send(url, secrets, message_id, now, body)
         finished = self._clock.now()
         with uow.transaction(self._sessions) as session:
             cursor = session.scalars(
                 sa.select(WebhookCursor).where(WebhookCursor.unit_code == code).with_for_update()
             ).one()
-            session.add(
-                WebhookDelivery(
-                    unit_code=code,
-                    cursor=items[-1].cursor,
-                    attempt=attempt,
-                    at=finished,
-                    status_code=result.status_code,
-                    error=result.error,
-                    delivered=result.ok,
-                )
-            )
+            self._log_attempt(session, code, message_id, last, attempt, finished, result)
             if result.ok:
                 # max(): if our lease ran out and another worker delivered further, keep its cursor.
-                cursor.delivered_seq = max(cursor.delivered_seq, items[-1].cursor)
+                cursor.delivered_seq = max(cursor.delivered_seq, last)
+                if cursor.pending_message == message_id:
+                    cursor.pending_message = None
                 cursor.failures = 0
                 cursor.next_attempt_at = None
             else:
@@ -332,4 +467,134 @@ class WebhookDispatcher:
                 result.status_code or result.error,
                 attempt,
             )
-        return True, result.ok and len(items) < WEBHOOK_BATCH
+        return True, result.ok and not more
+
+    @staticmethod
+    def _log_attempt(
+        session: Session,
+        code: str,
+        message_id: uuid.UUID,
+        last: int,
+        attempt: int,
+        at: dt.datetime,
+        result: PostResult,
+    ) -> None:
+        session.add(
+            WebhookDelivery(
+                unit_code=code,
+                cursor=last,
+                attempt=attempt,
+                at=at,
+                status_code=result.status_code,
+                error=result.error,
+                delivered=result.ok,
+                message_id=message_id,
+            )
+        )
+        if result.ok:
+            message = session.get(WebhookMessage, message_id)
+            if message is not None and message.delivered_at is None:
+                message.delivered_at = at
+
+    # --- on demand ------------------------------------------------------------------------------
+
+    def send_now(self, code: str, *, resend: uuid.UUID | None = None) -> Sent:
+        """POST a test event (`resend=None`) or resend one of the unit's messages, at once, and
+        log the attempt. A resend carries the message's own body and id with a fresh timestamp
+        and signatures; if it is the batch the dispatcher is retrying and it succeeds, delivery
+        moves on from it at once (no waiting for the backoff). Raises NotFound for a message that
+        is not the unit's, RuleViolation when the unit has no webhook_url."""
+        now = self._clock.now()
+        with uow.transaction(self._sessions) as session:
+            unit = session.get(Unit, code)
+            if unit is None:
+                raise NotFound(f"no unit {code}")
+            if not unit.webhook_url:
+                raise RuleViolation(
+                    f"unit {code} has no webhook_url: set one first (PATCH /api/v1/units/{code})"
+                )
+            url = unit.webhook_url
+            if resend is None:
+                message = WebhookMessage(
+                    id=uuid.uuid4(),
+                    unit_code=code,
+                    kind="test",
+                    last_cursor=None,
+                    body=json.dumps(
+                        {"unit": code, "test": True, "items": [], "sent_at": _rfc3339(now)},
+                        separators=(",", ":"),
+                    ),
+                    created_at=now,
+                    delivered_at=None,
+                )
+                session.add(message)
+            else:
+                found = session.get(WebhookMessage, resend)
+                if found is None or found.unit_code != code:
+                    raise NotFound(f"no webhook delivery {resend} of unit {code}")
+                message = found
+            attempts = session.scalar(
+                sa.select(sa.func.count()).where(WebhookDelivery.message_id == message.id)
+            )
+            secrets = self._signing_secrets(session, code, now, fresh=True)
+            if not secrets:
+                raise RuleViolation(
+                    f"unit {code}'s webhook secret does not open (IDGUARD_SECRET_KEY changed?): "
+                    f"roll it (POST /api/v1/units/{code}/webhook-secret)"
+                )
+            message_id, kind, last = message.id, message.kind, message.last_cursor or 0
+            body = message.body.encode()
+        result = self._send(url, secrets, message_id, now, body)
+        finished = self._clock.now()
+        with uow.transaction(self._sessions) as session:
+            self._log_attempt(session, code, message_id, last, int(attempts or 0) + 1, finished, result)
+            if result.ok and kind == "notifications":
+                cursor = session.scalars(
+                    sa.select(WebhookCursor).where(WebhookCursor.unit_code == code).with_for_update()
+                ).one_or_none()
+                if cursor is not None and cursor.pending_message == message_id:
+                    cursor.delivered_seq = max(cursor.delivered_seq, last)
+                    cursor.pending_message = None
+                    cursor.failures = 0
+                    cursor.next_attempt_at = None
+        return Sent(message_id, kind, result)
+
+    # --- retention ------------------------------------------------------------------------------
+
+    def purge(self, now: dt.datetime | None = None) -> tuple[int, int]:
+        """Delete the logged attempts and the kept messages older than `retention_days`; return how
+        many of each. In batches of PURGE_BATCH, each its own transaction (no long lock; another
+        worker purging at the same time only finds less to do). A message still referenced by a
+        younger attempt (a recent resend) or being retried by its unit's cursor is kept: its
+        `Webhook-Id` must stay the same until it is delivered."""
+        horizon = (now or self._clock.now()) - dt.timedelta(days=self.retention_days)
+        attempts = self._purge_batches(
+            sa.select(WebhookDelivery.id).where(WebhookDelivery.at < horizon),
+            WebhookDelivery.id,
+        )
+        referenced = sa.exists().where(WebhookDelivery.message_id == WebhookMessage.id)
+        retrying = sa.select(WebhookCursor.pending_message).where(WebhookCursor.pending_message.is_not(None))
+        messages = self._purge_batches(
+            sa.select(WebhookMessage.id).where(
+                WebhookMessage.created_at < horizon, ~referenced, WebhookMessage.id.not_in(retrying)
+            ),
+            WebhookMessage.id,
+        )
+        if attempts or messages:
+            log.info("webhook retention: purged %d attempts and %d messages", attempts, messages)
+        return attempts, messages
+
+    def _purge_batches(self, select: sa.Select[Any], column: Any) -> int:
+        total = 0
+        while True:
+            with uow.transaction(self._sessions) as session:
+                ids = list(session.scalars(select.order_by(column).limit(PURGE_BATCH)))
+                if ids:
+                    session.execute(sa.delete(column.class_).where(column.in_(ids)))
+            total += len(ids)
+            if len(ids) < PURGE_BATCH:
+                return total
+
+
+def _rfc3339(at: dt.datetime) -> str:
+    return at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

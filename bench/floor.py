@@ -1,0 +1,264 @@
+"""Issue 14: a single check over HTTP against the bare ASGI floor, side by side in one run.
+
+The floor is the least any Python ASGI service can do per request: `_floor_app.app`, a bare
+callable that reads the body and answers a constant ~100-byte JSON, under uvicorn with httptools
+and uvloop, one worker, uvicorn's access log on. Against it, `idguard serve` (its default server,
+one worker, its own masked access log) answering `POST /api/v1/verify` for a PostgreSQL copy of
+the demo population. Both servers run at once and are loaded in turn (interleaved rounds, so a
+neighbour's burst hits both alike); both write their access log to a file.
+
+1. Closed-loop peak (wrk, `-t1 -c16`, 5 s a run): verify req/s / floor req/s, target >= 0.8.
+2. Open loop at 80 % of verify's measured peak (asyncio generator in its own process, latency
+   from the scheduled send time, so a stall is not hidden): p99 target <= 5 ms, the floor at the
+   same rate beside it.
+
+    .venv/bin/python -m bench.floor [--rounds 3] [--duration 5] [--serve-http auto]
+
+`--serve-http h11` serves idguard with uvicorn's pure-Python parser (as it was before issue 14);
+`--floor-only-h11` is not offered: the floor is what the issue defines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.harness import (
+    BENCH_DIR,
+    DATA_KEYS,
+    SECRET,
+    SIGNING_KEYS,
+    TEMPLATE_KEYS,
+    admin_engine,
+    free_port,
+    met,
+    note,
+    scratch_database,
+    table,
+    uptime,
+)
+from bench.verify.common import cached_demo, onboard_bench_unit, query_mix
+from bench.verify.loadgen import Load, pyload, wrk
+from idguard.core.clock import today_cst
+
+TARGET_RATIO = 0.8
+TARGET_P99_MS = 5.0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and all its threads so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def _process(cmd: list[str], env: dict[str, str], port: int, log: Path, ready: str) -> Iterator[int]:
+    """A server process in its own group, ready once `ready` answers on `port`; stopped after."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: S603 - our own argv, no shell
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(errors="replace")[-3000:]
+                raise RuntimeError(f"{cmd[:4]} not ready (exit {proc.returncode}):\n{tail}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as s:
+                s.sendall(f"GET {ready} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+                if s.recv(12).startswith(b"HTTP/1.1 200"):
+                    break
+            time.sleep(0.1)
+        yield proc.pid
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def floor_server(port: int, workdir: Path) -> contextlib.AbstractContextManager[int]:
+    cmd = [sys.executable, "-m", "uvicorn", "_floor_app:app", "--app-dir", str(BENCH_DIR)]
+    cmd += ["--http", "httptools", "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port)]
+    return _process(cmd, dict(os.environ), port, workdir / "floor.log", "/")
+
+
+def idguard_server(
+    url: str, port: int, workdir: Path, http: str, journal: str | None, src: str | None = None
+) -> contextlib.AbstractContextManager[int]:
+    env = {
+        **os.environ,
+        "IDGUARD_DATABASE_URL": url,
+        "IDGUARD_SECRET_KEY": SECRET,
+        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
+        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
+        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
+        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
+        "IDGUARD_DATA_KEYS": DATA_KEYS,
+        "IDGUARD_ENV": "production",
+        "IDGUARD_CHECKLOG_DIR": journal or str(workdir / "checklog"),
+    }
+    if src is not None:  # another source tree (e.g. the code before issue 14), `src` directory
+        env["PYTHONPATH"] = src
+    cmd = [sys.executable, "-c", "from idguard.cli.main import app; app()", "serve", "--port", str(port)]
+    if http != "auto":
+        cmd += ["--http", http]
+    return _process(cmd, env, port, workdir / "idguard.log", "/api/v1/health")
+
+
+def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
+    key = onboard_bench_unit(url, f"BENCH-FLOOR-{os.getpid()}")
+    probes = query_mix(url, 4000, today_cst(dt.datetime.now(dt.UTC)), seed=17)
+    # Many tellers, as a bank's branches have (one operator with thousands of numbers a minute is
+    # throttled as harvesting: verification/harvesting.py).
+    bodies = [
+        json.dumps({**p.body(), "operator": f"bench-teller-{i % 500}"}, ensure_ascii=False)
+        for i, p in enumerate(probes)
+    ]
+    d, conns = args.duration, args.connections
+    floor_port, idguard_port = free_port(), free_port()
+    targets = (("floor", floor_port, "/"), ("verify", idguard_port, "/api/v1/verify"))
+    with (
+        floor_server(floor_port, workdir) as floor_pid,
+        idguard_server(
+            url, idguard_port, workdir, args.serve_http, args.journal_dir, args.serve_src
+        ) as idguard_pid,
+    ):
+        pids = {"floor": floor_pid, "verify": idguard_pid}
+        for _, port, path in targets:  # warm up: imports, caches, connections
+            wrk(port, path, bodies, key, connections=conns, seconds=2, workdir=workdir)
+        peaks: dict[str, list[Load]] = {"floor": [], "verify": []}
+        cpu_us: dict[str, list[float]] = {"floor": [], "verify": []}  # server CPU per request
+        for _ in range(args.rounds):
+            for name, port, path in targets:
+                before = cpu_seconds(pids[name])
+                load = wrk(port, path, bodies, key, connections=conns, seconds=d, workdir=workdir)
+                cpu_us[name].append((cpu_seconds(pids[name]) - before) / max(1, load.requests) * 1e6)
+                peaks[name].append(load)
+        verify_peak = statistics.median(r.rate for r in peaks["verify"])
+        rate = 0.8 * verify_peak
+        open_runs = [
+            (name, pyload(port, path, bodies, key, connections=conns, seconds=d, rate=rate, workdir=workdir))
+            for name, port, path in targets
+        ]
+    floor_rate = statistics.median(r.rate for r in peaks["floor"])
+    rows: list[tuple[object, ...]] = []
+    for i in range(args.rounds):
+        f, v = peaks["floor"][i], peaks["verify"][i]
+        fc, vc = cpu_us["floor"][i], cpu_us["verify"][i]
+        rows.append(
+            (
+                f"round {i + 1}",
+                f.rate,
+                v.rate,
+                v.rate / f.rate,
+                fc,
+                vc,
+                fc / vc,
+                f.p99_ms,
+                v.p99_ms,
+                f.bad + v.bad,
+            )
+        )
+    table(
+        f"1 - closed-loop peak (wrk -t1 -c{conns}, {d:g} s a run; floor: uvicorn+httptools+uvloop, access "
+        f"log on; idguard serve --http {args.serve_http}, one worker)",
+        (
+            "run",
+            "floor req/s",
+            "verify req/s",
+            "verify / floor",
+            "floor CPU us/req",
+            "verify CPU us/req",
+            "floor / verify CPU",
+            "floor p99 ms",
+            "verify p99 ms",
+            "bad",
+        ),
+        rows,
+    )
+    ratio = verify_peak / floor_rate
+    cpu_ratio = statistics.median(cpu_us["floor"]) / statistics.median(cpu_us["verify"])
+    note(
+        f"medians: verify {verify_peak:,.0f} / floor {floor_rate:,.0f} req/s = {ratio:.2f}; "
+        f"target >= {TARGET_RATIO}: {met(ratio >= TARGET_RATIO)}"
+    )
+    note(
+        f"server CPU per request (all threads; what a loaded machine distorts least): floor "
+        f"{statistics.median(cpu_us['floor']):.0f} us, verify {statistics.median(cpu_us['verify']):.0f} us: "
+        f"ratio {cpu_ratio:.2f}"
+    )
+    table(
+        f"2 - open loop at 80 % of verify's peak ({rate:,.0f}/s offered, {conns} connections, {d:g} s)",
+        ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "max ms", "bad"),
+        [(name, r.offered, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.bad) for name, r in open_runs],
+    )
+    p99 = open_runs[1][1].p99_ms
+    note(
+        f"verify p99 at 80 % of its peak: {p99:.2f} ms; target <= {TARGET_P99_MS:g} ms: {met(p99 <= TARGET_P99_MS)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.floor",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--citizens", type=int, default=20_000, help="demo population (cached database)")
+    parser.add_argument(
+        "--template", default=None, help="copy this existing database instead of the cached demo"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per load run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--serve-http", default="auto", help="`idguard serve --http` (auto: its default; h11: as before)"
+    )
+    parser.add_argument(
+        "--serve-src", default=None, help="serve idguard from this `src` directory (e.g. the code before)"
+    )
+    parser.add_argument(
+        "--journal-dir",
+        default=None,
+        help="the check log's journal (default: on this disk, in the run's directory; /dev/shm/... "
+        "leaves out the disk's sync latency, to see the CPU's share alone)",
+    )
+    args = parser.parse_args()
+    print(f"bench/floor - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores")
+    print(f"  {uptime()}")
+    admin = admin_engine(args.postgres_url)
+    template = args.template or f"idguard_bench_{args.citizens}"
+    if args.template is None:
+        cached_demo(admin, args.postgres_url, template, args.citizens)
+    with (
+        tempfile.TemporaryDirectory(prefix="idguard-floor-") as tmp,
+        scratch_database(
+            admin, args.postgres_url, f"idguard_bench_floor_{os.getpid()}", template=template
+        ) as url,
+    ):
+        run(args, url, Path(tmp))
+    admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,425 @@
+"""Scale-out on NATS JetStream (issue 15): verifier nodes as real processes, side by side in one run.
+
+No database: the bench plays the relay. It writes a snapshot of a synthetic registry to the
+object store, publishes the units' keys, beats on {P}.head, and publishes card events itself, so
+what is measured is the nodes and JetStream (the relay's database read is the follower's, measured
+in bench/verify). Every part prints its baseline beside it; this machine's two cores are shared.
+
+1. batch   Batch checks/s on one node with every check durable in JetStream (acknowledged before
+           the answer) vs the same node with the check stream disabled (the ceiling), rounds
+           interleaved. Target: >= 200,000 checks/s, and >= 0.8 of the ceiling.
+2. propagation  3 nodes; a card event (a loss report) published, then `wait_for_nodes` until all
+           3 have applied it: p50/p99 from the publish's acknowledgement to applied on all
+           (target p99 <= 10 ms), and the report's latency with the wait vs without it.
+3. index   Bytes per card of the compact index at --cards (default 10,000,000) synthetic cards,
+           and a node's cold start from a snapshot of that size (process start to healthy with
+           every card; target <= 5 s), beside the in-process restore alone.
+4. kill    A node under batch load killed with kill -9: the checks acknowledged to clients vs
+           those in the stream (target: 0 acknowledged checks missing).
+5. check   In-process check cost: CompactIndex.check vs CardIndex.check on the same 1,000,000
+           cards and queries.
+
+    .venv/bin/python bench/scaleout.py [--parts batch,propagation,index,kill,check]
+        [--cards 10000000] [--seconds 5] [--rounds 3] [--nats nats://127.0.0.1:4222]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import numpy as np
+
+from idguard.config import Environment, Settings
+from idguard.registry.lifecycle import CardStatus
+from idguard.scaleout import propagation, streams
+from idguard.scaleout.compact import CompactIndex, Hasher, number_key, spread
+from idguard.scaleout.relay import index_key
+from idguard.verification.index import CardFacts, CardIndex, pack
+from idguard.verification.rules import new_api_key
+from idguard.verification.runtime.keyring import UnitView
+
+SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside the benches
+TODAY = dt.date(2026, 11, 28)
+LOW = (1 << 45) - 1
+
+
+def uptime() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[0]
+
+
+def settings_for(nats: str) -> Settings:
+    return Settings(
+        env=Environment.TEST, secret_key=SECRET, nats_url=nats, nats_prefix=f"bench{secrets.token_hex(4)}"
+    )
+
+
+def population(n: int) -> list[CardFacts]:
+    rng = random.Random(15)
+    cards = []
+    for i in range(n):
+        number = f"{11010519800000000 + i * 13:017d}"
+        status = CardStatus.VALID if rng.random() < 0.9 else CardStatus.REPORTED_LOST
+        cards.append(
+            CardFacts(number + "0", f"姓名{i}", dt.date(2016, 6, 15), dt.date(2036, 6, 15), f"C{i}", status)
+        )
+    return cards
+
+
+class Deployment:
+    """The bench as the relay: streams, snapshot, units, beats, card events; node processes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.names = streams.names(settings)
+        self.key, prefix, digest = new_api_key()
+        self.keys: streams.Keys = [(prefix, digest, "BENCH", None)]
+        self.units = [
+            UnitView("BENCH", "bench bank", frozenset({"account_opening"}), 1_000_000_000, True, None)
+        ]
+        self.seq = 0
+        self.nodes: list[subprocess.Popen[bytes]] = []
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+        self.nc: Any = self.run(streams.connect(settings, name="idguard-bench"))
+        self.js = self.nc.jetstream()
+        self.run(streams.ensure_streams(self.js, self.names))
+        self._beating = True
+        asyncio.run_coroutine_threadsafe(self._beat(), self.loop)
+
+    def run(self, coro: Any, timeout: float = 600) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _beat(self) -> None:
+        while self._beating:
+            await self.nc.publish(self.names.core("head"), json.dumps({"seq": self.seq}).encode())
+            await asyncio.sleep(0.1)
+
+    def snapshot(self, index: CompactIndex) -> int:
+        extra = {"stream_seq": 0, "units": json.loads(streams.encode_units(1, self.keys, self.units))}
+        blob = index.dump(self.seq, extra)
+
+        async def put() -> None:
+            store = await self.js.object_store(self.names.snapshots)
+            await store.put(streams.INDEX_OBJECT, blob, meta=streams.snapshot_meta())
+
+        self.run(put())
+        return len(blob)
+
+    def publish_card(self, card: CardFacts, hasher: Hasher) -> float:
+        """Publish one card event; returns when JetStream acknowledged it (monotonic)."""
+        self.seq += 1
+        low = pack(card) & LOW
+        data = streams.encode_card(
+            self.seq, card.id_number, low, hasher.name(card.name), hasher.chip(card.chip_serial), None
+        )
+        self.run(self.js.publish(self.names.card_subject, data, headers={"Nats-Msg-Id": f"c{self.seq}"}))
+        return time.monotonic()
+
+    def start_node(self, port: int, *, stream: bool = True) -> str:
+        env = {
+            **os.environ,
+            "IDGUARD_NATS_URL": self.settings.nats_url or "",
+            "IDGUARD_NATS_PREFIX": self.settings.nats_prefix,
+            "IDGUARD_SECRET_KEY": SECRET,
+            "IDGUARD_ENV": "test",
+            "IDGUARD_DATABASE_URL": "postgresql://nobody@127.0.0.1:9/nothing",
+        }
+        if not stream:
+            env["IDGUARD_BENCH_NODE_NO_CHECK_STREAM"] = "1"
+        idguard = Path(sys.executable).parent / "idguard"
+        self.nodes.append(
+            subprocess.Popen([str(idguard), "verifier", "--port", str(port)], env=env)  # noqa: S603
+        )
+        return f"http://127.0.0.1:{port}"
+
+    def close(self) -> None:
+        self._beating = False
+        for p in self.nodes:
+            if p.poll() is None:
+                p.terminate()
+                p.wait(10)
+        self.run(streams.delete_all(self.js, self.names))
+        self.run(self.nc.close())
+
+
+def wait_healthy(url: str, cards: int, timeout: float = 120) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            h = httpx.get(url + "/api/v1/health", timeout=1).json()
+            if h["status"] == "ok" and h["index"]["cards"] >= cards:
+                return time.monotonic() - started
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"node {url} not healthy after {timeout} s")
+
+
+def batch_body(cards: list[CardFacts], n: int = 1000) -> bytes:
+    rng = random.Random(7)
+    items = []
+    for card in rng.sample(cards, n):
+        items.append(
+            {
+                "id_number": card.id_number,
+                "name": card.name if rng.random() < 0.97 else "别人",
+                "issued_on": card.issued_on.isoformat(),
+                "expires_on": card.expires_on.isoformat() if card.expires_on else None,
+                "purpose": "account_opening",
+                "operator": "teller-1",
+            }
+        )
+    return json.dumps({"items": items}).encode()
+
+
+async def _load(
+    url: str, key: str, body: bytes, seconds: float, clients: int, ids: list[str] | None
+) -> tuple[int, int]:
+    """Post the batch from `clients` connections for `seconds`: (checks answered 200, errors)."""
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    done = errors = 0
+    per_request = len(json.loads(body)["items"])
+    end = time.monotonic() + seconds
+
+    async def client() -> None:
+        nonlocal done, errors
+        async with httpx.AsyncClient(timeout=10) as c:
+            while time.monotonic() < end:
+                try:
+                    r = await c.post(url + "/api/v1/verify/batch", content=body, headers=headers)
+                except httpx.HTTPError:
+                    errors += 1
+                    await asyncio.sleep(0.05)
+                    continue
+                if r.status_code == 200:
+                    if ids is None:  # the client's own JSON parsing would cost more than the node
+                        done += per_request
+                        continue
+                    results = r.json()["results"]
+                    done += len(results)
+                    ids.extend(x["check_id"] for x in results)
+                else:
+                    errors += 1
+
+    await asyncio.gather(*(client() for _ in range(clients)))
+    return done, errors
+
+
+def part_batch(args: argparse.Namespace) -> None:
+    print(f"\n== 1. batch checks/s on one node, durable check stream vs disabled (load {uptime()})")
+    d = Deployment(settings_for(args.nats))
+    try:
+        cards = population(200_000)
+        index = CompactIndex(index_key(d.settings))
+        index.load(cards)
+        d.snapshot(index)
+        durable = d.start_node(8301)
+        ceiling = d.start_node(8302, stream=False)
+        for url in (durable, ceiling):
+            wait_healthy(url, len(cards))
+        body = batch_body(cards)
+        rates: dict[str, list[float]] = {"durable": [], "disabled": []}
+        for _ in range(args.rounds):
+            for name, url in (("durable", durable), ("disabled", ceiling)):
+                started = time.monotonic()
+                done, errors = asyncio.run(_load(url, d.key, body, args.seconds, 4, None))
+                rates[name].append(done / (time.monotonic() - started))
+                print(f"   {name:9s} {rates[name][-1]:>10,.0f} checks/s  (errors {errors})")
+        dur, cap = statistics.median(rates["durable"]), statistics.median(rates["disabled"])
+        print(f"   median: durable {dur:,.0f} checks/s, disabled {cap:,.0f} checks/s, ratio {dur / cap:.2f}")
+    finally:
+        d.close()
+
+
+def part_propagation(args: argparse.Namespace) -> None:
+    print(f"\n== 2. propagation to 3 nodes: publish ack -> applied on all (load {uptime()})")
+    d = Deployment(settings_for(args.nats))
+    try:
+        cards = population(10_000)
+        index = CompactIndex(index_key(d.settings))
+        index.load(cards)
+        d.snapshot(index)
+        urls = [d.start_node(port) for port in (8311, 8312, 8313)]
+        for url in urls:
+            wait_healthy(url, len(cards))
+        hasher = Hasher(index_key(d.settings))
+        without, with_wait, spread_ms, confirmed = [], [], [], []
+        propagation.watch_for(d.settings)  # the writer's listener, opened once per process
+        for i in range(args.reports):
+            card = cards[i]
+            lost = CardFacts(
+                card.id_number,
+                card.name,
+                card.issued_on,
+                card.expires_on,
+                card.chip_serial,
+                CardStatus.REPORTED_LOST,
+            )
+            t0 = time.monotonic()
+            acked = d.publish_card(lost, hasher)
+            without.append((acked - t0) * 1000)
+            answer = propagation.wait_for_nodes(d.settings, d.seq, 0.25)
+            done = time.monotonic()
+            with_wait.append((done - t0) * 1000)
+            spread_ms.append((done - acked) * 1000)
+            confirmed.append(answer["confirmed"] == 3 and answer["nodes"] == 3)
+            time.sleep(0.01)
+
+        def p(xs: list[float], q: float) -> float:
+            return float(np.percentile(xs, q))
+
+        print(f"   reports: {len(spread_ms)}, all 3 confirmed in {sum(confirmed)}")
+        print(f"   ack -> applied on all 3: p50 {p(spread_ms, 50):.2f} ms, p99 {p(spread_ms, 99):.2f} ms")
+        print(f"   report latency without the wait: p50 {p(without, 50):.2f} ms, p99 {p(without, 99):.2f} ms")
+        print(
+            f"   report latency with the wait:    p50 {p(with_wait, 50):.2f} ms, p99 {p(with_wait, 99):.2f} ms"
+        )
+    finally:
+        d.close()
+
+
+def synthetic_index(key: bytes, n: int) -> CompactIndex:
+    rng = np.random.default_rng(10)
+    keys = rng.choice(10**17, size=n, replace=False).astype(np.uint64) * np.uint64(11)
+    h = np.sort(keys * np.uint64(0x9E3779B97F4A7C15))  # spread(), vectorised (wraps mod 2**64)
+    low = rng.integers(0, 1 << 45, n, dtype=np.uint64) & ~np.uint64(7)
+    name = rng.integers(0, 2**63, n, dtype=np.uint64)
+    chip = rng.integers(0, 2**32, n, dtype=np.uint32)
+    return CompactIndex.from_arrays(key, h, low, name, chip)
+
+
+def part_index(args: argparse.Namespace) -> None:
+    n = args.cards
+    print(f"\n== 3. compact index: bytes per card at {n:,} cards, cold start from snapshot (load {uptime()})")
+    d = Deployment(settings_for(args.nats))
+    try:
+        key = index_key(d.settings)
+        started = time.monotonic()
+        index = synthetic_index(key, n)
+        print(
+            f"   built in {time.monotonic() - started:.1f} s; arrays {index.nbytes() / n:.1f} bytes/card (limit 32)"
+        )
+        size = d.snapshot(index)
+        print(f"   snapshot {size / 1e6:,.0f} MB in the object store")
+        blob = index.dump(0, {"stream_seq": 0, "units": json.loads(streams.encode_units(1, d.keys, d.units))})
+        started = time.monotonic()
+        CompactIndex.restore(key, blob)
+        print(f"   in-process restore of the blob alone: {time.monotonic() - started:.3f} s")
+        del blob, index
+        url = d.start_node(8321)
+        cold = wait_healthy(url, n, timeout=300)
+        print(f"   node process: start to healthy with {n:,} cards: {cold:.2f} s (target <= 5 s)")
+        h = httpx.get(url + "/api/v1/health").json()
+        print(f"   node says: loaded_in {h['index']['loaded_in_seconds']} s")
+        rss = Path(f"/proc/{d.nodes[-1].pid}/status").read_text().split("VmRSS:")[1].split("\n")[0].strip()
+        print(f"   node resident memory: {rss}")
+    finally:
+        d.close()
+
+
+async def _stream_check_ids(d: Deployment) -> set[str]:
+    sub = await d.js.pull_subscribe(
+        d.names.checks_subject, durable=f"{d.names.prefix}_count", stream=d.names.checks_stream
+    )
+    found: set[str] = set()
+    while True:
+        try:
+            msgs = await sub.fetch(500, timeout=1)
+        except Exception:  # drained
+            return found
+        for m in msgs:
+            for line in m.data.decode().split("\n"):
+                if line and not line.startswith("W\t"):
+                    found.add(line.split("\t", 1)[0])
+            await m.ack()
+
+
+def part_kill(args: argparse.Namespace) -> None:
+    print(f"\n== 4. kill -9 of a node under batch load: acknowledged checks vs the stream (load {uptime()})")
+    d = Deployment(settings_for(args.nats))
+    try:
+        cards = population(50_000)
+        index = CompactIndex(index_key(d.settings))
+        index.load(cards)
+        d.snapshot(index)
+        url = d.start_node(8331)
+        wait_healthy(url, len(cards))
+        body = batch_body(cards)
+        acked: list[str] = []
+        node = d.nodes[-1]
+        threading.Timer(args.seconds / 2, lambda: node.send_signal(signal.SIGKILL)).start()
+        _done, _errors = asyncio.run(_load(url, d.key, body, args.seconds, 4, acked))
+        node.wait(10)
+        in_stream = d.run(_stream_check_ids(d))
+        missing = len(set(acked) - in_stream)
+        print(
+            f"   acknowledged {len(acked):,} checks before the kill; in the stream {len(in_stream):,}; "
+            f"acknowledged but missing: {missing}"
+        )
+    finally:
+        d.close()
+
+
+def part_check(args: argparse.Namespace) -> None:
+    print(f"\n== 5. in-process check cost, same 1,000,000 cards and queries (load {uptime()})")
+    cards = population(1_000_000)
+    reference = CardIndex()
+    reference.load(cards)
+    compact = CompactIndex(b"bench-key" * 4)
+    compact.load(cards)
+    rng = random.Random(3)
+    queries = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
+    queries += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
+    for _ in range(2):
+        for name, index in (("CardIndex", reference), ("CompactIndex", compact)):
+            check = index.check
+            started = time.perf_counter()
+            for number, nm, issued, expires in queries:
+                check(number, nm, issued, expires, TODAY, None)
+            us = (time.perf_counter() - started) / len(queries) * 1e6
+            print(f"   {name:13s} {us:.2f} us/check")
+    assert number_key(cards[0].id_number) is not None
+    assert spread(1) != 1
+
+
+PARTS = {
+    "batch": part_batch,
+    "propagation": part_propagation,
+    "index": part_index,
+    "kill": part_kill,
+    "check": part_check,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--parts", default=",".join(PARTS))
+    parser.add_argument("--cards", type=int, default=10_000_000)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--reports", type=int, default=300)
+    parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))
+    args = parser.parse_args()
+    for part in args.parts.split(","):
+        PARTS[part](args)
+
+
+if __name__ == "__main__":
+    main()

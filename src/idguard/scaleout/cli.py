@@ -1,0 +1,91 @@
+"""`idguard relay`, `idguard verifier`, `idguard checklog-sink` (scale-out on NATS, issue 15)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable
+from typing import Annotated
+
+import typer
+from sqlalchemy.orm import Session
+
+from idguard.config import Settings
+
+SuspensionNotes = Callable[[Session], dict[str, str]]
+
+
+def _until_signalled(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) -> None:
+    @app.command()
+    def relay(
+        snapshot_seconds: Annotated[
+            float, typer.Option(help="write a snapshot of the index this often")
+        ] = 300.0,
+    ) -> None:
+        """Publish the ledger, the units' keys and states, and index snapshots to NATS JetStream
+        (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX). One per deployment."""
+        from idguard.db.engine import make_engine, make_sessionmaker
+        from idguard.scaleout.relay import Relay
+
+        settings = Settings()
+        engine = make_engine(settings)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            _until_signalled(stop)
+            await Relay(
+                settings,
+                make_sessionmaker(engine),
+                snapshot_seconds=snapshot_seconds,
+                suspension_notes=suspension_notes,
+            ).run(stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            engine.dispose()
+
+    @app.command()
+    def verifier(
+        host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="port to listen on")] = 8100,
+    ) -> None:
+        """Serve POST /api/v1/verify, /verify/batch and /health from the ledger stream, with no
+        database connection (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX, IDGUARD_SECRET_KEY)."""
+        import uvicorn
+
+        uvicorn.run(
+            "idguard.scaleout.node:create_node_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+
+    @app.command("checklog-sink")
+    def checklog_sink() -> None:
+        """Write the check stream into the database's check log (COPY, idempotent)."""
+        from idguard.db.engine import make_engine
+        from idguard.scaleout.sink import Sink
+
+        settings = Settings()
+        engine = make_engine(settings)
+
+        async def main() -> None:
+            stop = asyncio.Event()
+            _until_signalled(stop)
+            await Sink(settings, engine).run(stop)
+
+        try:
+            asyncio.run(main())
+        finally:
+            engine.dispose()

@@ -1,0 +1,482 @@
+"""`idguard verifier`: a verifier node, answering checks with no database connection.
+
+The node serves the same routes as an API server's verification (verification/routes/verify.py,
+mounted as they are) from the same Verifier code; only its runtime is fed from NATS instead of
+the database:
+
+* the index is a CompactIndex (scaleout/compact.py), restored from the relay's latest snapshot
+  ({P}_snapshots/index) and then kept current by following {P}_LEDGER after the snapshot's
+  position (an ordered consumer: ephemeral, so any number of nodes come and go);
+* the key ring (units' keys, states and suspension notes) is installed from the snapshot and
+  from every {P}.ledger.units message;
+* the check log is StreamCheckLog: each request's checks, formatted into the check log's row lines
+  exactly as an API server formats them, are published to {P}_CHECKS (file storage) and the answer
+  leaves only once JetStream has acknowledged them (one message, one acknowledgement per request:
+  a batch of 1000 checks is one; concurrent single checks are pipelined on the event loop). A
+  check JetStream did not take is answered 503, never acknowledged to the unit. `idguard
+  checklog-sink` writes the stream into the database (scaleout/sink.py).
+
+Freshness and read-your-write: the relay beats on {P}.head with the seq it has published; a node
+announces the seq it has applied on {P}.applied (on every change, and every ANNOUNCE_SECONDS as
+its heartbeat). A writer waiting for its change (scaleout/propagation.py) also says so on
+{P}.required. A node is *stale* when it has heard no beat for CUT_OFF_SECONDS (cut off from NATS
+or the relay), or when it has been behind a seq it knows of (head or required) for longer than
+BOUND_SECONDS; a stale node answers verify requests 503 with Retry-After, so it never answers
+`valid` for a card whose loss report a writer has acknowledged. `X-Index-Age` and /health say how
+old the index may be.
+
+What a node does not do: fingerprint comparisons (they read sealed templates from the database:
+`fingerprint_reason` is `comparison_unavailable`), watches' notifications and webhooks, incidents
+from checks (they stay with the API servers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError, ObjectNotFoundError
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from idguard.api import errors
+from idguard.api.guard import RequestGuard
+from idguard.config import Settings
+from idguard.core.clock import Clock, SystemClock
+from idguard.core.ratelimit import RateLimiter
+from idguard.scaleout import streams
+from idguard.scaleout.compact import CompactIndex
+from idguard.scaleout.relay import index_key
+from idguard.verification.index import Result
+from idguard.verification.routes import verify
+from idguard.verification.runtime.checklog import (
+    _ESCAPES_POSTGRES,
+    CheckEntry,
+    CheckLog,
+    IdHasher,
+    NotJournaled,
+    Signal,
+    WatchSeal,
+    watch_line,
+)
+from idguard.verification.runtime.follower import IndexFollower
+from idguard.verification.runtime.keyring import KeyRing
+from idguard.verification.verifier import FingerprintReason, Query, Verifier
+
+log = logging.getLogger("idguard.node")
+
+BOUND_SECONDS = 0.25  # behind a known seq for longer than this: stale
+CUT_OFF_SECONDS = 1.0  # no beat from the relay for this long: stale
+ANNOUNCE_SECONDS = 0.2  # the node's heartbeat on {P}.applied
+PUBLISH_TIMEOUT = 2.0  # a check message JetStream has not acknowledged by then is answered 503
+
+
+class NodeFollower(IndexFollower):
+    """The follower's interface (seq, age, loaded_in) for an index fed by the ledger stream; the
+    runtime applies the messages (on the event loop, as the requests run: no locking needed)."""
+
+    def __init__(self, index: CompactIndex, keyring: KeyRing) -> None:  # no database: no super()
+        self.index = index
+        self.keyring = keyring
+        self.seq = 0
+        self.stream_seq = 0
+        self.last_ok = 0.0
+        self.loaded_in = 0.0
+        self.on_listing = []
+        self._changed = threading.Condition()
+        self.head = 0  # the relay's last beat: the seq it has published
+        self.last_beat = 0.0
+        self.required = 0  # the highest seq a writer waits for
+        self.behind_since: float | None = None
+        self.applied_events = 0
+
+    def load(self) -> None:  # the runtime restores the snapshot
+        return
+
+    def start(self) -> None:
+        return
+
+    def stop(self) -> None:
+        return
+
+    def poll(self) -> int:
+        return 0
+
+    def known(self) -> int:
+        return max(self.head, self.required)
+
+    def observe(self, now: float) -> None:
+        """Re-judge whether the node is behind what it knows was published."""
+        if self.seq >= self.known():
+            self.behind_since = None
+            self.last_ok = now
+        elif self.behind_since is None:
+            self.behind_since = now
+
+    def stale(self, now: float) -> str | None:
+        """Why this node must not answer (None: it may)."""
+        if now - self.last_beat > CUT_OFF_SECONDS:
+            return "this verifier node has lost contact with the ledger stream"
+        if self.behind_since is not None and now - self.behind_since > BOUND_SECONDS:
+            return "this verifier node is catching up with the ledger"
+        return None
+
+
+class StreamCheckLog(CheckLog):
+    """The check log of a node: each request's checks as one message on {P}_CHECKS, awaited
+    (JetStream's acknowledgement) before the answer leaves. Row lines as CheckLog formats them
+    for PostgreSQL's COPY; a watched check's id number sealed as in the journal (the salt in the
+    message's header)."""
+
+    def __init__(self, secret_key: str, subject: str) -> None:  # no database: no super()
+        self._id_hash = IdHasher(secret_key)
+        self._escapes = _ESCAPES_POSTGRES
+        self._salt = os.urandom(16)
+        self._seal = WatchSeal(secret_key, self._salt)
+        self._subject = subject
+        self._pending: dict[int, tuple[bytes, str]] = {}
+        self._ticket = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self.js: JetStreamContext | None = None
+        self.written = 0  # checks JetStream acknowledged
+        self.failures = 0
+        self.replayed = 0
+        self.journal_failures = 0
+        self.on_written = None
+        self.on_durable = None
+        self._appended = 0
+        # For the bench's side-by-side only (bench/scaleout.py: the ceiling without durability):
+        # answers leave without their checks being published. Never in production.
+        self.disabled = os.environ.get("IDGUARD_BENCH_NODE_NO_CHECK_STREAM") == "1"
+
+    @property
+    def pending(self) -> int:
+        return self._appended - self.written
+
+    def append(self, entries: Sequence[CheckEntry], signals: list[Signal] | None = None) -> int:
+        plain, watched, watches = self._format(entries)
+        payload = "".join(plain) + "".join(watched) + "".join(watch_line(w, self._seal) for w in watches)
+        with self._lock:
+            self._ticket = ticket = self._ticket + 1
+            self._pending[ticket] = (
+                payload.encode("utf-8", "surrogatepass"),
+                entries[0][0] if entries else "",
+            )
+            self._appended += len(entries)
+        self._local.ticket = ticket
+        return ticket
+
+    async def recorded(self, ticket: int) -> None:
+        with self._lock:
+            item = self._pending.pop(ticket, None)
+        if item is None:
+            return
+        payload, first_id = item
+        n = payload.count(b"\n")
+        if self.disabled:
+            self.written += n
+            return
+        js = self.js
+        if js is None:
+            raise NotJournaled("the check stream is not connected; retry later")
+        try:
+            await js.publish(
+                self._subject,
+                payload,
+                timeout=PUBLISH_TIMEOUT,
+                headers={"Nats-Msg-Id": first_id, "Idg-Salt": self._salt.hex()},
+            )
+        except Exception as exc:
+            self.failures += 1
+            log.warning("check stream publish failed (%s): %d checks answered 503", type(exc).__name__, n)
+            raise NotJournaled(
+                "the check could not be recorded (check stream unavailable); retry later"
+            ) from None
+        self.written += n
+
+    def start(self) -> None:
+        return
+
+    def stop(self) -> None:
+        return
+
+
+class NodeVerifier(Verifier):
+    """The Verifier with a node's runtime: nothing here reads a database."""
+
+    def __init__(self, settings: Settings, *, clock: Clock) -> None:  # no database: no super()
+        self.index = self.compact = CompactIndex(index_key(settings))
+        self.keyring = KeyRing()
+        self.follower = self.node_follower = NodeFollower(self.compact, self.keyring)
+        self.limiter = RateLimiter(1)
+        self.log = self.stream_log = StreamCheckLog(
+            settings.check_hash_key, streams.names(settings).checks_subject
+        )
+        self.clock = clock
+        self.on_signals = []
+        self.on_harvesting = []
+        self.on_start = []
+        self.on_stop = []
+
+    def start(self) -> None:
+        return
+
+    def stop(self) -> None:
+        return
+
+    def _person_card(self, q: Query, result: Result) -> tuple[bool | None, str | None]:
+        if result is not Result.VALID:
+            return None, FingerprintReason.CARD_NOT_VALID
+        return None, FingerprintReason.UNAVAILABLE  # the templates are in the registry database
+
+
+class NodeRuntime:
+    """The node's NATS side: snapshot, ledger stream, beats, announcements, the check stream."""
+
+    def __init__(self, settings: Settings, verifier: NodeVerifier) -> None:
+        self.settings = settings
+        self.names = streams.names(settings)
+        self.verifier = verifier
+        self.follower = verifier.node_follower
+        self.index = verifier.compact
+        self.id = f"{os.uname().nodename}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.nc: Client | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._announce_due = False
+        self._announcing: set[asyncio.Future[None]] = set()
+        self.snapshot_seq = 0
+        self._js: JetStreamContext | None = None
+        self._ledger_sub: Any = None
+
+    async def start(self) -> None:
+        started = time.monotonic()
+        nc = self.nc = await streams.connect(
+            self.settings, name=f"idguard-verifier-{self.id}", reconnected_cb=self._on_reconnected
+        )
+        js = nc.jetstream()
+        await streams.ensure_streams(js, self.names)
+        await self._restore(js)
+        follower = self.follower
+        follower.last_beat = time.monotonic()  # counted from start: the relay may beat soon
+        await nc.subscribe(self.names.core("head"), cb=self._on_head)
+        await nc.subscribe(self.names.core("required"), cb=self._on_required)
+        self._js = js
+        await self._follow()
+        self.verifier.stream_log.js = js
+        self._tasks.append(asyncio.create_task(self._heartbeat()))
+        follower.loaded_in = time.monotonic() - started
+        log.info(
+            "verifier node %s ready: %d cards from snapshot seq %d in %.2f s",
+            self.id,
+            len(follower.index),
+            self.snapshot_seq,
+            follower.loaded_in,
+        )
+
+    async def _follow(self) -> None:
+        """Follow the ledger stream after what the index holds (again after a reconnection: the
+        server may have restarted and lost the ephemeral consumer)."""
+        if self._ledger_sub is not None:
+            with contextlib.suppress(Exception):
+                await self._ledger_sub.unsubscribe()
+        assert self._js is not None  # noqa: S101 - set by start()
+        self._ledger_sub = await self._js.subscribe(
+            f"{self.names.prefix}.ledger.>",
+            stream=self.names.ledger_stream,
+            cb=self._on_ledger,
+            ordered_consumer=True,
+            idle_heartbeat=1.0,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            config=ConsumerConfig(opt_start_seq=self.follower.stream_seq + 1),
+        )
+
+    async def _on_reconnected(self) -> None:
+        log.info(
+            "reconnected to NATS: following the ledger stream after position %d", self.follower.stream_seq
+        )
+        try:
+            await self._follow()
+        except Exception:
+            log.exception("could not follow the ledger stream again; the node stays stale")
+
+    async def _restore(self, js: JetStreamContext) -> None:
+        follower = self.follower
+        try:
+            store = await js.object_store(self.names.snapshots)
+            # Into a buffer: without one the client appends chunk to bytes (quadratic: minutes
+            # for a snapshot of 10 million cards instead of seconds).
+            buffer = io.BytesIO()
+            await store.get(streams.INDEX_OBJECT, writeinto=buffer)
+        except (NotFoundError, ObjectNotFoundError):
+            log.info("no snapshot yet: following the ledger stream from its start")
+            return
+        blob = buffer.getvalue()
+        index, header = await asyncio.to_thread(CompactIndex.restore, index_key(self.settings), blob)
+        verifier = self.verifier
+        verifier.index = verifier.compact = follower.index = self.index = index
+        version, keys, units = streams.decode_units(header["units"])
+        verifier.keyring.install(keys, units, version)
+        follower.seq = self.snapshot_seq = int(header["seq"])
+        follower.stream_seq = int(header["stream_seq"])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self.nc is not None:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+
+    # -- messages -------------------------------------------------------------------------------
+
+    async def _on_ledger(self, msg: Msg) -> None:
+        follower = self.follower
+        if msg.subject == self.names.card_subject:
+            seq, number, low, name, chip, until = streams.decode_card(msg.data)
+            self.index.upsert_packed(number, low, name, chip, until)
+            follower.seq = max(follower.seq, seq)
+            follower.applied_events += 1
+        elif msg.subject == self.names.units_subject:
+            version, keys, units = streams.decode_units(msg.data)
+            self.verifier.keyring.install(keys, units, version)
+        if msg.metadata.sequence is not None:
+            follower.stream_seq = max(follower.stream_seq, msg.metadata.sequence.stream)
+        follower.observe(time.monotonic())
+        if not self._announce_due:  # one announcement per burst of messages
+            self._announce_due = True
+            asyncio.get_running_loop().call_soon(self._announce_soon)
+
+    def _announce_soon(self) -> None:
+        self._announce_due = False
+        task = asyncio.ensure_future(self._announce())
+        self._announcing.add(task)  # held until done (the loop keeps only a weak reference)
+        task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self) -> None:
+        if self.nc is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.nc.publish(self.names.core("applied"), f"{self.id} {self.follower.seq}".encode())
+
+    async def _on_head(self, msg: Msg) -> None:
+        follower = self.follower
+        beat = json.loads(msg.data)
+        follower.head = max(follower.head, int(beat["seq"]))
+        follower.last_beat = time.monotonic()
+        follower.observe(follower.last_beat)
+
+    async def _on_required(self, msg: Msg) -> None:
+        follower = self.follower
+        follower.required = max(follower.required, int(msg.data))
+        follower.observe(time.monotonic())
+        await self._announce()  # the writer hears this node at once, applied or not
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await self._announce()
+            await asyncio.sleep(ANNOUNCE_SECONDS)
+
+
+class StaleGuard:
+    """Verify requests to a stale node are answered 503 with Retry-After (before anything else)."""
+
+    def __init__(self, app: ASGIApp, follower: NodeFollower) -> None:
+        self.app = app
+        self.follower = follower
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/v1/verify"):
+            why = self.follower.stale(time.monotonic())
+            if why is not None:
+                response = errors.problem(
+                    503,
+                    "Service unavailable",
+                    why + "; retry, or use another verifier node",
+                    headers={"Retry-After": "1", verify.INDEX_AGE: f"{self.follower.age:.3f}"},
+                    code="unavailable",
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+health_router = APIRouter(prefix="/api/v1", tags=["health"])
+
+
+@health_router.get("/health")
+async def node_health(request: Request) -> dict[str, Any]:
+    """A node's health, no auth: `ok` while it may answer, `stale` (and why) while it answers
+    503; the index's seq, the relay's head, how many events behind, and its age in seconds."""
+    runtime: NodeRuntime = request.app.state.runtime
+    follower = runtime.follower
+    now = time.monotonic()
+    why = follower.stale(now)
+    nc = runtime.nc
+    return {
+        "status": "ok" if why is None else "stale",
+        "detail": why,
+        "node": runtime.id,
+        "nats": "connected" if nc is not None and nc.is_connected else "disconnected",
+        "index": {
+            "cards": len(follower.index),
+            "seq": follower.seq,
+            "head": follower.head,
+            "lag_events": max(0, follower.known() - follower.seq),
+            "age_seconds": round(follower.age, 3),
+            "loaded_in_seconds": round(follower.loaded_in, 3),
+            "snapshot_seq": runtime.snapshot_seq,
+        },
+        "check_stream": {
+            "acknowledged": runtime.verifier.stream_log.written,
+            "failures": runtime.verifier.stream_log.failures,
+        },
+    }
+
+
+def create_node_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """The app of a verifier node: the verify routes and a health of its own, no database."""
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    verifier = NodeVerifier(settings, clock=clock)
+    runtime = NodeRuntime(settings, verifier)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="idguard verifier node",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+    )
+    app.state.settings = settings
+    app.state.clock = clock
+    app.state.verifier = verifier
+    app.state.runtime = runtime
+    errors.install(app)
+    app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)
+    app.add_middleware(StaleGuard, follower=runtime.follower)
+    app.include_router(health_router)
+    app.include_router(verify.router)
+    return app

@@ -1,0 +1,258 @@
+"""`idguard relay`: the ledger, the units' keys and states, and snapshots of the index, onto NATS.
+
+One relay per deployment reads the database as a worker's follower does (runtime/follower.py:
+the ledger after the last seq, each event's card re-read with its holder's flags; the `units`
+registry version) and publishes, in sequence order:
+
+* each ledger event as one message on {P}.ledger.card, message id `c<seq>`;
+* the units' keys, states and suspension notes, whenever the `units` version moves, on
+  {P}.ledger.units, message id `u<version>`.
+
+Exactly once: JetStream drops a message id it has stored within the duplicate window (two
+minutes), so a publish retried after a lost acknowledgement is stored once; and on start the relay
+resumes after the last `c<seq>` the stream holds (not from a local file that could lag), so a
+restart neither skips nor repeats an event. Events are published in order and the next round
+starts only once every message of the round is acknowledged.
+
+It wakes every POLL_SECONDS, or at once on {P}.nudge (a writer's commit), and beats on {P}.head
+every BEAT_SECONDS with the seq it has published: nodes measure their lag against it, and a node
+that hears no beat knows it is cut off (scaleout/node.py).
+
+Snapshots: the relay keeps its own compact index, changed only by what it publishes (after an
+initial load from the database), and every `snapshot_seconds` writes it with the units' state and
+the stream position it reflects to the object store ({P}_snapshots/index). A node starts from the
+latest snapshot and follows the stream after that position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
+from sqlalchemy.orm import Session, sessionmaker
+
+from idguard.config import Settings
+from idguard.registry import sealed
+from idguard.registry.models import Card, LedgerEvent, LedgerHead
+from idguard.scaleout import streams
+from idguard.scaleout.compact import CompactIndex, Hasher
+from idguard.verification.index import BLACKLISTED, CardFacts, pack
+from idguard.verification.models import RegistryVersion
+from idguard.verification.runtime.follower import _FACTS, _WITH_FLAGS, _facts
+from idguard.verification.runtime.keyring import KeyRing
+
+log = logging.getLogger("idguard.relay")
+
+POLL_SECONDS = 0.005
+BEAT_SECONDS = 0.1
+BATCH = 5000
+_LOW = (1 << 45) - 1
+
+
+def index_key(settings: Settings) -> bytes:
+    """The key of the index's name and chip hashes, shared by the relay and every node."""
+    return settings.derived_key("scaleout-index")
+
+
+class Relay:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        *,
+        snapshot_seconds: float = 300.0,
+        suspension_notes: Callable[[Session], dict[str, str]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.names = streams.names(settings)
+        self._sessions = sessions
+        self._key = index_key(settings)
+        self._hasher = Hasher(self._key)
+        self.index = CompactIndex(self._key)
+        self.keyring = KeyRing()
+        self.keyring.suspension_notes = suspension_notes
+        self.snapshot_seconds = snapshot_seconds
+        self.seq = 0  # the last ledger seq in the stream
+        self.stream_seq = 0  # that message's position in the stream
+        self.units_version = -1  # the last units version in the stream
+        self.published = 0  # messages published by this process
+        self.snapshots = 0
+        self._last_snapshot = 0.0
+        self._nudge = asyncio.Event()
+
+    # -- the database side (run in a thread) ------------------------------------------------------
+
+    def _load(self) -> None:
+        with self._sessions() as session:
+            version = session.scalar(
+                sa.select(RegistryVersion.version).where(RegistryVersion.name == "units")
+            )
+            self.keyring.reload(session, version or 0)
+            result = session.execute(
+                sa.select(*_FACTS).select_from(_WITH_FLAGS).execution_options(yield_per=50_000)
+            )
+            self.index.load(_facts(result, sealed.ring_of(session)))
+
+    def _read(self, after: int) -> tuple[list[tuple[int, CardFacts]], int | None, int | None]:
+        """Events after `after` (at most BATCH) with their cards, the units version, the head."""
+        with self._sessions() as session:
+            head, version = session.execute(
+                sa.select(
+                    sa.select(LedgerHead.seq).where(LedgerHead.id == 1).scalar_subquery(),
+                    sa.select(RegistryVersion.version)
+                    .where(RegistryVersion.name == "units")
+                    .scalar_subquery(),
+                )
+            ).one()
+            if version is not None and version != self.keyring.version:
+                self.keyring.reload(session, version)
+            if head is None or head <= after:
+                return [], version, head
+            rows = session.execute(
+                sa.select(LedgerEvent.seq, *_FACTS)
+                .select_from(_WITH_FLAGS)
+                .join(LedgerEvent, LedgerEvent.card_id == Card.id)
+                .where(LedgerEvent.seq > after)
+                .order_by(LedgerEvent.seq)
+                .limit(BATCH)
+            ).all()
+            cards = _facts((r[1:] for r in rows), sealed.ring_of(session))  # names opened to be hashed
+            events = list(zip((r[0] for r in rows), cards, strict=True))
+        return events, version, head
+
+    # -- the stream side ------------------------------------------------------------------------
+
+    async def resume(self, js: JetStreamContext) -> None:
+        """Where the stream is: the last card event's seq and position, the last units version."""
+        n = self.names
+        try:
+            last = await js.get_last_msg(n.ledger_stream, n.card_subject)
+        except NotFoundError:
+            pass
+        else:
+            self.seq = streams.decode_card(last.data or b"")[0]
+            self.stream_seq = last.seq or 0
+        try:
+            units = await js.get_last_msg(n.ledger_stream, n.units_subject)
+        except NotFoundError:
+            pass
+        else:
+            self.units_version = streams.decode_units(units.data or b"")[0]
+            self.stream_seq = max(self.stream_seq, units.seq or 0)
+
+    async def step(self, js: JetStreamContext) -> int:
+        """Publish what the database has after the stream's last event; the number published."""
+        events, version, _head = await asyncio.to_thread(self._read, self.seq)
+        published = 0
+        if version is not None and version != self.units_version:
+            keys, units = self.keyring.state()
+            ack = await js.publish(
+                self.names.units_subject,
+                streams.encode_units(version, keys, units),
+                headers={"Nats-Msg-Id": f"u{version}"},
+            )
+            self.units_version = version
+            self.stream_seq = max(self.stream_seq, ack.seq)
+            published += 1
+        if events:
+            futures = []
+            packed = []
+            for seq, card in events:
+                low = pack(card) & _LOW
+                name = self._hasher.name(card.name)
+                chip = self._hasher.chip(card.chip_serial)
+                until = card.blacklisted_until if card.flags & BLACKLISTED else None
+                packed.append((card.id_number, low, name, chip, until))
+                futures.append(
+                    await js.publish_async(
+                        self.names.card_subject,
+                        streams.encode_card(seq, card.id_number, low, name, chip, until),
+                        headers={"Nats-Msg-Id": f"c{seq}"},
+                    )
+                )
+            acks = await asyncio.gather(*futures)
+            for args in packed:
+                self.index.upsert_packed(*args)
+            self.seq = events[-1][0]
+            self.stream_seq = max(self.stream_seq, max(a.seq for a in acks))
+            published += len(events)
+        self.published += published
+        return published
+
+    async def snapshot(self, js: JetStreamContext) -> int:
+        """Write the index, the units' state and the stream position to the object store."""
+        keys, units = self.keyring.state()
+        extra: dict[str, Any] = {
+            "stream_seq": self.stream_seq,
+            "units": json.loads(streams.encode_units(self.units_version, keys, units)),
+            "written_at": time.time(),
+        }
+        blob = await asyncio.to_thread(self.index.dump, self.seq, extra)
+        store = await js.object_store(self.names.snapshots)
+        await store.put(streams.INDEX_OBJECT, blob, meta=streams.snapshot_meta())
+        self.snapshots += 1
+        self._last_snapshot = time.monotonic()
+        log.info("snapshot at seq %d: %d cards, %d bytes", self.seq, len(self.index), len(blob))
+        return len(blob)
+
+    async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+        nc = await streams.connect(self.settings, name="idguard-relay")
+        js = nc.jetstream()
+        try:
+            await streams.ensure_streams(js, self.names)
+            await self.resume(js)
+            await asyncio.to_thread(self._load)
+            await nc.subscribe(self.names.core("nudge"), cb=self._on_nudge)
+            beat = asyncio.create_task(self._beat(nc, stop))
+            log.info("relay resuming after ledger seq %d (stream position %d)", self.seq, self.stream_seq)
+            first = True
+            while not stop.is_set():
+                try:
+                    n = await self.step(js)
+                except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
+                    log.warning("ledger read failed (%s); retrying", type(exc).__name__)
+                    n = 0
+                    await asyncio.sleep(0.5)
+                except Exception as exc:  # NATS down or slow: the round is published again (same ids)
+                    log.warning("publishing failed (%s); retrying", type(exc).__name__)
+                    n = 0
+                    await asyncio.sleep(0.2)
+                if n:
+                    await self._publish_beat(nc)
+                    continue  # more may wait
+                if first or time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
+                    try:
+                        await self.snapshot(js)
+                        first = False
+                    except Exception as exc:  # NATS down: the next idle round tries again
+                        log.warning("snapshot failed (%s)", type(exc).__name__)
+                if ready is not None:
+                    ready.set()
+                self._nudge.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._nudge.wait(), POLL_SECONDS)
+            beat.cancel()
+        finally:
+            await nc.close()
+
+    async def _on_nudge(self, _msg: Any) -> None:
+        self._nudge.set()
+
+    async def _publish_beat(self, nc: Any) -> None:
+        with contextlib.suppress(Exception):  # disconnected: the nodes notice the silence
+            await nc.publish(
+                self.names.core("head"), json.dumps({"seq": self.seq, "stream_seq": self.stream_seq}).encode()
+            )
+
+    async def _beat(self, nc: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await self._publish_beat(nc)
+            await asyncio.sleep(BEAT_SECONDS)

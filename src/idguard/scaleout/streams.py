@@ -1,0 +1,206 @@
+"""Names on the NATS server, the connection, and what the ledger stream's messages hold.
+
+Every name starts with IDGUARD_NATS_PREFIX, so that deployments (and test runs) sharing a server
+never touch each other's streams, subjects, consumers or buckets:
+
+    {P}_LEDGER      stream (file), subjects {P}.ledger.card (one message per ledger event, its
+                    message id `c<seq>`) and {P}.ledger.units (the units' keys, states and
+                    suspensions, message id `u<version>`), in ledger order, written by the relay
+    {P}_CHECKS      stream (file), subject {P}.checks: every check a node answered, as the check
+                    log's row lines (one message per request); read by the sink, durable
+                    consumer {P}_sink
+    {P}_snapshots   object store: `index`, the relay's latest snapshot of the compact index
+    {P}.head        core subject: the relay's heartbeat, the ledger seq it has published
+    {P}.applied     core subject: each node's applied ledger seq (on change and as a heartbeat)
+    {P}.required    core subject: a writer waiting for a seq (read-your-write)
+    {P}.nudge       core subject: a writer's commit, so the relay reads the ledger at once
+
+A card event carries no name and no chip serial: only the keyed hashes the compact index keeps
+(scaleout/compact.py), the packed status, flags and dates, and the id number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, ObjectMeta, ObjectMetaOptions, StorageType, StreamConfig
+from nats.js.errors import NotFoundError
+
+from idguard.config import Settings
+from idguard.verification.runtime.keyring import UnitView
+
+DUPLICATE_WINDOW_SECONDS = 120.0  # JetStream drops a message id seen within this window
+INDEX_OBJECT = "index"
+# A snapshot's chunks: near the server's default max payload (1 MiB), not the client's 128 KiB
+# default, so a node fetches a 300 MB snapshot in ~320 messages instead of ~2,400.
+SNAPSHOT_CHUNK_BYTES = 1000 * 1024
+_CARD = struct.Struct("<QQQIi")  # seq, low, name hash, chip hash, listing's last day (-1: none)
+_EPOCH = dt.date(1900, 1, 1).toordinal()
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    prefix: str
+
+    @property
+    def ledger_stream(self) -> str:
+        return f"{self.prefix}_LEDGER"
+
+    @property
+    def card_subject(self) -> str:
+        return f"{self.prefix}.ledger.card"
+
+    @property
+    def units_subject(self) -> str:
+        return f"{self.prefix}.ledger.units"
+
+    @property
+    def checks_stream(self) -> str:
+        return f"{self.prefix}_CHECKS"
+
+    @property
+    def checks_subject(self) -> str:
+        return f"{self.prefix}.checks"
+
+    @property
+    def sink_consumer(self) -> str:
+        return f"{self.prefix}_sink"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.prefix}_snapshots"
+
+    def core(self, name: str) -> str:
+        """{P}.head, {P}.applied, {P}.required, {P}.nudge."""
+        return f"{self.prefix}.{name}"
+
+
+def names(settings: Settings) -> Names:
+    return Names(settings.nats_prefix)
+
+
+def nats_url(settings: Settings) -> str:
+    if not settings.nats_url:
+        raise RuntimeError("IDGUARD_NATS_URL is not set: scale-out needs a NATS server with JetStream")
+    return settings.nats_url
+
+
+async def connect(settings: Settings, *, name: str, **options: Any) -> Client:
+    """A connection that notices a dead link within about two seconds (ping every second) and
+    reconnects for ever: a node or relay outlives a NATS restart."""
+    defaults: dict[str, Any] = {
+        "name": name,
+        "ping_interval": 1,
+        "max_outstanding_pings": 2,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.2,
+        "connect_timeout": 2,
+    }
+    defaults.update(options)
+    return await nats.connect(nats_url(settings), **defaults)
+
+
+async def ensure_streams(js: JetStreamContext, n: Names) -> None:
+    """The two streams (file storage) and the snapshot bucket, created when missing."""
+    configs = (
+        StreamConfig(
+            name=n.ledger_stream,
+            subjects=[f"{n.prefix}.ledger.>"],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        ),
+        StreamConfig(
+            name=n.checks_stream,
+            subjects=[n.checks_subject],
+            storage=StorageType.FILE,
+            duplicate_window=DUPLICATE_WINDOW_SECONDS,
+            discard=DiscardPolicy.OLD,
+        ),
+    )
+    for config in configs:
+        try:
+            await js.stream_info(config.name or "")
+        except NotFoundError:
+            await js.add_stream(config)
+    try:
+        await js.object_store(n.snapshots)
+    except NotFoundError:
+        await js.create_object_store(n.snapshots, storage=StorageType.FILE)
+    except Exception:  # the bucket's stream is missing: same as not found
+        await js.create_object_store(n.snapshots, storage=StorageType.FILE)
+
+
+def snapshot_meta() -> ObjectMeta:
+    return ObjectMeta(name=INDEX_OBJECT, options=ObjectMetaOptions(max_chunk_size=SNAPSHOT_CHUNK_BYTES))
+
+
+async def delete_all(js: JetStreamContext, n: Names) -> None:
+    """Remove every stream and bucket of the prefix (tests clean up after themselves)."""
+    for stream in (n.ledger_stream, n.checks_stream, f"OBJ_{n.snapshots}"):
+        with contextlib.suppress(NotFoundError):
+            await js.delete_stream(stream)
+
+
+# --- card events ---------------------------------------------------------------------------------
+
+
+def encode_card(
+    seq: int, id_number: str, low: int, name: int, chip: int, blacklisted_until: dt.date | None
+) -> bytes:
+    until = -1 if blacklisted_until is None else blacklisted_until.toordinal() - _EPOCH
+    return _CARD.pack(seq, low, name, chip, until) + id_number.encode("utf-8", "surrogatepass")
+
+
+def decode_card(data: bytes) -> tuple[int, str, int, int, int, dt.date | None]:
+    seq, low, name, chip, until = _CARD.unpack_from(data)
+    number = data[_CARD.size :].decode("utf-8", "surrogatepass")
+    return seq, number, low, name, chip, None if until < 0 else dt.date.fromordinal(until + _EPOCH)
+
+
+# --- the units' keys and states -------------------------------------------------------------------
+
+Keys = list[tuple[str, str, str, dt.datetime | None]]
+
+
+def encode_units(version: int, keys: Keys, units: list[UnitView]) -> bytes:
+    return json.dumps(
+        {
+            "version": version,
+            "keys": [[p, d, c, None if e is None else e.isoformat()] for p, d, c, e in keys],
+            "units": [
+                [
+                    u.code,
+                    u.name,
+                    sorted(u.purposes),
+                    u.rate_limit,
+                    u.active,
+                    u.webhook_url,
+                    u.harvesting_suspected,
+                    u.suspension_note,
+                ]
+                for u in units
+            ],
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+
+
+def decode_units(data: bytes | dict[str, Any]) -> tuple[int, Keys, list[UnitView]]:
+    raw: dict[str, Any] = json.loads(data) if isinstance(data, bytes) else data
+    keys: Keys = [
+        (p, d, c, None if e is None else dt.datetime.fromisoformat(e)) for p, d, c, e in raw["keys"]
+    ]
+    units = [
+        UnitView(code, name, frozenset(purposes), rate, active, webhook, suspected, note)
+        for code, name, purposes, rate, active, webhook, suspected, note in raw["units"]
+    ]
+    return int(raw["version"]), keys, units
