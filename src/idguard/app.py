@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from idguard import __version__, accountability, citizens, console, logs, offline, ops, watchlist
+from idguard import __version__, accountability, citizens, console, logs, offline, ops, uow, watchlist
 from idguard.api import errors, problems
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
@@ -87,7 +87,11 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         workers=settings.workers,
         checklog_dir=settings.checklog_journal_dir,
         check_hash_key=settings.check_hash_key,
+        node_dir=settings.node_directory,
+        propagation_wait=settings.propagation_wait_ms / 1000,
     )
+    # Every write that changes an answer is applied by every worker before it is answered (uow.py).
+    app.state.sessionmaker.configure(info={uow.PROPAGATE: app.state.verifier.propagate})
     errors.install(app)
     # Before routing: head and body limits (431, 413) and text the database cannot store (422).
     app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from idguard import uow
 from idguard.core.grants import Actor
 from idguard.registry.lifecycle import EventKind, transition
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
@@ -145,6 +146,7 @@ def record(
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
+    uow.changed(session, ledger_seq=seq)  # every worker applies it before the answer (uow.py)
     return seq
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from idguard import uow
 from idguard.core.errors import InvalidField, NotFound, RuleViolation
 from idguard.core.grants import Actor, Permission
 from idguard.db.common import AuditEntry
@@ -32,12 +33,15 @@ def webhook_secret(secret_key: str, unit_code: str) -> str:
 
 
 def _bump(session: Session) -> None:
-    """Tell every verification worker that units or keys changed (they poll this counter)."""
-    session.execute(
+    """Tell every verification worker that units or keys changed (they poll this counter, and
+    are woken to apply it before the answer: uow.changed)."""
+    version = session.execute(
         sa.update(RegistryVersion)
         .where(RegistryVersion.name == "units")
         .values(version=RegistryVersion.version + 1)
-    )
+        .returning(RegistryVersion.version)
+    ).scalar_one()
+    uow.changed(session, units_version=int(version))
 
 
 def _add_key(session: Session, unit_code: str, now: dt.datetime) -> str:
