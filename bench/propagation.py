@@ -59,7 +59,9 @@ def seed(url: str, n: int) -> tuple[str, str, list[dict[str, str]]]:
     migrate.upgrade(engine)
     clerk = Staff(id=uuid.uuid4(), username="bench", role=Role.CLERK, office_code=OFFICE)
     with engine.begin() as conn:
-        conn.execute(sa.insert(Office), [{"code": OFFICE, "name": "bench", "region": "110105", "created_at": NOW}])
+        conn.execute(
+            sa.insert(Office), [{"code": OFFICE, "name": "bench", "region": "110105", "created_at": NOW}]
+        )
         conn.execute(
             sa.insert(Staff),
             [
@@ -93,7 +95,9 @@ def seed(url: str, n: int) -> tuple[str, str, list[dict[str, str]]]:
                 address="北京",
                 hukou_office=OFFICE,
             )
-            card = issue_card(session, actor=actor, now=NOW, id_number=number, kind=IssueKind.FIRST, office=OFFICE)
+            card = issue_card(
+                session, actor=actor, now=NOW, id_number=number, kind=IssueKind.FIRST, office=OFFICE
+            )
             session.flush()
             cards.append(
                 {
@@ -169,7 +173,9 @@ def pct(values: list[float], q: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reports", type=int, default=200)
     parser.add_argument("--postgres-url", default=None)
     args = parser.parse_args()
@@ -207,7 +213,16 @@ def main() -> None:
                 )
     table(
         f"loss reports on a node of 2 workers ({args.reports} reports each; ms)",
-        ("database", "wait", "report p50", "report p99", "propagation p50", "p99", "confirmed by 2", "stale checks"),
+        (
+            "database",
+            "wait",
+            "report p50",
+            "report p99",
+            "propagation p50",
+            "p99",
+            "confirmed by 2",
+            "stale checks",
+        ),
         rows,
     )
 

@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         check_hash_key=settings.check_hash_key,
         node_dir=settings.node_directory,
         propagation_wait=settings.propagation_wait_ms / 1000,
+        poll_interval=settings.index_poll_ms / 1000,
     )
     # Every write that changes an answer is applied by every worker before it is answered (uow.py).
     app.state.sessionmaker.configure(info={uow.PROPAGATE: app.state.verifier.propagate})

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     # node. A write that changed an answer waits up to propagation_wait_ms for every live worker.
     node_dir: Path | None = None
     propagation_wait_ms: int = Field(default=250, ge=0, le=10_000)
+    # The follower's safety-net poll of the ledger (it is woken at once by writes on this node,
+    # and by PostgreSQL's NOTIFY from any node).
+    index_poll_ms: int = Field(default=20, ge=1, le=60_000)
     # SQLite waits this long for the writer lock before giving up with a 503.
     sqlite_busy_timeout_ms: int = 10_000
     # Fingerprint template encryption keys (AES-256-GCM), "key_id:base64-of-32-bytes" separated by

@@ -41,7 +41,8 @@ BACKENDS = [
     pytest.param(
         "postgresql",
         marks=pytest.mark.skipif(
-            not POSTGRES_URL, reason="IDGUARD_TEST_POSTGRES_URL is not set: PostgreSQL tests skipped (CI always sets it)"
+            not POSTGRES_URL,
+            reason="IDGUARD_TEST_POSTGRES_URL is not set: PostgreSQL tests skipped (CI always sets it)",
         ),
     ),
 ]
@@ -94,7 +95,12 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
                     hukou_office=OFFICE_A,
                 )
                 card = issue_card(
-                    session, actor=actor("clerk_a"), now=NOW, id_number=number, kind=IssueKind.FIRST, office=OFFICE_A
+                    session,
+                    actor=actor("clerk_a"),
+                    now=NOW,
+                    id_number=number,
+                    kind=IssueKind.FIRST,
+                    office=OFFICE_A,
                 )
                 session.flush()
                 cards.append(
@@ -150,25 +156,28 @@ def _is_worker(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def node(world: World, tmp_path: Path, *, workers: int = 2) -> Iterator[Node]:
+def node(world: World, tmp_path: Path, *, workers: int = 2, name: str = "node", **env: str) -> Iterator[Node]:
     """`--workers N` on one port sharing a node directory; yielded once every worker has joined."""
     sock = servers.listening_socket()
     port = servers.port_of(sock)
-    log = tmp_path / "server.log"
-    members = tmp_path / "node" / "members"
+    log = tmp_path / f"{name}.log"
+    members = tmp_path / name / "members"
     proc = servers.spawn(
         servers.uvicorn_argv(sock, workers=workers),
         sock=sock,
         database_url=world.url,
         log=log,
-        env={"IDGUARD_WORKERS": str(workers), "IDGUARD_NODE_DIR": str(tmp_path / "node")},
+        env={"IDGUARD_WORKERS": str(workers), "IDGUARD_NODE_DIR": str(tmp_path / name), **env},
     )
     sock.close()
     started = Node(proc, f"http://127.0.0.1:{port}", log)
     try:
         servers.wait_healthy(started.base, proc, started.output)
         deadline = time.monotonic() + 30
-        while not members.is_dir() or len([m for m in members.iterdir() if not m.name.startswith(".")]) < workers:
+        while (
+            not members.is_dir()
+            or len([m for m in members.iterdir() if not m.name.startswith(".")]) < workers
+        ):
             assert time.monotonic() < deadline, started.output()
             time.sleep(0.05)
         yield started
@@ -217,7 +226,7 @@ def test_every_worker_answers_invalid_right_after_the_loss_report(world: World, 
                 assert propagation["workers"] == 2
                 assert propagation["confirmed"] == 2, propagation
                 served.append(propagation["ms"])
-                checks = list(pool.map(lambda _: verify(server.base, world.key, card), range(2)))
+                checks = list(pool.map(verify, [server.base] * 2, [world.key] * 2, [card] * 2))
                 stale += [c.json() for c in checks if c.json()["result"] != "invalid"]
         assert stale == []
         print(f"propagation to 2 workers, ms: median {sorted(served)[len(served) // 2]}, max {max(served)}")
@@ -227,7 +236,7 @@ def test_a_stopped_worker_neither_holds_the_report_nor_answers_from_before_it(
     world: World, tmp_path: Path
 ) -> None:
     with node(world, tmp_path) as server:
-        stopped, running = server.workers()
+        stopped, _ = server.workers()
         card = world.cards[0]
         os.kill(stopped, signal.SIGSTOP)
         try:
@@ -282,3 +291,30 @@ def test_a_revocation_and_revoked_keys_are_applied_by_every_worker_before_the_an
         assert r.status_code == 200, r.text
         assert r.json()["propagation"]["confirmed"] == 2
         assert {verify(server.base, world.key, world.cards[3]).status_code for _ in range(6)} == {401}
+
+
+@pytest.mark.parametrize("world", BACKENDS[1:], indirect=True)
+def test_postgresql_notify_reaches_the_workers_of_another_node_before_their_poll(
+    world: World, tmp_path: Path
+) -> None:
+    """Two nodes (two machines, in effect: separate node directories) on one PostgreSQL database,
+    polling only every 30 s: a report made on one is applied by the other within moments, which
+    only the writing transaction's NOTIFY can have told it."""
+    slow = {"IDGUARD_INDEX_POLL_MS": "30000"}
+    with (
+        node(world, tmp_path, workers=1, name="a", **slow) as a,
+        node(world, tmp_path, workers=1, name="b", **slow) as b,
+    ):
+        card = world.cards[4]
+        assert verify(b.base, world.key, card).json()["result"] == "valid"
+        r = report_lost(a.base, card)
+        assert r.status_code == 201, r.text
+        assert r.json()["propagation"] == {
+            **r.json()["propagation"],
+            "workers": 1,
+            "confirmed": 1,
+        }  # node a's own
+        deadline = time.monotonic() + 5
+        while verify(b.base, world.key, card).json()["result"] == "valid":
+            assert time.monotonic() < deadline, "node b never learnt of the report: no NOTIFY"
+            time.sleep(0.01)

@@ -43,9 +43,9 @@ from idguard.verification.index import (
 from idguard.verification.notifications import NotificationHorizon
 from idguard.verification.runtime.checklog import CheckEntry, CheckLog, Signal
 from idguard.verification.runtime.follower import IndexFollower
-from idguard.verification.runtime.node import Node
 from idguard.verification.runtime.gallery import BlacklistGallery
 from idguard.verification.runtime.keyring import KeyRing, UnitView
+from idguard.verification.runtime.node import Node
 from idguard.verification.runtime.webhooks import WebhookDispatcher
 
 log = logging.getLogger("idguard.verify")
@@ -170,6 +170,7 @@ class Verifier:
         check_hash_key: str | None = None,
         node_dir: Path | None = None,
         propagation_wait: float = 0.25,
+        poll_interval: float = 0.02,
     ) -> None:
         self.sessions = sessions
         self.biometrics = biometrics
@@ -186,6 +187,7 @@ class Verifier:
             self.keyring,
             node=self.node,
             listen_url=listen.render_as_string(hide_password=False) if listen is not None else None,
+            poll_interval=poll_interval,
         )
         self.limiter = RateLimiter(workers)
         # With a directory, every check is synced to a journal there before its answer leaves,

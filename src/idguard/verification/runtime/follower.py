@@ -93,8 +93,10 @@ class IndexFollower:
         *,
         node: Node | None = None,
         listen_url: str | None = None,
+        poll_interval: float = POLL_INTERVAL,
     ) -> None:
         self._sessions = sessions
+        self.poll_interval = poll_interval
         self.node = node
         self.member: Member | None = None
         self._listen_url = listen_url  # PostgreSQL: LISTEN for the writers' NOTIFY
@@ -239,12 +241,12 @@ class IndexFollower:
                 if pg is not None:
                     fds.append(pg)
                 if fds:
-                    ready, _, _ = select.select(fds, [], [], POLL_INTERVAL)
+                    ready, _, _ = select.select(fds, [], [], self.poll_interval)
                     if wake is not None and wake.fileno() in ready:
                         _drain(wake)
                     if listener is not None and pg is not None and pg in ready:
                         listener.drain()
-                elif self._stop.wait(POLL_INTERVAL):
+                elif self._stop.wait(self.poll_interval):
                     break
                 if self._stop.is_set():
                     break
