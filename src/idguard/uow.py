@@ -88,8 +88,8 @@ def _propagate(session: Session) -> None:
 
 @event.listens_for(Session, "after_soft_rollback")
 def _forget(session: Session, previous_transaction: object) -> None:
-    # Any rollback, even one that had no connection to roll back (idguard uses no savepoints,
-    # whose rollback would otherwise forget an outer change too).
+    # Any rollback of the transaction that recorded the change (idguard uses no savepoints, whose
+    # rollback would otherwise forget a change of the outer transaction too).
     session.info.pop(LEDGER_SEQ, None)
     session.info.pop(UNITS_VERSION, None)
 
