@@ -218,10 +218,11 @@ class UnitOfWork:
     def _with_propagation(self, body: str) -> str:
         """The answer with how far its change had reached every worker, when it made one."""
         propagation = self.session.info.pop(PROPAGATION, None)
-        if propagation is None or not (body.startswith("{") and body.endswith("}")):
+        if propagation is None or not body.startswith("{"):
             return body
-        tail = ',"propagation":' if len(body) > 2 else '"propagation":'
-        return body[:-1] + tail + json.dumps(propagation, separators=(",", ":")) + "}"
+        answer = json.loads(body)
+        answer["propagation"] = propagation
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
 
     def _seal(self, idempotency: Idempotency, body: str) -> str:
         return self.sealer.seal(body, context=f"idempotency/{idempotency.principal}/{idempotency.key}")
