@@ -318,3 +318,31 @@ def test_postgresql_notify_reaches_the_workers_of_another_node_before_their_poll
         while verify(b.base, world.key, card).json()["result"] == "valid":
             assert time.monotonic() < deadline, "node b never learnt of the report: no NOTIFY"
             time.sleep(0.01)
+
+
+def test_a_unit_suspended_by_a_case_decision_is_refused_by_every_worker_once_answered(
+    world: World, tmp_path: Path
+) -> None:
+    with node(world, tmp_path) as server, httpx.Client(base_url=server.base, timeout=10) as c:
+        assert verify(server.base, world.key, world.cards[5]).status_code == 200
+        opened = c.post(
+            f"/api/v1/units/{world.unit_code}/cases",
+            json={"month": "2026-10", "finding": "accounts opened without a check"},
+            headers=auth("supervisor"),
+        )
+        assert opened.status_code == 201, opened.text
+        case_no = opened.json()["case_no"]
+        heard = c.post(
+            f"/api/v1/cases/{case_no}/responses",
+            json={"statement": "we will train our tellers"},
+            headers={"Authorization": f"Bearer {world.key}"},
+        )
+        assert heard.status_code == 201, heard.text
+        r = c.post(
+            f"/api/v1/cases/{case_no}/decision",
+            json={"decision": "suspension", "note": "repeated violations"},
+            headers=auth("supervisor"),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["propagation"]["confirmed"] == 2
+        assert {verify(server.base, world.key, world.cards[5]).status_code for _ in range(6)} == {401}
