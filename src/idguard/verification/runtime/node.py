@@ -1,7 +1,7 @@
 """The answering processes of one node, and how a write reaches all of them before it is answered.
 
 A node is the set of worker processes that serve one database from one machine (`idguard serve
---workers N`; the CLI on that machine too). They share a directory (settings.node_dir):
+--workers N`). They share a directory (settings.node_dir):
 
     required        how many writes have been published (the generation), and the highest
                     position published: a ledger sequence number and a units version (unit
