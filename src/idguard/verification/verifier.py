@@ -28,6 +28,7 @@ from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
 from idguard.core.clock import Clock, today_cst
 from idguard.core.ratelimit import RateLimiter
+from idguard.db.engine import read_only
 from idguard.registry.models import Card
 from idguard.verification import units
 from idguard.verification.harvesting import HarvestWatch
@@ -182,7 +183,7 @@ class Verifier:
         self.propagation_wait = propagation_wait
         listen = engine.url.set(drivername="postgresql") if engine.dialect.name == "postgresql" else None
         self.follower = IndexFollower(
-            sessions,
+            sessionmaker(read_only(engine), expire_on_commit=False),  # reads only: no write lock
             self.index,
             self.keyring,
             node=self.node,
