@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from idguard import __version__, accountability, citizens, console, logs, offline, ops, watchlist
+from idguard import __version__, accountability, citizens, console, logs, offline, ops, uow, watchlist
 from idguard.api import errors, problems
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, RequestGuard
 from idguard.biometrics.fingerprints import Biometrics
@@ -57,6 +57,27 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.engine.dispose()
 
 
+def _propagation(settings: Settings, verifier: Verifier) -> uow.Propagate:
+    """What a committed change waits for: every worker of this node (runtime/node.py, issue 17)
+    and, with NATS configured, every live verifier node (scaleout/propagation.py, issue 15), each
+    up to the bound; the answer's `propagation` says both: `{"workers": 2, "confirmed": 2,
+    "ms": 1.1, "nodes": {"nodes": 3, "confirmed": 3, "ms": 4.2}}`. A change of units only is
+    not waited for on the nodes: it reaches them on the stream."""
+    if not settings.nats_url:
+        return verifier.propagate
+    from idguard.scaleout.propagation import wait_for_nodes  # NATS only when configured
+
+    bound = settings.propagation_wait_ms / 1000
+
+    def workers_and_nodes(seq: int, units: int) -> dict[str, object] | None:
+        answer: dict[str, object] = dict(verifier.propagate(seq, units) or {})
+        if seq:
+            answer["nodes"] = wait_for_nodes(settings, seq, bound)
+        return answer or None
+
+    return workers_and_nodes
+
+
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or Settings()
     logs.install()
@@ -89,8 +110,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         workers=settings.workers,
         checklog_dir=settings.checklog_journal_dir,
         check_hash_key=settings.check_hash_key,
+        node_dir=settings.node_directory,
+        propagation_wait=settings.propagation_wait_ms / 1000,
+        poll_interval=settings.index_poll_ms / 1000,
     )
     app.state.verifier.dispatcher.retention_days = settings.webhook_retention_days  # docs/webhooks.md
+    # Every write that changes an answer is applied by every worker before it is answered (uow.py).
+    app.state.sessionmaker.configure(info={uow.PROPAGATE: _propagation(settings, app.state.verifier)})
     errors.install(app)
     # Before routing: head and body limits (431, 413) and text the database cannot store (422).
     app.add_middleware(RequestGuard, body_limits=verify.BODY_LIMITS)

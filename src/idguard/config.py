@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
+import tempfile
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
@@ -66,6 +68,15 @@ class Settings(BaseSettings):
     token_ttl_seconds: int = Field(default=3600, ge=60, le=86400)
     # Server worker processes: each holds its own verification index; rate limits are divided.
     workers: int = Field(default=1, ge=1, le=64)
+    # Invalid at once (verification/runtime/node.py): the directory shared by the processes that
+    # serve this database on this machine. Unset: one derived from the database URL in the
+    # system's temporary directory, so every process here using the same database joins the same
+    # node. A write that changed an answer waits up to propagation_wait_ms for every live worker.
+    node_dir: Path | None = None
+    propagation_wait_ms: int = Field(default=250, ge=0, le=10_000)
+    # The follower's safety-net poll of the ledger (it is woken at once by writes on this node,
+    # and by PostgreSQL's NOTIFY from any node).
+    index_poll_ms: int = Field(default=20, ge=1, le=60_000)
     # SQLite waits this long for the writer lock before giving up with a 503.
     sqlite_busy_timeout_ms: int = 10_000
     # Fingerprint template encryption keys (AES-256-GCM), "key_id:base64-of-32-bytes" separated by
@@ -224,6 +235,22 @@ class Settings(BaseSettings):
     @cached_property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def node_directory(self) -> Path | None:
+        """The node's shared directory; None for an in-memory database (no other process can
+        serve it)."""
+        if self.node_dir is not None:
+            return self.node_dir
+        url = make_url(self.database_url)
+        if self.is_sqlite and (not url.database or url.database == ":memory:" or "mode=memory" in str(url)):
+            return None
+        if self.is_sqlite:
+            where = str(Path(url.database or "").resolve())
+        else:
+            where = url.render_as_string(hide_password=True)
+        digest = hashlib.sha256(where.encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir()) / f"idguard-node-{digest}"
 
     @cached_property
     def checklog_journal_dir(self) -> Path | None:

@@ -49,7 +49,13 @@ def redact(text: str) -> str:
 
 
 class MaskIdNumbers(logging.Filter):
+    """Masks a record once: the filter sits on the loggers and on every handler (install), and a
+    record passes several of them; the mark spares the access log's line a second pass."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.__dict__.get("_idguard_masked"):
+            return True
+        record.__dict__["_idguard_masked"] = True
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
         if isinstance(record.args, tuple):

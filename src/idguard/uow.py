@@ -13,19 +13,28 @@ background worker, a test — opens the transaction here, and it commits here, o
 A request's write (`UnitOfWork.write`) adds two things on top: the stored answer of an
 Idempotency-Key, replayed for a retry instead of acting twice, and recorded refusals (a failed
 fingerprint comparison), committed on their own after the rest is rolled back.
+
+Invalid at once: a transaction that changed what checks answer says so (`changed`: the ledger
+appended an event, a unit or its keys changed). On PostgreSQL it sends a NOTIFY before it
+commits, which wakes the workers of every machine; once committed, the process's propagation
+hook (set on the sessionmaker by the app: verification/runtime/node.py) wakes every worker of
+this node and waits until each has applied the change, up to a bound, and a request's answer
+says how far it got (`"propagation": {"workers": 2, "confirmed": 2, "ms": 0.8}`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +44,54 @@ from idguard.db.common import IdempotencyRecord
 
 T = TypeVar("T")
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+# session.info keys: what the transaction changed, the hook told of it after the commit, and
+# what the hook answered. A sessionmaker configured with info={PROPAGATE: hook} gives every
+# session the hook.
+LEDGER_SEQ = "idguard.ledger_seq"
+UNITS_VERSION = "idguard.units_version"
+PROPAGATE = "idguard.propagate"
+PROPAGATION = "idguard.propagation"
+NOTIFY_CHANNEL = "idguard_ledger"  # runtime/follower.py LISTENs on it
+_NOTIFY = sa.text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
+
+Propagate = Callable[[int, int], "Mapping[str, object] | None"]
+
+
+def changed(session: Session, *, ledger_seq: int = 0, units_version: int = 0) -> None:
+    """Say that this transaction changes what checks answer: it appended ledger event
+    `ledger_seq`, or raised the units version to `units_version`."""
+    info = session.info
+    if ledger_seq > info.get(LEDGER_SEQ, 0):
+        info[LEDGER_SEQ] = ledger_seq
+    if units_version > info.get(UNITS_VERSION, 0):
+        info[UNITS_VERSION] = units_version
+
+
+@event.listens_for(Session, "before_commit")
+def _notify(session: Session) -> None:
+    info = session.info
+    if (LEDGER_SEQ in info or UNITS_VERSION in info) and session.get_bind().dialect.name == "postgresql":
+        session.execute(_NOTIFY)  # delivered at commit, to every LISTENing worker
+
+
+@event.listens_for(Session, "after_commit")
+def _propagate(session: Session) -> None:
+    info = session.info
+    seq, units = info.pop(LEDGER_SEQ, 0), info.pop(UNITS_VERSION, 0)
+    hook: Propagate | None = info.get(PROPAGATE)
+    if (seq or units) and hook is not None:
+        propagation = hook(seq, units)
+        if propagation is not None:
+            info[PROPAGATION] = propagation
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget(session: Session, previous_transaction: object) -> None:
+    # Any rollback of the transaction that recorded the change (idguard uses no savepoints, whose
+    # rollback would otherwise forget a change of the outer transaction too).
+    session.info.pop(LEDGER_SEQ, None)
+    session.info.pop(UNITS_VERSION, None)
 
 
 @contextmanager
@@ -127,7 +184,7 @@ class UnitOfWork:
         if idempotency is None:
             body = self._call(fn, None, refusal_body)
             self._commit()
-            return Answer(body, status)
+            return Answer(self._with_propagation(body), status)
         replay = self._replay(idempotency)
         if replay is not None:
             return replay
@@ -154,8 +211,18 @@ class UnitOfWork:
         record.body = self._seal(idempotency, stored(body) if stored is not None else body)
         record.status_code = status
         self._commit()
+        body = self._with_propagation(body)  # not stored: a replay changed nothing
         self._purge_now_and_then()
         return Answer(body, status)
+
+    def _with_propagation(self, body: str) -> str:
+        """The answer with how far its change had reached every worker, when it made one."""
+        propagation = self.session.info.pop(PROPAGATION, None)
+        if propagation is None or not body.startswith("{"):
+            return body
+        answer = json.loads(body)
+        answer["propagation"] = propagation
+        return json.dumps(answer, ensure_ascii=False, separators=(",", ":"))
 
     def _seal(self, idempotency: Idempotency, body: str) -> str:
         return self.sealer.seal(body, context=f"idempotency/{idempotency.principal}/{idempotency.key}")

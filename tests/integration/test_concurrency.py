@@ -4,6 +4,7 @@ cards and never a lost or duplicated ledger event — on SQLite and on PostgreSQ
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import uuid
 from collections import Counter as Tally
@@ -155,12 +156,18 @@ def test_concurrent_retries_with_one_idempotency_key_act_once(
         r = client.post(
             "/api/v1/loss-reports", json=body, headers={**auth("clerk_a"), "Idempotency-Key": "same"}
         )
+        answer = r.json()
+        # How far the change had reached the workers is told once, by the answer that made it.
+        made_it = answer.pop("propagation", None) is not None
         with lock:
-            answers.append((r.status_code, r.text))
+            answers.append((r.status_code, json.dumps(answer, sort_keys=True)))
+            made.append(made_it)
         return r.status_code
 
+    made: list[bool] = []
     assert race([send] * THREADS) == Tally({201: THREADS})
     assert len({text for _, text in answers}) == 1, "every retry must get the first answer"
+    assert made.count(True) == 1, "one request acted; the others replayed its answer"
     with session_factory() as s:
         events = s.scalars(
             sa.select(LedgerEvent.event).where(LedgerEvent.card_id == uuid.UUID(card["card_id"]))

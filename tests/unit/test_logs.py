@@ -1,8 +1,13 @@
 import logging
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from idguard import logs
+from idguard.core import idnumber
+from idguard.core.idnumber import mask
+from idguard.logs import MaskIdNumbers
 
 
 def test_access_log_lines_carry_no_full_id_number(caplog: pytest.LogCaptureFixture) -> None:
@@ -76,3 +81,32 @@ def test_the_name_in_a_lookup_query_never_reaches_the_log() -> None:
     assert '/api/v1/found-cards/lookup?id_number=110105********0021&name=- HTTP/1.1" 200' in out
     assert redact(out) == out  # applied again (handler and logger filters): unchanged
     assert redact("GET /api/v1/checks?result=valid") == "GET /api/v1/checks?result=valid"
+
+
+@given(
+    st.lists(
+        st.sampled_from([*'0123456789Xx%aAfFgs -/?=&"', "%31", "%3", "%d", "110105199003072010"]), max_size=30
+    ).map("".join)
+)
+@example("".join(f"%{ord(c):02X}" for c in "110105199003072010"))  # the whole number percent-encoded
+@example('%s - "%s %s HTTP/%s" %d')
+def test_ascii_text_without_a_percent_byte_is_scanned_as_it_would_be_folded(text: str) -> None:
+    """The fast path of `occurrences` (ASCII with no `%XX`, e.g. the access log's format string
+    with its `%s` and `%d`) finds exactly what folding the text first finds."""
+    view, starts, ends = idnumber._folded(text)
+    slow = [
+        (starts[m.start()], ends[m.end() - 1], m.group().upper()) for m in idnumber._IN_TEXT.finditer(view)
+    ]
+    assert idnumber.occurrences(text) == slow
+
+
+def test_a_record_passing_several_filters_is_masked_once_and_stays_masked() -> None:
+    number = "110105199003072010"
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, "%s %s", (f"/p/{number}", 200), None
+    )
+    first, second = MaskIdNumbers(), MaskIdNumbers()
+    assert first.filter(record)
+    assert second.filter(record)
+    assert number not in record.getMessage()
+    assert mask(number) in record.getMessage()

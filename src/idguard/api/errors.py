@@ -145,7 +145,9 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, InvalidField):
             errors = [{"field": exc.field, "code": exc.code, "detail": exc.detail}]
             return problem(exc.status, exc.title, exc.detail, errors, code=exc.code)
-        return problem(exc.status, exc.title, exc.detail, code=exc.code)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+        return problem(exc.status, exc.title, exc.detail, code=exc.code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

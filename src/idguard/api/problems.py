@@ -152,6 +152,13 @@ CODES: dict[str, Code] = {
         "Registry database unavailable",
         "The registry database is unavailable or slow; retry after `Retry-After`.",
     ),
+    "index_behind": Code(
+        503,
+        "Server behind a change",
+        "A change to the registry (a loss report, a revocation, a suspension) was acknowledged, "
+        "and this server has not applied it yet and cannot reach the database to catch up. It "
+        "answers this instead of an answer that may be stale; retry after `Retry-After`.",
+    ),
     "idempotent_answer_unreadable": Code(
         503,
         "Stored answer unreadable",

@@ -62,7 +62,9 @@ def cards(session: Session, citizen: Citizen) -> list[tuple[Card, list[LedgerEve
     """Every card of the citizen, oldest first, each with its ledger, oldest first."""
     owned = cards_of(session, citizen.person_id)
     events: dict[uuid.UUID, list[LedgerEvent]] = {c.id: [] for c in owned}
-    stmt = sa.select(LedgerEvent).where(LedgerEvent.person_id == citizen.person_id).order_by(LedgerEvent.seq)
+    # By card: ledger_events is indexed on card_id (the follower's and the timeline's key), not on
+    # person_id (an index the loss report would pay for on every append).
+    stmt = sa.select(LedgerEvent).where(LedgerEvent.card_id.in_(list(events))).order_by(LedgerEvent.seq)
     for event in session.scalars(stmt):
         events.setdefault(event.card_id, []).append(event)
     return [(card, events[card.id]) for card in owned]

@@ -146,8 +146,9 @@ def occurrences(text: str) -> list[tuple[int, int, str]]:
     full-width or any other script's digits, or a mix. For masking logs (idguard.logs), so it
     errs towards finding: any Unicode decimal digit counts as its ASCII digit.
 
-    Plain ASCII text without `%` (nearly every log line) costs one regular-expression scan."""
-    if text.isascii() and "%" not in text:
+    ASCII text with no percent-encoded byte (nearly every log line, and the access log's format
+    string `%s - "%s %s HTTP/%s" %d`) costs one regular-expression scan: there is nothing to fold."""
+    if text.isascii() and _PERCENT_BYTE.search(text) is None:
         return [(m.start(), m.end(), m.group().upper()) for m in _IN_TEXT.finditer(text)]
     view, starts, ends = _folded(text)
     return [(starts[m.start()], ends[m.end() - 1], m.group().upper()) for m in _IN_TEXT.finditer(view)]
@@ -187,6 +188,9 @@ def _folded(text: str) -> tuple[str, list[int], list[int]]:
         for char in decoder.decode(b"", final=True):
             emit(char, start, i)
     return "".join(out), starts, ends
+
+
+_PERCENT_BYTE = re.compile(r"%[0-9A-Fa-f]{2}")  # what _percent_byte decodes
 
 
 def _percent_byte(text: str, i: int) -> int | None:

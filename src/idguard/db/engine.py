@@ -72,7 +72,18 @@ def _configure_sqlite(engine: sa.Engine, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A reader that never writes (read_only) takes no write lock: under WAL it reads a
+        # snapshot while a writer commits, instead of queueing behind every write.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "idguard_read_only"
+
+
+def read_only(engine: sa.Engine) -> sa.Engine:
+    """The engine for transactions that only read (the verification index's follower): on SQLite
+    they begin deferred, without the write lock every other transaction takes at BEGIN."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def make_sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:

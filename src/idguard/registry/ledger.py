@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from idguard import uow
 from idguard.core import chain as hash_chain
 from idguard.core.grants import Actor
 from idguard.registry.lifecycle import EventKind, transition
@@ -209,6 +210,7 @@ def record(
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
+    uow.changed(session, ledger_seq=seq)  # every worker applies it before the answer (uow.py)
     return seq
 
 

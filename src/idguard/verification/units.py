@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy.orm import Session
 
+from idguard import uow
 from idguard.core.errors import InvalidField, NotFound, RuleViolation
 from idguard.core.grants import Actor, Permission
 from idguard.core.sealing import Sealer, SealError
@@ -157,12 +158,15 @@ def signing_secrets(session: Session, *, secret_key: str, code: str, now: dt.dat
 
 
 def _bump(session: Session) -> None:
-    """Tell every verification worker that units or keys changed (they poll this counter)."""
-    session.execute(
+    """Tell every verification worker that units or keys changed (they poll this counter, and
+    are woken to apply it before the answer: uow.changed)."""
+    version = session.execute(
         sa.update(RegistryVersion)
         .where(RegistryVersion.name == "units")
         .values(version=RegistryVersion.version + 1)
-    )
+        .returning(RegistryVersion.version)
+    ).scalar_one()
+    uow.changed(session, units_version=int(version))
 
 
 def _add_key(session: Session, unit_code: str, now: dt.datetime) -> str:

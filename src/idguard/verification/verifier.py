@@ -28,6 +28,7 @@ from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
 from idguard.core.clock import Clock, today_cst
 from idguard.core.ratelimit import RateLimiter
+from idguard.db.engine import read_only
 from idguard.registry.models import Card
 from idguard.verification import units
 from idguard.verification.harvesting import HarvestWatch
@@ -45,6 +46,7 @@ from idguard.verification.runtime.checklog import CheckEntry, CheckLog, Signal
 from idguard.verification.runtime.follower import IndexFollower
 from idguard.verification.runtime.gallery import BlacklistGallery
 from idguard.verification.runtime.keyring import KeyRing, UnitView
+from idguard.verification.runtime.node import Node
 from idguard.verification.runtime.webhooks import WebhookDispatcher
 
 log = logging.getLogger("idguard.verify")
@@ -167,12 +169,27 @@ class Verifier:
         workers: int = 1,
         checklog_dir: Path | None = None,
         check_hash_key: str | None = None,
+        node_dir: Path | None = None,
+        propagation_wait: float = 0.25,
+        poll_interval: float = 0.02,
     ) -> None:
         self.sessions = sessions
         self.biometrics = biometrics
         self.index = CardIndex()
         self.keyring = KeyRing()
-        self.follower = IndexFollower(sessions, self.index, self.keyring)
+        # The workers serving this database on this machine (runtime/node.py): a write waits for
+        # them all to apply it; a check first catches up with what was published (current()).
+        self.node = Node(node_dir) if node_dir is not None else None
+        self.propagation_wait = propagation_wait
+        listen = engine.url.set(drivername="postgresql") if engine.dialect.name == "postgresql" else None
+        self.follower = IndexFollower(
+            sessionmaker(read_only(engine), expire_on_commit=False),  # reads only: no write lock
+            self.index,
+            self.keyring,
+            node=self.node,
+            listen_url=listen.render_as_string(hide_password=False) if listen is not None else None,
+            poll_interval=poll_interval,
+        )
         self.limiter = RateLimiter(workers)
         # With a directory, every check is synced to a journal there before its answer leaves,
         # and start() first replays the journals of processes that are gone (runtime/checklog.py).
@@ -219,6 +236,14 @@ class Verifier:
         for hook in self.on_stop:  # after the log: its last checks' signals are handed on first
             hook()
 
+    def propagate(self, seq: int, units: int) -> dict[str, int | float] | None:
+        """After a commit that changed answers (uow.changed): wake every worker of the node and
+        wait until each has applied it, up to the bound; how far it got, for the answer."""
+        if self.node is None:
+            return None
+        self.node.publish(seq, units)
+        return self.node.confirm(seq, units, timeout=self.propagation_wait).as_dict()
+
     def _signals(self, signals: list[Signal]) -> None:
         for hook in self.on_signals:
             hook(signals)
@@ -251,6 +276,7 @@ class Verifier:
         object (`{"result":…,"check_id":…,"checked_at":…}`, then `"reason":…` with `invalid`):
         an answer holds only fixed words, a UUID and a time, nothing to escape, and formatting
         it here costs a fraction of building a dict and encoding it."""
+        self.follower.current()  # nothing published on this node is missing from the index
         now = self.clock.now()
         today = today_cst(now)
         seq = self.follower.seq
@@ -308,6 +334,7 @@ class Verifier:
 
         The general path: a query may carry a fingerprint, whose person-card comparison reads
         the card's sealed templates, so call it off the event loop when any query carries one."""
+        self.follower.current()
         now = self.clock.now()
         today = today_cst(now)
         seq = self.follower.seq

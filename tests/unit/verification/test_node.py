@@ -32,7 +32,7 @@ def _worker(directory: Path, pipe: Connection, apply: bool) -> None:
     pipe.send("joined")
     while not pipe.poll():
         if member.wait(0.05) and apply:
-            member.applied(node.required())
+            member.applied(*node.required())
     member.leave()
 
 
@@ -45,11 +45,14 @@ def _spawn(node: Node, *, apply: bool = True) -> tuple[multiprocessing.process.B
 
 
 def test_required_only_rises(node: Node) -> None:
-    assert node.required() == 0
+    assert node.required() == (0, 0)
     node.publish(7)
     node.publish(3)  # a slower writer of an older event never lowers it
-    assert node.required() == 7
-    assert Node(node.directory).required() == 7  # the same memory in another handle
+    assert node.required() == (7, 0)
+    assert Node(node.directory).required() == (7, 0)  # the same memory in another handle
+    node.publish(5, units=2)  # a unit's change raises the units version only
+    assert node.required() == (7, 2)
+    assert node.generation() == 3  # but every publish is a new generation
 
 
 def test_a_published_change_is_confirmed_by_every_live_worker(node: Node) -> None:
@@ -132,3 +135,18 @@ def test_the_members_own_wake_ends_its_wait(node: Node) -> None:
     assert member.wait(5)
     assert not member.wait(0)  # drained
     member.leave()
+
+
+def test_a_unit_change_is_confirmed_only_by_members_that_reloaded_the_units(node: Node) -> None:
+    """A suspension moves the units version, not the ledger: a member that has applied the
+    ledger but not the new units version has not confirmed."""
+    member = node.join()
+    try:
+        member.applied(10, 1)
+        node.publish(10, units=2)
+        assert node.confirm(10, 2, timeout=0.05).confirmed == 0
+        member.applied(10, 2)
+        assert node.confirm(10, 2, timeout=5).confirmed == 1
+        assert node.confirm(9, 1, timeout=5).confirmed == 1  # an older position is reached too
+    finally:
+        member.leave()

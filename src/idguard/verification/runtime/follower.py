@@ -2,14 +2,16 @@
 
 At start-up the index is built from the cards table (after reading the ledger head, so nothing
 committed meanwhile is missed: events after that head are replayed, and replaying is idempotent).
-Then a thread polls every POLL_INTERVAL: one query reads the ledger head and the `units` version;
-if the ledger moved, the new events are read in sequence order and their cards re-read and
-upserted; if the units version moved, the key ring is reloaded.
+Then a thread polls: one query reads the ledger head and the `units` version; if the ledger
+moved, the new events are read in sequence order and their cards re-read and upserted; if the
+units version moved, the key ring is reloaded. Committed order equals sequence order
+(registry/ledger.py), so reading `seq > last` never skips an event.
 
-Why polling and not LISTEN/NOTIFY: it works the same on SQLite and PostgreSQL, one cheap
-indexed query per interval per worker, and the bound it gives (one interval plus a query) is
-well inside the 100 ms target — see bench/verify/ for the measured propagation. Committed order
-equals sequence order (registry/ledger.py), so reading `seq > last` never skips an event.
+It polls when told, not only every POLL_INTERVAL (the safety net): a write on this machine wakes
+every worker of the node at once (runtime/node.py), and on PostgreSQL the writing transaction's
+NOTIFY wakes the workers of every machine (uow.py sends it; this thread LISTENs). After each poll
+the worker says what it has applied, which is what a writer waits for before answering; and
+before answering a check, `current()` makes sure nothing published on this node is missing.
 
 If the database becomes unreachable the index keeps answering; `age` says how long it has been
 since the last successful poll, and the API reports it with every answer and in health.
@@ -17,16 +19,21 @@ since the last successful poll, and the API reports it with every answer and in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import select
+import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from idguard.core.errors import Unavailable
 from idguard.core.sealing import KeyRing as DataKeys
 from idguard.core.sealing import context_prefix
 from idguard.registry import sealed
@@ -35,6 +42,7 @@ from idguard.registry.models import Card, LedgerEvent, LedgerHead
 from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, CardIndex
 from idguard.verification.models import PersonFlags, RegistryVersion
 from idguard.verification.runtime.keyring import KeyRing
+from idguard.verification.runtime.node import Member, Node
 
 log = logging.getLogger("idguard.follower")
 
@@ -76,9 +84,34 @@ def _facts(rows: Iterable[Any], ring: DataKeys) -> Iterator[CardFacts]:
 _LISTING_EVENTS = frozenset({EventKind.BLACKLISTED, EventKind.BLACKLIST_ENDED})
 
 
+NOTIFY_CHANNEL = "idguard_ledger"
+
+
+class IndexBehind(Unavailable):
+    """A write published on this node has not reached this worker, and it cannot catch up now
+    (the database is unreachable): it answers 503 rather than from the old state."""
+
+    code = "index_behind"
+    retry_after = 1
+
+
 class IndexFollower:
-    def __init__(self, sessions: sessionmaker[Session], index: CardIndex, keyring: KeyRing) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        index: CardIndex,
+        keyring: KeyRing,
+        *,
+        node: Node | None = None,
+        listen_url: str | None = None,
+        poll_interval: float = POLL_INTERVAL,
+    ) -> None:
         self._sessions = sessions
+        self.poll_interval = poll_interval
+        self.node = node
+        self.member: Member | None = None
+        self._listen_url = listen_url  # PostgreSQL: LISTEN for the writers' NOTIFY
+        self._generation = 0  # the node's publish generation this worker has caught up with
         self.index = index
         self.keyring = keyring
         self.seq = 0
@@ -118,9 +151,25 @@ class IndexFollower:
             self.loaded_in,
         )
 
+    def current(self) -> None:
+        """Before an answer: catch up with every write published on this node since the last
+        poll (one read of shared memory when there is none), or raise IndexBehind."""
+        node = self.node
+        if node is None or node.generation() == self._generation:
+            return
+        try:
+            self.poll()
+        except Exception as exc:
+            raise IndexBehind(
+                "this server has not yet applied a change to the registry and cannot reach the "
+                "database to catch up; retry in a second"
+            ) from exc
+
     def poll(self) -> int:
         """Apply what changed since the last poll; return the number of events applied."""
         applied = 0
+        # Read before the query: whatever was published by then was committed before it.
+        generation = self.node.generation() if self.node is not None else 0
         with self._polling, self._sessions() as session:
             head, version = session.execute(
                 sa.select(
@@ -161,6 +210,10 @@ class IndexFollower:
                             log.exception("a listing hook failed")
                 applied += len(rows)
         self.last_ok = time.monotonic()
+        if generation > self._generation:
+            self._generation = generation
+        if self.member is not None:
+            self.member.applied(self.seq, self.keyring.version)
         if applied:
             with self._changed:
                 self._changed.notify_all()
@@ -172,20 +225,97 @@ class IndexFollower:
             self._changed.wait(timeout)
 
     def start(self) -> None:
+        if self.node is not None:
+            self.member = self.node.join()
+            self.member.applied(self.seq, self.keyring.version)
         self._thread = threading.Thread(target=self._run, name="idguard-follower", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
+        if self.member is not None:
+            self.member.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        if self.member is not None:
+            self.member.leave()
+            self.member = None
 
     def _run(self) -> None:
-        while not self._stop.wait(POLL_INTERVAL):
+        listener = _Listener(self._listen_url) if self._listen_url else None
+        wake = self.member.socket if self.member is not None else None
+        try:
+            while not self._stop.is_set():
+                fds: list[int] = []
+                if wake is not None:
+                    fds.append(wake.fileno())
+                pg = listener.socket() if listener is not None else None
+                if pg is not None:
+                    fds.append(pg)
+                if fds:
+                    ready, _, _ = select.select(fds, [], [], self.poll_interval)
+                    if wake is not None and wake.fileno() in ready:
+                        _drain(wake)
+                    if listener is not None and pg is not None and pg in ready:
+                        listener.drain()
+                elif self._stop.wait(self.poll_interval):
+                    break
+                if self._stop.is_set():
+                    break
+                self._poll_logged()
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _poll_logged(self) -> None:
+        try:
+            self.poll()
+        except Exception as exc:  # the database may be down: keep answering from the index
+            now = time.monotonic()
+            if now - self._last_warning >= 5:  # one line per 5 s, not 50 per second
+                self._last_warning = now
+                log.warning("ledger poll failed (%s); index is %.1f s old", type(exc).__name__, self.age)
+
+
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(BlockingIOError, OSError):
+        while sock.recv(64):
+            pass
+
+
+class _Listener:
+    """A PostgreSQL connection that LISTENs for the writers' NOTIFY (uow.py), reconnecting after
+    a failure at most once a second; while it is down the poll interval still applies."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._next_try = 0.0
+
+    def socket(self) -> int | None:
+        if self._conn is None and time.monotonic() >= self._next_try:
+            self._next_try = time.monotonic() + 1.0
             try:
-                self.poll()
-            except Exception as exc:  # the database may be down: keep answering from the index
-                now = time.monotonic()
-                if now - self._last_warning >= 5:  # one line per 5 s, not 50 per second
-                    self._last_warning = now
-                    log.warning("ledger poll failed (%s); index is %.1f s old", type(exc).__name__, self.age)
+                self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=2)
+                self._conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+            except psycopg.Error as exc:
+                log.warning("cannot LISTEN for ledger changes (%s); polling only", type(exc).__name__)
+                self.close()
+        return self._conn.pgconn.socket if self._conn is not None else None
+
+    def drain(self) -> None:
+        if self._conn is None:
+            return
+        pgconn = self._conn.pgconn
+        try:
+            pgconn.consume_input()
+            while pgconn.notifies() is not None:
+                pass
+        except psycopg.Error:
+            self.close()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None

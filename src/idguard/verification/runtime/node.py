@@ -1,14 +1,16 @@
 """The answering processes of one node, and how a write reaches all of them before it is answered.
 
 A node is the set of worker processes that serve one database from one machine (`idguard serve
---workers N`; the CLI on that machine too). They share a directory (settings.node_dir):
+--workers N`). They share a directory (settings.node_dir):
 
-    required        the highest ledger sequence number a write has published (8 bytes)
-    members/<id>    one file per live worker: the sequence number its index has applied (8
-                    bytes), held under an exclusive flock for as long as the worker lives
+    required        how many writes have been published (the generation), and the highest
+                    position published: a ledger sequence number and a units version (unit
+                    keys, suspensions); 8 bytes each
+    members/<id>    one file per live worker: the position its index and key ring have applied
+                    (16 bytes), held under an exclusive flock for as long as the worker lives
 
-A write that changes an answer (registry/ledger.py appended an event) is, once committed,
-*published*: `required` is raised to its sequence number, and every live member is woken at once
+A write that changes an answer (registry/ledger.py appended an event, or verification/units.py
+changed a unit) is, once committed, *published*: `required` is raised to its position, and every live member is woken at once
 through its datagram socket (an abstract Unix socket named after the directory and the member),
 so its follower reads the ledger now instead of at its next poll. The writer then waits until
 every live member's file says it has applied that number, up to a bound; the answer tells how
@@ -18,8 +20,10 @@ A member is live while its flock is held: the kernel releases it the moment the 
 (kill -9 included), so a crashed worker drops out of the live set at once and never blocks a
 write. A worker that is alive but stopped (SIGSTOP, a long pause) holds its lock and does not
 confirm: the writer stops waiting at the bound. That worker cannot answer from the old state when
-it resumes: before each answer a worker compares `required` (a read of shared memory) with what
-it has applied, and catches up first (verification/verifier.py) — or answers 503 if it cannot.
+it resumes: before each answer a worker compares the generation (a read of shared memory) with
+the one it last caught up with, and catches up first (runtime/follower.py `current`) — or
+answers 503 if it cannot. The generation, not the position, decides: a database that was
+recreated restarts its sequence numbers below what an earlier run published.
 
 Linux: abstract socket names and flock. Nothing here touches the database.
 """
@@ -43,6 +47,8 @@ from pathlib import Path
 log = logging.getLogger("idguard.node")
 
 _SEQ = struct.Struct("<Q")
+_POSITION = struct.Struct("<QQ")  # ledger seq, units version
+_REQUIRED = struct.Struct("<QQQ")  # generation, ledger seq, units version
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +63,10 @@ class Propagation:
         return {"workers": self.workers, "confirmed": self.confirmed, "ms": round(self.ms, 1)}
 
 
+def _reached(applied: tuple[int, int], seq: int, units: int) -> bool:
+    return applied[0] >= seq and applied[1] >= units
+
+
 class Node:
     """The shared directory of one node: what writers and members both use."""
 
@@ -68,15 +78,15 @@ class Node:
         path = directory / "required"
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            if os.fstat(fd).st_size < _SEQ.size:
+            if os.fstat(fd).st_size < _REQUIRED.size:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    if os.fstat(fd).st_size < _SEQ.size:
-                        os.pwrite(fd, _SEQ.pack(0), 0)
+                    if os.fstat(fd).st_size < _REQUIRED.size:
+                        os.pwrite(fd, _REQUIRED.pack(0, 0, 0), 0)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             self._required_fd = fd
-            self._required = mmap.mmap(fd, _SEQ.size, mmap.MAP_SHARED, mmap.PROT_READ)
+            self._required = mmap.mmap(fd, _REQUIRED.size, mmap.MAP_SHARED, mmap.PROT_READ)
         except BaseException:
             os.close(fd)
             raise
@@ -87,19 +97,26 @@ class Node:
 
     # -- what every answer reads ---------------------------------------------------------------
 
-    def required(self) -> int:
-        """The highest sequence number published on this node (one read of shared memory)."""
+    def required(self) -> tuple[int, int]:
+        """The highest position published on this node: (ledger seq, units version), one read of
+        shared memory."""
+        _, seq, units = _REQUIRED.unpack_from(self._required, 0)
+        return seq, units
+
+    def generation(self) -> int:
+        """How many writes have been published on this node (one read of shared memory)."""
         return int(_SEQ.unpack_from(self._required, 0)[0])
 
     # -- the writer's side ------------------------------------------------------------------------
 
-    def publish(self, seq: int) -> None:
-        """Raise `required` to `seq` and wake every live member."""
+    def publish(self, seq: int, units: int = 0) -> None:
+        """Count a new generation, raise `required` to (`seq`, `units`), wake every live member."""
         fcntl.flock(self._required_fd, fcntl.LOCK_EX)
         try:
-            current = _SEQ.unpack(os.pread(self._required_fd, _SEQ.size, 0))[0]
-            if seq > current:
-                os.pwrite(self._required_fd, _SEQ.pack(seq), 0)
+            generation, now_seq, now_units = _REQUIRED.unpack(os.pread(self._required_fd, _REQUIRED.size, 0))
+            os.pwrite(
+                self._required_fd, _REQUIRED.pack(generation + 1, max(seq, now_seq), max(units, now_units)), 0
+            )
         finally:
             fcntl.flock(self._required_fd, fcntl.LOCK_UN)
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
@@ -108,20 +125,22 @@ class Node:
                 with contextlib.suppress(OSError):  # gone meanwhile, or its queue full: it polls anyway
                     sender.sendto(_SEQ.pack(seq), self.address(member))
 
-    def confirm(self, seq: int, *, timeout: float) -> Propagation:
-        """Wait until every live member has applied `seq`, or `timeout` seconds have passed."""
+    def confirm(self, seq: int, units: int = 0, *, timeout: float) -> Propagation:
+        """Wait until every live member has applied (`seq`, `units`), or `timeout` seconds have
+        passed."""
         started = time.monotonic()
         while True:
             members = self._live()
-            confirmed = sum(1 for m in members if self._applied(m) >= seq)
+            confirmed = sum(1 for m in members if _reached(self._applied(m), seq, units))
             elapsed = time.monotonic() - started
             if confirmed >= len(members) or elapsed >= timeout:
                 if confirmed < len(members):
                     log.warning(
-                        "%d of %d workers had not applied ledger seq %d after %.0f ms",
+                        "%d of %d workers had not applied ledger seq %d, units version %d after %.0f ms",
                         len(members) - confirmed,
                         len(members),
                         seq,
+                        units,
                         elapsed * 1000,
                     )
                 return Propagation(len(members), confirmed, elapsed * 1000)
@@ -149,13 +168,16 @@ class Node:
                 os.close(fd)
         return live
 
-    def _applied(self, member: str) -> int:
+    def _applied(self, member: str) -> tuple[int, int]:
         try:
             with open(self.members_dir / member, "rb") as f:
-                data = f.read(_SEQ.size)
+                data = f.read(_POSITION.size)
         except FileNotFoundError:
-            return 0
-        return int(_SEQ.unpack(data)[0]) if len(data) == _SEQ.size else 0
+            return 0, 0
+        if len(data) != _POSITION.size:
+            return 0, 0
+        seq, units = _POSITION.unpack(data)
+        return seq, units
 
     def join(self) -> Member:
         return Member(self)
@@ -175,7 +197,7 @@ class Member:
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.pwrite(fd, _SEQ.pack(0), 0)
+            os.pwrite(fd, _POSITION.pack(0, 0), 0)
             os.rename(tmp, node.members_dir / self.id)  # appears already locked
             self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self.socket.bind(node.address(self.id))
@@ -185,9 +207,10 @@ class Member:
             raise
         self._fd = fd
 
-    def applied(self, seq: int) -> None:
-        """Say that this worker's index has applied everything up to `seq`."""
-        os.pwrite(self._fd, _SEQ.pack(seq), 0)
+    def applied(self, seq: int, units: int = 0) -> None:
+        """Say that this worker has applied the ledger up to `seq` and the units up to version
+        `units`."""
+        os.pwrite(self._fd, _POSITION.pack(seq, units), 0)
 
     def wait(self, timeout: float) -> bool:
         """Sleep until woken by a publish or `timeout` seconds; True when woken."""
