@@ -83,7 +83,11 @@ READ_ONLY = "idguard_read_only"
 def read_only(engine: sa.Engine) -> sa.Engine:
     """The engine for transactions that only read (the verification index's follower): on SQLite
     they begin deferred, without the write lock every other transaction takes at BEGIN."""
-    return engine.execution_options(**{READ_ONLY: True})
+    reader = engine.execution_options(**{READ_ONLY: True})
+    ring = sealing.ring_for(engine)
+    if ring is not None:  # the same personal-data keys (registry/sealed.py finds them by engine)
+        sealing.attach(reader, ring)
+    return reader
 
 
 def make_sessionmaker(engine: sa.Engine) -> sessionmaker[Session]:
