@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idguard.api.problems import code_for, uri
 from idguard.core.errors import DomainError, InvalidField
+from idguard.core.sealing import KeyRingError
 
 PROBLEM = "application/problem+json"
 log = logging.getLogger("idguard.api")
@@ -173,6 +174,19 @@ def install(app: FastAPI) -> None:
             headers=headers,
             code=getattr(exc, "code", None),
             param=getattr(exc, "param", None),
+        )
+
+    @app.exception_handler(KeyRingError)
+    async def _personal_data_key(_: Request, exc: KeyRingError) -> JSONResponse:
+        # Misconfiguration, not the caller's fault: the message names the key id and the setting
+        # (never a value); the operator's log gets it, the caller a 503 to retry later.
+        log.error("personal data could not be opened: %s", exc)
+        return problem(
+            503,
+            "Service unavailable",
+            "a record needed for this request cannot be opened with the configured keys; retry later",
+            headers={"Retry-After": "60"},
+            code="personal_data_key_unavailable",
         )
 
     @app.exception_handler(PoolTimeout)

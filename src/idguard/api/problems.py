@@ -159,6 +159,13 @@ CODES: dict[str, Code] = {
         "and this server has not applied it yet and cannot reach the database to catch up. It "
         "answers this instead of an answer that may be stale; retry after `Retry-After`.",
     ),
+    "personal_data_key_unavailable": Code(
+        503,
+        "Personal data key unavailable",
+        "A sealed record this request needs does not open with the keys in `IDGUARD_DATA_KEYS` "
+        "(its key id is missing or another key has that id). The server logs the key id; retry "
+        "after `Retry-After` once the operator has restored the key.",
+    ),
     "idempotent_answer_unreadable": Code(
         503,
         "Stored answer unreadable",

@@ -171,8 +171,15 @@ class Metrics:
             "Groups of checks the check log's journal could not sync (those answers were refused).",
             registry=r,
         )
+        self.person_card_comparisons = Counter(
+            "idguard_person_card_comparisons",
+            "Fingerprint comparisons in units' person-card checks (人证一致性核查), by outcome.",
+            ("matched",),
+            registry=r,
+        )
         self._verifier = verifier
         self._seen = (verifier.log.failures, verifier.log.journal_failures)
+        self._seen_comparisons: dict[bool, int] = dict(verifier.comparisons)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._sample_lock = threading.Lock()
         self._stop = threading.Event()
@@ -216,6 +223,11 @@ class Metrics:
             if journal_failures > seen_journal:
                 self.journal_failures.inc(journal_failures - seen_journal)
             self._seen = (failures, journal_failures)
+            for matched, n in list(verifier.comparisons.items()):
+                seen = self._seen_comparisons.get(matched, 0)
+                if n > seen:
+                    self.person_card_comparisons.labels("true" if matched else "false").inc(n - seen)
+                    self._seen_comparisons[matched] = n
 
     def start(self) -> None:
         self._stop.clear()

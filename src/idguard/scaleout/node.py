@@ -103,6 +103,12 @@ class NodeFollower(IndexFollower):
         self.required = 0  # the highest seq a writer waits for
         self.behind_since: float | None = None
         self.applied_events = 0
+        self.node = None  # no node directory: its staleness is judged on the stream (below)
+        self.member = None
+        self._generation = 0
+
+    def current(self) -> None:  # a node refuses when stale before the check (the runtime)
+        return
 
     def load(self) -> None:  # the runtime restores the snapshot
         return

@@ -9,6 +9,7 @@ loop serving on). What is answered never carries personal data.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import logging
 import os
@@ -215,6 +216,8 @@ class Verifier:
         # block); units suspected of harvesting; and this worker's start and stop.
         self.on_signals: list[SignalHook] = []
         self.on_harvesting: list[HarvestingHook] = []
+        # Person-card fingerprint comparisons this worker made, by outcome (matched or not).
+        self.comparisons: collections.Counter[bool] = collections.Counter()
         self.on_start: list[Callable[[], None]] = []
         self.on_stop: list[Callable[[], None]] = []
         self.log.on_durable = self._signals
@@ -425,4 +428,5 @@ class Verifier:
             return None, FingerprintReason.UNAVAILABLE
         if match is None:
             return None, FingerprintReason.NOT_REGISTERED
+        self.comparisons[match] += 1  # for /metrics (ops/metrics.py samples it)
         return match, None

@@ -148,3 +148,20 @@ def test_with_a_token_only_its_bearer_reads_the_metrics(guarded: TestClient) -> 
         assert r.headers["www-authenticate"] == "Bearer"
     samples = scrape(guarded, {"Authorization": f"Bearer {TOKEN}"})
     assert value(samples, "idguard_http_requests_total", method="GET", route="/metrics", status="401") == 4
+
+
+def test_person_card_comparisons_of_units_are_counted_by_outcome(counter: Counter) -> None:
+    bank = Bank(counter, code="BANK-FP")
+    card = counter.card(
+        counter.person(name="己", birth=dt.date(1984, 9, 10)), fingerprints=prints.enrolment(ALICE)
+    )
+    sync(counter)
+    assert bank.verify(card, fingerprint=prints.capture(ALICE, prints.LEFT_THUMB, impression=3)).json()[
+        "fingerprint_match"
+    ]
+    assert bank.verify(card, fingerprint=prints.capture(BOB)).json()["fingerprint_match"] is False
+    assert bank.verify(card).json()["result"] == "valid"  # no finger: nothing compared
+    samples = scrape(counter.client)
+    name = "idguard_person_card_comparisons_total"
+    assert value(samples, name, matched="true") == 1
+    assert value(samples, name, matched="false") == 1

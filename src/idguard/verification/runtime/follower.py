@@ -246,26 +246,35 @@ class IndexFollower:
         wake = self.member.socket if self.member is not None else None
         try:
             while not self._stop.is_set():
-                fds: list[int] = []
-                if wake is not None:
-                    fds.append(wake.fileno())
-                pg = listener.socket() if listener is not None else None
-                if pg is not None:
-                    fds.append(pg)
-                if fds:
-                    ready, _, _ = select.select(fds, [], [], self.poll_interval)
-                    if wake is not None and wake.fileno() in ready:
-                        _drain(wake)
-                    if listener is not None and pg is not None and pg in ready:
-                        listener.drain()
-                elif self._stop.wait(self.poll_interval):
-                    break
-                if self._stop.is_set():
-                    break
-                self._poll_logged()
+                try:
+                    self._wait(listener, wake)
+                except Exception:  # never let the thread die: the poll keeps the index current
+                    log.exception("the follower's wait failed; polling on")
+                    if listener is not None:
+                        listener.close()
+                    self._stop.wait(self.poll_interval)
+                if not self._stop.is_set():
+                    self._poll_logged()
         finally:
             if listener is not None:
                 listener.close()
+
+    def _wait(self, listener: _Listener | None, wake: socket.socket | None) -> None:
+        """Until a write on this node wakes us, a NOTIFY arrives, or the poll interval passes."""
+        fds: list[int] = []
+        if wake is not None:
+            fds.append(wake.fileno())
+        pg = listener.socket() if listener is not None else None
+        if pg is not None:
+            fds.append(pg)
+        if not fds:
+            self._stop.wait(self.poll_interval)
+            return
+        ready, _, _ = select.select(fds, [], [], self.poll_interval)
+        if wake is not None and wake.fileno() in ready:
+            _drain(wake)
+        if listener is not None and pg is not None and pg in ready:
+            listener.drain()
 
     def _poll_logged(self) -> None:
         try:
@@ -301,7 +310,13 @@ class _Listener:
             except psycopg.Error as exc:
                 log.warning("cannot LISTEN for ledger changes (%s); polling only", type(exc).__name__)
                 self.close()
-        return self._conn.pgconn.socket if self._conn is not None else None
+        if self._conn is None:
+            return None
+        try:
+            return self._conn.pgconn.socket
+        except psycopg.Error:  # the server ended the connection: reconnect on a later round
+            self.close()
+            return None
 
     def drain(self) -> None:
         if self._conn is None:
@@ -315,7 +330,9 @@ class _Listener:
             self.close()
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a broken connection: at least free the socket
+                conn.pgconn.finish()
