@@ -11,9 +11,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -86,3 +89,62 @@ def chromium(server: Server) -> Iterator[Any]:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+@dataclass
+class GuardedPage:
+    """A page whose context aborts every request to a host other than the test server's (data:
+    URLs aside), noting each in `blocked`; every failed request and console error is in `failed`."""
+
+    page: Any
+    blocked: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    def problems(self, where: str, *, axe: bool = True, axe_where: str | None = None) -> list[str]:
+        """A line for each request blocked, each request failed or console error, and (with `axe`)
+        each serious or critical axe-core violation of the page as it stands; `where` heads the
+        lines (`axe_where`, when given, the axe-core ones)."""
+        found = [
+            f"{where}: {what} {item}"
+            for what, items in (("blocked", self.blocked), ("failed", self.failed))
+            for item in items
+        ]
+        if axe:
+            for violation in _axe().run(self.page).response["violations"]:
+                if violation["impact"] in ("serious", "critical"):
+                    found.append(f"{axe_where or where}: axe {violation['id']}: {violation['help']}")
+        return found
+
+
+@cache
+def _axe() -> Any:
+    from axe_playwright_python.sync_playwright import Axe  # type: ignore[import-untyped]
+
+    return Axe()
+
+
+@contextmanager
+def guarded_page(chromium: Any, server: Server) -> Iterator[GuardedPage]:
+    """A new page in a context of its own (zh-CN) where every other host is out of reach; the
+    context is closed at the end."""
+    own = urlsplit(server.url).netloc
+    ctx = chromium.new_context(locale="zh-CN")
+    try:
+        blocked: list[str] = []
+
+        def route(r: Any) -> None:
+            if urlsplit(r.request.url).netloc != own and not r.request.url.startswith("data:"):
+                blocked.append(r.request.url)
+                r.abort()
+            else:
+                r.continue_()
+
+        ctx.route("**/*", route)
+        guarded = GuardedPage(ctx.new_page(), blocked)
+        guarded.page.on("requestfailed", lambda req: guarded.failed.append(req.url))
+        guarded.page.on(
+            "console", lambda msg: guarded.failed.append(msg.text) if msg.type == "error" else None
+        )
+        yield guarded
+    finally:
+        ctx.close()

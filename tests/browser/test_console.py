@@ -15,7 +15,7 @@ import httpx2 as httpx
 import pytest
 
 from idguard.demo import fingers
-from tests.browser.conftest import SCREENSHOTS, Server
+from tests.browser.conftest import SCREENSHOTS, Server, guarded_page
 from tests.factories import OFFICE_A, PASSWORD, auth, id_number
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -87,6 +87,14 @@ def sign_in(page: Any, server: Server, username: str) -> None:
     page.wait_for_url(server.url + "/console")
 
 
+def unit_sign_in(page: Any, server: Server, key: str, operator: str) -> None:
+    page.goto(server.url + "/unit/login")
+    page.fill("#api_key", key)
+    page.fill("#operator", operator)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + "/unit")
+
+
 def open_person(page: Any, number: str) -> None:
     page.fill("#id_number", number)
     page.click("form[action='/console/search'] button")
@@ -125,11 +133,7 @@ def test_clerk_reports_a_demo_card_lost_and_a_teller_sees_invalid(
     teller = context.browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 900})
     try:
         t = teller.new_page()
-        t.goto(server.url + "/unit/login")
-        t.fill("#api_key", key)
-        t.fill("#operator", "teller-0042")
-        t.click("button[type=submit]")
-        t.wait_for_url(server.url + "/unit")
+        unit_sign_in(t, server, key, "teller-0042")
         t.fill("#id_number", card["id_number"])
         t.fill("#name", "陈明")
         t.fill("#issued_on", card["issued_on"])
@@ -221,41 +225,16 @@ def _pages(server: Server, api: Api, context: Any) -> list[tuple[str, str | None
 def test_every_page_type_loads_with_other_hosts_blocked_and_passes_axe(
     server: Server, api: Api, chromium: Any
 ) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
-    axe = Axe()
     setup = chromium.new_context(locale="zh-CN")
     pages = _pages(server, api, setup)
     setup.close()
     key = api.unit_key("AXE-BANK")
-    own = urlsplit(server.url).netloc
     problems: list[str] = []
     for path, who in pages:
-        ctx = chromium.new_context(locale="zh-CN")
-        try:
-            blocked: list[str] = []
-
-            def route(r: Any, blocked: list[str] = blocked) -> None:
-                if urlsplit(r.request.url).netloc != own and not r.request.url.startswith("data:"):
-                    blocked.append(r.request.url)
-                    r.abort()
-                else:
-                    r.continue_()
-
-            ctx.route("**/*", route)
-            page = ctx.new_page()
-            failed: list[str] = []
-            page.on("requestfailed", lambda req, failed=failed: failed.append(req.url))
-            page.on(
-                "console",
-                lambda msg, failed=failed: failed.append(msg.text) if msg.type == "error" else None,
-            )
+        with guarded_page(chromium, server) as guarded:
+            page = guarded.page
             if who == "unit":
-                page.goto(server.url + "/unit/login")
-                page.fill("#api_key", key)
-                page.fill("#operator", "axe")
-                page.click("button[type=submit]")
-                page.wait_for_url(server.url + "/unit")
+                unit_sign_in(page, server, key, "axe")
             elif who is not None:
                 sign_in(page, server, who)
             response = page.goto(server.url + path, wait_until="networkidle")
@@ -266,17 +245,8 @@ def test_every_page_type_loads_with_other_hosts_blocked_and_passes_axe(
                 page.screenshot(path=str(SCREENSHOTS / "api-docs.png"))  # the viewport: the page is long
             elif path in ("/console/audit", "/console/found-cards", "/unit/history"):
                 shot(page, path.rsplit("/", 1)[1])
-            for what, items in (("blocked", blocked), ("failed", failed)):
-                problems += [f"{path}: {what} {item}" for item in items]
-            if (
-                path != "/api/v1/docs"
-            ):  # Swagger UI is a third-party page; the console's own pages are checked
-                results = axe.run(page)
-                for violation in results.response["violations"]:
-                    if violation["impact"] in ("serious", "critical"):
-                        problems.append(f"{path}: axe {violation['id']}: {violation['help']}")
-        finally:
-            ctx.close()
+            # Swagger UI is a third-party page; the console's own pages are checked
+            problems += guarded.problems(path, axe=path != "/api/v1/docs")
     assert not problems, "\n".join(problems)
 
 
@@ -287,11 +257,7 @@ def test_teller_batch_check_with_progress_and_download(server: Server, api: Api,
         f"{card['id_number']},郑华,{card['issued_on']},{card['expires_on'] or ''},account_opening\n"
     )
     page = context.new_page()
-    page.goto(server.url + "/unit/login")
-    page.fill("#api_key", key)
-    page.fill("#operator", "teller-7")
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url + "/unit")
+    unit_sign_in(page, server, key, "teller-7")
     page.click("nav >> text=批量核查")
     upload = [{"name": "cards.csv", "mimeType": "text/csv", "buffer": csv_text.encode()}]
     page.set_input_files("#file", files=upload)

@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.browser.conftest import Server
-from tests.browser.test_console import Api, open_person, shot, sign_in
+from tests.browser.conftest import Server, guarded_page
+from tests.browser.test_console import Api, open_person, shot, sign_in, unit_sign_in
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 PASSWORD = "plum blossom river 42"
@@ -55,11 +55,7 @@ def teller_checks(chromium: Any, server: Server, key: str, card: dict[str, Any],
     ctx = new_context(chromium)
     try:
         t = ctx.new_page()
-        t.goto(server.url + "/unit/login")
-        t.fill("#api_key", key)
-        t.fill("#operator", "teller-0042")
-        t.click("button[type=submit]")
-        t.wait_for_url(server.url + "/unit")
+        unit_sign_in(t, server, key, "teller-0042")
         t.fill("#id_number", card["id_number"])
         t.fill("#name", name)
         t.fill("#issued_on", card["issued_on"])
@@ -206,9 +202,6 @@ def _citizen_pages(server: Server, api: Api, chromium: Any) -> tuple[list[str], 
 def test_every_new_page_type_loads_with_other_hosts_blocked_and_passes_axe(
     server: Server, api: Api, chromium: Any
 ) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
-    axe = Axe()
     mine, number, declaration = _citizen_pages(server, api, chromium)
     key = api.unit_key("AXE-ME-BANK")
     code_person = api.demo_card("钱多")
@@ -222,27 +215,10 @@ def test_every_new_page_type_loads_with_other_hosts_blocked_and_passes_axe(
         ("/unit/compliance", "unit"),
         ("activation-code", "clerk_a"),
     ]
-    own = urlsplit(server.url).netloc
     problems: list[str] = []
     for path, who in pages:
-        ctx = chromium.new_context(locale="zh-CN")
-        try:
-            blocked: list[str] = []
-
-            def route(r: Any, blocked: list[str] = blocked) -> None:
-                if urlsplit(r.request.url).netloc != own and not r.request.url.startswith("data:"):
-                    blocked.append(r.request.url)
-                    r.abort()
-                else:
-                    r.continue_()
-
-            ctx.route("**/*", route)
-            page = ctx.new_page()
-            failed: list[str] = []
-            page.on("requestfailed", lambda req, failed=failed: failed.append(req.url))
-            page.on(
-                "console", lambda msg, failed=failed: failed.append(msg.text) if msg.type == "error" else None
-            )
+        with guarded_page(chromium, server) as guarded:
+            page = guarded.page
             if who == "citizen":
                 page.goto(server.url + "/me/login")
                 page.fill("#id_number", number)
@@ -250,11 +226,7 @@ def test_every_new_page_type_loads_with_other_hosts_blocked_and_passes_axe(
                 page.click("button[type=submit]")
                 page.wait_for_url(server.url + "/me")
             elif who == "unit":
-                page.goto(server.url + "/unit/login")
-                page.fill("#api_key", key)
-                page.fill("#operator", "axe")
-                page.click("button[type=submit]")
-                page.wait_for_url(server.url + "/unit")
+                unit_sign_in(page, server, key, "axe")
             if path == "activation-code":  # a POST's answer: the printed receipt
                 sign_in(page, server, "clerk_a")
                 open_person(page, code_person["id_number"])
@@ -268,12 +240,5 @@ def test_every_new_page_type_loads_with_other_hosts_blocked_and_passes_axe(
                 assert response.status == 200, (path, response.status)
             if path in ("/unit/notifications", "/unit/transactions", "/unit/compliance"):
                 shot(page, "teller-" + path.rsplit("/", 1)[1])
-            for what, items in (("blocked", blocked), ("failed", failed)):
-                problems += [f"{path}: {what} {item}" for item in items]
-            results = axe.run(page)
-            for violation in results.response["violations"]:
-                if violation["impact"] in ("serious", "critical"):
-                    problems.append(f"{path}: axe {violation['id']}: {violation['help']}")
-        finally:
-            ctx.close()
+            problems += guarded.problems(path)
     assert not problems, "\n".join(problems)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from idguard.demo import fingers
-from tests.browser.conftest import Server
+from tests.browser.conftest import Server, guarded_page
 from tests.browser.test_console import Api, open_person, shot, sign_in
 from tests.factories import auth, id_number
 
@@ -161,8 +161,6 @@ def _case(api: Api, code: str) -> str:
 def test_every_watch_and_accountability_page_passes_axe_with_other_hosts_blocked(
     server: Server, api: Api, chromium: Any
 ) -> None:
-    from axe_playwright_python.sync_playwright import Axe
-
     card, _ = _stolen_card_checked(api, "AXE-WATCH-BANK")
     incident_no = _wait_for_incident(api, card["id_number"])
     case_no = _case(api, "AXE-WATCH-BANK")
@@ -187,39 +185,15 @@ def test_every_watch_and_accountability_page_passes_axe_with_other_hosts_blocked
         (f"/console/cases/{case_no}", "supervisor"),
         ("/console/accountability?lang=en", "supervisor"),
     ]
-    axe = Axe()
-    own = urlsplit(server.url).netloc
     problems: list[str] = []
     for path, who in pages:
-        ctx = chromium.new_context(locale="zh-CN")
-        try:
-            blocked: list[str] = []
-
-            def route(r: Any, blocked: list[str] = blocked) -> None:
-                if urlsplit(r.request.url).netloc != own and not r.request.url.startswith("data:"):
-                    blocked.append(r.request.url)
-                    r.abort()
-                else:
-                    r.continue_()
-
-            ctx.route("**/*", route)
-            page = ctx.new_page()
-            failed: list[str] = []
-            page.on("requestfailed", lambda req, failed=failed: failed.append(req.url))
-            page.on(
-                "console", lambda msg, failed=failed: failed.append(msg.text) if msg.type == "error" else None
-            )
+        with guarded_page(chromium, server) as guarded:
+            page = guarded.page
             sign_in(page, server, who)
             response = page.goto(server.url + path, wait_until="networkidle")
             assert response is not None, path
             assert response.status == 200, (path, response.status)
             if path.startswith("/console/cases/"):
                 shot(page, "case")
-            problems += [f"{path}: blocked {item}" for item in blocked]
-            problems += [f"{path}: failed {item}" for item in failed]
-            for violation in axe.run(page).response["violations"]:
-                if violation["impact"] in ("serious", "critical"):
-                    problems.append(f"{path} ({who}): axe {violation['id']}: {violation['help']}")
-        finally:
-            ctx.close()
+            problems += guarded.problems(path, axe_where=f"{path} ({who})")
     assert not problems, "\n".join(problems)

@@ -91,6 +91,13 @@ def row(
     return Row((anonymous, clerk, other_clerk, supervisor, auditor, admin, unit, suspended_unit), request)
 
 
+def row_of(callers: tuple[str, ...], *expected: Expected, request: Callable[[Any], Request]) -> Row:
+    """A row of a feature's table whose callers are the central ones and more (`callers`, the
+    expected statuses in their order, one each)."""
+    assert len(expected) == len(callers), f"{len(expected)} statuses for {len(callers)} callers: {callers}"
+    return Row(expected, request)
+
+
 def _new_person() -> dict[str, Any]:
     birth = dt.date(1985, 3, 3)
     return {
@@ -267,18 +274,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     verifier = counter.client.app.state.verifier  # type: ignore[attr-defined]
     verifier.follower.poll()
     assert counter.client.get("/api/v1/notifications", headers=_bearer(suspended_key)).status_code == 200
-    with uow.transaction(session_factory) as session:
-        unit = session.get(Unit, "UNIT-S")
-        assert unit is not None
-        unit.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
+    suspend_unit(session_factory, "UNIT-S")
     verifier.follower.poll()
 
-    staff = {c: auth(u)["Authorization"] for c, u in _STAFF_CALLERS.items()}
     return World(
         person=person,
         card_id=card["card_id"],
@@ -290,9 +288,11 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
         holder_name="赵六",
         findable={"id_number": findable["id_number"], "issued_on": findable["issued_on"]},
         target_unit="UNIT-T",
-        keys={**staff, "unit": f"Bearer {unit_key}", "suspended_unit": f"Bearer {suspended_key}"},
+        keys={**staff_keys(), "unit": f"Bearer {unit_key}", "suspended_unit": f"Bearer {suspended_key}"},
     )
 
+
+# The helpers every feature's table shares (tests/functional/<feature>/test_authorization.py).
 
 _STAFF_CALLERS = {
     "clerk": "clerk_a",
@@ -301,6 +301,26 @@ _STAFF_CALLERS = {
     "auditor": "auditor",
     "admin": "admin",
 }
+
+
+def staff_keys() -> dict[str, str]:
+    """The Authorization header value of each member of staff among CALLERS (clerk_b is the
+    clerk of another office)."""
+    return {caller: auth(user)["Authorization"] for caller, user in _STAFF_CALLERS.items()}
+
+
+def suspend_unit(session_factory: sessionmaker[Session], code: str) -> None:
+    """The unit suspended in the database, as a case decision would, and the units' registry
+    version moved on, so that the key ring reloads at the verifier's next poll (the caller's)."""
+    with uow.transaction(session_factory) as session:
+        unit = session.get(Unit, code)
+        assert unit is not None
+        unit.status = UnitStatus.SUSPENDED
+        session.execute(
+            sa.update(RegistryVersion)
+            .where(RegistryVersion.name == "units")
+            .values(version=RegistryVersion.version + 1)
+        )
 
 
 def misjudged(expected: Expected, status: int) -> str | None:
@@ -315,7 +335,8 @@ def _bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def _send(client: TestClient, method: str, request: Request, headers: dict[str, str]) -> int:
+def send(client: TestClient, method: str, request: Request, headers: dict[str, str]) -> int:
+    """The status of `request` sent with `headers`."""
     if request.path.endswith("/stream"):
         # An event stream answers its status at once and then stays open (max_seconds bounds it).
         with client.stream(method, request.path, params=request.params, headers=headers) as r:
@@ -323,6 +344,35 @@ def _send(client: TestClient, method: str, request: Request, headers: dict[str, 
     return client.request(
         method, request.path, params=request.params, json=request.body, headers=headers
     ).status_code
+
+
+def credentials(keys: dict[str, str], caller: str) -> dict[str, str]:
+    """The headers `caller` sends: its Authorization from `keys`, or none (anonymous)."""
+    return {"Authorization": keys[caller]} if caller in keys else {}
+
+
+def misjudgements(
+    client: TestClient,
+    method: str,
+    path: str,
+    request: Request,
+    callers: tuple[str, ...],
+    expected: tuple[Expected, ...],
+    keys: dict[str, str],
+) -> list[str]:
+    """`request` sent by each of `callers` in turn (`keys`: their Authorization), a line for each
+    answer that is not what the row expects of that caller."""
+    wrong: list[str] = []
+    for caller, expect in zip(callers, expected, strict=True):
+        status = send(client, method, request, credentials(keys, caller))
+        if (fault := misjudged(expect, status)) is not None:
+            wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+    return wrong
+
+
+def by_path(table: dict[tuple[str, str], Row]) -> list[tuple[tuple[str, str], Row]]:
+    """A table's rows in the order the tests send them: by path, then method."""
+    return sorted(table.items(), key=lambda item: (item[0][1], item[0][0]))
 
 
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
@@ -334,10 +384,7 @@ def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
         if entry is None:
             wrong.append(f"{method} {path}: no row")
             continue
-        request = entry.request(world)
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-            status = _send(client, method, request, headers)
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(
+            client, method, path, entry.request(world), CALLERS, entry.expected, world.keys
+        )
     assert wrong == []

@@ -13,7 +13,6 @@ import datetime as dt
 import os
 import signal
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,19 +20,18 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-import sqlalchemy as sa
 
 from idguard import uow
-from idguard.config import Environment, Settings
 from idguard.core.idnumber import Sex
-from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry.cards import issue_card
 from idguard.registry.lifecycle import IssueKind
 from idguard.registry.persons import register_person
 from idguard.verification import units
 from tests import servers
-from tests.factories import NOW, OFFICE_A, SECRET, actor, auth, id_number, seed_world
+from tests.conftest import settings_for
+from tests.factories import NOW, OFFICE_A, SECRET, actor, auth, id_number
+from tests.integration.databases import scratch_database
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")
 BACKENDS = [
@@ -60,23 +58,12 @@ class World:
 @pytest.fixture(params=BACKENDS)
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     """A scratch registry with 30 valid cards and one bank, and its URL."""
-    admin: sa.Engine | None = None
-    name = f"idguard_rw_{uuid.uuid4().hex[:12]}"
+    postgres_url = None
     if request.param == "postgresql":
         assert POSTGRES_URL
-        admin = sa.create_engine(
-            sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp_path / 'idguard.db'}"
-    try:
-        engine = make_engine(Settings(database_url=url, env=Environment.TEST, secret_key=SECRET))
-        migrate.upgrade(engine)
-        with uow.connection(engine) as conn:
-            seed_world(conn)
+        postgres_url = POSTGRES_URL
+    with scratch_database(tmp_path, postgres_url, prefix="idguard_rw") as url:
+        engine = make_engine(settings_for(url))
         cards = []
         with uow.transaction(make_sessionmaker(engine)) as session:
             for k in range(30):
@@ -125,11 +112,6 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
             )
         engine.dispose()
         yield World(url, cards, issued.api_key, "BANK-RW")
-    finally:
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
 
 
 @dataclass

@@ -4,7 +4,7 @@ requests, as their own JSON access lines show by pid), each worker's index is th
 pid, and a worker that stops takes its gauges with it while the counts stay.
 
 The database is a scratch PostgreSQL database when IDGUARD_TEST_POSTGRES_URL is set, else a
-SQLite file. The helpers here (a scratch database, a server on a free port) serve
+SQLite file (tests/integration/databases.py). The server helper here (on a free port) serves
 test_backup.py too.
 """
 
@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,16 +26,15 @@ from pathlib import Path
 
 import httpx2 as httpx
 import pytest
-import sqlalchemy as sa
 
 from idguard import uow
-from idguard.config import Environment, Settings
 from idguard.core.idnumber import Sex, mask
-from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.registry.persons import register_person
-from tests.factories import NOW, OFFICE_A, SECRET, actor, auth, id_number, seed_world
+from tests.conftest import settings_for
+from tests.factories import NOW, OFFICE_A, SECRET, actor, auth, id_number
 from tests.functional.ops.conftest import Samples, parse, total, value
+from tests.integration.databases import scratch_database
 
 POSTGRES_URL = os.environ.get("IDGUARD_TEST_POSTGRES_URL")
 ROUTE = "/api/v1/persons/{id_number}"
@@ -45,29 +43,8 @@ ROUTE = "/api/v1/persons/{id_number}"
 @pytest.fixture
 def database_url(tmp_path: Path) -> Iterator[str]:
     """A migrated registry with the test world (offices, one account per role)."""
-    admin: sa.Engine | None = None
-    name = f"idguard_ops_{uuid.uuid4().hex[:12]}"
-    if POSTGRES_URL:
-        admin = sa.create_engine(
-            sa.make_url(POSTGRES_URL).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        url = sa.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
-    else:
-        url = f"sqlite:///{tmp_path / 'idguard.db'}"
-    try:
-        engine = make_engine(Settings(database_url=url, env=Environment.TEST, secret_key=SECRET))
-        migrate.upgrade(engine)
-        with uow.connection(engine) as conn:
-            seed_world(conn)
-        engine.dispose()
+    with scratch_database(tmp_path, POSTGRES_URL, prefix="idguard_ops") as url:
         yield url
-    finally:
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.dispose()
 
 
 @dataclass
@@ -160,7 +137,7 @@ def json_lines(text: str) -> list[dict[str, object]]:
 
 def test_counts_from_both_workers_appear_whichever_answers(database_url: str, tmp_path: Path) -> None:
     metrics_dir = tmp_path / "metrics"
-    engine = make_engine(Settings(database_url=database_url, env=Environment.TEST, secret_key=SECRET))
+    engine = make_engine(settings_for(database_url))
     with uow.transaction(make_sessionmaker(engine)) as session:
         number = id_number(dt.date(1987, 2, 3))
         register_person(

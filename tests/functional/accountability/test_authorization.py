@@ -13,18 +13,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.verification.models import RegistryVersion
-from idguard.verification.models import Unit as UnitRow
-from idguard.verification.rules import UnitStatus
-from tests.factories import auth
 from tests.functional.accountability.conftest import Unit, number, tx
 from tests.functional.conftest import Counter
-from tests.functional.test_authorization import CALLERS, OK, Request, Row, misjudged, row
+from tests.functional.test_authorization import (
+    CALLERS,
+    OK,
+    Request,
+    Row,
+    by_path,
+    misjudgements,
+    row,
+    staff_keys,
+    suspend_unit,
+)
 
 
 @dataclass
@@ -66,14 +70,6 @@ TABLE: dict[tuple[str, str], Row] = {
 }
 # fmt: on
 
-_STAFF = {
-    "clerk": "clerk_a",
-    "other_clerk": "clerk_b",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
-
 
 @pytest.fixture
 def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
@@ -81,36 +77,18 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     suspended = Unit(counter, "UNIT-S")
     r = counter.post(f"/api/v1/units/{unit.code}/cases", {"month": MAY, "finding": "f"}, as_="supervisor")
     assert r.status_code == 201, r.text
-    with uow.transaction(session_factory) as session:
-        row_ = session.get(UnitRow, suspended.code)
-        assert row_ is not None
-        row_.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
+    suspend_unit(session_factory, suspended.code)
     counter.client.app.state.verifier.follower.poll()  # type: ignore[attr-defined]
-    keys = {c: auth(u)["Authorization"] for c, u in _STAFF.items()}
+    keys = staff_keys()
     keys |= {"unit": f"Bearer {unit.key}", "suspended_unit": f"Bearer {suspended.key}"}
     return World(unit=unit.code, case_no=r.json()["case_no"], keys=keys)
 
 
-def _send(client: TestClient, method: str, request: Request, headers: dict[str, str]) -> int:
-    return client.request(
-        method, request.path, params=request.params, json=request.body, headers=headers
-    ).status_code
-
-
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
     wrong: list[str] = []
-    for (method, path), entry in sorted(TABLE.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (method, path), entry in by_path(TABLE):
         request: Any = entry.request(world)  # type: ignore[arg-type]
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-            status = _send(client, method, request, headers)
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, world.keys)
     assert wrong == []
 
 

@@ -24,9 +24,11 @@ from tests.functional.test_authorization import (
     Request,
     Row,
     World,
-    _send,
+    by_path,
     document_operations,
-    misjudged,
+    misjudgements,
+    row_of,
+    send,
     world,  # noqa: F401 - the central world fixture (offices, cards, units, a suspended unit), extended here
 )
 from tests.functional.test_authorization import (
@@ -51,21 +53,9 @@ class CitizenWorld:
 CRow = Callable[[CitizenWorld], Request]
 
 
-def row(
-    anonymous: Expected,
-    clerk: Expected,
-    other_clerk: Expected,
-    supervisor: Expected,
-    auditor: Expected,
-    admin: Expected,
-    unit: Expected,
-    suspended_unit: Expected,
-    citizen: Expected,
-    *,
-    request: CRow,
-) -> Row:
-    expected = (anonymous, clerk, other_clerk, supervisor, auditor, admin, unit, suspended_unit, citizen)
-    return Row(expected, request)  # type: ignore[arg-type]
+def row(*expected: Expected, request: CRow) -> Row:
+    """A row: one expected status per caller, in CALLERS order."""
+    return row_of(CALLERS, *expected, request=request)
 
 
 def _me(path: str, body: dict[str, object] | None = None) -> CRow:
@@ -146,14 +136,10 @@ def citizens_world(world: World, citizens: Citizens) -> CitizenWorld:  # noqa: F
 def test_who_may_call_each_citizens_operation(client: TestClient, citizens_world: CitizenWorld) -> None:
     operations = document_operations(client.get("/api/v1/openapi.json").json())
     wrong: list[str] = []
-    for (method, path), entry in sorted(TABLE.items(), key=lambda item: (item[0][1], item[0][0])):
+    for (method, path), entry in by_path(TABLE):
         assert (method, path) in operations, f"{method} {path}: a row for an operation the app does not have"
         request = entry.request(citizens_world)  # type: ignore[arg-type]
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": citizens_world.keys[caller]} if caller in citizens_world.keys else {}
-            status = _send(client, method, request, headers)
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, citizens_world.keys)
     assert wrong == []
 
 
@@ -165,7 +151,7 @@ def test_a_citizen_token_opens_no_staff_or_unit_route(
     for (method, path), entry in sorted(STAFF_TABLE.items()):
         if entry.expected[0] == OK:  # public: health, staff sign-in, found-card lookup
             continue
-        status = _send(
+        status = send(
             client,
             method,
             entry.request(citizens_world.base),

@@ -14,20 +14,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.verification.models import RegistryVersion
-from idguard.verification.models import Unit as UnitRow
-from idguard.verification.rules import UnitStatus
-from tests.factories import NOW, auth
+from tests.factories import NOW
 from tests.functional.citizens.conftest import Citizens
 from tests.functional.conftest import Counter
 from tests.functional.offline.conftest import OfflineUnit
 from tests.functional.test_authorization import CALLERS as CENTRAL_CALLERS
-from tests.functional.test_authorization import OK, Expected, Request, Row, misjudged
+from tests.functional.test_authorization import (
+    OK,
+    Expected,
+    Request,
+    Row,
+    by_path,
+    misjudgements,
+    row_of,
+    staff_keys,
+    suspend_unit,
+)
 
 CALLERS = (*CENTRAL_CALLERS, "citizen", "unit_without_offline")
 
@@ -43,33 +48,9 @@ class World:
 ORow = Callable[[World], Request]
 
 
-def row(
-    anonymous: Expected,
-    clerk: Expected,
-    other_clerk: Expected,
-    supervisor: Expected,
-    auditor: Expected,
-    admin: Expected,
-    unit: Expected,
-    suspended_unit: Expected,
-    citizen: Expected,
-    unit_without_offline: Expected,
-    *,
-    request: ORow,
-) -> Row:
-    expected = (
-        anonymous,
-        clerk,
-        other_clerk,
-        supervisor,
-        auditor,
-        admin,
-        unit,
-        suspended_unit,
-        citizen,
-        unit_without_offline,
-    )
-    return Row(expected, request)  # type: ignore[arg-type]
+def row(*expected: Expected, request: ORow) -> Row:
+    """A row: one expected status per caller, in CALLERS order."""
+    return row_of(CALLERS, *expected, request=request)
 
 
 def _upload(w: World) -> Request:
@@ -99,14 +80,6 @@ TABLE: dict[tuple[str, str], Row] = {
 }
 # fmt: on
 
-_STAFF = {
-    "clerk": "clerk_a",
-    "other_clerk": "clerk_b",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
-
 
 @pytest.fixture
 def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
@@ -116,17 +89,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     OfflineUnit(counter, "UNIT-T", offline=False)
     citizen = Citizens(counter).new(name="张三")
     version = int(unit.get("/api/v1/offline/snapshot").headers["X-Offline-Version"])
-    with uow.transaction(session_factory) as session:
-        row_ = session.get(UnitRow, suspended.code)
-        assert row_ is not None
-        row_.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
+    suspend_unit(session_factory, suspended.code)
     counter.client.app.state.verifier.follower.poll()  # type: ignore[attr-defined]
-    keys = {c: auth(u)["Authorization"] for c, u in _STAFF.items()}
+    keys = staff_keys()
     keys |= {
         "unit": f"Bearer {unit.key}",
         "suspended_unit": f"Bearer {suspended.key}",
@@ -138,15 +103,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
 
 def test_who_may_call_each_offline_operation(client: TestClient, world: World) -> None:
     wrong: list[str] = []
-    for (method, path), entry in sorted(TABLE.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (method, path), entry in by_path(TABLE):
         request = entry.request(world)  # type: ignore[arg-type]
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-            status = client.request(
-                method, request.path, params=request.params, json=request.body, headers=headers
-            ).status_code
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, world.keys)
     assert wrong == []
 
 

@@ -13,21 +13,26 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
 from idguard.app import create_app
 from idguard.config import Settings
 from idguard.core.clock import FixedClock
-from idguard.verification.models import RegistryVersion
-from idguard.verification.models import Unit as UnitRow
-from idguard.verification.rules import UnitStatus
-from tests.factories import auth
 from tests.functional.conftest import Counter
-from tests.functional.test_authorization import CALLERS, OK, Request, Row, misjudged, row
+from tests.functional.test_authorization import (
+    CALLERS,
+    OK,
+    Request,
+    Row,
+    credentials,
+    misjudgements,
+    row,
+    send,
+    staff_keys,
+    suspend_unit,
+)
 from tests.functional.verification.test_verify import Bank
 
 TOKEN = "metrics-token-0123456789"
@@ -46,51 +51,26 @@ TABLE: dict[tuple[str, str], Row] = {
 }
 # fmt: on
 
-_STAFF = {
-    "clerk": "clerk_a",
-    "other_clerk": "clerk_b",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
-
 
 @pytest.fixture
 def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     unit = Bank(counter, code="UNIT-A")
     suspended = Bank(counter, code="UNIT-S")
-    with uow.transaction(session_factory) as session:
-        found = session.get(UnitRow, suspended.code)
-        assert found is not None
-        found.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
-    keys = {c: auth(u)["Authorization"] for c, u in _STAFF.items()}
+    suspend_unit(session_factory, suspended.code)
+    keys = staff_keys()
     keys |= {"unit": f"Bearer {unit.key}", "suspended_unit": f"Bearer {suspended.key}"}
     return World(keys)
 
 
 def _statuses(client: TestClient, world: World, method: str, request: Request) -> dict[str, int]:
-    out = {}
-    for caller in CALLERS:
-        headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-        r = client.request(method, request.path, params=request.params, json=request.body, headers=headers)
-        out[caller] = r.status_code
-    return out
+    return {caller: send(client, method, request, credentials(world.keys, caller)) for caller in CALLERS}
 
 
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
     wrong: list[str] = []
     for (method, path), entry in sorted(TABLE.items()):
         request: Any = entry.request(world)  # type: ignore[arg-type]
-        statuses = _statuses(client, world, method, request)
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            status = statuses[caller]
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, world.keys)
     assert wrong == []
 
 

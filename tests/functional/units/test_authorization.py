@@ -13,18 +13,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.verification.models import RegistryVersion
-from idguard.verification.models import Unit as UnitRow
-from idguard.verification.rules import UnitStatus
-from tests.factories import auth
 from tests.functional.conftest import Counter
 from tests.functional.test_authorization import CALLERS as CENTRAL_CALLERS
-from tests.functional.test_authorization import OK, Expected, Request, Row, misjudged
+from tests.functional.test_authorization import (
+    OK,
+    Expected,
+    Request,
+    Row,
+    by_path,
+    misjudgements,
+    row_of,
+    staff_keys,
+    suspend_unit,
+)
 
 CALLERS = (*CENTRAL_CALLERS, "other_unit")
 # Nobody listens here: a test event or resend fails fast (connection refused) and is logged.
@@ -42,21 +46,9 @@ class World:
 WRow = Callable[[World], Request]
 
 
-def row(
-    anonymous: Expected,
-    clerk: Expected,
-    other_clerk: Expected,
-    supervisor: Expected,
-    auditor: Expected,
-    admin: Expected,
-    unit: Expected,
-    suspended_unit: Expected,
-    other_unit: Expected,
-    *,
-    request: WRow,
-) -> Row:
-    expected = (anonymous, clerk, other_clerk, supervisor, auditor, admin, unit, suspended_unit, other_unit)
-    return Row(expected, request)  # type: ignore[arg-type]
+def row(*expected: Expected, request: WRow) -> Row:
+    """A row: one expected status per caller, in CALLERS order."""
+    return row_of(CALLERS, *expected, request=request)
 
 
 # fmt: off
@@ -73,14 +65,6 @@ TABLE: dict[tuple[str, str], Row] = {
         request=lambda w: Request(f"/api/v1/units/{w.own}/webhook/deliveries/{w.delivery_id}/resend")),
 }
 # fmt: on
-
-_STAFF = {
-    "clerk": "clerk_a",
-    "other_clerk": "clerk_b",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
 
 
 def _onboard(counter: Counter, code: str, webhook_url: str | None = None) -> str:
@@ -101,17 +85,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     verifier.dispatcher.stop()
     r = counter.post("/api/v1/units/UNIT-A/webhook/test", {}, as_="supervisor")
     assert r.status_code == 200, r.text
-    with uow.transaction(session_factory) as session:
-        row_ = session.get(UnitRow, "UNIT-S")
-        assert row_ is not None
-        row_.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
+    suspend_unit(session_factory, "UNIT-S")
     verifier.follower.poll()
-    keys = {c: auth(u)["Authorization"] for c, u in _STAFF.items()}
+    keys = staff_keys()
     keys |= {
         "unit": f"Bearer {own}",
         "suspended_unit": f"Bearer {suspended}",
@@ -122,15 +98,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
 
 def test_who_may_call_each_unit_operation(client: TestClient, world: World) -> None:
     wrong: list[str] = []
-    for (method, path), entry in sorted(TABLE.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (method, path), entry in by_path(TABLE):
         request = entry.request(world)  # type: ignore[arg-type]
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-            status = client.request(
-                method, request.path, params=request.params, json=request.body, headers=headers
-            ).status_code
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, world.keys)
     assert wrong == []
 
 

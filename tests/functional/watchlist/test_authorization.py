@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.verification.models import RegistryVersion
-from idguard.verification.models import Unit as UnitRow
-from idguard.verification.rules import UnitStatus
-from tests.factories import auth
 from tests.functional.conftest import Counter
-from tests.functional.test_authorization import CALLERS, OK, Request, Row, misjudged, row
+from tests.functional.test_authorization import (
+    CALLERS,
+    OK,
+    Request,
+    Row,
+    by_path,
+    misjudgements,
+    row,
+    staff_keys,
+    suspend_unit,
+)
 from tests.functional.watchlist.helpers import Bank, incidents, listed, settle
 
 
@@ -61,14 +65,6 @@ TABLE: dict[tuple[str, str], Row] = {
 }
 # fmt: on
 
-_STAFF = {
-    "clerk": "clerk_a",
-    "other_clerk": "clerk_b",
-    "supervisor": "supervisor",
-    "auditor": "auditor",
-    "admin": "admin",
-}
-
 
 @pytest.fixture
 def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
@@ -83,17 +79,9 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     settle(counter)
     incident = next(i for i in incidents(counter) if i["id_number"] == lost["id_number"])
     entry = listed(counter, counter.person())
-    with uow.transaction(session_factory) as session:
-        unit = session.get(UnitRow, suspended.code)
-        assert unit is not None
-        unit.status = UnitStatus.SUSPENDED
-        session.execute(
-            sa.update(RegistryVersion)
-            .where(RegistryVersion.name == "units")
-            .values(version=RegistryVersion.version + 1)
-        )
+    suspend_unit(session_factory, suspended.code)
     settle(counter)
-    keys = {c: auth(u)["Authorization"] for c, u in _STAFF.items()}
+    keys = staff_keys()
     keys |= {"unit": f"Bearer {bank.key}", "suspended_unit": f"Bearer {suspended.key}"}
     assert card["id_number"] == person
     return World(
@@ -105,24 +93,11 @@ def world(counter: Counter, session_factory: sessionmaker[Session]) -> World:
     )
 
 
-def _send(client: TestClient, method: str, request: Request, headers: dict[str, str]) -> int:
-    if request.path.endswith("/stream"):
-        with client.stream(method, request.path, params=request.params, headers=headers) as r:
-            return r.status_code
-    return client.request(
-        method, request.path, params=request.params, json=request.body, headers=headers
-    ).status_code
-
-
 def test_who_may_call_each_operation(client: TestClient, world: World) -> None:
     wrong: list[str] = []
-    for (method, path), entry in sorted(TABLE.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    for (method, path), entry in by_path(TABLE):
         request: Any = entry.request(world)  # type: ignore[arg-type]
-        for caller, expected in zip(CALLERS, entry.expected, strict=True):
-            headers = {"Authorization": world.keys[caller]} if caller in world.keys else {}
-            status = _send(client, method, request, headers)
-            if (fault := misjudged(expected, status)) is not None:
-                wrong.append(f"{method} {path} as {caller}: {status}, {fault}")
+        wrong += misjudgements(client, method, path, request, CALLERS, entry.expected, world.keys)
     assert wrong == []
 
 
