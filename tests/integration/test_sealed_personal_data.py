@@ -1,11 +1,14 @@
 """Personal data sealed at rest (issue 16): a stolen copy of the database — the raw SQLite files,
-a PostgreSQL dump — shows no name, address or finder's contact; the key ring rotates under load
-with nothing lost; a wrong key is a clear error, never garbage."""
+a PostgreSQL dump — shows no name, address or finder's contact, and none of the free text staff,
+units and citizens wrote (blacklist notes and reasons, protection reasons, incidents' closing
+notes, cases' findings, statements and decisions); the key ring rotates under load with nothing
+lost; a wrong key is a clear error, never garbage."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +23,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
 from idguard import uow
+from idguard.accountability.models import Case, CaseEvent
 from idguard.app import create_app
 from idguard.config import Environment, Settings
 from idguard.core.clock import FixedClock
@@ -27,9 +31,14 @@ from idguard.core.sealing import KeyRingError
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.demo.load import load_demo
-from idguard.registry import keys_cli
+from idguard.registry import keys_cli, sealed
 from idguard.registry.models import Card, FoundCard, LossReport, Office, Person
-from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, id_number
+from idguard.verification.models import Unit as UnitRow
+from idguard.verification.models import WebhookMessage
+from idguard.watchlist import incidents
+from idguard.watchlist.models import BlacklistEntry, BlacklistEvent, Incident, ProtectionEvent
+from tests.factories import NOW, OFFICE_A, OFFICE_B, SECRET, auth, id_number
+from tests.functional.accountability.conftest import Unit
 from tests.functional.conftest import Counter
 
 K1 = base64.b64encode(b"1" * 32).decode()
@@ -54,7 +63,22 @@ def clear_values(engine: sa.Engine) -> set[str]:
             values.add(found.finder_name)
             if found.finder_phone:
                 values.add(found.finder_phone)
+        values |= {v for v in free_text(session) if v is not None}
     return values
+
+
+def free_text(session: Session) -> list[str | None]:
+    """Every sealed free-text value (registry/sealed.py, migration 0014), opened."""
+    return [
+        *(e.note for e in session.scalars(sa.select(BlacklistEntry))),
+        *(e.reason for e in session.scalars(sa.select(BlacklistEvent))),
+        *(e.reason for e in session.scalars(sa.select(ProtectionEvent))),
+        *(i.note for i in session.scalars(sa.select(Incident))),
+        *(c.finding for c in session.scalars(sa.select(Case))),
+        *(e.text for e in session.scalars(sa.select(CaseEvent))),
+        *(u.status_reason for u in session.scalars(sa.select(UnitRow))),
+        *(m.body for m in session.scalars(sa.select(WebhookMessage))),
+    ]
 
 
 def public_text(engine: sa.Engine) -> list[str]:
@@ -138,6 +162,141 @@ def scenario(client: TestClient) -> None:
         assert (person.json()["name"], person.json()["address"]) == (name, address)  # as before
 
 
+# What staff, a unit and a holder write in free text, naming people (scenario_free_text).
+FREE_TEXT = {
+    "listing note": "在工商银行望京支行柜台冒用欧阳明镜的身份证开户",
+    "lifting reason": "经复核系误列：当事人司马青岚已到所说明情况",
+    "protection reason": "持证人反映其身份证曾被前同事诸葛小虎冒用",
+    "closing note": "已电话联系持证人欧阳明镜本人核实，确认冒用",
+    "finding": "望京支行柜员上官婉清五月未经核查为十二人开户",
+    "statement": "柜员上官婉清已停岗培训，读卡器已更换",
+    "decision": "警告：请望京支行负责人慕容复于十日内提交整改报告",
+    "suspension": "暂停：望京支行负责人慕容复拒不整改",
+    "reinstatement": "恢复：慕容复已提交整改报告并经复查",
+    "webhook notice": "通知望京支行：柜员上官婉清的开户业务须复查",
+}
+
+
+def scenario_free_text(client: TestClient) -> None:
+    """The watchlist and accountability at work: a listing with a note, lifted with a reason; a
+    protection with a reason; an incident closed with a note; a case with a finding, the unit's
+    statement and a decision. Each text is shown again where staff (or the unit) read it."""
+    counter = Counter(client)
+    first = counter.person(dt.date(1979, 1, 2), name="令狐冲")
+    second = counter.person(dt.date(1979, 2, 3), name="任盈盈")
+    counter.card(second)
+    r = counter.post(
+        "/api/v1/blacklist",
+        {
+            "id_number": first,
+            "reason": "impersonation",
+            "case_no": "2026-0042",
+            "note": FREE_TEXT["listing note"],
+        },
+        as_="supervisor",
+    )
+    assert r.status_code == 201, r.text
+    entry_no = r.json()["entry_no"]
+    r = counter.post(
+        f"/api/v1/blacklist/{entry_no}/lift", {"reason": FREE_TEXT["lifting reason"]}, as_="supervisor"
+    )
+    assert r.status_code == 200, r.text
+    r = client.put(
+        f"/api/v1/persons/{second}/protection",
+        json={"person_check_required": True, "reason": FREE_TEXT["protection reason"]},
+        headers=client.headers | auth("clerk_a"),
+    )
+    assert r.status_code in (200, 201), r.text
+    app: Any = client.app
+    with uow.transaction(app.state.sessionmaker) as session:
+        incident_no = incidents.open_incident(
+            session, kind="disputed_by_holder", id_number=second, unit_code=None, check_id=None, at=NOW
+        )
+    r = counter.post(
+        f"/api/v1/incidents/{incident_no}/close",
+        {"outcome": "confirmed", "note": FREE_TEXT["closing note"]},
+        as_="supervisor",
+    )
+    assert r.status_code == 200, r.text
+    bank = Unit(counter, "BANK-SEAL")
+    r = counter.post(
+        f"/api/v1/units/{bank.code}/cases",
+        {"month": "2026-05", "finding": FREE_TEXT["finding"]},
+        as_="supervisor",
+    )
+    assert r.status_code == 201, r.text
+    case_no = r.json()["case_no"]
+    r = bank.post(f"/api/v1/cases/{case_no}/responses", {"statement": FREE_TEXT["statement"]})
+    assert r.status_code == 201, r.text
+    r = counter.post(
+        f"/api/v1/cases/{case_no}/decision",
+        {"decision": "warning", "note": FREE_TEXT["decision"]},
+        as_="supervisor",
+    )
+    assert r.status_code == 200, r.text
+    # A second case suspends the unit, then the supervisor reinstates it with a note (kept as the
+    # unit's status reason); a case notice waits in a webhook message for delivery.
+    r = counter.post(
+        f"/api/v1/units/{bank.code}/cases",
+        {"month": "2026-06", "finding": FREE_TEXT["finding"]},
+        as_="supervisor",
+    )
+    assert r.status_code == 201, r.text
+    second_case = r.json()["case_no"]
+    r = bank.post(f"/api/v1/cases/{second_case}/responses", {"statement": FREE_TEXT["statement"]})
+    assert r.status_code == 201, r.text
+    r = counter.post(
+        f"/api/v1/cases/{second_case}/decision",
+        {"decision": "suspension", "note": FREE_TEXT["suspension"]},
+        as_="supervisor",
+    )
+    assert r.status_code == 200, r.text
+    r = counter.post(
+        f"/api/v1/units/{bank.code}/reinstate", {"note": FREE_TEXT["reinstatement"]}, as_="supervisor"
+    )
+    assert r.status_code == 200, r.text
+    with uow.transaction(app.state.sessionmaker) as session:
+        message = WebhookMessage(
+            id=uuid.uuid4(),
+            unit_code=bank.code,
+            kind="cases",
+            last_cursor=1,
+            body=json.dumps(
+                {"unit": bank.code, "cases": [{"text": FREE_TEXT["webhook notice"]}]}, ensure_ascii=False
+            ),
+            created_at=NOW,
+            delivered_at=None,
+        )
+        session.add(message)
+    with uow.transaction(app.state.sessionmaker) as session:
+        stored = session.get(WebhookMessage, message.id)
+        assert stored is not None
+        assert FREE_TEXT["webhook notice"] in stored.body
+        unit = session.get(UnitRow, bank.code)
+        assert unit is not None
+        assert unit.status_reason == FREE_TEXT["reinstatement"]
+    # Read back where they are read: opened in memory, as written.
+    [entry] = [
+        e
+        for e in counter.get("/api/v1/blacklist", as_="supervisor").json()["items"]
+        if e["entry_no"] == entry_no
+    ]
+    assert entry["note"] == FREE_TEXT["listing note"]
+    assert [h["reason"] for h in entry["history"]][-1] == FREE_TEXT["lifting reason"]
+    [incident] = [
+        i
+        for i in counter.get("/api/v1/incidents", as_="supervisor").json()["items"]
+        if i["incident_no"] == incident_no
+    ]
+    assert incident["note"] == FREE_TEXT["closing note"]
+    [case] = [c for c in bank.get("/api/v1/cases").json()["items"] if c["case_no"] == case_no]
+    assert case["finding"] == FREE_TEXT["finding"]
+    texts = [h["text"] for h in case["history"]]
+    assert texts[0] == FREE_TEXT["finding"]
+    assert texts[1] == FREE_TEXT["statement"]
+    assert texts[2].startswith(FREE_TEXT["decision"])
+
+
 def test_a_stolen_copy_shows_no_personal_data(settings: Settings, tmp_path: Path) -> None:
     engine = make_engine(settings)
     try:
@@ -145,6 +304,7 @@ def test_a_stolen_copy_shows_no_personal_data(settings: Settings, tmp_path: Path
         app = create_app(settings, clock=FixedClock(NOW))
         with TestClient(app) as client:
             scenario(client)
+            scenario_free_text(client)
         app.state.engine.dispose()
         secrets = clear_values(engine)
         public = public_text(engine)
@@ -156,6 +316,9 @@ def test_a_stolen_copy_shows_no_personal_data(settings: Settings, tmp_path: Path
         "拾得人司马青岚",
         "13900000001",
     } <= secrets  # the scenario's, opened
+    # The free text as written (a decision is stored with its outcome, a webhook body as JSON).
+    assert all(any(text in value for value in secrets) for text in FREE_TEXT.values())
+    secrets |= set(FREE_TEXT.values())
     assert len(secrets) > 200  # and the demo's
     raw = stolen_copy(engine, settings, tmp_path)
     # The scan can see clear text: the office names (not personal) are there as written.
@@ -164,6 +327,9 @@ def test_a_stolen_copy_shows_no_personal_data(settings: Settings, tmp_path: Path
         value for value in secrets if value.encode() in raw and not any(value in text for text in public)
     )
     assert leaked == []
+
+
+NOTHING = dict.fromkeys(sealed.SEALED_TABLES, 0)  # every sealed table, nothing re-sealed
 
 
 def test_rekey_under_load_loses_nothing(settings: Settings) -> None:
@@ -197,9 +363,13 @@ def test_rekey_under_load_loses_nothing(settings: Settings) -> None:
             writer.join(timeout=120)
             registered = counter.person(dt.date(2001, 2, 3), name="新钥匙")  # written under k2
         assert statuses == [201] * 12
-        assert done == {"persons": 24, "cards": 24, "found_cards": 0}
-        assert keys_cli.rows_by_key(engine) == {"persons": {"k2": 25}, "cards": {"k2": 24}, "found_cards": {}}
-        assert keys_cli.rekey_all(engine, batch=3) == {"persons": 0, "cards": 0, "found_cards": 0}
+        assert done == {**NOTHING, "persons": 24, "cards": 24}
+        assert keys_cli.rows_by_key(engine) == {
+            **{table: {} for table in NOTHING},
+            "persons": {"k2": 25},
+            "cards": {"k2": 24},
+        }
+        assert keys_cli.rekey_all(engine, batch=3) == NOTHING
     finally:
         after.state.engine.dispose()
         engine.dispose()
@@ -361,3 +531,242 @@ def test_a_field_written_later_is_sealed_at_flush_and_its_row_under_the_new_key(
         assert (person.name, person.address) == ("改址人", "天津市和平区新址9号")  # read after close
     finally:
         only_new.dispose()
+
+
+def test_rekey_covers_the_sealed_free_text(settings: Settings) -> None:
+    """Free text written under k1 is re-sealed by `idguard keys rekey` under k2 (rows with nothing
+    sealed, such as an open incident, are left alone) and then opens with k2 alone, as written."""
+    before = create_app(keyed(settings, f"k1:{K1}"), clock=FixedClock(NOW))
+    with TestClient(before) as client:
+        scenario_free_text(client)
+    before.state.engine.dispose()
+    engine = make_engine(keyed(settings, f"k2:{K2},k1:{K1}"))
+    try:
+        before_counts = keys_cli.rows_by_key(engine)
+        done = keys_cli.rekey_all(engine, batch=2)
+        after_counts = keys_cli.rows_by_key(engine)
+    finally:
+        engine.dispose()
+    written = {
+        "blacklist_entries": 1,
+        "blacklist_events": 2,
+        "protection_events": 1,
+        "incidents": 1,
+        "cases": 2,
+        "units": 1,
+        "webhook_messages": 1,
+    }
+    for table, rows in written.items():
+        assert before_counts[table] == {"k1": rows}, table
+        assert done[table] == rows, table
+        assert after_counts[table] == {"k2": rows}, table
+    # finding, statement, decision; finding, statement, suspension, reinstatement
+    assert before_counts["case_events"] == {"k1": 7}
+    assert after_counts["case_events"] == {"k2": 7}
+    only_new = make_engine(keyed(settings, f"k2:{K2}"))
+    try:
+        with Session(only_new) as session:
+            opened = {v for v in free_text(session) if v is not None}
+    finally:
+        only_new.dispose()
+    decisions = {FREE_TEXT["decision"], FREE_TEXT["suspension"], FREE_TEXT["webhook notice"]}
+    assert set(FREE_TEXT.values()) - decisions <= opened
+    for text in decisions:
+        assert any(text in v for v in opened), text
+
+
+def test_a_free_text_moved_to_another_row_does_not_open(settings: Settings) -> None:
+    """A case event's text is bound to its own id (given by the database at the INSERT): copied
+    onto the unit's other event it fails to open, instead of showing another statement."""
+    app = create_app(settings, clock=FixedClock(NOW))
+    with TestClient(app) as client:
+        scenario_free_text(client)
+    app.state.engine.dispose()
+    engine = make_engine(settings)
+    try:
+        with uow.connection(engine) as conn:
+            first, second = conn.execute(
+                sa.select(CaseEvent.id, CaseEvent.text_sealed).order_by(CaseEvent.id)
+            ).all()[:2]
+            conn.execute(
+                sa.update(CaseEvent).where(CaseEvent.id == second.id).values(text_sealed=first.text_sealed)
+            )
+        with Session(engine) as session:
+            event = session.get(CaseEvent, second.id)
+            assert event is not None
+            with pytest.raises(KeyRingError, match="moved from another row"):
+                _ = event.text
+    finally:
+        engine.dispose()
+
+
+def test_migration_0014_seals_existing_free_text_and_downgrade_opens_it(settings: Settings) -> None:
+    """Rows written while the free text was clear (0013) are sealed by the upgrade, open through
+    the models as written, and come back clear on the downgrade."""
+    engine = make_engine(settings)
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    texts = {
+        "note": "旧备注：冒用人皇甫铁牛",
+        "reason": "旧理由：经本人申请",
+        "finding": "旧结论：柜员东方不败未核查",
+        "text": "旧陈述：东方不败已离职",
+    }
+    try:
+        app = create_app(settings, clock=FixedClock(NOW))
+        with TestClient(app) as client:
+            number = Counter(client).person(dt.date(1966, 6, 6), name="迁移人")
+            Unit(Counter(client), "BANK-MIG")
+        app.state.engine.dispose()
+        migrate.downgrade(engine, "0013")
+        with uow.connection(engine) as conn:
+            meta = sa.MetaData()
+            tables = {
+                name: sa.Table(name, meta, autoload_with=conn)
+                for name in (
+                    "persons",
+                    "staff",
+                    "blacklist_entries",
+                    "blacklist_events",
+                    "protection_events",
+                    "incidents",
+                    "cases",
+                    "case_events",
+                )
+            }
+            person_id = conn.scalar(
+                sa.select(tables["persons"].c.id).where(tables["persons"].c.id_number == number)
+            )
+            staff_id = conn.scalar(sa.select(tables["staff"].c.id).limit(1))
+            conn.execute(
+                sa.insert(tables["blacklist_entries"]),
+                {
+                    "entry_no": "BL-MIG-1",
+                    "person_id": person_id,
+                    "reason": "impersonation",
+                    "case_no": "2026-0001",
+                    "note": texts["note"],
+                    "listed_on": now.date(),
+                    "until": None,
+                    "status": "lifted",
+                    "listed_by": staff_id,
+                    "listed_at": now,
+                    "ended_at": now,
+                },
+            )
+            conn.execute(
+                sa.insert(tables["blacklist_events"]),
+                [
+                    {
+                        "entry_no": "BL-MIG-1",
+                        "action": "listed",
+                        "at": now,
+                        "staff_id": staff_id,
+                        "reason": None,
+                    },
+                    {
+                        "entry_no": "BL-MIG-1",
+                        "action": "lifted",
+                        "at": now,
+                        "staff_id": staff_id,
+                        "reason": texts["reason"],
+                    },
+                ],
+            )
+            conn.execute(
+                sa.insert(tables["protection_events"]),
+                {
+                    "person_id": person_id,
+                    "required": True,
+                    "reason": texts["reason"],
+                    "by": "holder",
+                    "at": now,
+                },
+            )
+            conn.execute(
+                sa.insert(tables["incidents"]),
+                [
+                    {
+                        "incident_no": f"INC-MIG-{i}",
+                        "kind": "disputed_by_holder",
+                        "status": "confirmed" if i else "open",
+                        "dedup_key": f"mig-{i}",
+                        "person_id": person_id,
+                        "count": 1,
+                        "opened_at": now,
+                        "last_at": now,
+                        "note": texts["note"] if i else None,
+                    }
+                    for i in range(2)
+                ],
+            )
+            conn.execute(
+                sa.insert(tables["cases"]),
+                {
+                    "case_no": "AC-MIG-1",
+                    "unit_code": "BANK-MIG",
+                    "month": "2026-05",
+                    "finding": texts["finding"],
+                    "status": "open",
+                    "opened_at": now,
+                    "opened_by": staff_id,
+                },
+            )
+            conn.execute(
+                sa.insert(tables["case_events"]),
+                {
+                    "case_no": "AC-MIG-1",
+                    "unit_code": "BANK-MIG",
+                    "kind": "response",
+                    "at": now,
+                    "text": texts["text"],
+                },
+            )
+        migrate.upgrade(engine)
+        with engine.connect() as conn:
+            for table, column in [
+                ("blacklist_entries", "note"),
+                ("blacklist_events", "reason"),
+                ("protection_events", "reason"),
+                ("incidents", "note"),
+                ("cases", "finding"),
+                ("case_events", "text"),
+            ]:
+                columns = {c["name"] for c in sa.inspect(conn).get_columns(table)}
+                assert column not in columns, table
+                assert f"{column}_sealed" in columns, table
+            open_incident_key = conn.scalar(
+                sa.text("SELECT seal_key FROM incidents WHERE incident_no = 'INC-MIG-0'")
+            )
+        assert open_incident_key is None  # nothing to seal: left for the application
+        with Session(engine) as session:
+            assert [e.note for e in session.scalars(sa.select(BlacklistEntry))] == [texts["note"]]
+            assert [
+                e.reason for e in session.scalars(sa.select(BlacklistEvent).order_by(BlacklistEvent.id))
+            ] == [
+                None,
+                texts["reason"],
+            ]
+            assert [e.reason for e in session.scalars(sa.select(ProtectionEvent))] == [texts["reason"]]
+            assert {i.incident_no: i.note for i in session.scalars(sa.select(Incident))} == {
+                "INC-MIG-0": None,
+                "INC-MIG-1": texts["note"],
+            }
+            assert [c.finding for c in session.scalars(sa.select(Case))] == [texts["finding"]]
+            assert [e.text for e in session.scalars(sa.select(CaseEvent))] == [texts["text"]]
+        migrate.downgrade(engine, "0013")
+        with engine.connect() as conn:
+            assert conn.scalar(sa.text("SELECT note FROM blacklist_entries")) == texts["note"]
+            assert (
+                conn.scalar(sa.text("SELECT reason FROM blacklist_events WHERE action = 'lifted'"))
+                == texts["reason"]
+            )
+            assert conn.scalar(sa.text("SELECT reason FROM protection_events")) == texts["reason"]
+            assert (
+                conn.scalar(sa.text("SELECT note FROM incidents WHERE incident_no = 'INC-MIG-1'"))
+                == texts["note"]
+            )
+            assert conn.scalar(sa.text("SELECT finding FROM cases")) == texts["finding"]
+            assert conn.scalar(sa.text("SELECT text FROM case_events")) == texts["text"]
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from idguard.accountability.rules import CaseEventKind, CaseStatus, Decision, Level, TxClass
 from idguard.db.base import Base
 from idguard.db.types import str_enum
+from idguard.registry.sealed import Sealed, track
 from idguard.verification.models import Check
 
 _BIGID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
@@ -99,7 +100,11 @@ class Case(Base):
     case_no: Mapped[str] = mapped_column(sa.String(24), primary_key=True)
     unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
     month: Mapped[str] = mapped_column(sa.String(7))
-    finding: Mapped[str] = mapped_column(sa.String(2000))
+    # The supervisor's finding, sealed at rest (registry/sealed.py): `case.finding` is the clear
+    # text in memory, `finding_sealed` the AES-GCM ciphertext under key `seal_key`.
+    finding = Sealed[str]()
+    finding_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     status: Mapped[CaseStatus] = mapped_column(str_enum(CaseStatus, "case_status"))
     decision: Mapped[Decision | None] = mapped_column(str_enum(Decision, "case_decision"))
     opened_at: Mapped[dt.datetime]
@@ -118,7 +123,11 @@ class CaseEvent(Base):
     kind: Mapped[CaseEventKind] = mapped_column(str_enum(CaseEventKind, "case_event_kind"))
     at: Mapped[dt.datetime]
     staff_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("staff.id"))  # None: the unit
-    text: Mapped[str] = mapped_column(sa.String(4000))
+    # The notice, statement or decision, sealed at rest; sealed just after the INSERT, which
+    # gives the id it is bound to (registry/sealed.py, SealedTable.db_assigned).
+    text = Sealed[str]()
+    text_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     decision: Mapped[Decision | None] = mapped_column(str_enum(Decision, "case_event_decision"))
 
     __table_args__ = (sa.Index("ix_case_events_unit_code_id", "unit_code", "id"),)
@@ -132,3 +141,6 @@ class CaseWebhookCursor(Base):
     delivered_id: Mapped[int] = mapped_column(sa.BigInteger)
     failures: Mapped[int]
     next_attempt_at: Mapped[dt.datetime | None]
+
+
+track(Case, CaseEvent)  # sealed free text (registry/sealed.py)

@@ -9,7 +9,7 @@ status` that no row is left under an old key, then drop the old key and restart 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, cast
+from typing import Annotated
 
 import sqlalchemy as sa
 import typer
@@ -22,14 +22,14 @@ from idguard.core.sealing import KeyRingError
 from idguard.db.common import AuditEntry
 from idguard.db.engine import make_engine
 from idguard.registry import sealed
-from idguard.registry.models import Card, FoundCard, Person
 
 app = typer.Typer(help="Keys sealing personal data at rest: rotation and status.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-# Every table with sealed personal data, in the order rekey walks them.
-TABLES: tuple[sa.Table, ...] = tuple(cast(sa.Table, model.__table__) for model in (Person, Card, FoundCard))
+# Every table with sealed personal data or free text (registry/sealed.py), in the order rekey
+# walks them: lightweight tables of the sealing columns, so no feature's models are imported here.
+TABLES: tuple[sa.TableClause, ...] = tuple(spec.clause() for spec in sealed.SEALED_TABLES.values())
 
 
 def rows_by_key(engine: sa.Engine) -> dict[str, dict[str, int]]:
@@ -39,6 +39,7 @@ def rows_by_key(engine: sa.Engine) -> dict[str, dict[str, int]]:
         for table in TABLES:
             rows = conn.execute(
                 sa.select(table.c.seal_key, sa.func.count())
+                .where(table.c.seal_key.is_not(None))  # NULL: nothing sealed in the row (yet)
                 .group_by(table.c.seal_key)
                 .order_by(table.c.seal_key)
             ).all()
@@ -65,7 +66,8 @@ def rekey_all(engine: sa.Engine, *, batch: int) -> dict[str, int]:
 
 @app.command(
     "rekey",
-    help="Re-seal every name, address and finder's contact under the active key, the first of "
+    help="Re-seal every name, address, finder's contact and sealed free text (notes, reasons, "
+    "findings, case texts) under the active key, the first of "
     "IDGUARD_DATA_KEYS.\n\nEach batch is one transaction, so an interrupted run keeps what it did "
     "and can simply be run again; it is safe while the service runs.",
 )

@@ -1,7 +1,12 @@
 """Personal data sealed at rest (issue 16): the registry's free-text personal fields — a person's
-and a card's name and address, a finder's name and phone — are stored only as AES-256-GCM
-ciphertext (`<field>_sealed`, binary) with the row's key id beside them (`seal_key`), under the
-key ring of IDGUARD_DATA_KEYS (core.sealing.KeyRing, attached to the engine by make_engine).
+and a card's name and address, a finder's name and phone — and the free text staff, units and
+citizens write that may name people — a blacklist listing's note and its events' reasons, the
+reasons of victim protection, an incident's closing note, a case's finding and every case event's
+text, a unit's suspension reason and the webhook messages (case notices carry their text) — are
+stored only as AES-256-GCM ciphertext (`<field>_sealed`, binary) with the row's key id beside
+them (`seal_key`), under the key ring of IDGUARD_DATA_KEYS (core.sealing.KeyRing, attached
+to the engine by make_engine). SEALED_TABLES lists them all; docs/operations.md says why each
+other free-text column stays clear.
 
 Call sites stay as they were: `person.name` reads the clear text and `Person(name=…)` or
 `card.name = …` writes it. A `Sealed` attribute keeps the clear text in the instance only; a
@@ -57,22 +62,50 @@ _PENDING = object()
 
 @dataclass(frozen=True, slots=True)
 class SealedTable:
-    """One table's sealed fields: `<field>_sealed` columns, keyed by `row_id` and `seal_key`."""
+    """One table's sealed fields: `<field>_sealed` columns, keyed by `row_id` and `seal_key`.
+
+    `key` is the row id's Python type (it decides the associated data: a UUID's 16 bytes, any
+    other id as text). `db_assigned`: the row id is the database's (an autoincrement integer),
+    unknown before the INSERT, so a new row's fields are sealed right after it, by an UPDATE in
+    the same flush (`_after_insert`): the INSERT carries NULL, never the clear text."""
 
     table: str
     row_id: str
     fields: tuple[str, ...]
+    key: type = uuid.UUID
+    db_assigned: bool = False
 
     def column(self, field: str) -> str:
         return f"{field}_sealed"
+
+    def clause(self) -> sa.TableClause:
+        """A lightweight table of the columns sealing needs (no model import: rekey, status)."""
+        key_type: Any = {uuid.UUID: sa.Uuid(), int: sa.BigInteger()}.get(self.key, sa.String())
+        return sa.table(
+            self.table,
+            sa.column(self.row_id, key_type),
+            sa.column("seal_key", sa.String()),
+            *(sa.column(self.column(f), sa.LargeBinary()) for f in self.fields),
+        )
 
 
 SEALED_TABLES: dict[str, SealedTable] = {
     spec.table: spec
     for spec in (
+        # Personal data of the registry (migration 0012).
         SealedTable("persons", "id", ("name", "address")),
         SealedTable("cards", "id", ("name", "address")),
-        SealedTable("found_cards", "found_no", ("finder_name", "finder_phone")),
+        SealedTable("found_cards", "found_no", ("finder_name", "finder_phone"), key=str),
+        # Free text written by staff, units and citizens, which may name people (migration 0014;
+        # docs/operations.md lists every column and the ones deliberately left clear).
+        SealedTable("blacklist_entries", "entry_no", ("note",), key=str),
+        SealedTable("blacklist_events", "id", ("reason",), key=int, db_assigned=True),
+        SealedTable("protection_events", "id", ("reason",), key=int, db_assigned=True),
+        SealedTable("incidents", "incident_no", ("note",), key=str),
+        SealedTable("cases", "case_no", ("finding",), key=str),
+        SealedTable("case_events", "id", ("text",), key=int, db_assigned=True),
+        SealedTable("units", "code", ("status_reason",), key=str),
+        SealedTable("webhook_messages", "id", ("body",)),
     )
 }
 
@@ -186,6 +219,8 @@ def _seal_pending(obj: object, ring: KeyRing) -> None:
     if not pending:
         return
     if getattr(obj, spec.row_id) is None:  # a new row: its id is part of the associated data
+        if spec.db_assigned:
+            return  # the database gives the id: sealed right after the INSERT (_after_insert)
         setattr(obj, spec.row_id, uuid.uuid4())
     row_id = getattr(obj, spec.row_id)
     fields: Iterable[str] = pending
@@ -224,21 +259,49 @@ def _engine_of(session: Session) -> object:
     return bind.engine if isinstance(bind, sa.Connection) else bind
 
 
+def _after_insert(_mapper: Any, conn: sa.Connection, obj: object) -> None:
+    """A new row whose id the database gave (SealedTable.db_assigned): its INSERT carried NULL
+    in the sealed columns; seal its fields now that the id is known, in the same transaction
+    (one UPDATE, so the row is never committed unsealed)."""
+    state = obj.__dict__
+    cache: dict[str, tuple[object, Any]] = state.get(_CLEAR) or {}
+    if not any(source is _PENDING for source, _ in cache.values()):
+        return
+    spec = _spec(obj)
+    ring = state.get(_RING) or ring_of(conn)
+    row_id = getattr(obj, spec.row_id)
+    clear = {f: cache[f][1] if f in cache else None for f in spec.fields}
+    values = seal_row(ring, spec, row_id, clear)
+    table = obj.__table__  # type: ignore[attr-defined]
+    conn.execute(table.update().where(table.c[spec.row_id] == row_id).values(values))
+    for name, value in values.items():
+        attributes.set_committed_value(obj, name, value)
+    for field in spec.fields:
+        cache[field] = (values[spec.column(field)], clear[field])
+
+
 def track(*models: type) -> None:
-    """Register the load hook of each model with sealed fields (called once, in models.py)."""
+    """Register the hooks of each model with sealed fields (called once, in models.py): the load
+    hook (remember the ring), and for a table whose ids the database assigns, the sealing after
+    the INSERT."""
     for model in models:
         event.listen(model, "load", _on_load)
+        if SEALED_TABLES[model.__table__.name].db_assigned:  # type: ignore[attr-defined]
+            event.listen(model, "after_insert", _after_insert)
 
 
-def rekey(engine: sa.Engine, table: sa.Table, *, batch: int = 500) -> int:
+def rekey(engine: sa.Engine, table: sa.TableClause | str, *, batch: int = 500) -> int:
     """Re-seal every row of `table` not under the active key, `batch` rows per transaction;
     returns the rows re-sealed. Resumable: each batch commits, and a later run finds only what
     is left. Safe under load: on PostgreSQL rows are taken FOR UPDATE SKIP LOCKED (a row a
     writer holds is left for the next pass; SQLite's writer lock serialises), and each update is
     guarded by the old key id, so a row re-sealed meanwhile by another writer is left as it is.
     A row under a key the ring does not hold stops the run with KeyRingError naming that key
-    (nothing is guessed, nothing half-written: the batch rolls back)."""
-    spec = SEALED_TABLES[table.name]
+    (nothing is guessed, nothing half-written: the batch rolls back). A row whose `seal_key` is
+    NULL has nothing sealed (an incident with no closing note yet) and is left alone."""
+    spec = SEALED_TABLES[table if isinstance(table, str) else table.name]
+    if isinstance(table, str):
+        table = spec.clause()
     ring = ring_of(engine)
     row_id, seal_key = table.c[spec.row_id], table.c.seal_key
     columns = [table.c[spec.column(f)] for f in spec.fields]

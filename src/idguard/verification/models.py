@@ -11,6 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from idguard.db.base import Base
 from idguard.db.types import str_enum
+from idguard.registry.sealed import Sealed, track
 from idguard.verification.rules import UnitStatus
 
 
@@ -29,6 +30,11 @@ class Unit(Base):
     # throttled to harvesting.SUSPECTED_RATE until a supervisor clears it.
     harvesting_suspected_at: Mapped[dt.datetime | None]
     harvesting_reason: Mapped[str | None] = mapped_column(sa.String(200))
+    # Why a supervisor last suspended or reinstated it: free text, sealed at rest
+    # (registry/sealed.py, migration 0014); the audit entry names only the unit.
+    status_reason = Sealed[str | None]()
+    status_reason_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     created_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
 
@@ -129,14 +135,18 @@ class WebhookDelivery(Base):
 class WebhookMessage(Base):
     """One webhook message (a delivery): its body exactly as POSTed, kept so that a retry or a
     resend carries the same bytes under the same id (`Webhook-Id`), which a receiver can
-    deduplicate on. The body holds cursors, check ids, statuses and times: no personal data."""
+    deduplicate on. A notification's body holds cursors, check ids, statuses and times; a case
+    notice's holds the supervisor's text, which may name people: every body is sealed at rest
+    (registry/sealed.py, migration 0014), bound to the message id the constructor sets."""
 
     __tablename__ = "webhook_messages"
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
     unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"), index=True)
     kind: Mapped[str] = mapped_column(sa.String(16), doc="notifications | cases | test")
     last_cursor: Mapped[int | None] = mapped_column(sa.BigInteger, doc="the last item's cursor")
-    body: Mapped[str] = mapped_column(sa.Text)
+    body = Sealed[str]()
+    body_sealed: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     created_at: Mapped[dt.datetime] = mapped_column(index=True, doc="the retention purge's key")
     delivered_at: Mapped[dt.datetime | None]
 
@@ -168,3 +178,6 @@ class PersonFlags(Base):
     blacklisted_until: Mapped[dt.date | None]
     person_check_required: Mapped[bool] = mapped_column(default=False)
     updated_at: Mapped[dt.datetime]
+
+
+track(Unit, WebhookMessage)  # sealed free text (registry/sealed.py)

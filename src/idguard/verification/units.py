@@ -434,10 +434,9 @@ def suspend(session: Session, *, actor: Actor, now: dt.datetime, code: str, reas
     if unit.status is UnitStatus.SUSPENDED:
         raise RuleViolation(f"unit {code} is already suspended")
     unit.status = UnitStatus.SUSPENDED
+    unit.status_reason = reason  # sealed at rest; the audit entry names only the unit
     unit.updated_at = now
-    session.add(
-        AuditEntry(at=now, staff_id=actor.staff_id, action="unit.suspend", detail=f"{code}: {reason}"[:200])
-    )
+    session.add(AuditEntry(at=now, staff_id=actor.staff_id, action="unit.suspend", detail=code))
     _bump(session)
     session.flush()
     return unit
@@ -453,10 +452,9 @@ def reinstate(session: Session, *, actor: Actor, now: dt.datetime, code: str, re
     if unit.status is not UnitStatus.SUSPENDED:
         raise RuleViolation(f"unit {code} is not suspended")
     unit.status = UnitStatus.ACTIVE
+    unit.status_reason = reason
     unit.updated_at = now
-    session.add(
-        AuditEntry(at=now, staff_id=actor.staff_id, action="unit.reinstate", detail=f"{code}: {reason}"[:200])
-    )
+    session.add(AuditEntry(at=now, staff_id=actor.staff_id, action="unit.reinstate", detail=code))
     _bump(session)
     session.flush()
     return unit

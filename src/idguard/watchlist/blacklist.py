@@ -122,7 +122,9 @@ def lift(session: Session, *, actor: Actor, now: dt.datetime, entry_no: str, rea
             staff_id=actor.staff_id,
             action="blacklist.lifted",
             person_id=person.id,
-            detail=f"{entry.entry_no}: {reason}"[:200],
+            # The entry only: the reason is free text, sealed in the entry's history, never
+            # copied into the chained audit log (docs/operations.md, sealed free text).
+            detail=entry.entry_no,
         )
     )
     session.flush()
@@ -203,7 +205,9 @@ def _end(
         event=EventKind.BLACKLIST_ENDED,
         actor=actor,
         at=now,
-        reason=f"{action.value}: {reason}",
+        # A lifting reason is staff free text: sealed in the BlacklistEvent, and never copied
+        # into the chained ledger (which cannot be sealed: docs/operations.md). An expiry's is ours.
+        reason=action.value if action is BlacklistAction.LIFTED else f"{action.value}: {reason}",
         reference=entry.entry_no,
     )
 

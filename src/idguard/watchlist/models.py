@@ -15,6 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from idguard.db.base import Base
 from idguard.db.types import StrEnumText, str_enum
+from idguard.registry.sealed import Sealed, track
 from idguard.watchlist.rules import (
     BlacklistAction,
     BlacklistReason,
@@ -34,7 +35,11 @@ class BlacklistEntry(Base):
     person_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("persons.id"), index=True)
     reason: Mapped[BlacklistReason] = mapped_column(str_enum(BlacklistReason, "blacklist_reason"))
     case_no: Mapped[str] = mapped_column(sa.String(60))
-    note: Mapped[str | None] = mapped_column(sa.String(500))
+    # The supervisor's note, sealed at rest (registry/sealed.py): `entry.note` is the clear text
+    # in memory, `note_sealed` the AES-GCM ciphertext under key `seal_key`.
+    note = Sealed[str | None]()
+    note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     listed_on: Mapped[dt.date]  # China Standard Time
     until: Mapped[dt.date | None]  # the last day it holds (inclusive); NULL until lifted
     status: Mapped[EntryStatus] = mapped_column(str_enum(EntryStatus, "blacklist_status"))
@@ -63,7 +68,11 @@ class BlacklistEvent(Base):
     action: Mapped[BlacklistAction] = mapped_column(str_enum(BlacklistAction, "blacklist_action"))
     at: Mapped[dt.datetime]
     staff_id: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("staff.id"))  # NULL: by itself
-    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    # Sealed at rest (a lifting reason is free text); sealed just after the INSERT, which gives
+    # the id it is bound to (registry/sealed.py, SealedTable.db_assigned).
+    reason = Sealed[str | None]()
+    reason_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
 
 
 class ProtectionEvent(Base):
@@ -74,7 +83,9 @@ class ProtectionEvent(Base):
     id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True)
     person_id: Mapped[uuid.UUID] = mapped_column(sa.ForeignKey("persons.id"), index=True)
     required: Mapped[bool]
-    reason: Mapped[str | None] = mapped_column(sa.String(500))
+    reason = Sealed[str | None]()  # sealed at rest, as the blacklist events' reasons
+    reason_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
     by: Mapped[str] = mapped_column(sa.String(64))
     at: Mapped[dt.datetime]
 
@@ -106,9 +117,16 @@ class Incident(Base):
     last_at: Mapped[dt.datetime]
     closed_at: Mapped[dt.datetime | None]
     closed_by: Mapped[uuid.UUID | None] = mapped_column(sa.ForeignKey("staff.id"))
-    note: Mapped[str | None] = mapped_column(sa.String(500))
+    # The closing note, sealed at rest and bound to `incident_no` (the upsert that opens an
+    # incident writes no note, and leaves `seal_key` NULL until one is written).
+    note = Sealed[str | None]()
+    note_sealed: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    seal_key: Mapped[str | None] = mapped_column(sa.String(16))
 
     __table_args__ = (
         sa.Index("ix_incidents_office_opened_at", "office", "opened_at"),
         sa.Index("ix_incidents_opened_at", "opened_at"),
     )
+
+
+track(BlacklistEntry, BlacklistEvent, ProtectionEvent, Incident)  # sealed free text (registry/sealed.py)

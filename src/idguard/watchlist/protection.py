@@ -45,7 +45,9 @@ def protect(
             staff_id=actor.staff_id,
             action="protection.set" if required else "protection.cleared",
             person_id=person.id,
-            detail=reason[:200],
+            # No reason: it is free text, sealed in the ProtectionEvent, never copied into the
+            # chained audit log (docs/operations.md, sealed free text).
+            detail=None,
         )
     )
     return person, required
@@ -77,6 +79,6 @@ def _set(
         event=EventKind.PROTECTION_SET if required else EventKind.PROTECTION_CLEARED,
         actor=actor,
         at=at,
-        reason=f"{by}: {reason}",
+        reason=by,  # who; the why is free text, sealed in the ProtectionEvent, not in the ledger
         reference=None,
     )

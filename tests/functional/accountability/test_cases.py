@@ -139,11 +139,12 @@ def test_cases_are_append_only(counter: Counter, bank: Unit, session_factory: se
     bank.post(f"/api/v1/cases/{case_no}/responses", {"statement": "two"})
     decide(counter, case_no, "warning")
     with session_factory() as session:
-        texts = list(
-            session.scalars(
-                sa.select(CaseEvent.text).where(CaseEvent.case_no == case_no).order_by(CaseEvent.id)
+        texts = [  # sealed at rest (registry/sealed.py): opened through the model
+            e.text
+            for e in session.scalars(
+                sa.select(CaseEvent).where(CaseEvent.case_no == case_no).order_by(CaseEvent.id)
             )
-        )
+        ]
     assert texts[1:3] == ["one", "two"]
 
 

@@ -168,7 +168,8 @@ def test_own_compliance_and_a_statement_on_the_units_case(
     assert r.status_code == 303
     assert r.headers["location"] == "/unit/compliance?month=2026-06&responded=1"
     with session_factory() as s:
-        texts = s.scalars(sa.select(CaseEvent.text).where(CaseEvent.case_no == case_no)).all()
+        # sealed at rest (registry/sealed.py): opened through the model
+        texts = [e.text for e in s.scalars(sa.select(CaseEvent).where(CaseEvent.case_no == case_no))]
     assert "读卡器故障，已修复" in texts
     # Another unit's teller cannot answer it: as if there were no such case.
     other = Bank(counter, code="BANK-2")
