@@ -14,9 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idguard import uow
 from idguard.citizens import retention
+from idguard.citizens.models import CertificateCheck
 from idguard.citizens.rules import retention_horizon
 from idguard.config import Settings
 from idguard.db.engine import make_engine, make_sessionmaker
+from idguard.verification.runtime import partitions
 
 app = typer.Typer(
     help="Citizens' own view: the check log's retention, declaration signing keys.", no_args_is_help=True
@@ -43,19 +45,44 @@ def purge(
     return removed
 
 
+def drop_months(engine: sa.Engine, *, horizon: dt.datetime) -> partitions.Dropped:
+    """PostgreSQL's partitioned check log: drop each month wholly older than the horizon's month
+    (and the default partition's rows before it), their travel-certificate rows first."""
+
+    def forget(conn: sa.Connection, ids: sa.Select[tuple[object]]) -> None:
+        conn.execute(sa.delete(CertificateCheck).where(CertificateCheck.check_id.in_(ids)))
+
+    return partitions.drop_expired(engine, horizon, forget=forget)
+
+
 @app.command("purge-checks")
 def purge_checks(
     batch: Annotated[int, typer.Option(min=1, max=100_000, help="rows per transaction")] = retention.BATCH,
 ) -> None:
     """Remove check-log rows older than IDGUARD_CHECK_RETENTION_MONTHS (default 24). Safe to run
-    while the service runs (nightly, from cron) and to stop and run again."""
+    while the service runs (nightly, from cron) and to stop and run again. On PostgreSQL (the log
+    partitioned by month) whole months are dropped: a check goes once its whole month is past."""
     settings = Settings()
     engine: sa.Engine = make_engine(settings)
     try:
         horizon = retention_horizon(dt.datetime.now(dt.UTC), settings.check_retention_months)
-        removed = purge(make_sessionmaker(engine), horizon=horizon, batch=batch)
+        with engine.connect() as conn:
+            by_month = partitions.partitioned(conn)
+        if by_month:
+            dropped = drop_months(engine, horizon=horizon)
+        else:
+            removed = purge(make_sessionmaker(engine), horizon=horizon, batch=batch)
     finally:
         engine.dispose()
+    if by_month:
+        console.print(
+            f"dropped {len(dropped.partitions)} monthly partitions ({', '.join(dropped.partitions) or 'none'}) "
+            f"and {dropped.default_rows} rows of {partitions.DEFAULT}, all before "
+            f"{partitions.month_start(horizon).isoformat()} (horizon {horizon.isoformat()}, "
+            f"{settings.check_retention_months} months)",
+            soft_wrap=True,
+        )
+        return
     console.print(
         f"removed {sum(removed.values())} checks older than {horizon.isoformat()} "
         f"({settings.check_retention_months} months) from {len(removed)} units",

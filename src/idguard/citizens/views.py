@@ -161,7 +161,7 @@ def accesses(
 
 def own_check(session: Session, *, citizen: Citizen, hash_key: str, check_id: uuid.UUID) -> Check | None:
     """One check of the citizen's id number, or None (another person's check is not theirs)."""
-    check = session.get(Check, check_id)
+    check = session.scalars(sa.select(Check).where(Check.id == check_id).limit(1)).first()  # key (id, at)
     if check is None or check.id_hash != id_hash(hash_key, citizen.id_number):
         return None
     return check

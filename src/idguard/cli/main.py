@@ -29,6 +29,7 @@ from idguard.ops import ledger_cli
 from idguard.registry import keys_cli
 from idguard.registry import staff as staff_service
 from idguard.scaleout import cli as scaleout_cli
+from idguard.verification import checks_cli
 from idguard.verification import units as units_service
 
 app = typer.Typer(help="idguard: the invalid resident ID card information system.", no_args_is_help=True)
@@ -57,6 +58,7 @@ app.add_typer(ledger_cli.app, name="ledger")  # `idguard ledger verify`, `idguar
 app.add_typer(keys_cli.app, name="keys")  # `idguard keys rekey`, `idguard keys status`
 app.add_typer(citizens_cli.app, name="citizens")  # `idguard citizens purge-checks`, `declaration-key`
 app.add_typer(offline_cli.app, name="offline")  # `idguard offline fetch`, `idguard offline check`
+app.add_typer(checks_cli.app, name="checks")  # `idguard checks partitions` (PostgreSQL)
 scaleout_cli.register(app, accountability_cases.suspension_notes)  # relay, verifier, checklog-sink
 console = Console()
 err = Console(stderr=True)

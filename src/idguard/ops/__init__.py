@@ -20,6 +20,7 @@ from idguard.ops.metrics import Metrics, multiprocess_dir
 from idguard.ops.middleware import OpsMiddleware
 from idguard.ops.routes import metrics as metrics_route
 from idguard.registry import chains
+from idguard.verification.runtime.partitions import PartitionKeeper
 from idguard.verification.verifier import Verifier
 
 __all__ = ["install"]
@@ -56,5 +57,9 @@ def install(app: FastAPI) -> None:
         keeper = ChainKeeper(app.state.engine, chains.keyring(settings), now=app.state.clock.now)
         verifier.on_start.append(keeper.start)
         verifier.on_stop.append(keeper.stop)
+    # The check log's monthly partitions (PostgreSQL): the coming months created at start and daily.
+    partition_keeper = PartitionKeeper(app.state.engine, now=app.state.clock.now)
+    verifier.on_start.append(partition_keeper.start)
+    verifier.on_stop.append(partition_keeper.stop)
     app.include_router(metrics_route.router)
     app.add_middleware(OpsMiddleware, metrics=metrics, hsts=settings.env is not Environment.DEVELOPMENT)

@@ -81,11 +81,15 @@ class Check(Base):
     (HMAC-SHA256 with the service secret) so a citizen's own checks can be found later."""
 
     __tablename__ = "checks"
+    # The key is (id, at): on PostgreSQL the table is partitioned by month on `at` (migration
+    # 0013, runtime/partitions.py), and a partitioned table's key must hold its partition column.
+    # Both are fixed when the check is made (and journaled), so a check written twice has the same
+    # (id, at) and `ON CONFLICT (id, at) DO NOTHING` skips it exactly (runtime/checklog.py).
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     unit_code: Mapped[str] = mapped_column(sa.ForeignKey("units.code"))
     operator: Mapped[str] = mapped_column(sa.String(64))
     purpose: Mapped[str] = mapped_column(sa.String(40))
-    at: Mapped[dt.datetime]
+    at: Mapped[dt.datetime] = mapped_column(primary_key=True)
     result: Mapped[str] = mapped_column(sa.String(10))
     reason: Mapped[str | None] = mapped_column(sa.String(20))
     id_masked: Mapped[str] = mapped_column(sa.String(18))
@@ -96,7 +100,10 @@ class Check(Base):
     # accountability classifies `ignored_alert` by `alerts IS NOT NULL`.
     alerts: Mapped[str | None] = mapped_column(sa.String(60))
 
-    __table_args__ = (sa.Index("ix_checks_unit_code_at", "unit_code", "at"),)
+    __table_args__ = (
+        sa.Index("ix_checks_unit_code_at", "unit_code", "at"),
+        {"postgresql_partition_by": "RANGE (at)"},  # one partition per UTC month
+    )
 
 
 class Watch(Base):

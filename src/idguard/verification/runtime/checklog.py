@@ -285,7 +285,7 @@ def _fields(line: str) -> list[str]:
 
 
 _SQLITE_INSERT = f"INSERT INTO checks ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"  # noqa: S608 - constant
-_SQLITE_INSERT_NEW = _SQLITE_INSERT + " ON CONFLICT (id) DO NOTHING"
+_SQLITE_INSERT_NEW = _SQLITE_INSERT + " ON CONFLICT (id, at) DO NOTHING"
 _SQLITE_FLAGS: dict[str, int | None] = {"t": 1, "f": 0, _NULL: None}
 
 
@@ -871,7 +871,7 @@ def _lines(texts: list[str]) -> Iterator[str]:
 def _copy_checks(conn: sa.Connection, texts: list[str], *, idempotent: bool) -> None:
     """COPY instead of an INSERT per row: the lines are COPY text already (formatted when the
     checks were appended), written about a megabyte at a time. Idempotent (a replay): through a
-    temporary table, skipping ids already in `checks`."""
+    temporary table, skipping checks whose (id, at) is already in `checks`."""
     if not any(texts):
         return
     columns = ", ".join(_COLUMNS)
@@ -880,18 +880,24 @@ def _copy_checks(conn: sa.Connection, texts: list[str], *, idempotent: bool) -> 
         table = "checks_replay"
         conn.exec_driver_sql("CREATE TEMPORARY TABLE checks_replay (LIKE checks) ON COMMIT DROP")
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-        pending: list[str] = []
-        size = 0
-        for text in texts:
-            pending.append(text)
-            size += len(text)
-            if size >= _COPY_BYTES:
+    statement = f"COPY {table} ({columns}) FROM STDIN"
+    try:
+        with cursor.copy(statement) as copy:
+            pending: list[str] = []
+            size = 0
+            for text in texts:
+                pending.append(text)
+                size += len(text)
+                if size >= _COPY_BYTES:
+                    copy.write("".join(pending))
+                    pending, size = [], 0
+            if pending:
                 copy.write("".join(pending))
-                pending, size = [], 0
-        if pending:
-            copy.write("".join(pending))
+    except conn.dialect.loaded_dbapi.IntegrityError as exc:
+        # The driver's own error (COPY bypasses SQLAlchemy's wrapping): a row already there is
+        # SQLAlchemy's IntegrityError to the writer, which then writes idempotently.
+        raise sa.exc.IntegrityError(statement, None, exc) from exc
     if idempotent:
         conn.exec_driver_sql(
-            f"INSERT INTO checks ({columns}) SELECT {columns} FROM checks_replay ON CONFLICT (id) DO NOTHING"  # noqa: S608 - constant
+            f"INSERT INTO checks ({columns}) SELECT {columns} FROM checks_replay ON CONFLICT (id, at) DO NOTHING"  # noqa: S608 - constant
         )
