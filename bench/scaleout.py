@@ -7,7 +7,9 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
 
 1. batch   Batch checks/s on one node with every check durable in JetStream (acknowledged before
            the answer) vs the same node with the check stream disabled (the ceiling), rounds
-           interleaved. Target: >= 200,000 checks/s, and >= 0.8 of the ceiling.
+           interleaved. Target: >= 200,000 checks/s, and >= 0.8 of the ceiling. Also the node's
+           CPU per check (from /proc: the shared cores blur wall time, less so CPU time) and
+           the HTTP client's, which runs on the same cores.
 2. propagation  3 nodes; a card event (a loss report) published, then `wait_for_nodes` until all
            3 have applied it: p50/p99 from the publish's acknowledgement to applied on all
            (target p99 <= 10 ms), and the report's latency with the wait vs without it.
@@ -16,11 +18,13 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
            every card; target <= 5 s), beside the in-process restore alone.
 4. kill    A node under batch load killed with kill -9: the checks acknowledged to clients vs
            those in the stream (target: 0 acknowledged checks missing).
-5. check   In-process check cost: CompactIndex.check vs CardIndex.check on the same 1,000,000
-           cards and queries.
+5. check   In-process check cost (CPU time): CompactIndex.check vs CardIndex.check on the same
+           1,000,000 cards and queries, with the index's own strings and with new ones (as a
+           request brings them: no hash cached).
 
     .venv/bin/python bench/scaleout.py [--parts batch,propagation,index,kill,check]
-        [--cards 10000000] [--seconds 5] [--rounds 3] [--nats nats://127.0.0.1:4222]
+        [--cards 10000000] [--seconds 5] [--rounds 3] [--clients 4] [--connections 1]
+        [--nats nats://127.0.0.1:4222]
 """
 
 from __future__ import annotations
@@ -60,6 +64,12 @@ LOW = (1 << 45) - 1
 
 def uptime() -> str:
     return Path("/proc/loadavg").read_text().split(" ")[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def settings_for(nats: str) -> Settings:
@@ -188,33 +198,43 @@ def batch_body(cards: list[CardFacts], n: int = 1000) -> bytes:
 
 
 async def _load(
-    url: str, key: str, body: bytes, seconds: float, clients: int, ids: list[str] | None
+    url: str,
+    key: str,
+    body: bytes,
+    seconds: float,
+    clients: int,
+    ids: list[str] | None,
+    connections: int = 1,
 ) -> tuple[int, int]:
-    """Post the batch from `clients` connections for `seconds`: (checks answered 200, errors)."""
+    """Post the batch from `clients` client objects with `connections` requests in flight each,
+    for `seconds`: (checks answered 200, errors)."""
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     done = errors = 0
     per_request = len(json.loads(body)["items"])
     end = time.monotonic() + seconds
 
     async def client() -> None:
-        nonlocal done, errors
         async with httpx.AsyncClient(timeout=10) as c:
-            while time.monotonic() < end:
-                try:
-                    r = await c.post(url + "/api/v1/verify/batch", content=body, headers=headers)
-                except httpx.HTTPError:
-                    errors += 1
-                    await asyncio.sleep(0.05)
+            await asyncio.gather(*(post(c) for _ in range(connections)))
+
+    async def post(c: httpx.AsyncClient) -> None:
+        nonlocal done, errors
+        while time.monotonic() < end:
+            try:
+                r = await c.post(url + "/api/v1/verify/batch", content=body, headers=headers)
+            except httpx.HTTPError:
+                errors += 1
+                await asyncio.sleep(0.05)
+                continue
+            if r.status_code == 200:
+                if ids is None:  # the client's own JSON parsing would cost more than the node
+                    done += per_request
                     continue
-                if r.status_code == 200:
-                    if ids is None:  # the client's own JSON parsing would cost more than the node
-                        done += per_request
-                        continue
-                    results = r.json()["results"]
-                    done += len(results)
-                    ids.extend(x["check_id"] for x in results)
-                else:
-                    errors += 1
+                results = r.json()["results"]
+                done += len(results)
+                ids.extend(x["check_id"] for x in results)
+            else:
+                errors += 1
 
     await asyncio.gather(*(client() for _ in range(clients)))
     return done, errors
@@ -234,14 +254,30 @@ def part_batch(args: argparse.Namespace) -> None:
             wait_healthy(url, len(cards))
         body = batch_body(cards)
         rates: dict[str, list[float]] = {"durable": [], "disabled": []}
+        server_us: dict[str, list[float]] = {"durable": [], "disabled": []}
+        client_us: list[float] = []
+        pids = {"durable": d.nodes[-2].pid, "disabled": d.nodes[-1].pid}
         for _ in range(args.rounds):
             for name, url in (("durable", durable), ("disabled", ceiling)):
-                started = time.monotonic()
-                done, errors = asyncio.run(_load(url, d.key, body, args.seconds, 4, None))
+                node_cpu, own_cpu, started = cpu_seconds(pids[name]), time.process_time(), time.monotonic()
+                done, errors = asyncio.run(
+                    _load(url, d.key, body, args.seconds, args.clients, None, args.connections)
+                )
                 rates[name].append(done / (time.monotonic() - started))
-                print(f"   {name:9s} {rates[name][-1]:>10,.0f} checks/s  (errors {errors})")
+                server_us[name].append((cpu_seconds(pids[name]) - node_cpu) / max(done, 1) * 1e6)
+                client_us.append((time.process_time() - own_cpu) / max(done, 1) * 1e6)
+                print(
+                    f"   {name:9s} {rates[name][-1]:>10,.0f} checks/s  node CPU {server_us[name][-1]:.2f} us/check"
+                    f"  client CPU {client_us[-1]:.2f} us/check  (errors {errors}, load {uptime()})"
+                )
         dur, cap = statistics.median(rates["durable"]), statistics.median(rates["disabled"])
         print(f"   median: durable {dur:,.0f} checks/s, disabled {cap:,.0f} checks/s, ratio {dur / cap:.2f}")
+        print(
+            f"   median node CPU per check: durable {statistics.median(server_us['durable']):.2f} us, "
+            f"disabled {statistics.median(server_us['disabled']):.2f} us (one core at that cost: "
+            f"{1e6 / statistics.median(server_us['durable']):,.0f} checks/s); the HTTP client "
+            f"{statistics.median(client_us):.2f} us per check on the same cores"
+        )
     finally:
         d.close()
 
@@ -325,7 +361,10 @@ def part_index(args: argparse.Namespace) -> None:
         cold = wait_healthy(url, n, timeout=300)
         print(f"   node process: start to healthy with {n:,} cards: {cold:.2f} s (target <= 5 s)")
         h = httpx.get(url + "/api/v1/health").json()
-        print(f"   node says: loaded_in {h['index']['loaded_in_seconds']} s")
+        print(
+            f"   node says: loaded_in {h['index']['loaded_in_seconds']} s, of which the snapshot's fetch "
+            f"and restore {h['index']['snapshot_seconds']} s (load {uptime()})"
+        )
         rss = Path(f"/proc/{d.nodes[-1].pid}/status").read_text().split("VmRSS:")[1].split("\n")[0].strip()
         print(f"   node resident memory: {rss}")
     finally:
@@ -383,16 +422,21 @@ def part_check(args: argparse.Namespace) -> None:
     compact = CompactIndex(b"bench-key" * 4)
     compact.load(cards)
     rng = random.Random(3)
-    queries = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
-    queries += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
+    same = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
+    same += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
+    # As a request brings them: new string objects, whose hash Python has not computed yet (the
+    # index's own strings carry theirs, and equal the dict's keys by identity).
+    fresh = [(n.encode().decode(), nm.encode().decode(), i, e) for n, nm, i, e in same]
+    print("   (CPU time per check; 'same': the index's own string objects, 'fresh': new ones as parsed)")
     for _ in range(2):
-        for name, index in (("CardIndex", reference), ("CompactIndex", compact)):
-            check = index.check
-            started = time.perf_counter()
-            for number, nm, issued, expires in queries:
-                check(number, nm, issued, expires, TODAY, None)
-            us = (time.perf_counter() - started) / len(queries) * 1e6
-            print(f"   {name:13s} {us:.2f} us/check")
+        for label, queries in (("same", same), ("fresh", fresh)):
+            for name, index in (("CardIndex", reference), ("CompactIndex", compact)):
+                check = index.check
+                started = time.process_time()
+                for number, nm, issued, expires in queries:
+                    check(number, nm, issued, expires, TODAY, None)
+                us = (time.process_time() - started) / len(queries) * 1e6
+                print(f"   {label:5s} {name:13s} {us:.2f} us/check")
     assert number_key(cards[0].id_number) is not None
     assert spread(1) != 1
 
@@ -415,6 +459,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--reports", type=int, default=300)
+    parser.add_argument("--clients", type=int, default=4, help="batch part: HTTP clients")
+    parser.add_argument(
+        "--connections", type=int, default=1, help="batch part: requests in flight per client"
+    )
     parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))
     args = parser.parse_args()
     for part in args.parts.split(","):

@@ -29,24 +29,39 @@ def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) 
         snapshot_seconds: Annotated[
             float, typer.Option(help="write a snapshot of the index this often")
         ] = 300.0,
+        lock: Annotated[
+            bool,
+            typer.Option(
+                "--lock/--no-lock",
+                help="run as one of several relays: publish only while holding the deployment's "
+                "leadership lock (a PostgreSQL advisory lock; a file lock on SQLite), stand by "
+                "otherwise and take over when the leader dies",
+            ),
+        ] = True,
     ) -> None:
         """Publish the ledger, the units' keys and states, and index snapshots to NATS JetStream
-        (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX). One per deployment."""
+        (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX). Run two or more for failover: one leads
+        (publishes), the others stand by and take over within a fraction of a second."""
+        from idguard import logs
         from idguard.db.engine import make_engine, make_sessionmaker
-        from idguard.scaleout.relay import Relay
+        from idguard.scaleout.relay import Leadership, Relay
 
+        logs.install()
         settings = Settings()
         engine = make_engine(settings)
 
         async def main() -> None:
             stop = asyncio.Event()
             _until_signalled(stop)
-            await Relay(
+            relay = Relay(
                 settings,
                 make_sessionmaker(engine),
                 snapshot_seconds=snapshot_seconds,
                 suspension_notes=suspension_notes,
-            ).run(stop)
+                leadership=Leadership(settings) if lock else None,
+            )
+            while not stop.is_set():  # a leader that lost its lock stands by again
+                await relay.run(stop)
 
         try:
             asyncio.run(main())

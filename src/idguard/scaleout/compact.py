@@ -20,6 +20,11 @@ Layout: numpy arrays sorted by h, one entry per card,
 bucket of about two entries): 30 bytes a card. A lookup is a multiplication, two directory reads
 and a scan of one or two entries through memoryviews (Python ints, no numpy scalars).
 
+A batch is looked up at once by `check_many` (a verifier node's batch path): the keys, buckets
+and entries of the whole batch as numpy arrays, the names hashed in one pass, the answers as
+numbers into ANSWER_TABLE; whatever is not the common case (overlay, several cards of a number, a
+chip serial) goes through `check`.
+
 Changes after the snapshot go to a small dict `overlay` (id number -> the number's cards, in
 CardIndex's order), which wins over the arrays; `freeze()` folds it in (the relay does before each
 snapshot). Numbers not of the 18-character shape (never admitted by the API, but the index does
@@ -32,7 +37,7 @@ import datetime as dt
 import hashlib
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -77,6 +82,13 @@ _EXPIRED: tuple[tuple[Result, Reason | None, int], ...] = tuple(
     (Result.INVALID, Reason.EXPIRED, flags << _FLAG_SHIFT) for flags in range(4)
 )
 _MISMATCH: tuple[Result, Reason | None, int] = (Result.MISMATCH, None, 0)
+# `check_many`'s answers by number: 0-31 the packed status and flags (`_ANSWERS`), 32-35 expired
+# with the flags (`_EXPIRED`), 36 a mismatch.
+ANSWER_TABLE: tuple[tuple[Result, Reason | None, int], ...] = (*_ANSWERS, *_EXPIRED, _MISMATCH)
+EXPIRED_ANSWER = 32
+_ANSWER_NUMBER = {answer: k for k, answer in reversed(list(enumerate(ANSWER_TABLE)))}
+MISMATCH_ANSWER = 36
+_DIGITS = np.array([10**e for e in range(16, -1, -1)], dtype=np.uint64)  # weights of 17 digits
 
 # One card in the overlay: (low, name hash, chip hash).
 Packed = tuple[int, int, int]
@@ -109,6 +121,11 @@ class Hasher:
         self._name = hashlib.blake2b(key=key[:64], digest_size=8, person=b"idg-name")
         self._chip = hashlib.blake2b(key=key[:64], digest_size=4, person=b"idg-chip")
 
+    @property
+    def name_state(self) -> Any:
+        """The keyed state `name` copies (for a caller that inlines it)."""
+        return self._name
+
     def name(self, name: str) -> int:
         h = self._name.copy()
         h.update(name.encode("utf-8", "surrogatepass"))
@@ -118,6 +135,18 @@ class Hasher:
         h = self._chip.copy()
         h.update(chip_serial.encode("utf-8", "surrogatepass"))
         return int.from_bytes(h.digest(), "little")
+
+    def names(self, names: Sequence[str]) -> U64:
+        """`name` of each, as one array (the digests' bytes joined and read as little-endian
+        uint64: the values `name` gives)."""
+        copy = self._name.copy
+        digests: list[bytes] = []
+        add = digests.append
+        for name in names:
+            h = copy()
+            h.update(name.encode("utf-8", "surrogatepass"))
+            add(h.digest())
+        return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64, copy=False)
 
 
 def _view(array: Any) -> memoryview:
@@ -145,6 +174,7 @@ class CompactIndex(CardIndex):
         "_hasher",
         "_low",
         "_name",
+        "_name_state",
         "_over",
         "_shift",
         "_v_chip",
@@ -157,6 +187,7 @@ class CompactIndex(CardIndex):
     def __init__(self, key: bytes) -> None:
         super().__init__()
         self._hasher = Hasher(key)
+        self._name_state = self._hasher.name_state
         self._over: dict[str, tuple[Packed, ...]] = {}
         self._set_arrays(_empty64(), _empty64(), _empty64(), np.zeros(0, dtype=np.uint32))
 
@@ -277,7 +308,11 @@ class CompactIndex(CardIndex):
                 want = (issued_on.toordinal() - _EPOCH) << _ISSUE_SHIFT | (
                     0 if expires_on is None else expires_on.toordinal() - _EPOCH
                 ) << _EXPIRY_SHIFT
-                if low & _DATES != want or self._v_name[lo] != self._hasher.name(name):
+                if low & _DATES != want:
+                    return _MISMATCH
+                hashed = self._name_state.copy()  # Hasher.name, inlined
+                hashed.update(name.encode("utf-8", "surrogatepass"))
+                if self._v_name[lo] != int.from_bytes(hashed.digest(), "little"):
                     return _MISMATCH
                 if chip_serial is not None and self._v_chip[lo] != self._hasher.chip(chip_serial):
                     return _MISMATCH
@@ -304,6 +339,103 @@ class CompactIndex(CardIndex):
                 return _EXPIRED[code >> _FLAG_SHIFT]
             answer = _ANSWERS[code]
         return answer
+
+    def check_many(
+        self,
+        id_numbers: Sequence[str],
+        names: Sequence[str],
+        issued: Sequence[dt.date],
+        expires: Sequence[dt.date | None],
+        today: dt.date,
+        chips: Sequence[str | None] | None = None,
+    ) -> npt.NDArray[np.intp]:
+        """`check` of many at once, as numbers into ANSWER_TABLE (`ANSWER_TABLE[k]` is what
+        `check` answers). Numpy does the common case (a number of the 18-character shape with
+        one card in the arrays, no chip serial): the numbers' keys, the directory's buckets, the
+        entries and the comparisons, with the names hashed in one pass; a number in the overlay,
+        one with several cards, a chip serial or another shape is answered by `check` itself."""
+        n = len(id_numbers)
+        answers = np.full(n, MISMATCH_ANSWER, dtype=np.intp)
+        if n == 0:
+            return answers
+        scalar = np.zeros(n, dtype=bool)  # answered one by one, by check()
+        joined = "".join(id_numbers)
+        shaped = len(joined) == 18 * n and joined.isascii() and all(len(x) == 18 for x in id_numbers)
+        if shaped:
+            raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, 18)
+            digits = raw[:, :17] - np.uint8(48)
+            last = raw[:, 17]
+            good = (digits <= 9).all(axis=1) & ((last - np.uint8(48) <= 9) | (last == ord("X")))
+            check_digit = np.where(last == ord("X"), np.uint64(10), (last - np.uint8(48)).astype(np.uint64))
+            keys = digits.astype(np.uint64) @ _DIGITS * np.uint64(11) + check_digit
+            scalar |= ~good
+        else:
+            scalar[:] = True
+            keys = np.zeros(n, dtype=np.uint64)
+        if chips is not None:
+            scalar |= np.fromiter((c is not None for c in chips), dtype=bool, count=n)
+        over = self._over
+        if over and not over.keys().isdisjoint(id_numbers):
+            scalar |= np.fromiter((x in over for x in id_numbers), dtype=bool, count=n)
+        todo = ~scalar
+        if self._base_cards and todo.any():
+            h = keys * np.uint64(_MULT)  # mod 2**64, as spread()
+            bucket = (h >> np.uint64(self._shift)).astype(np.intp)
+            lo = self._dir[bucket].astype(np.intp)
+            hi = self._dir[bucket + 1].astype(np.intp)
+            arrays_h = self._h
+            last_entry = len(arrays_h) - 1
+            position = np.full(n, -1, dtype=np.intp)
+            step = 0
+            open_ = todo & (lo < hi)
+            while open_.any():  # a bucket holds about two entries: a few rounds
+                at = np.minimum(lo + step, last_entry)
+                hit = open_ & (arrays_h[at] == h)
+                position[hit] = at[hit]
+                open_ &= ~hit & (lo + step + 1 < hi)
+                step += 1
+            found = position >= 0
+            at = np.where(found, position, 0)
+            nxt = np.minimum(at + 1, last_entry)
+            several = found & (at + 1 < hi) & (arrays_h[nxt] == h)
+            scalar |= several
+            one = found & ~several
+            if one.any():
+                low = self._low[at]
+                # In Python's integers as `check` computes it (a date before 1900 is negative and
+                # never matches; no date reaches 64 bits).
+                issued_days = np.fromiter((d.toordinal() for d in issued), dtype=np.int64, count=n)
+                expiry_days = np.fromiter(
+                    (_EPOCH if d is None else d.toordinal() for d in expires), dtype=np.int64, count=n
+                )
+                want = (issued_days - _EPOCH) << _ISSUE_SHIFT | (expiry_days - _EPOCH) << _EXPIRY_SHIFT
+                if one.all():
+                    name_h = self._hasher.names(names)
+                else:
+                    name_h = np.zeros(n, dtype=np.uint64)
+                    chosen = np.flatnonzero(one)
+                    name_h[chosen] = self._hasher.names([names[i] for i in chosen.tolist()])
+                match = (
+                    one & ((low & np.uint64(_DATES)).astype(np.int64) == want) & (self._name[at] == name_h)
+                )
+                code = (low & np.uint64(_CODE_MASK)).astype(np.intp)
+                expiry = ((low >> np.uint64(_EXPIRY_SHIFT)) & np.uint64(_DAY_MASK)).astype(np.int64)
+                expired = ((code & 7) == 0) & (expiry != 0) & (today.toordinal() - _EPOCH > expiry)
+                answers = np.where(
+                    match, np.where(expired, EXPIRED_ANSWER + (code >> _FLAG_SHIFT), code), answers
+                )
+        for i in np.flatnonzero(scalar).tolist():
+            answers[i] = _ANSWER_NUMBER[
+                self.check(
+                    id_numbers[i],
+                    names[i],
+                    issued[i],
+                    expires[i],
+                    today,
+                    None if chips is None else chips[i],
+                )
+            ]
+        return answers
 
     def bare_lookup(self, id_number: str) -> bool:
         return bool(self._over.get(id_number) or self._base(id_number))
@@ -357,7 +489,7 @@ class CompactIndex(CardIndex):
         return out.getvalue()
 
     @classmethod
-    def restore(cls, key: bytes, blob: bytes) -> tuple[CompactIndex, dict[str, Any]]:
+    def restore(cls, key: bytes, blob: bytes | bytearray) -> tuple[CompactIndex, dict[str, Any]]:
         """An index from `dump`'s bytes, the arrays read in place (no copy), and its header."""
         end = blob.index(b"\n")
         header: dict[str, Any] = json.loads(blob[:end])

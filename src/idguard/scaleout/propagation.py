@@ -71,6 +71,9 @@ class NodeWatch:
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 _watches: dict[tuple[str, str], NodeWatch] = {}

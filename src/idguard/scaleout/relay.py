@@ -18,6 +18,19 @@ It wakes every POLL_SECONDS, or at once on {P}.nudge (a writer's commit), and be
 every BEAT_SECONDS with the seq it has published: nodes measure their lag against it, and a node
 that hears no beat knows it is cut off (scaleout/node.py).
 
+Failover: any number of relays may run; exactly one, the leader, publishes and beats. Leadership
+is a lock the database holds for a process (scaleout/relay.py, `Leadership`): on PostgreSQL a
+session-level advisory lock (`pg_try_advisory_lock`, its key derived from the prefix) on a
+dedicated connection, which PostgreSQL frees the moment that connection ends (a leader killed with
+kill -9, its host gone once TCP keepalive gives up); on SQLite an exclusive `flock` on a file
+beside the database, which the kernel frees when the process dies. A standby loads its index at
+start, keeps it current from the database every STANDBY_CATCH_UP_SECONDS, and tries the lock
+every TAKEOVER_POLL_SECONDS; once it holds it, it resumes after the stream's last `c<seq>` like
+any restarted relay. Exactly once does not rest on the lock: two relays publishing at once (a
+leader that has lost its lock connection but not yet noticed; it checks every
+LOCK_CHECK_SECONDS and stands down) publish the same ids in the same order, and JetStream stores
+each id once and in order (the first copy of every id arrives in ledger order).
+
 Snapshots: the relay keeps its own compact index, changed only by what it publishes (after an
 initial load from the database), and every `snapshot_seconds` writes it with the units' state and
 the stream position it reflects to the object store ({P}_snapshots/index). A node starts from the
@@ -28,8 +41,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import fcntl
+import hashlib
 import json
 import logging
+import os
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +55,7 @@ from typing import Any
 import sqlalchemy as sa
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from idguard.config import Settings
@@ -54,12 +73,97 @@ log = logging.getLogger("idguard.relay")
 POLL_SECONDS = 0.005
 BEAT_SECONDS = 0.1
 BATCH = 5000
+TAKEOVER_POLL_SECONDS = 0.1  # a standby tries the lock this often
+LOCK_CHECK_SECONDS = 0.5  # a leader checks its lock connection this often
+STANDBY_CATCH_UP_SECONDS = 1.0  # a standby brings its index up to the database this often
 _LOW = (1 << 45) - 1
 
 
 def index_key(settings: Settings) -> bytes:
     """The key of the index's name and chip hashes, shared by the relay and every node."""
     return settings.derived_key("scaleout-index")
+
+
+class Leadership:
+    """The lock that makes one relay of a deployment the leader (see the module's docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        digest = hashlib.blake2b(f"idguard-relay:{settings.nats_prefix}".encode(), digest_size=8).digest()
+        self.key = int.from_bytes(digest, "big", signed=True)  # pg advisory locks take a bigint
+        self._engine: sa.Engine | None = None
+        self._conn: sa.Connection | None = None
+        self._file: int | None = None
+
+    @property
+    def lock_file(self) -> str:
+        database = make_url(self.settings.database_url).database or "idguard.db"
+        return f"{os.path.abspath(database)}.relay-{self.settings.nats_prefix}.lock"
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other process holds it; True when this process holds it."""
+        if self.settings.is_sqlite:
+            if self._file is None:
+                fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    return False
+                self._file = fd
+            return True
+        if self._conn is not None:
+            return True
+        if self._engine is None:
+            from idguard.db.engine import make_engine
+
+            # Its own engine: the connection holding the lock is never handed to anything else,
+            # and is closed (invalidated), not returned to a pool, when the lock is let go.
+            self._engine = make_engine(self.settings, pool_size=1, max_overflow=0)
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(conn.scalar(sa.select(sa.func.pg_try_advisory_lock(self.key))))
+        except Exception:
+            conn.close()
+            raise
+        if got:
+            self._conn = conn
+        else:
+            conn.close()
+        return got
+
+    def held(self) -> bool:
+        """Whether the lock is still this process's (its connection alive)."""
+        if self.settings.is_sqlite:
+            return self._file is not None
+        if self._conn is None:
+            return False
+        try:
+            self._conn.scalar(sa.select(1))
+        except Exception:
+            self._drop()
+            return False
+        return True
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.invalidate()
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+
+    def release(self) -> None:
+        if self._file is not None:
+            os.close(self._file)  # the flock goes with the descriptor
+            self._file = None
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.scalar(sa.select(sa.func.pg_advisory_unlock(self.key)))
+            self._drop()
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
 
 
 class Relay:
@@ -70,8 +174,13 @@ class Relay:
         *,
         snapshot_seconds: float = 300.0,
         suspension_notes: Callable[[Session], dict[str, str]] | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.settings = settings
+        self.leadership = leadership  # None: this relay publishes without asking (tests, one relay)
+        self.id = f"{os.uname().nodename}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.leader = False
+        self.became_leader_at: float | None = None  # time.time() of the takeover
         self.names = streams.names(settings)
         self._sessions = sessions
         self._key = index_key(settings)
@@ -87,6 +196,7 @@ class Relay:
         self.snapshots = 0
         self._last_snapshot = 0.0
         self._nudge = asyncio.Event()
+        self._index_seq = 0  # the ledger seq the index reflects at least
 
     # -- the database side (run in a thread) ------------------------------------------------------
 
@@ -96,10 +206,34 @@ class Relay:
                 sa.select(RegistryVersion.version).where(RegistryVersion.name == "units")
             )
             self.keyring.reload(session, version or 0)
+            head = session.scalar(sa.select(LedgerHead.seq).where(LedgerHead.id == 1))
             result = session.execute(
                 sa.select(*_FACTS).select_from(_WITH_FLAGS).execution_options(yield_per=50_000)
             )
             self.index.load(_facts(result, sealed.ring_of(session)))
+        self._index_seq = head or 0  # the cards were read after the head: at least as new
+
+    def _catch_up(self) -> int:
+        """Bring the index up to the database's ledger without publishing (a standby's)."""
+        caught = 0
+        while True:
+            events, _version, _head = self._read(self._index_seq)
+            if not events:
+                return caught
+            for _seq, card in events:
+                self.index.upsert_packed(*self._packed(card))
+            self._index_seq = events[-1][0]
+            caught += len(events)
+
+    def _packed(self, card: CardFacts) -> tuple[str, int, int, int, dt.date | None]:
+        until = card.blacklisted_until if card.flags & BLACKLISTED else None
+        return (
+            card.id_number,
+            pack(card) & _LOW,
+            self._hasher.name(card.name),
+            self._hasher.chip(card.chip_serial),
+            until,
+        )
 
     def _read(self, after: int) -> tuple[list[tuple[int, CardFacts]], int | None, int | None]:
         """Events after `after` (at most BATCH) with their cards, the units version, the head."""
@@ -166,15 +300,12 @@ class Relay:
             futures = []
             packed = []
             for seq, card in events:
-                low = pack(card) & _LOW
-                name = self._hasher.name(card.name)
-                chip = self._hasher.chip(card.chip_serial)
-                until = card.blacklisted_until if card.flags & BLACKLISTED else None
-                packed.append((card.id_number, low, name, chip, until))
+                args = self._packed(card)
+                packed.append(args)
                 futures.append(
                     await js.publish_async(
                         self.names.card_subject,
-                        streams.encode_card(seq, card.id_number, low, name, chip, until),
+                        streams.encode_card(seq, *args),
                         headers={"Nats-Msg-Id": f"c{seq}"},
                     )
                 )
@@ -182,6 +313,7 @@ class Relay:
             for args in packed:
                 self.index.upsert_packed(*args)
             self.seq = events[-1][0]
+            self._index_seq = max(self._index_seq, self.seq)
             self.stream_seq = max(self.stream_seq, max(a.seq for a in acks))
             published += len(events)
         self.published += published
@@ -204,17 +336,27 @@ class Relay:
         return len(blob)
 
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-        nc = await streams.connect(self.settings, name="idguard-relay")
+        nc = await streams.connect(self.settings, name=f"idguard-relay-{self.id}")
         js = nc.jetstream()
+        beat: asyncio.Task[None] | None = None
         try:
             await streams.ensure_streams(js, self.names)
-            await self.resume(js)
             await asyncio.to_thread(self._load)
+            if not await self._lead(stop):
+                return
+            await self.resume(js)
+            await asyncio.to_thread(self._catch_up_to, self.seq)
             await nc.subscribe(self.names.core("nudge"), cb=self._on_nudge)
             beat = asyncio.create_task(self._beat(nc, stop))
             log.info("relay resuming after ledger seq %d (stream position %d)", self.seq, self.stream_seq)
             first = True
+            checked = time.monotonic()
             while not stop.is_set():
+                if self.leadership is not None and time.monotonic() - checked >= LOCK_CHECK_SECONDS:
+                    checked = time.monotonic()
+                    if not await asyncio.to_thread(self.leadership.held):
+                        log.warning("relay %s lost its leadership lock: standing down", self.id)
+                        break
                 try:
                     n = await self.step(js)
                 except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
@@ -239,9 +381,48 @@ class Relay:
                 self._nudge.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._nudge.wait(), POLL_SECONDS)
-            beat.cancel()
         finally:
+            if beat is not None:
+                beat.cancel()
+            self.leader = False
+            if self.leadership is not None:
+                await asyncio.to_thread(self.leadership.release)
             await nc.close()
+
+    async def _lead(self, stop: asyncio.Event) -> bool:
+        """Wait until this relay holds the leadership lock (at once without one); False if
+        stopped first. A standby keeps its index current meanwhile, so a takeover publishes
+        after reading only the events since its last catch-up."""
+        lock = self.leadership
+        if lock is not None:
+            caught_up = time.monotonic()
+            announced = False
+            while not stop.is_set():
+                try:
+                    if await asyncio.to_thread(lock.try_acquire):
+                        break
+                except sa.exc.OperationalError as exc:
+                    log.warning("leadership lock unavailable (%s); retrying", type(exc).__name__)
+                if not announced:
+                    log.info("relay %s standing by: another relay leads", self.id)
+                    announced = True
+                if time.monotonic() - caught_up >= STANDBY_CATCH_UP_SECONDS:
+                    with contextlib.suppress(sa.exc.OperationalError, sa.exc.TimeoutError):
+                        await asyncio.to_thread(self._catch_up)
+                    caught_up = time.monotonic()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), TAKEOVER_POLL_SECONDS)
+            else:
+                return False
+        self.leader = True
+        self.became_leader_at = time.time()
+        log.info("relay %s leads", self.id)
+        return True
+
+    def _catch_up_to(self, seq: int) -> None:
+        """The index at least as new as the stream's last event (a standby's may lag it)."""
+        if self._index_seq < seq:
+            self._catch_up()
 
     async def _on_nudge(self, _msg: Any) -> None:
         self._nudge.set()
@@ -249,7 +430,8 @@ class Relay:
     async def _publish_beat(self, nc: Any) -> None:
         with contextlib.suppress(Exception):  # disconnected: the nodes notice the silence
             await nc.publish(
-                self.names.core("head"), json.dumps({"seq": self.seq, "stream_seq": self.stream_seq}).encode()
+                self.names.core("head"),
+                json.dumps({"seq": self.seq, "stream_seq": self.stream_seq, "relay": self.id}).encode(),
             )
 
     async def _beat(self, nc: Any, stop: asyncio.Event) -> None:

@@ -169,3 +169,105 @@ class NodeProcess:
             self.process.wait(10)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class RelayProcess:
+    """`idguard relay` as a real process (leadership lock on), against the test's database."""
+
+    def __init__(self, settings: Settings) -> None:
+        env = {
+            **os.environ,
+            "IDGUARD_NATS_URL": settings.nats_url or "",
+            "IDGUARD_NATS_PREFIX": settings.nats_prefix,
+            "IDGUARD_SECRET_KEY": SECRET,
+            "IDGUARD_ENV": "test",
+            "IDGUARD_DATABASE_URL": settings.database_url,
+        }
+        idguard = Path(sys.executable).parent / "idguard"
+        self.log = tempfile.NamedTemporaryFile(prefix="idguard-relay-", suffix=".log", delete=False)  # noqa: SIM115
+        self.process = subprocess.Popen(  # noqa: S603 - our own command
+            [str(idguard), "relay"], env=env, stdout=self.log, stderr=self.log
+        )
+        self.pid = self.process.pid
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for(self, text: str, timeout: float = 90) -> None:
+        """Until the relay's log says `text` (imports alone take 10-15 s on a loaded machine)."""
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert self.process.poll() is None, self.output()[-3000:]
+            assert time.monotonic() < deadline, f"the relay never said {text!r}: " + self.output()[-3000:]
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        """kill -9."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+        Path(self.log.name).unlink(missing_ok=True)
+
+
+class Beats:
+    """Every relay beat on {P}.head, as (wall time heard, relay id, ledger seq), heard on a
+    connection of the test's own (its own event loop in a thread)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.heard: list[tuple[float, str, int]] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._nc = asyncio.run_coroutine_threadsafe(self._listen(settings), self._loop).result(10)
+
+    async def _listen(self, settings: Settings) -> Any:
+        import json
+
+        nc = await streams.connect(settings, name="idguard-test-beats")
+
+        async def on_beat(msg: Any) -> None:
+            beat = json.loads(msg.data)
+            self.heard.append((time.time(), str(beat.get("relay", "")), int(beat["seq"])))
+
+        await nc.subscribe(streams.names(settings).core("head"), cb=on_beat)
+        return nc
+
+    def relays(self, since: float = 0.0) -> set[str]:
+        return {relay for heard, relay, _ in list(self.heard) if heard >= since}
+
+    def first_from(self, pid: int, since: float = 0.0) -> float | None:
+        return next((h for h, relay, _ in list(self.heard) if f"-{pid}-" in relay and h >= since), None)
+
+    def close(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+async def _card_seqs(settings: Settings) -> list[int]:
+    nc = await streams.connect(settings, name="idguard-test-reader")
+    js = nc.jetstream()
+    n = streams.names(settings)
+    info = await js.stream_info(n.ledger_stream)
+    seqs = []
+    for position in range(1, info.state.last_seq + 1):
+        msg = await js.get_msg(n.ledger_stream, position)
+        if msg.subject == n.card_subject:
+            seqs.append(streams.decode_card(msg.data or b"")[0])
+    await nc.close()
+    return seqs
+
+
+def card_seqs(settings: Settings) -> list[int]:
+    """The ledger seq of every card message in the ledger stream, in stream order."""
+    return asyncio.run(_card_seqs(settings))
