@@ -50,6 +50,7 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 # session the hook.
 LEDGER_SEQ = "idguard.ledger_seq"
 UNITS_VERSION = "idguard.units_version"
+NOTIFIED = "idguard.notified"  # the transaction's NOTIFY was sent with one of its statements
 PROPAGATE = "idguard.propagate"
 PROPAGATION = "idguard.propagation"
 NOTIFY_CHANNEL = "idguard_ledger"  # runtime/follower.py LISTENs on it
@@ -58,10 +59,14 @@ _NOTIFY = sa.text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')")
 Propagate = Callable[[int, int], "Mapping[str, object] | None"]
 
 
-def changed(session: Session, *, ledger_seq: int = 0, units_version: int = 0) -> None:
+def changed(session: Session, *, ledger_seq: int = 0, units_version: int = 0, notified: bool = False) -> None:
     """Say that this transaction changes what checks answer: it appended ledger event
-    `ledger_seq`, or raised the units version to `units_version`."""
+    `ledger_seq`, or raised the units version to `units_version`. `notified`: a statement of
+    this transaction already ran `pg_notify` on NOTIFY_CHANNEL (the ledger's append does, to
+    spare the commit a round trip); the notification is delivered at commit all the same."""
     info = session.info
+    if notified:
+        info[NOTIFIED] = True
     if ledger_seq > info.get(LEDGER_SEQ, 0):
         info[LEDGER_SEQ] = ledger_seq
     if units_version > info.get(UNITS_VERSION, 0):
@@ -71,13 +76,18 @@ def changed(session: Session, *, ledger_seq: int = 0, units_version: int = 0) ->
 @event.listens_for(Session, "before_commit")
 def _notify(session: Session) -> None:
     info = session.info
-    if (LEDGER_SEQ in info or UNITS_VERSION in info) and session.get_bind().dialect.name == "postgresql":
+    if (
+        (LEDGER_SEQ in info or UNITS_VERSION in info)
+        and not info.get(NOTIFIED)
+        and session.get_bind().dialect.name == "postgresql"
+    ):
         session.execute(_NOTIFY)  # delivered at commit, to every LISTENing worker
 
 
 @event.listens_for(Session, "after_commit")
 def _propagate(session: Session) -> None:
     info = session.info
+    info.pop(NOTIFIED, None)
     seq, units = info.pop(LEDGER_SEQ, 0), info.pop(UNITS_VERSION, 0)
     hook: Propagate | None = info.get(PROPAGATE)
     if (seq or units) and hook is not None:
@@ -92,6 +102,7 @@ def _forget(session: Session, previous_transaction: object) -> None:
     # rollback would otherwise forget a change of the outer transaction too).
     session.info.pop(LEDGER_SEQ, None)
     session.info.pop(UNITS_VERSION, None)
+    session.info.pop(NOTIFIED, None)
 
 
 @contextmanager

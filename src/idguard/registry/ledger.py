@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from idguard import uow
@@ -101,6 +101,11 @@ _PG_NEXT_CHAIN = sa.func.encode(
 )
 
 
+# The statement also queues the NOTIFY that wakes every worker (uow.py: delivered at commit),
+# so the commit needs no round trip of its own for it.
+_PG_NOTIFY = sa.func.pg_notify(sa.literal(uow.NOTIFY_CHANNEL, sa.Text), sa.literal("", sa.Text))
+
+
 def _pg_append(allocated: sa.CTE) -> sa.Insert:
     """INSERT the event whose seq and chain the `allocated` CTE (an UPDATE of the head) returns."""
     return (
@@ -113,7 +118,7 @@ def _pg_append(allocated: sa.CTE) -> sa.Insert:
                 allocated.c.chain,
             ),
         )
-        .returning(_events.c.seq)
+        .returning(_events.c.seq, _PG_NOTIFY)
     )
 
 
@@ -125,6 +130,36 @@ _allocated = (
     .cte("head")
 )
 _PG_CHANGE_AND_APPEND = _pg_append(_allocated)
+# The same, inserting one more row (a loss report) in a data-modifying CTE of the statement:
+# built once per table and set of columns.
+_PG_WITH_ROW: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
+_SQLITE_ROW: dict[str, sa.Insert] = {}
+# Per mapped class: (attribute, column) of every column attribute.
+_ROW_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
+
+
+def _pg_change_append_and_insert(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
+    key = (table.name, columns)
+    stmt = _PG_WITH_ROW.get(key)
+    if stmt is None:
+        row = (
+            sa.insert(table)
+            .values({name: sa.bindparam(f"row_{name}", type_=table.c[name].type) for name in columns})
+            .cte("row")
+        )
+        stmt = _PG_WITH_ROW[key] = _pg_append(_allocated).add_cte(row)
+    return stmt
+
+
+def _row_values(obj: object) -> tuple[sa.Table, dict[str, Any]]:
+    cls = type(obj)
+    mapper = sa.inspect(cls)
+    pairs = _ROW_COLUMNS.get(cls)
+    if pairs is None:
+        pairs = _ROW_COLUMNS[cls] = tuple((prop.key, prop.columns[0].name) for prop in mapper.column_attrs)
+    return cast(sa.Table, mapper.local_table), {column: getattr(obj, key) for key, column in pairs}
+
+
 # An issue event (the card was just inserted, no status to change): the head and the event.
 _PG_APPEND = _pg_append(
     sa.update(_head)
@@ -161,6 +196,7 @@ def record(
     at: dt.datetime,
     reason: str | None = None,
     reference: str | None = None,
+    with_row: object | None = None,
 ) -> int:
     """Apply `event` to the card: set its status to what the lifecycle table says
     (`lifecycle.transition`, RuleViolation if the event cannot happen to it) and append the
@@ -168,8 +204,14 @@ def record(
 
     An issue event is the card's first, with no status before; the card row must already be
     flushed (the event references it).
+
+    `with_row`, a new ORM object of a plain table (every column set, its key chosen by the
+    caller, no sealed fields: a loss report), is inserted with the event and becomes persistent
+    in the session as if flushed; on PostgreSQL in the same statement (one round trip less).
     """
     initial = event.is_issue
+    if with_row is not None and initial:
+        raise ValueError("with_row goes with a status change")
     new_status = transition(event, None if initial else card.status)
     if card in session.new:
         session.flush()
@@ -198,19 +240,31 @@ def record(
         if initial:
             seq = int(conn.execute(_PG_APPEND, params).scalar_one())
         else:
-            seq = int(
-                conn.execute(
-                    _PG_CHANGE_AND_APPEND, {"card_id": card.id, "new_status": new_status, "at": at, **params}
-                ).scalar_one()
-            )
+            stmt = _PG_CHANGE_AND_APPEND
+            params.update(card_id=card.id, new_status=new_status, at=at)
+            if with_row is not None:
+                table, row = _row_values(with_row)
+                stmt = _pg_change_append_and_insert(table, tuple(row))
+                params.update({f"row_{k}": v for k, v in row.items()})
+            seq = int(conn.execute(stmt, params).scalar_one())
     else:
         if not initial:
             conn.execute(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
         seq = _append(conn, values, tail)
+        if with_row is not None:
+            table, row = _row_values(with_row)
+            insert = _SQLITE_ROW.get(table.name)
+            if insert is None:
+                insert = _SQLITE_ROW[table.name] = sa.insert(table)
+            conn.execute(insert, row)
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
-    uow.changed(session, ledger_seq=seq)  # every worker applies it before the answer (uow.py)
+    if with_row is not None:  # persistent, as a flush would have left it
+        make_transient_to_detached(with_row)
+        session.add(with_row)
+    # Every worker applies it before the answer (uow.py); PostgreSQL's NOTIFY is already queued.
+    uow.changed(session, ledger_seq=seq, notified=True)
     return seq
 
 

@@ -48,8 +48,12 @@ def report_loss(
     live = fingerprints.live_template(fingerprint) if fingerprint is not None else None  # before locks
     acting_at(session, actor, office)
     today = today_cst(now)
-    applicant_number = idnumber.parse(applicant_id_number, today=today, field="applicant_id_number").value
-    card, holder = lock_card(session, card_id)
+    card, holder = _lock_card_after_parse(session, card_id, applicant_id_number, today)
+    applicant_number = idnumber.normalise(applicant_id_number)
+    if applicant_number != holder.id_number or applicant_number[6:14] > f"{today:%Y%m%d}":
+        # The holder's own number (the common case) was parsed when the person was registered,
+        # and its region and past birth date stay valid; any other number is parsed here.
+        applicant_number = idnumber.parse(applicant_id_number, today=today, field="applicant_id_number").value
     by_guardian = applicant_number != holder.id_number
     applicant: Person = holder
     if by_guardian:
@@ -84,9 +88,10 @@ def report_loss(
         by_guardian=by_guardian,
         accepted_by=actor.staff_id,
         accepted_at=now,
+        cancelled_at=None,
+        cancelled_by=None,
     )
-    session.add(report)
-    ledger.record(
+    ledger.record(  # the report is inserted with the event (one statement on PostgreSQL)
         session,
         card,
         event=EventKind.reported(reason),
@@ -95,9 +100,23 @@ def report_loss(
         at=now,
         reason=reason.value,
         reference=report.report_no,
+        with_row=report,
     )
     session.flush()
     return report, card
+
+
+def _lock_card_after_parse(
+    session: Session, card_id: str, applicant_id_number: str, today: dt.date
+) -> tuple[Card, Person]:
+    """`lock_card`, answering as if the applicant's number had been parsed first: for a card
+    that does not exist an invalid number is still the 422 it was before (parsing only after the
+    lock lets the holder's own number skip it)."""
+    try:
+        return lock_card(session, card_id)
+    except NotFound:
+        idnumber.parse(applicant_id_number, today=today, field="applicant_id_number")
+        raise
 
 
 def cancel_loss_report(

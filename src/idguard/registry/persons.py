@@ -19,10 +19,10 @@ from idguard.registry import lifecycle as rules
 from idguard.registry.lifecycle import EventKind, RevocationReason
 from idguard.registry.lookups import (
     acting_at,
-    audit_read,
     cards_of,
     lock_person,
     person_by_number,
+    read_audited,
     view,
 )
 from idguard.registry.models import Card, Person
@@ -78,9 +78,8 @@ def read_person(
 ) -> PersonRecord:
     """The record and every card, for staff; the read is audited under `action`."""
     actor.require(Permission.REGISTRY_READ)
-    person = person_by_number(session, id_number, now=now)
-    audit_read(session, actor, action=action, person=person, at=now)
-    return PersonRecord(person=person, cards=cards_of(session, person.id))
+    person, cards = read_audited(session, actor, id_number=id_number, now=now, action=action)
+    return PersonRecord(person=person, cards=cards)
 
 
 def revoke_person(
