@@ -6,9 +6,10 @@ level grows through the sizes asked for (1,000 -> 10,000 -> 100,000), so the siz
 
 Times are CPU seconds of the process (`time.process_time`): the cost on one core, whatever else
 the machine runs; wall times are noted beside. Per size: `Gallery.add_stored_many` throughput
-(batches of 2,000) and bytes per finger; for the index, search time per probe (index + 1:1 on
-the candidates), hit rate (the true finger among the candidates), penetration (candidates /
-gallery), rank-1 identification (the first answer is the true finger, at the 1:N threshold) and
+(batches of 2,000; `--loading-only` measures it side by side with the worker's fast path from
+stored index data, `add_indexed_many`) and bytes per finger; for the index, search time per probe (the three stages), hit
+rate (the true finger in the first stage's shortlist), penetration (shortlist / gallery; the
+note gives how many reached the 1:1 matcher and whether the mate was among them), rank-1 identification (the first answer is the true finger, at the 1:N threshold) and
 the non-mated probes answered with someone (FPIR). The 1:N threshold is calibrated per size on
 half the non-mated probes for FPIR 1 % and tested on the other half; for exhaustive 1:N with the same
 matcher, the same figures on a sample of the probes (`--exhaustive-probes`, all compared with
@@ -20,7 +21,7 @@ Templates are generated on `--workers` processes and cached in bench/.cache/iden
 generates them (~6 min per level on two idle cores), later runs read them.
 
     .venv/bin/python bench/identification.py [--sizes 1000,10000,100000] [--level medium,hard]
-        [--probes 100] [--strangers 200] [--exhaustive-probes 20,10,3]
+        [--probes 100] [--strangers 200] [--exhaustive-probes 20,10,3] [--loading-only]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 
 from harness import table, uptime
 from idguard.biometrics.calibration import calibrate_identification_threshold, identification_error_rates
-from idguard.biometrics.identification import Gallery
+from idguard.biometrics.identification import Gallery, index_data
 from idguard.biometrics.matching import DEFAULT_THRESHOLD, similarity
 from idguard.biometrics.mcc import Template, build_template
 from idguard.biometrics.synthetic import Difficulty, impression, master_finger
@@ -207,14 +208,18 @@ def run_level(
         half = len(best_non) // 2
         threshold = calibrate_identification_threshold(best_non[:half], FPIR)
         times, walls, hits, pens, best_mated, mate_first = [], [], 0, [], [], []
+        compared, compared_hits = [], 0
         for f, probe in enumerate(probes):
             mate = f"card-{f}/finger"
+            shortlist: list[str] = []
             t0, w0 = time.process_time(), time.perf_counter()
-            _, scored = gallery.search_explained(probe, limit=1)
+            _, scored = gallery.search_explained(probe, limit=1, shortlist=shortlist)
             times.append(time.process_time() - t0)
             walls.append(time.perf_counter() - w0)
-            hits += any(k == mate for k, _ in scored)
-            pens.append(len(scored) / size)
+            hits += mate in shortlist  # the first stage's candidates: the penetration
+            pens.append(len(shortlist) / size)
+            compared.append(len(scored))
+            compared_hits += any(k == mate for k, _ in scored)
             best_hit = min(scored, key=lambda h: (-h[1], h[0]), default=("", 0.0))
             best_mated.append(best_hit[1])
             mate_first.append(best_hit[0] == mate)
@@ -231,7 +236,8 @@ def run_level(
                 float(np.mean(pens)),
                 1.0 - fnir,
                 f"{pct(fpir)} of {len(strangers) - half}",
-                f"wall {1e3 * float(np.mean(walls)):,.0f} ms (shared machine)",
+                f"wall {1e3 * float(np.mean(walls)):,.0f} ms (shared machine); 1:1 on "
+                f"{np.mean(compared):.0f}, mate among them {pct(compared_hits / len(probes))}",
             )
         )
 
@@ -267,6 +273,48 @@ def run_level(
     return results, loading, thresholds
 
 
+def loading_side_by_side(level: Difficulty, sizes: list[int], workers: int) -> None:
+    """The worker's two ways of filing stored fingers, same templates, same run, alternating per
+    batch: from the zlib-compressed templates (`add_stored_many`) and from the stored index data
+    (`add_indexed_many`, what the worker does for fingers enrolled since migration 0015). Opening
+    the vault and reading the rows are not counted in either."""
+    top = max(sizes)
+    ensure(level, 0, 0, top, workers)
+    slow, fast = Gallery(), Gallery()
+    source = stored(level, 0, 0, top)
+    added, slow_s, fast_s, rows = 0, 0.0, 0.0, []
+    for size in sizes:
+        for start in range(added, size, LOAD_BATCH):
+            blobs = [zlib.compress(next(source), 1) for _ in range(start, min(size, start + LOAD_BATCH))]
+            index = [index_data(b) for b in blobs]  # made at enrolment: not timed
+            t0 = time.process_time()
+            slow.add_stored_many((f"card-{f}/finger", b) for f, b in enumerate(blobs, start=start))
+            t1 = time.process_time()
+            fast.add_indexed_many(
+                (f"card-{f}/finger", b, i)
+                for f, (b, i) in enumerate(zip(blobs, index, strict=True), start=start)
+            )
+            t2 = time.process_time()
+            slow_s, fast_s = slow_s + t1 - t0, fast_s + t2 - t1
+        added = size
+        rows.append(
+            (
+                level.value,
+                f"{size:,}",
+                f"{1e6 * slow_s / size:.0f}",
+                f"{1e6 * fast_s / size:.0f}",
+                f"{slow_s / fast_s:.1f}x",
+                f"{100_000 * fast_s / size:.1f}",
+            )
+        )
+        print(f"  {level.value} {size:,} loaded both ways ({uptime()})", flush=True)
+    table(
+        "Loading side by side (one core, CPU time, batches of 2,000): from templates vs from index data",
+        ("level", "fingers", "us/add templates", "us/add index data", "ratio", "s per 100k (index data)"),
+        rows,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -275,8 +323,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--strangers", type=int, default=200, help="non-mated probes per level (half calibrate)")
     ap.add_argument("--exhaustive-probes", default="20,10,3", help="probes searched exhaustively, per size")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--loading-only", action="store_true", help="only the side-by-side loading table")
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    if args.loading_only:
+        print(f"1:N gallery loading, synthetic seed {SEED}; numpy {np.__version__}; {uptime()}")
+        for level in (Difficulty(x) for x in args.level.split(",")):
+            loading_side_by_side(level, sizes, args.workers)
+        return
     ex = [int(x) for x in args.exhaustive_probes.split(",")]
     ex = (ex + ex[-1:] * len(sizes))[: len(sizes)]
     started = time.perf_counter()
@@ -284,7 +338,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"1:N identification, synthetic seed {SEED}; 1:1 threshold {DEFAULT_THRESHOLD}, 1:N threshold "
         f"calibrated per size for FPIR {FPIR:.0%}; index: IVF over {Gallery().model.lists} lists, "
-        f"{p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}, {p.candidates} "
+        f"{p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}; shortlist {p.shortlist_share:.0%} "
+        f"(at least {p.shortlist_min}) rescored by exact cosines; {p.candidates} "
         f"candidates compared 1:1; numpy {np.__version__}; {uptime()}"
     )
     results: list[Result] = []

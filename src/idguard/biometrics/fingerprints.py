@@ -36,6 +36,7 @@ from idguard.biometrics import (
     match_any,
     parse,
 )
+from idguard.biometrics.identification import index_data
 from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.biometrics.vault import TemplateVault, VaultError
 from idguard.config import Settings
@@ -189,6 +190,7 @@ def enrol(
         _, template = vault.seal(
             zlib.compress(e.template, 1), context=_context(card_id, e.finger, "template")
         )
+        _, index = vault.seal(index_data(e.template), context=_context(card_id, e.finger, "index"))
         session.add(
             Fingerprint(
                 card_id=card_id,
@@ -196,6 +198,7 @@ def enrol(
                 key_id=key_id,
                 record=record,
                 template=template,
+                index_data=index,
                 minutiae=e.minutiae,
                 quality=e.quality,
                 enrolled_at=now,
@@ -317,10 +320,13 @@ def rekey(session: Session, vault: TemplateVault, *, batch: int = 500) -> int:
         .with_for_update(skip_locked=True)
     ).all()
     for fp in rows:
-        for part in ("record", "template"):
+        for part, column in (("record", "record"), ("template", "template"), ("index", "index_data")):
+            sealed = getattr(fp, column)
+            if sealed is None:  # no index data (enrolled before migration 0015)
+                continue
             context = _context(fp.card_id, fp.finger, part)
-            plain = vault.open(fp.key_id, getattr(fp, part), context=context)
-            setattr(fp, part, vault.seal(plain, context=context)[1])
+            plain = vault.open(fp.key_id, sealed, context=context)
+            setattr(fp, column, vault.seal(plain, context=context)[1])
         fp.key_id = vault.active_key_id
     session.flush()
     return len(rows)

@@ -4,9 +4,14 @@ Exhaustive 1:N costs one 1:1 comparison (~1-2 ms with the decoding) per register
 gallery instead indexes every finger's MCC cylinders, after Cappelli, Ferrara and Maltoni,
 "Fingerprint Indexing Based on Minutia Cylinder-Code", IEEE TPAMI 33(5), 2011: the cylinders are
 the index keys (they are invariant to where the finger lies on the scanner), a search finds, for
-each live cylinder, the registered cylinders similar to it, scores the registered fingers by those
-cylinder matches, and only the first few fingers (`candidates`) go through the 1:1 matcher
-(`matching.similarity`), whose score against the threshold decides.
+each live cylinder, the registered cylinders similar to it and scores the registered fingers by
+those cylinder matches. A cascade of three stages then decides:
+
+1. *Shortlist* (`IndexParams.shortlist`, 2 % of the gallery): the inverted file's vote below.
+2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, exact cosines
+   of the index vectors (no list missed), one pair per (finger, live cylinder), voted by
+   rotation; the first `candidates` (16) fingers go on.
+3. *1:1*: the matcher (`matching.similarity`) on those; its score against the threshold decides.
 
 Measured departures from the paper (docs/fingerprints.md, "1:N search of the blacklist"), because
 on the synthetic set its hash collisions found the true finger too rarely (80 % at 100,000):
@@ -16,9 +21,7 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   the 64 principal components of synthetic cylinders (`IndexModel`, trained once, shipped in
   index_model.npz), is a unit vector filed under its nearest of K centroids; a live cylinder visits
   the `lists_probed` lists nearest to it and computes its exact cosine similarity with every
-  cylinder there (one small matrix product per list). Pairs above `min_similarity` count. With
-  real-valued similarities the paper's idea works (the true finger among the first 1 % for 99 % of
-  probes at 10,000); with h-bit hash collisions it does not (82 %).
+  cylinder there (one small matrix product per list). Pairs above `min_similarity` count.
 * *Consolidation*: a registered finger scores the largest sum of (similarity - min_similarity)
   over the cylinder pairs that agree on the finger's rotation (12 cells of 30 degrees, on two
   grids offset by half a cell): impostor pairs scatter over rotations, a mate's pile up. One dense
@@ -27,8 +30,13 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
 Removed fingers leave the lists when the run holding them is next merged; until then searches
 skip them. A finger slot is never reused: a replaced or removed finger leaves 17 bytes behind.
 
+Loading: `index_data` (per cylinder its direction, list and int8 vector, ~2.9 KB per finger) is
+stored sealed beside each template at enrolment; `add_indexed_many` files a finger from it
+without decompressing or projecting anything (the template, kept compressed, is decoded only for
+stage 3).
+
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
-64-float vector, list, slot and direction (270 bytes); see `bytes_used`.
+64-float vector, list, slot, direction and row-by-finger (278 bytes); see `bytes_used`.
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ import threading
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +72,17 @@ POOLED = 192  # 8 x 8 cells x 3 layers
 class IndexParams:
     """Search parameters (measured on the synthetic set, docs/fingerprints.md)."""
 
-    lists_probed: int = 16  # IVF lists each live cylinder visits, at least...
+    lists_probed: int = 8  # IVF lists each live cylinder visits, at least...
     visit_budget: int = 25_000  # ... or as many as hold about this many cylinders (small galleries)
     min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match
-    candidates: int = 30  # fingers compared 1:1 per search
+    shortlist_share: float = 0.02  # fingers the first stage passes to the second: this share...
+    shortlist_min: int = 50  # ... but at least this many (small galleries)
+    candidates: int = 16  # fingers the second stage passes to the 1:1 matcher
     angle_bins: int = 12  # rotation cells (30 degrees), on two grids offset by half a cell
+
+    def shortlist(self, fingers: int) -> int:
+        """How many fingers the first stage passes to the second in a gallery of `fingers`."""
+        return min(fingers, max(self.shortlist_min, math.ceil(self.shortlist_share * fingers)))
 
 
 DEFAULT_INDEX = IndexParams()
@@ -132,6 +146,14 @@ class IndexModel:
     def dims(self) -> int:
         return int(self.basis.shape[1])
 
+    @cached_property
+    def id(self) -> int:
+        """CRC-32 of the model's numbers: index data made with another model is not used."""
+        crc = 0
+        for a in (self.mean, self.basis, self.centroids):
+            crc = zlib.crc32(np.ascontiguousarray(a, dtype="<f4").tobytes(), crc)
+        return crc
+
     @property
     def lists(self) -> int:
         return int(self.centroids.shape[0])
@@ -182,6 +204,8 @@ class _Segment:
     offsets: I64  # (K + 1,) list j is rows offsets[j]:offsets[j + 1]
     slot: I32  # (m,) finger slot of each cylinder
     theta: F32  # (m,) direction of each cylinder's minutia
+    by_slot: I32  # (m,) the rows ordered by finger slot (the second stage gathers a finger's rows)
+    sorted_slot: I32  # (m,) slot[by_slot]
 
     @property
     def size(self) -> int:
@@ -192,7 +216,21 @@ class _Segment:
         order = np.argsort(lists, kind="stable")
         lists = lists[order]
         offsets = np.searchsorted(lists, np.arange(k + 1)).astype(np.int64)
-        return cls(vectors[order], lists, offsets, slot[order], theta[order])
+        slot = slot[order]
+        by_slot = np.argsort(slot, kind="stable").astype(np.int32)
+        return cls(vectors[order], lists, offsets, slot, theta[order], by_slot, slot[by_slot])
+
+    def rows_of(self, slots: I64) -> I64:
+        """The rows of the fingers `slots` (sorted, distinct), finger after finger."""
+        lo = np.searchsorted(self.sorted_slot, slots, side="left")
+        hi = np.searchsorted(self.sorted_slot, slots, side="right")
+        counts = hi - lo
+        total = int(counts.sum())
+        if total == 0:
+            return np.zeros(0, dtype=np.int64)
+        starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
+        out: I64 = self.by_slot[starts + np.arange(total)].astype(np.int64)
+        return out
 
 
 def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segment:
@@ -233,6 +271,60 @@ def _parse_stored(data: bytes) -> tuple[U8, F32]:
     theta = np.frombuffer(data, dtype="<f4", count=n, offset=_HEADER.size + 8 * n)
     nibbles = np.frombuffer(data, dtype=np.uint8, count=n * cell_bytes, offset=_HEADER.size + 12 * n)
     return nibbles.reshape(n, cell_bytes), theta.astype(np.float32)
+
+
+_INDEX_HEADER = struct.Struct("<4sBIH")  # magic, format, model id, cylinders
+_INDEX_MAGIC, _INDEX_FORMAT = b"IGIX", 1
+_INDEX_PER_CYLINDER = 4 + 2 + 64  # direction (float32), list (uint16), vector (64 x int8)
+
+
+def index_data(stored: bytes, model: IndexModel | None = None) -> bytes:
+    """What the gallery files a finger by, from its stored template (`Template.to_bytes()`, raw or
+    zlib-compressed): per cylinder its minutia's direction, its list and its index vector in
+    int8 (70 bytes), after a header naming the model. Stored beside the template at enrolment so
+    that loading a gallery is reading bytes (`Gallery.add_indexed_many`); derived from the
+    minutiae, so sealed like the template."""
+    model = default_model() if model is None else model
+    if model.dims != 64 or model.lists > 65_535:
+        raise ValueError("index data holds 64-dimensional vectors and at most 65,535 lists")
+    raw = stored if stored[:4] == _MAGIC else zlib.decompress(stored)
+    nibbles, theta = _parse_stored(raw)
+    vectors = model.vectors(nibbles)
+    lists = model.nearest(vectors)[:, 0]
+    codes = np.clip(np.rint(vectors * np.float32(127.0)), -127, 127).astype(np.int8)
+    return b"".join(
+        [
+            _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_FORMAT, model.id, theta.shape[0]),
+            theta.astype("<f4").tobytes(),
+            lists.astype("<u2").tobytes(),
+            codes.tobytes(),
+        ]
+    )
+
+
+def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, I32, F32] | None:
+    """Directions, lists and unit vectors from `index_data`; None when it was made with another
+    model (the template is then filed the slow way). TemplateError when it is malformed."""
+    if len(data) < _INDEX_HEADER.size:
+        raise TemplateError("index.length", f"{len(data)} bytes cannot hold the header")
+    magic, version, made_with, n = _INDEX_HEADER.unpack_from(data)
+    if magic != _INDEX_MAGIC or version != _INDEX_FORMAT:
+        raise TemplateError("index.magic", "not idguard index data of format 1")
+    if len(data) != _INDEX_HEADER.size + n * _INDEX_PER_CYLINDER:
+        raise TemplateError("index.length", f"{len(data)} bytes do not match {n} cylinders")
+    if made_with != model_id:
+        return None
+    off = _INDEX_HEADER.size
+    theta = np.frombuffer(data, dtype="<f4", count=n, offset=off).astype(np.float32)
+    lists = np.frombuffer(data, dtype="<u2", count=n, offset=off + 4 * n).astype(np.int32)
+    codes = np.frombuffer(data, dtype=np.int8, count=n * 64, offset=off + 6 * n).reshape(n, 64)
+    vectors = codes.astype(np.float32)
+    vectors /= np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), np.float32(1e-6))[:, None]
+    if not np.isfinite(theta).all():
+        raise TemplateError("index.directions", "a direction is not a finite number")
+    if n and int(lists.max()) >= lists_in_model:
+        raise TemplateError("index.lists", f"a list number is not below {lists_in_model}")
+    return theta, lists, vectors
 
 
 def _best_per_group(group: I64, weight: F32, top: float) -> I64:
@@ -287,18 +379,43 @@ class Gallery:
         """`add_stored` for many fingers at once: one matrix product and one sorted run for the
         lot, the fast path for loading a blacklist. A malformed template raises TemplateError
         before anything of the batch is added."""
-        batch = []
-        for key, data in items:
+        self.add_indexed_many((key, data, None) for key, data in items)
+
+    def add_indexed_many(self, items: Iterable[tuple[str, bytes, bytes | None]]) -> None:
+        """`add_stored_many` with each finger's `index_data` (or None): a finger whose index data
+        was made with this gallery's model is filed from it (no decompression, pooling or
+        projection: the fast load); the others are filed from their template as
+        `add_stored_many` does. Malformed index data or a malformed template raises
+        TemplateError before anything of the batch is added."""
+        batch: list[tuple[str, F32, I32 | None, F32, bytes]] = []
+        model_id = self.model.id
+        for key, data, index in items:
+            indexed = _parse_index(index, model_id, self.model.lists) if index is not None else None
+            if indexed is not None:
+                theta, lists, vectors = indexed
+                batch.append((key, vectors, lists, theta, data))
+                continue
             raw = data if data[:4] == _MAGIC else zlib.decompress(data)
             nibbles, theta = _parse_stored(raw)
-            batch.append((key, nibbles, theta, data if raw is not data else zlib.compress(raw, 1)))
+            blob = data if raw is not data else zlib.compress(raw, 1)
+            batch.append((key, self.model.vectors(nibbles), None, theta, blob))
         if batch:
-            self._insert(batch)
+            self._insert_vectors(batch)
 
     def _insert(self, batch: list[tuple[str, U8, F32, bytes]]) -> None:
-        vectors = self.model.vectors(np.concatenate([b[1] for b in batch]))
-        lists = self.model.nearest(vectors)[:, 0].astype(np.int32)
-        theta = np.concatenate([b[2] for b in batch]).astype(np.float32)
+        self._insert_vectors(
+            [(key, self.model.vectors(n), None, theta, blob) for key, n, theta, blob in batch]
+        )
+
+    def _insert_vectors(self, batch: list[tuple[str, F32, I32 | None, F32, bytes]]) -> None:
+        """File fingers given their cylinders' unit vectors (and lists, when known)."""
+        vectors = (
+            np.concatenate([b[1] for b in batch]) if batch else np.zeros((0, self.model.dims), np.float32)
+        )
+        lists = np.concatenate(
+            [b[2] if b[2] is not None else self.model.nearest(b[1])[:, 0].astype(np.int32) for b in batch]
+        ).astype(np.int32)
+        theta = np.concatenate([b[3] for b in batch]).astype(np.float32)
         counts = [b[1].shape[0] for b in batch]
         k = self.model.lists
         with self._write:
@@ -311,7 +428,7 @@ class Gallery:
             if need > alive.shape[0]:  # grow: searches keep reading the old array
                 alive = np.concatenate([alive, np.zeros(max(64, need, alive.shape[0]), dtype=bool)])
             replaced = []
-            for i, (key, _, _, blob) in enumerate(batch):
+            for i, (key, _, _, _, blob) in enumerate(batch):
                 blobs.append(blob)
                 keys.append(key)
                 alive[first + i] = last[key] == i
@@ -351,7 +468,13 @@ class Gallery:
         """Memory held for the registered fingers (templates, vectors, lists, slots, directions)."""
         st = self._state
         index = sum(
-            s.vectors.nbytes + s.lists.nbytes + s.offsets.nbytes + s.slot.nbytes + s.theta.nbytes
+            s.vectors.nbytes
+            + s.lists.nbytes
+            + s.offsets.nbytes
+            + s.slot.nbytes
+            + s.theta.nbytes
+            + s.by_slot.nbytes
+            + s.sorted_slot.nbytes
             for s in st.segments
         )
         return index + sum(len(b) for b in st.blobs if b is not None) + st.alive.nbytes
@@ -363,19 +486,29 @@ class Gallery:
         st = self._state
         return [k for s in self._ranked(st, probe) if (k := st.keys[s]) is not None]
 
+    def shortlist(self, probe: Template) -> list[str]:
+        """The registered fingers the first stage (the inverted file's vote) passes to the
+        second, best first: at most `params.shortlist(len(self))`."""
+        st = self._state
+        q = self._probe_vectors(probe)
+        if q is None or not st.segments:
+            return []
+        return [k for x in self._shortlisted(st, probe, q).tolist() if (k := st.keys[x]) is not None]
+
     def search(self, probe: Template, *, limit: int = 5) -> list[tuple[str, float]]:
         """Registered fingers whose 1:1 score with `probe` is at least the threshold, best first,
         at most `limit` of them (empty when none)."""
         return self.search_explained(probe, limit=limit)[0]
 
     def search_explained(
-        self, probe: Template, *, limit: int = 5
+        self, probe: Template, *, limit: int = 5, shortlist: list[str] | None = None
     ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
         """`search`, and every candidate compared 1:1 with its score, whatever the threshold (for
-        the benchmark, the threshold calibration and the tests)."""
+        the benchmark, the threshold calibration and the tests). `shortlist`, when given, receives
+        the fingers the first stage passed to the second (best first)."""
         st = self._state
         scored: list[tuple[str, float]] = []
-        for slot in self._ranked(st, probe):
+        for slot in self._ranked(st, probe, shortlist):
             blob, key = st.blobs[slot], st.keys[slot]
             if blob is None or key is None:  # removed meanwhile
                 continue
@@ -383,14 +516,29 @@ class Gallery:
         hits = sorted((h for h in scored if h[1] >= self.threshold), key=lambda h: (-h[1], h[0]))
         return hits[:limit], scored
 
-    def _ranked(self, st: _State, probe: Template) -> list[int]:
-        """Finger slots by decreasing index score, at most `params.candidates`."""
-        p = self.params
+    def _ranked(self, st: _State, probe: Template, trace: list[str] | None = None) -> list[int]:
+        """Finger slots by decreasing second-stage score, at most `params.candidates`."""
+        q = self._probe_vectors(probe)
+        if q is None or not st.segments:
+            return []
+        short = self._shortlisted(st, probe, q)
+        if trace is not None:
+            trace.extend(k for x in short.tolist() if (k := st.keys[x]) is not None)
+        if short.size == 0:
+            return []
+        return self._rescored(st, probe, q, short)
+
+    def _probe_vectors(self, probe: Template) -> F32 | None:
         if (probe.ns, probe.nd) != (_NS, _ND):
             raise ValueError(f"the index needs 16 x 6 cylinders, not {probe.ns} x {probe.nd}")
-        if probe.count == 0 or not st.segments:
-            return []
-        q = self.model.vectors(to_nibbles(probe.cell_levels))
+        if probe.count == 0:
+            return None
+        return self.model.vectors(to_nibbles(probe.cell_levels))
+
+    def _shortlisted(self, st: _State, probe: Template, q: F32) -> I64:
+        """First stage: the inverted file's vote. Finger slots, best first, at most
+        `params.shortlist(len(self))`."""
+        p = self.params
         indexed = sum(seg.size for seg in st.segments)
         k = self.model.lists
         near = self.model.nearest(q, max(p.lists_probed, min(k, -(-p.visit_budget * k // max(1, indexed)))))
@@ -420,27 +568,83 @@ class Gallery:
                     thetas.append(seg.theta[a:b][j])
                     weights.append(sims[i, j] - tau)
         if not vs:
+            return np.zeros(0, dtype=np.int64)
+        score = self._vote(
+            probe,
+            np.concatenate(vs),
+            np.concatenate(slots).astype(np.int64),
+            np.concatenate(thetas),
+            np.concatenate(weights),
+            st.alive.shape[0],
+            best_pair=False,
+        )
+        score[~st.alive] = 0.0
+        return _top(score, p.shortlist(len(self._slots)))
+
+    def _rescored(self, st: _State, probe: Template, q: F32, short: I64) -> list[int]:
+        """Second stage: every cylinder of the shortlisted fingers against every live one (exact
+        cosines, no list missed), voted by rotation with one pair per (finger, live cylinder).
+        The first `params.candidates` finger slots, best first."""
+        p = self.params
+        short = np.sort(short)
+        vectors: list[F32] = []
+        slots: list[I32] = []
+        thetas: list[F32] = []
+        for seg in st.segments:
+            rows = seg.rows_of(short)
+            if rows.size:
+                vectors.append(seg.vectors[rows])
+                slots.append(seg.slot[rows])
+                thetas.append(seg.theta[rows])
+        if not vectors:
             return []
-        v, slot, w = np.concatenate(vs), np.concatenate(slots), np.concatenate(weights)
-        # One pair per (registered finger, live cylinder), its most similar: a live cylinder
-        # resembling many cylinders of one finger is one piece of evidence, not many.
-        keep = _best_per_group(slot.astype(np.int64) * q.shape[0] + v, w, 1.0 - p.min_similarity)
-        v, slot, w = v[keep], slot[keep], w[keep]
-        rot = np.concatenate(thetas)[keep]
-        rot = np.mod(probe.theta[v].astype(np.float32) - rot, np.float32(2 * math.pi))
-        n, bins = st.alive.shape[0], p.angle_bins
+        sims = q @ np.concatenate(vectors).T
+        i, j = np.nonzero(sims > np.float32(p.min_similarity))
+        if i.size == 0:
+            return []
+        compact = np.searchsorted(short, np.concatenate(slots)[j]).astype(np.int64)
+        score = self._vote(
+            probe,
+            i.astype(np.int64),
+            compact,
+            np.concatenate(thetas)[j],
+            sims[i, j] - np.float32(p.min_similarity),
+            short.size,
+            best_pair=True,
+        )
+        score[~st.alive[short]] = 0.0
+        return [int(short[x]) for x in _top(score, p.candidates)]
+
+    def _vote(
+        self, probe: Template, live: I64, finger: I64, theta: F32, weight: F32, n: int, *, best_pair: bool
+    ) -> NDArray[np.float64]:
+        """Each finger's score (0..n-1): the largest sum of weights over its cylinder pairs that
+        agree on the finger's rotation. With `best_pair`, only each live cylinder's heaviest pair
+        in a finger counts: a live cylinder resembling many cylinders of one finger is one piece
+        of evidence, not many."""
+        p = self.params
+        if best_pair:
+            keep = _best_per_group(finger * probe.count + live, weight, 1.0 - p.min_similarity)
+            live, finger, theta, weight = live[keep], finger[keep], theta[keep], weight[keep]
+        rot = np.mod(probe.theta[live].astype(np.float32) - theta, np.float32(2 * math.pi))
+        bins = p.angle_bins
         score = np.zeros(n, dtype=np.float64)
         for offset in (0.0, 0.5):  # two grids: a rotation near a cell edge still piles up
             cell = (
                 np.floor(rot * np.float32(bins / (2 * math.pi)) + np.float32(offset)).astype(np.int64) % bins
             )
-            votes = np.bincount(slot.astype(np.int64) * bins + cell, weights=w, minlength=n * bins)
+            votes = np.bincount(finger * bins + cell, weights=weight, minlength=n * bins)
             np.maximum(score, votes.reshape(n, bins).max(axis=1), out=score)
-        score[~st.alive] = 0.0
-        found = np.flatnonzero(score > 0.0)
-        top = min(p.candidates, found.size)
-        if top == 0:
-            return []
-        chosen = found[np.argpartition(-score[found], top - 1)[:top]]
-        chosen = chosen[np.lexsort((chosen, -score[chosen]))]
-        return [int(x) for x in chosen]
+        return score
+
+
+def _top(score: NDArray[np.float64], count: int) -> I64:
+    """Indices of the `count` highest positive scores, best first (ties: lower index first)."""
+    found = np.flatnonzero(score > 0.0)
+    top = min(count, found.size)
+    if top == 0:
+        return np.zeros(0, dtype=np.int64)
+    if top < found.size:
+        found = found[np.argpartition(-score[found], top - 1)[:top]]
+    out: I64 = found[np.lexsort((found, -score[found]))]
+    return out

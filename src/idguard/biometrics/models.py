@@ -23,6 +23,9 @@ class Fingerprint(Base):
     key_id: Mapped[str] = mapped_column(sa.String(16), index=True)
     record: Mapped[bytes] = mapped_column(sa.LargeBinary)  # sealed ISO record, as enrolled
     template: Mapped[bytes] = mapped_column(sa.LargeBinary)  # sealed, zlib-compressed MCC template
+    # Sealed like the template (derived from the minutiae): what the 1:N gallery files the finger
+    # by (identification.index_data); None for fingers enrolled before migration 0015.
+    index_data: Mapped[bytes | None] = mapped_column(sa.LargeBinary, nullable=True)
     minutiae: Mapped[int] = mapped_column(sa.SmallInteger)
     quality: Mapped[int] = mapped_column(sa.SmallInteger)
     enrolled_at: Mapped[dt.datetime]

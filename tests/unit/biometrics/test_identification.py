@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -12,7 +13,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from idguard.biometrics import FingerView, Template, build_template
-from idguard.biometrics.identification import IDENTIFICATION_THRESHOLD, Gallery, _best_per_group
+from idguard.biometrics.identification import (
+    IDENTIFICATION_THRESHOLD,
+    Gallery,
+    IndexModel,
+    IndexParams,
+    _best_per_group,
+    default_model,
+    index_data,
+)
 from idguard.biometrics.record import TemplateError
 from idguard.biometrics.synthetic import Difficulty, impression, master_finger
 
@@ -228,3 +237,101 @@ def test_best_per_group_keeps_the_heaviest_of_each_group(entries: list[tuple[int
     for i in kept:
         # the heaviest, to the 16-bit quantisation the packing uses
         assert weight[i] >= weight[group == group[i]].max() - 1.0 / 65535
+
+
+def test_the_second_stage_compares_only_shortlisted_fingers(gallery: Gallery, probes: list[Template]) -> None:
+    """The cascade: the inverted file's vote shortlists a share of the gallery, exact cylinder
+    cosines rank the shortlist, and only its first few reach the 1:1 matcher."""
+    assert gallery.params.shortlist(len(gallery)) < len(gallery)  # else the test proves nothing
+    kept = 0
+    for f, probe in enumerate(probes[:15]):
+        shortlist = gallery.shortlist(probe)
+        assert len(shortlist) <= gallery.params.shortlist(len(gallery))
+        assert len(set(shortlist)) == len(shortlist)
+        traced: list[str] = []
+        _, compared = gallery.search_explained(probe, shortlist=traced)
+        assert traced == shortlist
+        assert {k for k, _ in compared} <= set(shortlist)
+        assert len(compared) <= gallery.params.candidates
+        mate = f"card-{f}/right_index"
+        kept += mate in shortlist and mate in {k for k, _ in compared}
+    assert kept >= 14
+
+
+@settings(database=None, max_examples=80, deadline=None)
+@given(
+    st.integers(0, 10_000_000),
+    st.floats(0.0, 1.0, allow_nan=False),
+    st.integers(0, 5_000),
+)
+def test_the_shortlist_size_rule(fingers: int, share: float, least: int) -> None:
+    """At least `shortlist_min` (the whole gallery if smaller), else the share rounded up; never
+    more than the gallery, and never shrinking as the gallery grows."""
+    p = IndexParams(shortlist_share=share, shortlist_min=least)
+    n = p.shortlist(fingers)
+    assert 0 <= n <= fingers
+    assert n >= min(fingers, least)
+    assert n >= min(fingers, share * fingers)
+    assert n <= max(least, share * fingers + 1)
+    assert p.shortlist(fingers + 1) >= n
+
+
+def test_index_data_loads_a_gallery_that_finds_the_same_mates(
+    registered: list[Template], probes: list[Template]
+) -> None:
+    """Filed from the stored index data (no decompression or projection), a gallery finds what a
+    gallery filed from the templates finds; the 1:1 scores are the same (same templates)."""
+    stored = [zlib.compress(t.to_bytes(), 1) for t in registered[:80]]
+    slow, fast = Gallery(), Gallery()
+    slow.add_stored_many((f"k{f}", blob) for f, blob in enumerate(stored))
+    fast.add_indexed_many((f"k{f}", blob, index_data(blob)) for f, blob in enumerate(stored))
+    assert len(fast) == 80
+    for f, probe in enumerate(probes[:12]):
+        found = fast.search(probe, limit=1)
+        assert found
+        assert found[0][0] == f"k{f}"
+        assert found == slow.search(probe, limit=1)
+
+
+def test_index_data_holds_one_record_per_cylinder(registered: list[Template]) -> None:
+    t = registered[5]
+    data = index_data(t.to_bytes())
+    assert data[:4] == b"IGIX"
+    assert len(data) == 11 + 70 * t.count
+    assert index_data(zlib.compress(t.to_bytes())) == data  # raw or as the registry keeps it
+
+
+def test_index_data_of_another_model_falls_back_to_the_template(
+    registered: list[Template], probes: list[Template]
+) -> None:
+    """A retrained model (another id) must not use stale lists: the template is filed instead."""
+    base = default_model()
+    other = IndexModel(base.mean, base.basis, base.centroids[::-1].copy())
+    assert other.id != base.id
+    stale = [index_data(t.to_bytes(), other) for t in registered[:30]]
+    g = Gallery()
+    g.add_indexed_many((f"k{f}", registered[f].to_bytes(), stale[f]) for f in range(30))
+    ref = Gallery()
+    ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
+    for probe in probes[:5]:
+        assert g.candidates(probe) == ref.candidates(probe)
+
+
+@pytest.mark.parametrize(
+    ("cut", "field"),
+    [
+        (lambda d: d[:5], "index.length"),
+        (lambda d: d[:-1], "index.length"),
+        (lambda d: b"XXXX" + d[4:], "index.magic"),
+    ],
+)
+def test_malformed_index_data_adds_nothing(
+    registered: list[Template], cut: Callable[[bytes], bytes], field: str
+) -> None:
+    good = registered[0].to_bytes()
+    bad = cut(index_data(registered[1].to_bytes()))
+    g = Gallery()
+    with pytest.raises(TemplateError) as err:
+        g.add_indexed_many([("good", good, index_data(good)), ("bad", registered[1].to_bytes(), bad)])
+    assert err.value.field == field
+    assert len(g) == 0

@@ -129,37 +129,49 @@ class BlacklistGallery:
         vault = self._biometrics.vault
         rows = session.execute(
             sa.select(
-                Fingerprint.card_id, Fingerprint.finger, Fingerprint.key_id, Fingerprint.template
+                Fingerprint.card_id,
+                Fingerprint.finger,
+                Fingerprint.key_id,
+                Fingerprint.template,
+                Fingerprint.index_data,
             ).where(Fingerprint.card_id.in_(list(by_card)))
         ).all()
         fingers: dict[uuid.UUID, list[int]] = {card_id: [] for card_id in by_card}
-        opened: list[tuple[uuid.UUID, int, bytes]] = []
-        for card_id, finger, key_id, blob in rows:
+        opened: list[tuple[uuid.UUID, int, bytes, bytes | None]] = []
+        for card_id, finger, key_id, blob, index in rows:
             try:
                 # Stored zlib-compressed (biometrics/fingerprints.py): added as stored, without
-                # building a Template object (the gallery needs only the cylinders' cells).
+                # building a Template object. The index data (sealed beside it since migration
+                # 0015; None before) files it without decompressing or projecting anything.
                 opened.append(
-                    (card_id, finger, vault.open(key_id, blob, context=_context(card_id, finger, "template")))
+                    (
+                        card_id,
+                        finger,
+                        vault.open(key_id, blob, context=_context(card_id, finger, "template")),
+                        None
+                        if index is None
+                        else vault.open(key_id, index, context=_context(card_id, finger, "index")),
+                    )
                 )
             except Exception as exc:  # an integrity fault: that finger cannot be searched
                 log.error(
                     "blacklist gallery: finger %d of card %s cannot be opened: %s", finger, card_id, exc
                 )
-        try:  # the batch at once: one matrix product and one sorted run for all its cylinders
-            self.gallery.add_stored_many((f"{c}/{f}", stored) for c, f, stored in opened)
+        try:  # the batch at once: one sorted run for all its cylinders
+            self.gallery.add_indexed_many((f"{c}/{f}", stored, index) for c, f, stored, index in opened)
             added = opened
-        except Exception:  # one malformed template: add the others one by one
+        except Exception:  # one malformed template or index data: add the others one by one
             added = []
-            for card_id, finger, stored in opened:
+            for card_id, finger, stored, index in opened:
                 try:
-                    self.gallery.add_stored(f"{card_id}/{finger}", stored)
+                    self.gallery.add_indexed_many([(f"{card_id}/{finger}", stored, index)])
                 except Exception as exc:
                     log.error(
                         "blacklist gallery: finger %d of card %s cannot be indexed: %s", finger, card_id, exc
                     )
                     continue
-                added.append((card_id, finger, stored))
-        for card_id, finger, _ in added:
+                added.append((card_id, finger, stored, index))
+        for card_id, finger, *_ in added:
             fingers[card_id].append(finger)
         for card_id, (number, until) in by_card.items():
             # Fingers a previous listing of the card added and this one did not are dropped.
