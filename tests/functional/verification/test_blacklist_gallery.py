@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from idguard import uow
 from idguard.biometrics.fingerprints import _context
 from idguard.biometrics.identification import index_data
 from idguard.biometrics.models import Fingerprint
@@ -64,7 +65,7 @@ def test_enrolment_seals_index_data_and_a_finger_without_it_is_still_filed(count
         counter.card(second, fingerprints=enrolment(305)),
     ]
     vault = app.state.biometrics.vault
-    with app.state.sessionmaker() as session:
+    with uow.transaction(app.state.sessionmaker) as session:
         rows = session.scalars(
             sa.select(Fingerprint)
             .join(Card, Card.id == Fingerprint.card_id)
@@ -88,7 +89,6 @@ def test_enrolment_seals_index_data_and_a_finger_without_it_is_still_filed(count
         session.execute(
             sa.update(Fingerprint).where(Fingerprint.card_id == second_card).values(index_data=None)
         )
-        session.commit()
     listed(counter, first)
     listed(counter, second)
     gallery_holds(counter, 4)
