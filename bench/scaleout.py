@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -67,9 +68,15 @@ def uptime() -> str:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (its threads included)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User and system CPU time so far of a process (its threads included) and of its live
+    children (a node's workers under `--workers`)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its parent is pid
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def settings_for(nats: str) -> Settings:
@@ -140,7 +147,7 @@ class Deployment:
         self.run(self.js.publish(self.names.card_subject, data, headers={"Nats-Msg-Id": f"c{self.seq}"}))
         return time.monotonic()
 
-    def start_node(self, port: int, *, stream: bool = True) -> str:
+    def start_node(self, port: int, *, stream: bool = True, workers: int = 1) -> str:
         env = {
             **os.environ,
             "IDGUARD_NATS_URL": self.settings.nats_url or "",
@@ -153,7 +160,9 @@ class Deployment:
             env["IDGUARD_BENCH_NODE_NO_CHECK_STREAM"] = "1"
         idguard = Path(sys.executable).parent / "idguard"
         self.nodes.append(
-            subprocess.Popen([str(idguard), "verifier", "--port", str(port)], env=env)  # noqa: S603
+            subprocess.Popen(  # noqa: S603
+                [str(idguard), "verifier", "--port", str(port), "--workers", str(workers)], env=env
+            )
         )
         return f"http://127.0.0.1:{port}"
 
@@ -241,17 +250,21 @@ async def _load(
 
 
 def part_batch(args: argparse.Namespace) -> None:
-    print(f"\n== 1. batch checks/s on one node, durable check stream vs disabled (load {uptime()})")
+    print(
+        f"\n== 1. batch checks/s on one node ({args.node_workers} worker(s)), durable check stream vs "
+        f"disabled (load {uptime()})"
+    )
     d = Deployment(settings_for(args.nats))
     try:
         cards = population(200_000)
         index = CompactIndex(index_key(d.settings))
         index.load(cards)
         d.snapshot(index)
-        durable = d.start_node(8301)
-        ceiling = d.start_node(8302, stream=False)
+        durable = d.start_node(8301, workers=args.node_workers)
+        ceiling = d.start_node(8302, stream=False, workers=args.node_workers)
         for url in (durable, ceiling):
-            wait_healthy(url, len(cards))
+            for _ in range(8 * args.node_workers):  # a request reaches any worker: ask each a few times
+                wait_healthy(url, len(cards))
         body = batch_body(cards)
         rates: dict[str, list[float]] = {"durable": [], "disabled": []}
         server_us: dict[str, list[float]] = {"durable": [], "disabled": []}
@@ -463,6 +476,7 @@ def main() -> None:
     parser.add_argument(
         "--connections", type=int, default=1, help="batch part: requests in flight per client"
     )
+    parser.add_argument("--node-workers", type=int, default=1, help="batch part: the node's processes")
     parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))
     args = parser.parse_args()
     for part in args.parts.split(","):

@@ -72,9 +72,18 @@ def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) 
     def verifier(
         host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="port to listen on")] = 8100,
+        workers: Annotated[
+            int,
+            typer.Option(min=1, help="processes sharing the port (one per core); each is a node of its own"),
+        ] = 1,
     ) -> None:
         """Serve POST /api/v1/verify, /verify/batch and /health from the ledger stream, with no
-        database connection (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX, IDGUARD_SECRET_KEY)."""
+        database connection (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX, IDGUARD_SECRET_KEY).
+
+        With `--workers N` the port is shared by N processes, each loading the snapshot, following
+        the stream and announcing itself: a writer's read-your-write wait counts each (every one
+        of them must have applied a report before it is acknowledged), and each holds its own
+        index in memory (N × the index's size)."""
         import uvicorn
 
         uvicorn.run(
@@ -82,6 +91,7 @@ def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) 
             factory=True,
             host=host,
             port=port,
+            workers=workers,
             log_level="warning",
             access_log=False,
         )
