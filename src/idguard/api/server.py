@@ -38,6 +38,12 @@ from uvicorn.server import ServerState
 from idguard.api.errors import PROBLEM, problem_body
 from idguard.api.guard import MAX_HEAD_BYTES
 
+# FastAPI's native OpenTelemetry, off: idguard exports Prometheus metrics (GET /metrics) and
+# configures no OpenTelemetry provider, so the hook only asked, on every request, whether a
+# provider had appeared (reading os.environ several times): ~3 % of a single check's server CPU
+# in a profile under load (issue 14). Every FastAPI app of idguard passes this.
+TELEMETRY_OFF: Any = {"tracing": False, "metrics": False, "logs": False}
+
 # uvicorn.run(http=…): this module's protocols, by import path (workers import them themselves).
 HTTP_PROTOCOLS = {
     "httptools": "idguard.api.server:GuardedHttpToolsProtocol",

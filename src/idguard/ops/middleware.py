@@ -38,6 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from idguard import logs
 from idguard.api.errors import PROBLEM, problem_body
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, json_needs_a_look
+from idguard.api.server import TELEMETRY_OFF
 from idguard.core.clock import Clock
 from idguard.ops.metrics import UNMATCHED, Metrics
 from idguard.verification.routes import verify
@@ -233,7 +234,12 @@ def _replay(message: Message, receive: Receive) -> Receive:
 class IdguardAPI(FastAPI):
     """FastAPI with `FrontDoor` in front of its middleware stack, built (as FastAPI builds its
     stack) at the first request, once every feature has installed itself: it needs the
-    verifier, the clock and the ops middleware's metrics and headers."""
+    verifier, the clock and the ops middleware's metrics and headers. FastAPI's native
+    OpenTelemetry is off (api/server.TELEMETRY_OFF)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("telemetry", TELEMETRY_OFF)
+        super().__init__(**kwargs)
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()

@@ -59,6 +59,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from idguard.api import errors
 from idguard.api.guard import RequestGuard
+from idguard.api.server import TELEMETRY_OFF
 from idguard.config import Settings
 from idguard.core.clock import Clock, SystemClock, today_cst
 from idguard.core.ratelimit import RateLimiter
@@ -621,6 +622,7 @@ def create_node_app(settings: Settings | None = None, *, clock: Clock | None = N
 
     app = FastAPI(
         lifespan=lifespan,
+        telemetry=TELEMETRY_OFF,
         title="idguard verifier node",
         openapi_url="/api/v1/openapi.json",
         docs_url=None,
