@@ -17,7 +17,9 @@ from idguard import uow
 from idguard.biometrics import DEFAULT_POLICY, FingerPosition, calibration
 from idguard.biometrics import parse as parse_record
 from idguard.biometrics.fingerprints import Biometrics
+from idguard.biometrics.identification import index_data
 from idguard.biometrics.models import Fingerprint
+from idguard.biometrics.vault import TemplateVault, parse_template_keys
 from idguard.cli.main import app
 from idguard.config import Environment, Settings
 from idguard.db.common import AuditEntry
@@ -217,6 +219,47 @@ def test_rekey_reseals_every_fingerprint_under_the_new_key(
     assert "'new' is not configured" in fail("fingerprints", "rekey")
     with registry.connect() as conn:
         assert set(conn.scalars(sa.select(Fingerprint.key_id))) == {"new"}  # nothing half-done
+
+
+def test_reindex_gives_every_bulk_loaded_finger_its_sealed_index_data(
+    registry: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fingers stored without 1:N index data (as a database from before migration 0015 holds
+    them): `fingerprints reindex` derives it from each template, sealed and bound to its finger,
+    in batches, and a second run finds nothing left."""
+    monkeypatch.setenv("IDGUARD_TEMPLATE_KEYS", OLD_KEY)
+    run("demo", "--citizens", "200", "--seed", "5", "--fingerprint-persons", "2")
+    with uow.connection(registry) as conn:  # as before migration 0015
+        conn.execute(sa.update(Fingerprint).values(index_data=None))
+    with registry.connect() as conn:
+        missing = sa.select(sa.func.count()).select_from(Fingerprint).where(Fingerprint.index_data.is_(None))
+        assert conn.scalar(missing) == 4
+    monkeypatch.setenv("IDGUARD_TEMPLATE_KEYS", f"{NEW_KEY},{OLD_KEY}")  # mid-rotation: rows move to new
+    assert "4 fingerprints indexed" in run("fingerprints", "reindex", "--batch", "3")
+    vault = TemplateVault(parse_template_keys(NEW_KEY))
+    with registry.connect() as conn:
+        rows = conn.execute(
+            sa.select(
+                Fingerprint.card_id,
+                Fingerprint.finger,
+                Fingerprint.key_id,
+                Fingerprint.template,
+                Fingerprint.index_data,
+            )
+        ).all()
+        assert len(rows) == 4
+        for card_id, finger, key_id, template, index in rows:
+            assert key_id == "new"  # one key per row: re-sealed whole
+            plain = vault.open(
+                key_id, template, context=f"idguard/fingerprint/{card_id}/{finger}/template".encode()
+            )
+            context = f"idguard/fingerprint/{card_id}/{finger}/index".encode()
+            assert vault.open(key_id, index, context=context) == index_data(plain)
+        batches = conn.scalars(
+            sa.select(AuditEntry.detail).where(AuditEntry.action == "fingerprints.reindex")
+        )
+        assert sorted(batches) == ["1 fingerprints indexed", "3 fingerprints indexed"]
+    assert "0 fingerprints indexed" in run("fingerprints", "reindex")
 
 
 def test_calibrate_prints_the_threshold_and_refuses_a_rate_the_set_cannot_measure(

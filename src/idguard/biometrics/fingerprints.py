@@ -330,3 +330,30 @@ def rekey(session: Session, vault: TemplateVault, *, batch: int = 500) -> int:
         fp.key_id = vault.active_key_id
     session.flush()
     return len(rows)
+
+
+def reindex(session: Session, vault: TemplateVault, *, batch: int = 500) -> int:
+    """Fill the index data of up to `batch` fingerprints that have none (enrolled before
+    migration 0015, or bulk-loaded without it), derived from the stored template and sealed
+    like it; returns how many. The caller commits and calls again until it returns 0 (each
+    batch is its own transaction; on PostgreSQL concurrent runs share the rows, SKIP LOCKED).
+    A row keeps one key id: a row under an older key is re-sealed whole under the active key,
+    as `rekey` does. Afterwards the gallery files these fingers from their index data."""
+    rows = session.scalars(
+        sa.select(Fingerprint)
+        .where(Fingerprint.index_data.is_(None))
+        .order_by(Fingerprint.card_id, Fingerprint.finger)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for fp in rows:
+        template = vault.open(fp.key_id, fp.template, context=_context(fp.card_id, fp.finger, "template"))
+        if fp.key_id != vault.active_key_id:
+            for part, column in (("record", "record"), ("template", "template")):
+                context = _context(fp.card_id, fp.finger, part)
+                plain = vault.open(fp.key_id, getattr(fp, column), context=context)
+                setattr(fp, column, vault.seal(plain, context=context)[1])
+            fp.key_id = vault.active_key_id
+        fp.index_data = vault.seal(index_data(template), context=_context(fp.card_id, fp.finger, "index"))[1]
+    session.flush()
+    return len(rows)

@@ -462,6 +462,50 @@ def fingerprints_rekey(
 
 
 @fingerprints_app.command(
+    "reindex",
+    help="Derive the 1:N index data of every stored fingerprint that has none (enrolled before "
+    "migration 0015, or bulk-loaded), sealed like its template, so that the blacklist gallery "
+    "files it from that data instead of its template (docs/fingerprints.md, 1:N).\n\nEach batch "
+    "is one transaction: an interrupted run keeps what it did and can simply be run again.",
+)
+def fingerprints_reindex(
+    batch: Annotated[int, typer.Option(help="fingerprints indexed per transaction")] = 500,
+) -> None:
+    from idguard.biometrics.fingerprints import reindex
+    from idguard.biometrics.vault import TemplateVault, VaultError
+    from idguard.db.common import AuditEntry
+
+    if batch < 1:
+        raise _fail(f"--batch {batch}: must be at least 1")
+    settings = Settings()
+    vault = TemplateVault.from_settings(settings)
+    total = 0
+    with _database(settings) as engine:
+        sessions = make_sessionmaker(engine)
+        while True:
+            try:
+                with uow.transaction(sessions) as session:
+                    done = reindex(session, vault, batch=batch)
+                    if done:
+                        session.add(
+                            AuditEntry(
+                                at=_now(),
+                                action="fingerprints.reindex",
+                                detail=f"{done} fingerprints indexed",
+                            )
+                        )
+            except VaultError as exc:
+                raise _fail(
+                    f"{exc}; {total:,} fingerprints were indexed before this batch (they stay so): "
+                    "list every key still in use in IDGUARD_TEMPLATE_KEYS and run again"
+                ) from None
+            if not done:
+                break
+            total += done
+    console.print(f"{total:,} fingerprints indexed")
+
+
+@fingerprints_app.command(
     "calibrate",
     help="Print the comparison threshold for a false match rate, computed on the held-out synthetic "
     "calibration set, and how many impostor comparisons it rests on.\n\nTakes several minutes "
