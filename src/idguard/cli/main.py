@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from idguard import uow
 from idguard.accountability import cases as accountability_cases
@@ -405,6 +405,33 @@ def demo_unit_key_command() -> None:
     typer.echo(key)
 
 
+def _fingerprint_batches(
+    sessions: sessionmaker[Session], step: Callable[[Session], int], *, action: str, did: str
+) -> int:
+    """Run `step` (a batch over the stored fingerprints) one transaction at a time until it does
+    nothing, each batch audited as `action` ("<n> fingerprints <did>"); the total. A row under a
+    key the configuration does not hold stops the run with one clean line: what earlier batches
+    did stays done, the failing batch is rolled back."""
+    from idguard.biometrics.vault import VaultError
+    from idguard.db.common import AuditEntry
+
+    total = 0
+    while True:
+        try:
+            with uow.transaction(sessions) as session:
+                done = step(session)
+                if done:
+                    session.add(AuditEntry(at=_now(), action=action, detail=f"{done} fingerprints {did}"))
+        except VaultError as exc:
+            raise _fail(
+                f"{exc}; {total:,} fingerprints were {did} before this batch (they stay so): "
+                "list every key still in use in IDGUARD_TEMPLATE_KEYS and run again"
+            ) from None
+        if not done:
+            return total
+        total += done
+
+
 @fingerprints_app.command(
     "rekey",
     help="Re-seal every stored fingerprint under the active key, the first of IDGUARD_TEMPLATE_KEYS."
@@ -418,36 +445,20 @@ def fingerprints_rekey(
     """Key rotation: until every row is re-sealed, the old key must stay configured to decrypt."""
     from idguard.biometrics.fingerprints import rekey
     from idguard.biometrics.models import Fingerprint
-    from idguard.biometrics.vault import TemplateVault, VaultError
-    from idguard.db.common import AuditEntry
+    from idguard.biometrics.vault import TemplateVault
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
     settings = Settings()
     vault = TemplateVault.from_settings(settings)
-    total = 0
     with _database(settings) as engine:
         sessions = make_sessionmaker(engine)
-        while True:
-            try:
-                with uow.transaction(sessions) as session:
-                    done = rekey(session, vault, batch=batch)
-                    if done:
-                        session.add(
-                            AuditEntry(
-                                at=_now(),
-                                action="fingerprints.rekey",
-                                detail=f"{done} fingerprints re-sealed under key {vault.active_key_id}",
-                            )
-                        )
-            except VaultError as exc:
-                raise _fail(
-                    f"{exc}; {total:,} fingerprints were re-sealed before this batch (they stay so): "
-                    "list every key still in use in IDGUARD_TEMPLATE_KEYS and run again"
-                ) from None
-            if not done:
-                break
-            total += done
+        total = _fingerprint_batches(
+            sessions,
+            lambda session: rekey(session, vault, batch=batch),
+            action="fingerprints.rekey",
+            did=f"re-sealed under key {vault.active_key_id}",
+        )
         with sessions() as session:
             left = session.scalar(
                 sa.select(sa.func.count())
@@ -472,36 +483,19 @@ def fingerprints_reindex(
     batch: Annotated[int, typer.Option(help="fingerprints indexed per transaction")] = 500,
 ) -> None:
     from idguard.biometrics.fingerprints import reindex
-    from idguard.biometrics.vault import TemplateVault, VaultError
-    from idguard.db.common import AuditEntry
+    from idguard.biometrics.vault import TemplateVault
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
     settings = Settings()
     vault = TemplateVault.from_settings(settings)
-    total = 0
     with _database(settings) as engine:
-        sessions = make_sessionmaker(engine)
-        while True:
-            try:
-                with uow.transaction(sessions) as session:
-                    done = reindex(session, vault, batch=batch)
-                    if done:
-                        session.add(
-                            AuditEntry(
-                                at=_now(),
-                                action="fingerprints.reindex",
-                                detail=f"{done} fingerprints indexed",
-                            )
-                        )
-            except VaultError as exc:
-                raise _fail(
-                    f"{exc}; {total:,} fingerprints were indexed before this batch (they stay so): "
-                    "list every key still in use in IDGUARD_TEMPLATE_KEYS and run again"
-                ) from None
-            if not done:
-                break
-            total += done
+        total = _fingerprint_batches(
+            make_sessionmaker(engine),
+            lambda session: reindex(session, vault, batch=batch),
+            action="fingerprints.reindex",
+            did="indexed",
+        )
     console.print(f"{total:,} fingerprints indexed")
 
 
