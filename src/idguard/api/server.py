@@ -27,14 +27,20 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, cast
+import time
+from itertools import chain
+from typing import Any, Protocol, cast
 
 import h11
 from uvicorn.config import Config
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
 from uvicorn.server import ServerState
 
+from idguard import logs
 from idguard.api.errors import PROBLEM, problem_body
 from idguard.api.guard import MAX_HEAD_BYTES
 
@@ -192,10 +198,75 @@ class _HeadTooLarge(Exception):
     """Raised in a parser callback: httptools stops, and `data_received` answers 431."""
 
 
+Answer = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class Made(Protocol):
+    """A single check made by the door: its answer may leave once `pending` is done."""
+
+    rid: str
+    pending: asyncio.Future[None] | None
+
+    def response(self) -> Answer: ...
+
+
+class Door(Protocol):
+    """What the app offers the protocol for a plain single check (ops/middleware.FrontDoor)."""
+
+    path: str
+    max_body: int
+
+    def head_passes(self, headers: list[tuple[bytes, bytes]], raw_path: bytes) -> bool: ...
+
+    def single_check(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Made | None: ...
+
+    def observe(self, status: int, seconds: float) -> None: ...
+
+
+def find_door(app: Any) -> tuple[Door, ProxyHeadersMiddleware | None] | None:
+    """The app's single-check door (and uvicorn's proxy-headers layer in front of it, if any),
+    found down the chain of ASGI layers; None until the app has built its stack (at its first
+    request) or when it has no door."""
+    proxy = None
+    for _ in range(50):
+        if isinstance(app, ProxyHeadersMiddleware):
+            proxy = app
+        if callable(getattr(app, "single_check", None)) and callable(getattr(app, "head_passes", None)):
+            return cast(Door, app), proxy
+        app = getattr(app, "middleware_stack", None) or getattr(app, "app", None)
+        if app is None:
+            return None
+    return None
+
+
+def client_addr(scope: Any, proxy: ProxyHeadersMiddleware | None) -> str:
+    """The client as uvicorn's access line names it, after its proxy-headers layer (which the
+    door's requests do not pass through) has taken X-Forwarded-For from a trusted proxy."""
+    client = scope.get("client")
+    if proxy is not None and client and client[0] in proxy.trusted_hosts:
+        forwarded = [value for name, value in scope["headers"] if name == b"x-forwarded-for"]
+        if forwarded:
+            host, port = proxy.trusted_hosts.get_trusted_client_address(
+                b", ".join(forwarded).decode("latin1")
+            )
+            if host:
+                return get_client_addr(cast(Any, {"client": (host, port)}))
+    return get_client_addr(scope)
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with GuardedH11Protocol's answers: 431 for a head past
     MAX_HEAD_BYTES (counted as the parser hands it over, whether it came in one read or many),
-    and a lingering close of a connection whose request was not read to its end."""
+    and a lingering close of a connection whose request was not read to its end.
+
+    A plain single check is answered here, without an ASGI cycle (issue 14): the request's
+    cycle is made as uvicorn makes it, but its task is not started; once the body is in, the
+    app's door (`Door`, ops/middleware.FrontDoor) makes the check, and when the check is
+    recorded the answer is written in one piece, with uvicorn's access line and default headers,
+    and the cycle is completed as uvicorn's `send` completes it (keep-alive, pipelined requests,
+    graceful shutdown). Whatever the door does not take — another path, a query, an `Expect:
+    100-continue`, a body past uvicorn's read-ahead, anything the door declines — starts the task
+    as uvicorn would have, with the request read so far: the app then answers it as before."""
 
     def __init__(
         self,
@@ -211,6 +282,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._head = 0  # bytes of the request line and headers so far
         self._in_message = False  # between a request's first byte and its body's end
         self._failed = False  # the parser refused what the client sent (431 or 400)
+        self._heading = False  # within uvicorn's on_headers_complete
+        self._door: tuple[Door, ProxyHeadersMiddleware | None] | None = None
+        self._deferred: RequestResponseCycle | None = None  # a cycle the door may answer
+        self._deferred_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream server's transport (uvloop's is not a subclass of asyncio.Transport).
@@ -231,6 +306,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self._linger_end is not None:
             self._linger_end.cancel()
+        self._deferred = None  # its client left: nobody to answer
         super().connection_lost(exc)
 
     def on_message_begin(self) -> None:
@@ -253,6 +329,104 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_message = False
+        cycle, found = self._deferred, self._door
+        if cycle is not None and cycle is self.cycle and found is not None:
+            self._deferred = None
+            self._single_check(cycle, *found)
+
+    # --- the single check, answered here -----------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._heading = True
+        try:
+            super().on_headers_complete()
+        finally:
+            self._heading = False
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        if self._heading and app is self.app and self._door_takes(cycle):
+            self._deferred, self._deferred_at = cycle, time.perf_counter()
+            return
+        super()._start_asgi_task(cycle, app)
+
+    def _door_takes(self, cycle: RequestResponseCycle) -> bool:
+        scope = cycle.scope
+        if scope["method"] != "POST" or scope["query_string"] or cycle.waiting_for_100_continue:
+            return False
+        if self._door is None:
+            self._door = find_door(self.app)
+            if self._door is None:
+                return False
+        door = self._door[0]
+        return scope["path"] == door.path and door.head_passes(self.headers, scope["raw_path"])
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        cycle = self._deferred
+        # Past uvicorn's read-ahead it pauses reading until the app reads: the app must, then.
+        if cycle is not None and len(cycle.body) > min(HIGH_WATER_LIMIT, self._door_max()):
+            self._deferred = None
+            super()._start_asgi_task(cycle, self.app)
+
+    def _door_max(self) -> int:
+        return self._door[0].max_body if self._door is not None else 0
+
+    def _single_check(
+        self, cycle: RequestResponseCycle, door: Door, proxy: ProxyHeadersMiddleware | None
+    ) -> None:
+        try:
+            made = door.single_check(self.headers, bytes(cycle.body))
+        except Exception:  # the app meets the request again and answers it
+            log.exception("the single check could not be made in the protocol; the app answers it")
+            made = None
+        if made is None:
+            super()._start_asgi_task(cycle, self.app)
+        elif made.pending is None:
+            self._respond(cycle, made, door, proxy)
+        else:
+            made.pending.add_done_callback(lambda _: self._respond(cycle, made, door, proxy))
+
+    def _respond(
+        self, cycle: RequestResponseCycle, made: Made, door: Door, proxy: ProxyHeadersMiddleware | None
+    ) -> None:
+        """Send the answer as uvicorn's `send` would (its access line, its default headers, its
+        keep-alive and completion), in one write."""
+        status = 500
+        try:
+            status, headers, body = made.response()
+            if cycle.disconnected:  # the client left: nobody to answer
+                return
+            scope = cycle.scope
+            if cycle.access_log:
+                token = logs.request_id.set(made.rid)
+                try:
+                    cycle.access_logger.info(
+                        '%s - "%s %s HTTP/%s" %d',
+                        client_addr(scope, proxy),
+                        scope["method"],
+                        get_path_with_query_string(scope),
+                        scope["http_version"],
+                        status,
+                    )
+                finally:
+                    logs.request_id.reset(token)
+            content = [STATUS_LINE[status]]
+            for name, value in chain(self.server_state.default_headers, headers):
+                content += (name, b": ", value, b"\r\n")
+            if not cycle.keep_alive:
+                content.append(b"connection: close\r\n")
+            content += (b"\r\n", body)
+            cycle.response_started = cycle.response_complete = True
+            self.transport.write(b"".join(content))
+            cycle.message_event.set()
+            if not cycle.keep_alive:
+                self.transport.close()
+            cycle.on_response()
+        except Exception:  # nothing sensible can be sent on this connection any more
+            log.exception("the single check's answer could not be sent")
+            self.transport.close()
+        finally:
+            door.observe(status, time.perf_counter() - self._deferred_at)
 
     def send_400_response(self, msg: str) -> None:
         self._failed = True

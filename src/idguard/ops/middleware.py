@@ -24,6 +24,8 @@ else, and any single check it does not answer, goes on to the stack as it came.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import re
@@ -42,6 +44,7 @@ from idguard.api.server import TELEMETRY_OFF
 from idguard.core.clock import Clock
 from idguard.ops.metrics import UNMATCHED, Metrics
 from idguard.verification.routes import verify
+from idguard.verification.runtime.checklog import NOT_RECORDED, LogFull
 from idguard.verification.verifier import Verifier
 
 REQUEST_ID = b"x-request-id"
@@ -150,8 +153,15 @@ class FrontDoor:
     It takes a request only when the request guard (api/guard.py) would pass it without a
     word: no query, a head within MAX_HEAD_BYTES without a NUL, a body that came in one message
     within MAX_BODY_BYTES with no text the guard looks at closer (`json_needs_a_look`; the
-    content type is JSON, which `front_door` requires). A request it reads but does not answer
-    goes on with its body replayed."""
+    content type is JSON, which `front_door_check` requires). A request it reads but does not
+    answer goes on with its body replayed.
+
+    The HTTP protocol of `idguard serve` (api/server.py) calls `single_check` itself, before any
+    ASGI cycle: the same check and the same answer, without the task, the scope and the two
+    ASGI messages per request (issue 14)."""
+
+    path = VERIFY
+    max_body = MAX_BODY_BYTES
 
     def __init__(self, app: ASGIApp, *, verifier: Verifier, clock: Clock, ops: OpsMiddleware) -> None:
         self.app = app
@@ -166,59 +176,111 @@ class FrontDoor:
             or scope["path"] != VERIFY
             or scope["method"] != "POST"
             or scope["query_string"]
+            or not _head_passes(scope["headers"], scope.get("raw_path") or VERIFY.encode())
         ):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]
-        flat = b"\n".join(chain.from_iterable(headers))
-        if (
-            b"\x00" in flat
-            or len(flat) + 2 * len(headers) + 1 + len(scope.get("raw_path") or VERIFY) > MAX_HEAD_BYTES
-        ):
-            await self.app(scope, receive, send)
+        message = await receive()
+        if message["type"] != "http.request":  # the client left: nobody to answer
             return
+        body: bytes = message.get("body", b"")
+        made = None if message.get("more_body", False) else self.single_check(scope["headers"], body)
+        if made is None:  # not answered here: the stack answers (and counts) it
+            await self.app(scope, _replay(message, receive), send)
+            return
+        token = logs.request_id.set(made.rid)
+        status = 0
+        try:
+            if made.pending is not None:
+                with contextlib.suppress(Exception):  # a failed record: `response` says 503
+                    await made.pending
+            status, out, text = made.response()
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": text})
+        except Exception:
+            if status == 0:  # nothing sent yet: the 500 every answer of ours would be
+                status = 500
+                await send({"type": "http.response.start", "status": 500, "headers": made.failed()})
+                await send({"type": "http.response.body", "body": _500})
+            raise
+        finally:
+            logs.request_id.reset(token)
+            self.observe(status or 500, time.perf_counter() - started)
+
+    def single_check(self, headers: list[tuple[bytes, bytes]], body: bytes) -> SingleCheck | None:
+        """The check of a plain single check whose head passed (`_head_passes`), made now; None
+        when the request is the app's to answer (nothing has changed then). Its answer may leave
+        once `pending` (None when nothing is left to wait for) is done."""
+        if len(body) > MAX_BODY_BYTES or json_needs_a_look(body):
+            return None
         content_type = authorization = b""
         for name, value in headers:
             if name == b"content-type":
                 content_type = content_type or value
             elif name == b"authorization":
                 authorization = authorization or value
-        message = await receive()
-        if message["type"] != "http.request":  # the client left: nobody to answer
-            return
-        body: bytes = message.get("body", b"")
-        if message.get("more_body", False) or len(body) > MAX_BODY_BYTES or json_needs_a_look(body):
-            await self.app(scope, _replay(message, receive), send)
-            return
         rid = request_id(headers)
-        token = logs.request_id.set(rid)
-        status = 0
+        token = logs.request_id.set(rid)  # for whatever is logged while the check is made
         try:
-            answer = await verify.front_door(
-                self.verifier, self.clock.now(), content_type, authorization, body
-            )
-            if answer is not None:
-                status, out, text = answer
-                out.append((REQUEST_ID, rid.encode()))
-                out.extend(self.fixed)
-                await send({"type": "http.response.start", "status": status, "headers": out})
-                await send({"type": "http.response.body", "body": text})
-        except Exception:
-            if status == 0:  # nothing sent yet: the 500 every answer of ours would be
-                status = 500
-                out = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(_500)).encode())]
-                out.append((REQUEST_ID, rid.encode()))
-                out.extend(self.fixed)
-                await send({"type": "http.response.start", "status": 500, "headers": out})
-                await send({"type": "http.response.body", "body": _500})
-            raise
+            made = verify.front_door_check(self.verifier, self.clock.now(), content_type, authorization, body)
+            if made is None:
+                return None
+            answer, ticket = made
+            try:
+                pending = self.verifier.log.recorded_soon(ticket)
+            except LogFull as exc:
+                return SingleCheck(rid, verify.unavailable(str(exc)), None, self.fixed)
+            return SingleCheck(rid, answer, pending, self.fixed)
         finally:
             logs.request_id.reset(token)
-            if status:
-                self.metrics.observe("POST", VERIFY, status, time.perf_counter() - started)
-        if status == 0:  # not answered here: the stack answers (and counts) it
-            await self.app(scope, _replay(message, receive), send)
+
+    def head_passes(self, headers: list[tuple[bytes, bytes]], raw_path: bytes) -> bool:
+        """Whether a single check's head is one this door may take (see the class docstring)."""
+        return _head_passes(headers, raw_path)
+
+    def observe(self, status: int, seconds: float) -> None:
+        """Count an answered single check, as the ops middleware counts every other request."""
+        self.metrics.observe("POST", VERIFY, status, seconds)
+
+
+def _head_passes(headers: list[tuple[bytes, bytes]], raw_path: bytes) -> bool:
+    """No NUL anywhere in the headers, and the head within MAX_HEAD_BYTES (the guard's limits)."""
+    flat = b"\n".join(chain.from_iterable(headers))
+    return b"\x00" not in flat and len(flat) + 2 * len(headers) + 1 + len(raw_path) <= MAX_HEAD_BYTES
+
+
+class SingleCheck:
+    """A single check made at the front door: its answer, to leave once `pending` is done."""
+
+    __slots__ = ("answer", "fixed", "pending", "rid")
+
+    def __init__(
+        self,
+        rid: str,
+        answer: verify.Answer,
+        pending: asyncio.Future[None] | None,
+        fixed: list[tuple[bytes, bytes]],
+    ) -> None:
+        self.rid = rid
+        self.answer = answer
+        self.pending = pending
+        self.fixed = fixed
+
+    def response(self) -> verify.Answer:
+        """Status, headers (the request id and the security headers added) and body to send, once
+        `pending` is done: the check's answer, or the 503 of a check whose record failed."""
+        pending = self.pending
+        if pending is not None and (pending.cancelled() or pending.exception() is not None):
+            status, headers, body = verify.unavailable(NOT_RECORDED)
+        else:
+            status, headers, body = self.answer
+        return status, [*headers, (REQUEST_ID, self.rid.encode()), *self.fixed], body
+
+    def failed(self) -> list[tuple[bytes, bytes]]:
+        """The headers of the 500 answered when sending the answer itself failed."""
+        out = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(_500)).encode())]
+        return [*out, (REQUEST_ID, self.rid.encode()), *self.fixed]
 
 
 def _replay(message: Message, receive: Receive) -> Receive:

@@ -384,12 +384,31 @@ async def front_door(
     """The answer to a plain single check, or None for FastAPI's route to answer the request.
 
     ops/middleware.py calls this in front of every middleware and route, for `POST
-    /api/v1/verify` with nothing the request guard would refuse (api/guard.py). It answers only
-    what `_verify_lane` answers, exactly as it does (a JSON content type, a good key, a body the
-    lane validates, no fingerprint), and only when the check is admitted and allowed: a 401, 403,
-    422 or 429 is FastAPI's to word, after nothing here has changed anything (a refused
-    admission takes no token). The one answer of its own is the 503 of a check recorded in
-    memory whose journal write failed: that check cannot be asked again.
+    /api/v1/verify` with nothing the request guard would refuse (api/guard.py): `front_door_check`
+    makes the check, and the answer leaves once the check is recorded."""
+    made = front_door_check(verifier, now, content_type, authorization, body)
+    if made is None:
+        return None
+    answer, ticket = made
+    try:
+        await verifier.log.recorded(ticket)
+    except LogFull as exc:
+        return unavailable(str(exc))
+    return answer
+
+
+def front_door_check(
+    verifier: Verifier, now: dt.datetime, content_type: bytes, authorization: bytes, body: bytes
+) -> tuple[Answer, int] | None:
+    """A plain single check made, with its check-log ticket: the answer may leave once the
+    ticket is recorded (`CheckLog.recorded`, or `recorded_soon` where nothing can await; a failed
+    record is answered `unavailable`). None for FastAPI's route to answer the request.
+
+    It answers only what `_verify_lane` answers, exactly as it does (a JSON content type, a good
+    key, a body the lane validates, no fingerprint), and only when the check is admitted and
+    allowed: a 401, 403, 422 or 429 is FastAPI's to word, after nothing here has changed anything
+    (a refused admission takes no token). The one answer of its own is the 503 of a check
+    recorded in memory whose journal write failed: that check cannot be asked again.
     tests/functional/verification/test_verify_front_door.py holds it to FastAPI's answers."""
     if content_type != _JSON and content_type.partition(b";")[0].strip().lower() != _JSON:
         return None
@@ -411,13 +430,9 @@ async def front_door(
         answers = verifier.check_items(unit, [as_item(item)])
     except Exception:  # nothing recorded: FastAPI's route meets it again and answers it
         return None
-    try:
-        await verifier.log.recorded(verifier.log.last_ticket())
-    except LogFull as exc:
-        return _unavailable(str(exc))
     text = answers[0].encode()
     limit = unit.rate_limit
-    return (
+    answer = (
         200,
         [
             (b"content-length", str(len(text)).encode()),
@@ -429,9 +444,10 @@ async def front_door(
         ],
         text,
     )
+    return answer, verifier.log.last_ticket()
 
 
-def _unavailable(detail: str) -> Answer:
+def unavailable(detail: str) -> Answer:
     """The 503 the error handler renders for a check that could not be recorded."""
     body = _render(problem_body(503, "Service unavailable", detail)).encode()
     headers = [

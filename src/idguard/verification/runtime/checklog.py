@@ -43,6 +43,7 @@ written, as before; for comparisons, not for production).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime as dt
 import hashlib
@@ -144,6 +145,9 @@ Appended = tuple[str, int, str, list[Watched]]
 class LogFull(Exception):
     """The check log cannot take the check: its buffer is full (the database has not taken
     checks for a while), or its journal cannot be written. Answered 503."""
+
+
+NOT_RECORDED = "the check could not be recorded (journal unavailable); retry later"
 
 
 class NotJournaled(LogFull):
@@ -460,22 +464,32 @@ class CheckLog:
         """Return once the checks of `ticket` are synced to the journal (at once without one);
         raise NotJournaled if their group could not be written. Awaited on the event loop: the
         loop serves other requests meanwhile."""
+        future = self.recorded_soon(ticket)
+        if future is None:
+            return
+        try:
+            await future
+        except JournalError:
+            raise NotJournaled(NOT_RECORDED) from None
+
+    def recorded_soon(self, ticket: int) -> asyncio.Future[None] | None:
+        """`recorded` for a caller on the event loop that cannot await (the HTTP protocol's single
+        check, api/server.py): None when the checks of `ticket` are synced already, else a future
+        of the running loop, settled when they are (its exception a JournalError when their group
+        failed). Raises NotJournaled at once for a group known to have failed."""
         tickets = self._tickets
         if ticket <= tickets.done and not tickets.failed(ticket):
-            return
+            return None
         try:
             outcome = tickets.register(ticket)
         except LookupError:  # no journal thread (not started, or stopped): sync here
             self._sync()
             outcome = tickets.register(ticket)
         if outcome is True:
-            return
+            return None
         if outcome is False:
-            raise NotJournaled("the check could not be recorded (journal unavailable); retry later")
-        try:
-            await outcome
-        except JournalError:
-            raise NotJournaled("the check could not be recorded (journal unavailable); retry later") from None
+            raise NotJournaled(NOT_RECORDED)
+        return outcome
 
     def _format(self, entries: Iterable[CheckEntry]) -> tuple[list[str], list[str], list[Watched]]:
         """Each check as its row line (COPY text: the form journaled and written), formatted once
