@@ -21,10 +21,14 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
 5. check   In-process check cost (CPU time): CompactIndex.check vs CardIndex.check on the same
            1,000,000 cards and queries, with the index's own strings and with new ones (as a
            request brings them: no hash cached).
+6. lease   The node's lease (read-your-write under a partial partition): the relay's beats are
+           leases, every 50 ms (lease / 5) where they were every 100 ms; idle nodes of both side
+           by side in the same windows: node CPU per second, messages per second, the relay's
+           loop CPU.
 
-    .venv/bin/python bench/scaleout.py [--parts batch,propagation,index,kill,check]
+    .venv/bin/python bench/scaleout.py [--parts batch,propagation,index,kill,check,lease]
         [--cards 10000000] [--seconds 5] [--rounds 3] [--clients 4] [--connections 1]
-        [--nats nats://127.0.0.1:4222]
+        [--lease-nodes 2] [--nats nats://127.0.0.1:4222]
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ from idguard.verification.runtime.keyring import UnitView
 SECRET = "bench-secret-0123456789abcdef"  # noqa: S105 - signs nothing outside the benches
 TODAY = dt.date(2026, 11, 28)
 LOW = (1 << 45) - 1
+LEASE_MS = Settings.model_fields["propagation_wait_ms"].default  # the nodes' default lease
 
 
 def uptime() -> str:
@@ -100,8 +105,9 @@ def population(n: int) -> list[CardFacts]:
 class Deployment:
     """The bench as the relay: streams, snapshot, units, beats, card events; node processes."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, beat_seconds: float = LEASE_MS / 1000 / 5) -> None:
         self.settings = settings
+        self.beat_seconds = beat_seconds  # as the relay: a beat every lease / 5
         self.names = streams.names(settings)
         self.key, prefix, digest = new_api_key()
         self.keys: streams.Keys = [(prefix, digest, "BENCH", None)]
@@ -115,16 +121,37 @@ class Deployment:
         self.nc: Any = self.run(streams.connect(settings, name="idguard-bench"))
         self.js = self.nc.jetstream()
         self.run(streams.ensure_streams(self.js, self.names))
+        # As the relay: leases for the nodes, acknowledgements for the writers (scaleout/relay.py).
+        self.lease_requests = 0
         self._beating = True
         asyncio.run_coroutine_threadsafe(self._beat(), self.loop)
+        self.run(self.nc.subscribe(self.names.core("lease"), cb=self._on_lease))
+        self.run(self.nc.subscribe(self.names.core("required"), cb=self._on_required))
 
     def run(self, coro: Any, timeout: float = 600) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     async def _beat(self) -> None:
         while self._beating:
-            await self.nc.publish(self.names.core("head"), json.dumps({"seq": self.seq}).encode())
-            await asyncio.sleep(0.1)
+            await self.nc.publish(self.names.core("head"), json.dumps(self._grant()).encode())
+            await asyncio.sleep(self.beat_seconds)
+
+    def _grant(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "known": self.seq,
+            "lease_ms": LEASE_MS,
+            "relay": "bench",
+            "at": time.monotonic(),
+        }
+
+    async def _on_lease(self, msg: Any) -> None:
+        self.lease_requests += 1
+        await msg.respond(json.dumps(self._grant()).encode())
+
+    async def _on_required(self, msg: Any) -> None:
+        # (the bench publishes a card event before it waits for it: acknowledged at once)
+        await msg.respond(json.dumps({"lease_ms": LEASE_MS, "seq": self.seq}).encode())
 
     def snapshot(self, index: CompactIndex) -> int:
         extra = {"stream_seq": 0, "units": json.loads(streams.encode_units(1, self.keys, self.units))}
@@ -147,8 +174,11 @@ class Deployment:
         self.run(self.js.publish(self.names.card_subject, data, headers={"Nats-Msg-Id": f"c{self.seq}"}))
         return time.monotonic()
 
-    def start_node(self, port: int, *, stream: bool = True, workers: int = 1) -> str:
+    def start_node(
+        self, port: int, *, stream: bool = True, workers: int = 1, env_extra: dict[str, str] | None = None
+    ) -> str:
         env = {
+            **(env_extra or {}),
             **os.environ,
             "IDGUARD_NATS_URL": self.settings.nats_url or "",
             "IDGUARD_NATS_PREFIX": self.settings.nats_prefix,
@@ -342,6 +372,75 @@ def part_propagation(args: argparse.Namespace) -> None:
         d.close()
 
 
+def part_lease(args: argparse.Namespace) -> None:
+    """The cost of the node's lease (docs/scaling.md, "The node's cut-off"): the relay's beats are
+    the leases, one every lease / 5 (50 ms at the default 250 ms) where they were one every
+    100 ms, and a node asks for a lease (and reads the relay's clock) every 2 s. Two deployments
+    side by side in the same windows, `--lease-nodes` idle nodes each: one beating every 50 ms,
+    one every 100 ms (the former rate; its nodes still hold leases, 2.5 beats to a lease). Node
+    CPU per second (from /proc, 10 ms ticks: long windows), beats and lease requests per second,
+    and the relay's side (the bench's loop thread, which beats and answers as the relay does)."""
+    print(f"\n== 6. lease cost: idle nodes, beats every 50 ms vs 100 ms, same windows (load {uptime()})")
+    kinds = {"50 ms": 0.05, "100 ms": 0.1}
+    deployments = {k: Deployment(settings_for(args.nats), beat_seconds=b) for k, b in kinds.items()}
+
+    async def loop_cpu() -> float:
+        return time.thread_time()
+
+    try:
+        each = max(1, args.lease_nodes)
+        urls: dict[str, list[str]] = {}
+        for j, (kind, d) in enumerate(deployments.items()):
+            index = CompactIndex(index_key(d.settings))
+            index.load(population(1000))
+            d.snapshot(index)
+            urls[kind] = [d.start_node(8321 + 20 * j + i) for i in range(each)]
+        pids = {}
+        for kind, d in deployments.items():
+            for url, p in zip(urls[kind], d.nodes, strict=True):
+                wait_healthy(url, 0, timeout=180)
+                pids[url] = p.pid
+        time.sleep(1.0)  # past start-up work
+        rows = []
+        for r in range(args.rounds):
+            load = uptime()
+            before = {url: cpu_seconds(pid) for url, pid in pids.items()}
+            asked = {k: d.lease_requests for k, d in deployments.items()}
+            loops = {k: d.run(loop_cpu()) for k, d in deployments.items()}
+            t0 = time.monotonic()
+            time.sleep(args.seconds)
+            elapsed = time.monotonic() - t0
+            loops = {k: (d.run(loop_cpu()) - loops[k]) / elapsed * 1000 for k, d in deployments.items()}
+            used = {url: (cpu_seconds(pid) - before[url]) / elapsed * 1000 for url, pid in pids.items()}
+            row = {
+                k: (
+                    statistics.mean(used[u] for u in urls[k]),
+                    (d.lease_requests - asked[k]) / elapsed / each,
+                    loops[k],
+                )
+                for k, d in deployments.items()
+            }
+            rows.append(row)
+            print(
+                f"   round {r + 1} (load {load}): "
+                + "; ".join(
+                    f"beats every {k}: node CPU {v[0]:.2f} ms/s, {v[1]:.2f} lease requests/s a node, "
+                    f"relay loop {v[2]:.2f} ms/s"
+                    for k, v in row.items()
+                )
+            )
+        for k, b in kinds.items():
+            med = [statistics.median(row[k][i] for row in rows) for i in range(3)]
+            print(
+                f"   median, beats every {k}: node CPU {med[0]:.2f} ms/s; messages a node receives "
+                f"{1 / b:.0f} beats/s + {med[1]:.2f} lease replies/s (and sends {med[1]:.2f} requests/s "
+                f"+ 5 announcements/s); relay loop {med[2]:.2f} ms/s for {1 / b:.0f} beats/s"
+            )
+    finally:
+        for d in deployments.values():
+            d.close()
+
+
 def synthetic_index(key: bytes, n: int) -> CompactIndex:
     rng = np.random.default_rng(10)
     keys = rng.choice(10**17, size=n, replace=False).astype(np.uint64) * np.uint64(11)
@@ -460,6 +559,7 @@ PARTS = {
     "index": part_index,
     "kill": part_kill,
     "check": part_check,
+    "lease": part_lease,
 }
 
 
@@ -477,6 +577,7 @@ def main() -> None:
         "--connections", type=int, default=1, help="batch part: requests in flight per client"
     )
     parser.add_argument("--node-workers", type=int, default=1, help="batch part: the node's processes")
+    parser.add_argument("--lease-nodes", type=int, default=2, help="lease part: idle nodes of each kind")
     parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))
     args = parser.parse_args()
     for part in args.parts.split(","):

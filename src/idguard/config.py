@@ -71,7 +71,9 @@ class Settings(BaseSettings):
     # Invalid at once (verification/runtime/node.py): the directory shared by the processes that
     # serve this database on this machine. Unset: one derived from the database URL in the
     # system's temporary directory, so every process here using the same database joins the same
-    # node. A write that changed an answer waits up to propagation_wait_ms for every live worker.
+    # node. A write that changed an answer waits up to propagation_wait_ms for every live worker;
+    # with scale-out (NATS) the same setting is each verifier node's lease: a node that has heard
+    # nothing from the relay for that long refuses to answer (docs/scaling.md, "The node's cut-off").
     node_dir: Path | None = None
     propagation_wait_ms: int = Field(default=250, ge=0, le=10_000)
     # The follower's safety-net poll of the ledger (it is woken at once by writes on this node,

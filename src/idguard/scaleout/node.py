@@ -23,11 +23,19 @@ the database:
 Freshness and read-your-write: the relay beats on {P}.head with the seq it has published; a node
 announces the seq it has applied on {P}.applied (on every change, and every ANNOUNCE_SECONDS as
 its heartbeat). A writer waiting for its change (scaleout/propagation.py) also says so on
-{P}.required. A node is *stale* when it has heard no beat for CUT_OFF_SECONDS (cut off from NATS
-or the relay), or when it has been behind a seq it knows of (head or required) for longer than
-BOUND_SECONDS; a stale node answers verify requests 503 with Retry-After, so it never answers
-`valid` for a card whose loss report a writer has acknowledged. `X-Index-Age` and /health say how
-old the index may be.
+{P}.required. A node answers only within a *lease*: a reply to its request on {P}.lease (every
+CALIBRATE_SECONDS), or a beat of the leading relay, says what the relay has published and knows
+of, and lets the node answer until the lease's length after a moment of its own monotonic clock
+no later than the relay's stamp: its request's sending, or for a beat the relay's clock read
+against its own at its last request (NodeFollower.calibrate; rates within RATE_ERROR). The
+lease's length is the writers' bound (`settings.propagation_wait_ms`, one setting), and a writer
+gives up on a node no earlier than that long after the relay acknowledged its seq; so a node that
+hears nothing (a partition that still lets its checks through) has stopped answering before any
+writer can answer without it (the argument: docs/scaling.md, "The node's cut-off"). A node is
+*stale* when its lease has run out, or when it has been behind a seq it knows of (head, required,
+or a lease's) for longer than the bound; a stale node answers verify requests 503 with
+Retry-After, so it never answers `valid` for a card whose loss report a writer has acknowledged.
+`X-Index-Age` and /health say how old the index may be.
 
 What a node does not do: fingerprint comparisons (they read sealed templates from the database:
 `fingerprint_reason` is `comparison_unavailable`), watches' notifications and webhooks, incidents
@@ -96,9 +104,10 @@ from idguard.verification.verifier import (
 
 log = logging.getLogger("idguard.node")
 
-BOUND_SECONDS = 0.25  # behind a known seq for longer than this: stale
-CUT_OFF_SECONDS = 1.0  # no beat from the relay for this long: stale
+CALIBRATE_SECONDS = 2.0  # a lease request (and the relay's clock read against ours) this often
+RATE_ERROR = 1e-3  # how far the rates of two machines' monotonic clocks may differ (NTP: 500 ppm)
 ANNOUNCE_SECONDS = 0.2  # the node's heartbeat on {P}.applied
+REFOLLOW_SECONDS = 1.0  # behind, and no ledger message this long: the consumer is made again
 PUBLISH_TIMEOUT = 2.0  # a check message JetStream has not acknowledged by then is answered 503
 FAST_BATCH_MIN = 8  # fewer checks in a request: Verifier.check_items (numpy's fixed cost)
 _NULL = "\\N"
@@ -108,8 +117,13 @@ class NodeFollower(IndexFollower):
     """The follower's interface (seq, age, loaded_in) for an index fed by the ledger stream; the
     runtime applies the messages (on the event loop, as the requests run: no locking needed)."""
 
-    def __init__(self, index: CompactIndex, keyring: KeyRing) -> None:  # no database: no super()
+    def __init__(self, index: CompactIndex, keyring: KeyRing, bound: float) -> None:  # no super()
         self.index = index
+        self.bound = bound  # the writers' bound: behind a known seq for longer than this, stale
+        self.lease_until = 0.0  # monotonic; none yet: stale until the relay grants one
+        self.leases = 0  # grants received
+        # relay id -> (our clock, its clock) at a moment of its: ours no later than that moment
+        self.clocks: dict[str, tuple[float, float]] = {}
         self.keyring = keyring
         self.seq = 0
         self.stream_seq = 0
@@ -152,13 +166,56 @@ class NodeFollower(IndexFollower):
         elif self.behind_since is None:
             self.behind_since = now
 
+    def grant(self, asked: float, head: int, known: int, lease: float, now: float) -> None:
+        """A lease asked for at `asked` (monotonic) was granted: what must be applied before
+        answering (the relay's head, the highest seq it knows of), and `lease` seconds from the
+        request to answer in. Both at once (no await between: the guard sees both or neither)."""
+        self.head = max(self.head, head)
+        self.required = max(self.required, known)
+        self.lease_until = max(self.lease_until, asked + lease)
+        self.leases += 1
+        self.observe(now)
+
+    def calibrate(self, relay: str, asked: float, at: float) -> None:
+        """The relay stamped `at` (its clock) on its reply to our request sent at `asked` (ours):
+        the stamp is no earlier than `asked`. Kept when it bounds its clock tighter than the one
+        held (either is a true bound; the older loses RATE_ERROR of its age)."""
+        held = self.clocks.get(relay)
+        if held is None or _no_later(held, at) <= asked:
+            self.clocks.pop(relay, None)
+            self.clocks[relay] = (asked, at)  # the last read last
+            while len(self.clocks) > 8:  # relays long gone (takeovers)
+                del self.clocks[next(iter(self.clocks))]
+
+    def beat(self, relay: str, at: float, head: int, known: int, lease: float, now: float) -> bool:
+        """A relay's beat stamped `at` on its clock: a grant as if asked at the moment of ours
+        no later than the stamp (`calibrate`); False (what it knows taken, no lease) when its
+        clock has not been read against ours yet."""
+        clock = self.clocks.get(relay)
+        if clock is None:
+            self.head = max(self.head, head)
+            self.required = max(self.required, known)
+            self.observe(now)
+            return False
+        self.grant(_no_later(clock, at), head, known, lease, now)
+        return True
+
     def stale(self, now: float) -> str | None:
         """Why this node must not answer (None: it may)."""
-        if now - self.last_beat > CUT_OFF_SECONDS:
+        if now >= self.lease_until:
             return "this verifier node has lost contact with the ledger stream"
-        if self.behind_since is not None and now - self.behind_since > BOUND_SECONDS:
+        if self.behind_since is not None and now - self.behind_since > self.bound:
             return "this verifier node is catching up with the ledger"
         return None
+
+
+def _no_later(clock: tuple[float, float], at: float) -> float:
+    """Our clock at a moment no later than the relay's `at`, from a pair (ours, its) where ours
+    was no later than its: its elapsed time, made as short (or, before the pair, as long) as a
+    rate difference of RATE_ERROR could make ours."""
+    ours, its = clock
+    elapsed = at - its
+    return ours + (elapsed / (1 + RATE_ERROR) if elapsed >= 0 else elapsed / (1 - RATE_ERROR))
 
 
 class StreamCheckLog(CheckLog):
@@ -251,7 +308,9 @@ class NodeVerifier(Verifier):
     def __init__(self, settings: Settings, *, clock: Clock) -> None:  # no database: no super()
         self.index = self.compact = CompactIndex(index_key(settings))
         self.keyring = KeyRing()
-        self.follower = self.node_follower = NodeFollower(self.compact, self.keyring)
+        self.follower = self.node_follower = NodeFollower(
+            self.compact, self.keyring, streams.lease_seconds(settings)
+        )
         self.limiter = RateLimiter(1)
         self.log = self.stream_log = StreamCheckLog(
             settings.check_hash_key, streams.names(settings).checks_subject
@@ -413,6 +472,7 @@ class NodeRuntime:
         self.snapshot_seconds = 0.0  # the snapshot's fetch and restore, of loaded_in
         self._js: JetStreamContext | None = None
         self._ledger_sub: Any = None
+        self._asking: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         started = time.monotonic()
@@ -423,13 +483,14 @@ class NodeRuntime:
         await streams.ensure_streams(js, self.names)
         await self._restore(js)
         follower = self.follower
-        follower.last_beat = time.monotonic()  # counted from start: the relay may beat soon
         await nc.subscribe(self.names.core("head"), cb=self._on_head)
         await nc.subscribe(self.names.core("required"), cb=self._on_required)
         self._js = js
         await self._follow()
         self.verifier.stream_log.js = js
+        await self._ask_lease()  # with a relay leading, the node answers from the start
         self._tasks.append(asyncio.create_task(self._heartbeat()))
+        self._tasks.append(asyncio.create_task(self._leases()))
         follower.loaded_in = time.monotonic() - started
         log.info(
             "verifier node %s ready: %d cards from snapshot seq %d in %.2f s",
@@ -485,7 +546,7 @@ class NodeRuntime:
         follower.stream_seq = int(header["stream_seq"])
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._asking]:
             task.cancel()
         if self.nc is not None:
             with contextlib.suppress(Exception):
@@ -523,17 +584,77 @@ class NodeRuntime:
             await self.nc.publish(self.names.core("applied"), f"{self.id} {self.follower.seq}".encode())
 
     async def _on_head(self, msg: Msg) -> None:
+        """A relay's beat: its head, and from a leader that grants, a lease (NodeFollower.beat)
+        once its clock has been read against ours (else a lease request reads it now)."""
         follower = self.follower
         beat = json.loads(msg.data)
-        follower.head = max(follower.head, int(beat["seq"]))
-        follower.last_beat = time.monotonic()
-        follower.observe(follower.last_beat)
+        follower.last_beat = now = time.monotonic()
+        if "at" not in beat:  # not granting yet (a leader's first round)
+            follower.head = max(follower.head, int(beat["seq"]))
+            follower.observe(now)
+            return
+        lease = int(beat["lease_ms"]) / 1000
+        if not follower.beat(
+            str(beat["relay"]), float(beat["at"]), int(beat["seq"]), int(beat["known"]), lease, now
+        ):
+            self._ask_lease_soon()
 
     async def _on_required(self, msg: Msg) -> None:
         follower = self.follower
         follower.required = max(follower.required, int(msg.data))
         follower.observe(time.monotonic())
         await self._announce()  # the writer hears this node at once, applied or not
+
+    async def _leases(self) -> None:
+        """Ask for a lease every CALIBRATE_SECONDS (the relay's beats grant the leases between),
+        each request on its own (a lost reply delays nothing)."""
+        follower = self.follower
+        position, moved = follower.stream_seq, time.monotonic()
+        asked = moved
+        while True:
+            await asyncio.sleep(min(follower.bound, 0.5))
+            if time.monotonic() - asked >= CALIBRATE_SECONDS:
+                asked = time.monotonic()
+                self._ask_lease_soon()
+            # Behind what the relay says it published, and no ledger message for long: they
+            # were lost on the way (a partition that healed without the connection breaking):
+            # follow the stream again after what the index holds.
+            now = time.monotonic()
+            if follower.stream_seq != position:
+                position, moved = follower.stream_seq, now
+            behind = follower.behind_since
+            if behind is not None and min(now - behind, now - moved) > REFOLLOW_SECONDS:
+                moved = now
+                log.info("behind the ledger for %.1f s: following it again", now - behind)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._follow(), REFOLLOW_SECONDS * 5)
+
+    def _ask_lease_soon(self) -> None:
+        if self._asking:  # one request at a time
+            return
+        task = asyncio.create_task(self._ask_lease())
+        self._asking.add(task)
+        task.add_done_callback(self._asking.discard)
+
+    async def _ask_lease(self) -> None:
+        """One lease request: granted, the node may answer until the lease's length after the
+        request left (its own clock: the request's sending precedes the relay's reply, which
+        precedes any acknowledgement to a writer of a seq the reply does not name). The reply's
+        stamp reads the relay's clock against ours, for its beats (NodeFollower.calibrate)."""
+        nc = self.nc
+        if nc is None:
+            return
+        follower = self.follower
+        asked = time.monotonic()
+        try:
+            reply = await nc.request(self.names.core("lease"), self.id.encode(), timeout=follower.bound)
+            grant = json.loads(reply.data)
+            seq, known, lease = int(grant["seq"]), int(grant["known"]), int(grant["lease_ms"]) / 1000
+            relay, at = str(grant["relay"]), float(grant["at"])
+        except Exception:  # no reply in time (cut off, no leader): the lease runs out on its own
+            return
+        follower.calibrate(relay, asked, at)
+        follower.grant(asked, seq, known, lease, time.monotonic())
 
     async def _heartbeat(self) -> None:
         while True:
@@ -588,6 +709,7 @@ async def node_health(request: Request) -> dict[str, Any]:
         "detail": why,
         "node": runtime.id,
         "nats": "connected" if nc is not None and nc.is_connected else "disconnected",
+        "lease_seconds": round(max(0.0, follower.lease_until - now), 3),
         "index": {
             "cards": len(follower.index),
             "seq": follower.seq,

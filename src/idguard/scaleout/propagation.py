@@ -2,27 +2,39 @@
 
 `wait_for_nodes(settings, seq, bound)` is what an API server calls after a write that changes an
 answer has committed (the lead's post-commit hook in uow.py, issue 17, calls it beside the wait
-for the node's own workers): it nudges the relay to read the ledger now ({P}.nudge), says on
-{P}.required which seq it waits for (a node that cannot reach it within the bound marks itself
-stale: scaleout/node.py), and waits until every live node has announced on {P}.applied a seq at
-least `seq`, or `bound` seconds. The answer is the `propagation` object of the write's answer:
-`{"nodes": 3, "confirmed": 3, "ms": 4.2}`.
+for the node's own workers): it says on {P}.required which seq it waits for (the relay reads the
+ledger at once; a node that cannot reach the seq within the bound marks itself stale:
+scaleout/node.py), and waits until every live node has announced on {P}.applied a seq at least
+`seq`, or until it gives up (below). The answer is the `propagation` object of the write's
+answer: `{"nodes": 3, "confirmed": 3, "ms": 4.2}`.
 
 A node is live while it announces (every node.ANNOUNCE_SECONDS): one silent for LIVE_SECONDS has
 left (killed, cut off), so a dead node never holds a write for more than that, and not at all
 once it has dropped out. One NATS connection per process, on its own thread and event loop,
 listens to the announcements; the first call opens it.
+
+When the writer gives up (docs/scaling.md, "The node's cut-off"): {P}.required is a request the
+leading relay answers once it has published the seq, with the length of the leases it grants
+nodes (scaleout/relay.py). The wait ends at the bound counted from that acknowledgement, and never
+before the lease's length: every lease granted without the seq was asked for before the
+acknowledgement, so it has run out, on the node's own clock, before this writer answers. Without
+an acknowledgement (no leader for a moment: retried; NATS unreachable) the writer waits the whole
+bound for nodes that have not confirmed, never less.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 
 from idguard.config import Settings
 from idguard.scaleout import streams
@@ -30,6 +42,7 @@ from idguard.scaleout import streams
 LIVE_SECONDS = 1.0
 DEFAULT_BOUND = 0.25
 WARM_UP_SECONDS = 0.3  # longer than a node's heartbeat (node.ANNOUNCE_SECONDS)
+NO_LEADER_RETRY_SECONDS = 0.02  # {P}.required had no responder (a relay taking over): ask again
 
 
 class NodeWatch:
@@ -60,13 +73,38 @@ class NodeWatch:
     def live(self, now: float) -> dict[str, int]:
         return {node: seq for node, (seq, heard) in self.nodes.items() if now - heard <= LIVE_SECONDS}
 
-    async def _announce(self, seq: int) -> None:
-        await self._nc.publish(self.names.core("nudge"), b"")
-        await self._nc.publish(self.names.core("required"), str(seq).encode())
-        await self._nc.flush(timeout=1)
+    async def _announce(self, seq: int, until: float) -> tuple[float, float] | None:
+        """Say `seq` on {P}.required (the nodes hear it; the relay records it, reads the ledger at
+        once and acknowledges); (when acknowledged, the relay's lease in seconds), or None when
+        no relay acknowledged it before `until`."""
+        data = str(seq).encode()
+        while True:
+            left = until - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                reply = await self._nc.request(self.names.core("required"), data, timeout=left)
+            except NoRespondersError:  # no leader this moment (a takeover): the nodes heard it
+                await asyncio.sleep(NO_LEADER_RETRY_SECONDS)
+                continue
+            except NatsTimeoutError:
+                return None
+            acked = time.monotonic()
+            try:
+                lease = float(json.loads(reply.data)["lease_ms"]) / 1000
+            except (ValueError, KeyError, TypeError):
+                lease = 0.0
+            return acked, lease
 
-    def announce(self, seq: int) -> None:
-        asyncio.run_coroutine_threadsafe(self._announce(seq), self._loop).result(1)
+    def announce(self, seq: int, until: float) -> Future[tuple[float, float] | None]:
+        """`_announce` on the watch's loop; whoever waits on `changed` is woken when it ends."""
+        future = asyncio.run_coroutine_threadsafe(self._announce(seq, until), self._loop)
+        future.add_done_callback(self._wake)
+        return future
+
+    def _wake(self, _future: object) -> None:
+        with self.changed:
+            self.changed.notify_all()
 
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self._nc.close(), self._loop).result(5)
@@ -91,23 +129,40 @@ def watch_for(settings: Settings) -> NodeWatch:
 
 
 def wait_for_nodes(settings: Settings, seq: int, bound: float = DEFAULT_BOUND) -> dict[str, Any]:
-    """Wait until every live verifier node has applied ledger `seq`, at most `bound` seconds;
-    `{"nodes": live nodes, "confirmed": those that had, "ms": the wait}`. Without NATS
-    configured: no nodes."""
+    """Wait until every live verifier node has applied ledger `seq`: at most `bound` seconds
+    from the relay's acknowledgement of the seq and never less than the relay's lease, or
+    `bound` seconds when no relay acknowledged it in that time; `{"nodes": live nodes,
+    "confirmed": those that had, "ms": the wait}`. Without NATS configured: no nodes."""
     if not settings.nats_url:
         return {"nodes": 0, "confirmed": 0, "ms": 0.0}
     watch = watch_for(settings)  # the first call also listens for the nodes' heartbeats first
     started = time.monotonic()
-    try:
-        watch.announce(seq)
-    except Exception:  # NATS unreachable: no node can confirm; the nodes go stale by themselves
-        return {"nodes": len(watch.live(time.monotonic())), "confirmed": 0, "ms": 0.0}
+    acked = watch.announce(seq, started + bound)
     with watch.changed:
         while True:
             now = time.monotonic()
             live = watch.live(now)
             confirmed = sum(1 for applied in live.values() if applied >= seq)
-            if confirmed == len(live) or now - started >= bound:
+            if confirmed == len(live):
                 break
-            watch.changed.wait(bound - (now - started))
-    return {"nodes": len(live), "confirmed": confirmed, "ms": round((time.monotonic() - started) * 1000, 1)}
+            ack = acked.result() if acked.done() and acked.exception() is None else None
+            deadline = give_up_at(started, bound, ack)
+            if now >= deadline:
+                break
+            watch.changed.wait(deadline - now)
+    return {"nodes": len(live), "confirmed": confirmed, "ms": _ms(started)}
+
+
+def give_up_at(started: float, bound: float, ack: tuple[float, float] | None) -> float:
+    """When a writer that started waiting at `started` stops waiting for nodes that have not
+    confirmed: `bound` after the relay's acknowledgement `ack` = (when, the relay's lease), and
+    never before the lease's length after it (a node's lease runs out by then: docs/scaling.md,
+    "The node's cut-off"); without an acknowledgement, `bound` after the start."""
+    if ack is None:
+        return started + bound
+    at, lease = ack
+    return max(started + bound, at + max(bound, lease))
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)

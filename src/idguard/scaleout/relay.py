@@ -15,8 +15,19 @@ restart neither skips nor repeats an event. Events are published in order and th
 starts only once every message of the round is acknowledged.
 
 It wakes every POLL_SECONDS, or at once on {P}.nudge (a writer's commit), and beats on {P}.head
-every BEAT_SECONDS with the seq it has published: nodes measure their lag against it, and a node
-that hears no beat knows it is cut off (scaleout/node.py).
+every lease / BEATS_PER_LEASE with the seq it has published: nodes measure their lag against it.
+
+Leases (read-your-write under a partition; docs/scaling.md, "The node's cut-off"): the leader
+answers {P}.required (a writer's seq: acknowledged, with the lease's length, once it has published
+it) and {P}.lease (a node's request), and its beats are leases too: each says the seq it has
+published, the lease's length (`settings.propagation_wait_ms`, the writers' bound) and the
+relay's clock when it was read. A node answers only until the lease's length
+after a moment of its own clock no later than that stamp (its request's sending, or a beat's
+stamp through the relay's clock read against its own at a request); a writer gives up on a node
+no earlier than the lease's length after the relay acknowledged its seq; so a node that did not
+hear of the seq has stopped answering before any writer gives up on it. A relay grants leases only
+once it has published what the database held after it took the lead (a lease without a seq is
+then older than that seq's acknowledgement).
 
 Failover: any number of relays may run; exactly one, the leader, publishes and beats. Leadership
 is a lock the database holds for a process (scaleout/relay.py, `Leadership`): on PostgreSQL a
@@ -71,11 +82,12 @@ from idguard.verification.runtime.keyring import KeyRing
 log = logging.getLogger("idguard.relay")
 
 POLL_SECONDS = 0.005
-BEAT_SECONDS = 0.1
+BEATS_PER_LEASE = 5  # a beat every lease / 5 (50 ms at the default 250 ms): 4 may be lost in a row
 BATCH = 5000
 TAKEOVER_POLL_SECONDS = 0.1  # a standby tries the lock this often
 LOCK_CHECK_SECONDS = 0.5  # a leader checks its lock connection this often
 STANDBY_CATCH_UP_SECONDS = 1.0  # a standby brings its index up to the database this often
+ACK_FORGET_SECONDS = 10.0  # a writer's request for a seq not published by then is dropped
 _LOW = (1 << 45) - 1
 
 
@@ -197,6 +209,11 @@ class Relay:
         self._last_snapshot = 0.0
         self._nudge = asyncio.Event()
         self._index_seq = 0  # the ledger seq the index reflects at least
+        self.lease_ms = round(streams.lease_seconds(settings) * 1000)  # the writers' bound
+        self._acks: dict[int, list[tuple[str, float]]] = {}  # seq -> writers (reply, when asked)
+        self._nc: Any = None
+        self.granting = False  # leases only after the first round published as leader
+        self.leases = 0  # lease requests answered
 
     # -- the database side (run in a thread) ------------------------------------------------------
 
@@ -336,9 +353,10 @@ class Relay:
         return len(blob)
 
     async def run(self, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
-        nc = await streams.connect(self.settings, name=f"idguard-relay-{self.id}")
+        nc = self._nc = await streams.connect(self.settings, name=f"idguard-relay-{self.id}")
         js = nc.jetstream()
         beat: asyncio.Task[None] | None = None
+        subscriptions: list[Any] = []
         try:
             await streams.ensure_streams(js, self.names)
             await asyncio.to_thread(self._load)
@@ -347,6 +365,10 @@ class Relay:
             await self.resume(js)
             await asyncio.to_thread(self._catch_up_to, self.seq)
             await nc.subscribe(self.names.core("nudge"), cb=self._on_nudge)
+            subscriptions = [
+                await nc.subscribe(self.names.core("required"), cb=self._on_required),
+                await nc.subscribe(self.names.core("lease"), cb=self._on_lease),
+            ]
             beat = asyncio.create_task(self._beat(nc, stop))
             log.info("relay resuming after ledger seq %d (stream position %d)", self.seq, self.stream_seq)
             first = True
@@ -361,15 +383,18 @@ class Relay:
                     n = await self.step(js)
                 except (sa.exc.OperationalError, sa.exc.TimeoutError) as exc:
                     log.warning("ledger read failed (%s); retrying", type(exc).__name__)
-                    n = 0
+                    n = -1
                     await asyncio.sleep(0.5)
                 except Exception as exc:  # NATS down or slow: the round is published again (same ids)
                     log.warning("publishing failed (%s); retrying", type(exc).__name__)
-                    n = 0
+                    n = -1
                     await asyncio.sleep(0.2)
-                if n:
+                if n > 0:
                     await self._publish_beat(nc)
+                    await self._acknowledge()
                     continue  # more may wait
+                if n == 0:
+                    self.granting = True  # all the database held since the lead is published
                 if first or time.monotonic() - self._last_snapshot >= self.snapshot_seconds:
                     try:
                         await self.snapshot(js)
@@ -382,6 +407,10 @@ class Relay:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._nudge.wait(), POLL_SECONDS)
         finally:
+            self.granting = False
+            for sub in subscriptions:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
             if beat is not None:
                 beat.cancel()
             self.leader = False
@@ -427,14 +456,67 @@ class Relay:
     async def _on_nudge(self, _msg: Any) -> None:
         self._nudge.set()
 
+    async def _on_required(self, msg: Any) -> None:
+        """A writer waits for a seq: acknowledged once it is published, so every lease granted
+        after the acknowledgement names it (a node that has not applied it then waits or
+        refuses: scaleout/node.py). A seq never published is never acknowledged (the writer
+        stops asking at its bound)."""
+        self._nudge.set()
+        try:
+            seq = int(msg.data)
+        except ValueError:
+            return
+        if msg.reply:
+            self._acks.setdefault(seq, []).append((msg.reply, time.monotonic()))
+            await self._acknowledge()
+
+    async def _acknowledge(self) -> None:
+        """Acknowledge the writers whose seq is published; forget those long given up."""
+        nc = self._nc
+        if not self._acks or nc is None:
+            return
+        ack = json.dumps({"lease_ms": self.lease_ms, "relay": self.id, "seq": self.seq}).encode()
+        forget = time.monotonic() - ACK_FORGET_SECONDS
+        for seq in [seq for seq in self._acks if seq <= self.seq]:
+            for reply, _asked in self._acks.pop(seq):
+                with contextlib.suppress(Exception):
+                    await nc.publish(reply, ack)
+        for seq, waiting in list(self._acks.items()):
+            self._acks[seq] = [w for w in waiting if w[1] >= forget]
+            if not self._acks[seq]:
+                del self._acks[seq]
+
+    async def _on_lease(self, msg: Any) -> None:
+        """A node's lease request: what it must have applied to answer, and for how long from
+        its request it may answer. Not before this leader's first round is published: a lease
+        must never omit a seq a writer was told was published (by this relay or an earlier one)."""
+        if not self.granting or not msg.reply:
+            return
+        self.leases += 1
+        with contextlib.suppress(Exception):
+            await msg.respond(json.dumps(self._grant()).encode())
+
+    def _grant(self) -> dict[str, Any]:
+        """What a lease says, stamped with this relay's clock at the moment it is read (nothing
+        awaited between: a seq published after the stamp is in no lease stamped before it)."""
+        return {
+            "seq": self.seq,
+            "known": self.seq,  # (a writer's seq is acknowledged only once published)
+            "lease_ms": self.lease_ms,
+            "relay": self.id,
+            "at": time.monotonic(),
+        }
+
     async def _publish_beat(self, nc: Any) -> None:
+        """The head on {P}.head; a leader that grants leases beats one (a node that has read this
+        relay's clock against its own answers until the lease's length after the stamp)."""
+        beat = self._grant() if self.granting else {"seq": self.seq, "relay": self.id}
+        beat["stream_seq"] = self.stream_seq
         with contextlib.suppress(Exception):  # disconnected: the nodes notice the silence
-            await nc.publish(
-                self.names.core("head"),
-                json.dumps({"seq": self.seq, "stream_seq": self.stream_seq, "relay": self.id}).encode(),
-            )
+            await nc.publish(self.names.core("head"), json.dumps(beat).encode())
 
     async def _beat(self, nc: Any, stop: asyncio.Event) -> None:
+        every = max(0.005, self.lease_ms / 1000 / BEATS_PER_LEASE)
         while not stop.is_set():
             await self._publish_beat(nc)
-            await asyncio.sleep(BEAT_SECONDS)
+            await asyncio.sleep(every)

@@ -10,10 +10,14 @@ never touch each other's streams, subjects, consumers or buckets:
                     log's row lines (one message per request); read by the sink, durable
                     consumer {P}_sink
     {P}_snapshots   object store: `index`, the relay's latest snapshot of the compact index
-    {P}.head        core subject: the relay's heartbeat, the ledger seq it has published
+    {P}.head        core subject: the relay's heartbeat, the ledger seq it has published; the
+                    leader's beats are the nodes' leases (the seq it knows of, the lease's
+                    length, its clock: scaleout/node.py)
+    {P}.lease       core request: a node's lease request, answered by the leading relay
     {P}.applied     core subject: each node's applied ledger seq (on change and as a heartbeat)
-    {P}.required    core subject: a writer waiting for a seq (read-your-write)
-    {P}.nudge       core subject: a writer's commit, so the relay reads the ledger at once
+    {P}.required    core request: a writer waiting for a seq (read-your-write); the nodes hear
+                    it, the leading relay records it and acknowledges
+    {P}.nudge       core subject: asks the relay to read the ledger at once
 
 A card event carries no name and no chip serial: only the keyed hashes the compact index keeps
 (scaleout/compact.py), the packed status, flags and dates, and the id number.
@@ -100,12 +104,22 @@ class Names:
         return f"{self.prefix}_snapshots"
 
     def core(self, name: str) -> str:
-        """{P}.head, {P}.applied, {P}.required, {P}.nudge."""
+        """{P}.head, {P}.lease, {P}.applied, {P}.required, {P}.nudge."""
         return f"{self.prefix}.{name}"
 
 
 def names(settings: Settings) -> Names:
     return Names(settings.nats_prefix)
+
+
+MIN_LEASE_MS = 50  # a deployment whose writers do not wait (a bound of 0) still needs leases
+
+
+def lease_seconds(settings: Settings) -> float:
+    """The one setting behind read-your-write on the nodes: the writers' bound
+    (`propagation_wait_ms`) is the length of a node's lease, which the relay grants, and the time
+    a node may stay behind a seq it knows of (docs/scaling.md, "The node's cut-off")."""
+    return max(settings.propagation_wait_ms, MIN_LEASE_MS) / 1000
 
 
 def nats_url(settings: Settings) -> str:

@@ -148,7 +148,7 @@ def test_nats_stopped_the_node_refuses_within_the_bound_and_answers_again_after_
                 == "valid"
             )
             stop()
-            time.sleep(1.3)  # past CUT_OFF_SECONDS without a beat
+            time.sleep(1.3)  # past the lease (0.25 s) and the client's ping timeout
             r = node.post("/api/v1/verify", json=body(cards[0]), headers=bank.headers())
             assert r.status_code == 503, r.text
             assert r.headers["Retry-After"] == "1"

@@ -33,13 +33,14 @@ import pytest
 import sqlalchemy as sa
 
 from idguard.config import Settings
-from idguard.scaleout import node as node_module
 from idguard.scaleout import propagation
 from idguard.scaleout.relay import Relay
 from tests.factories import SECRET
 from tests.functional.conftest import Counter
 from tests.functional.scaleout.support import NATS_URL, Background, births, body, head, reachable, scaled
 from tests.functional.verification.test_verify import Bank
+
+WATCH_SECONDS = 1.5  # how long the test keeps asking the cut-off node (the lease is 0.25 s)
 
 
 def _ip(*args: str, netns: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -250,6 +251,7 @@ def test_a_node_cut_off_from_nats_goes_stale_within_the_bound_and_never_answers_
             # node counted live but not confirming (it cannot hear the report).
             assert counter.report(cards[1]).status_code == 201
             waited = propagation.wait_for_nodes(nats_settings, head(engine), 0.25)
+            answered = time.monotonic() - cut
             assert waited["confirmed"] == 0, waited  # (the node counted live unless the report took 1 s)
             assert waited["nodes"] <= 1, waited
             # From the acknowledgement on, the node never says `valid` for the reported card: a
@@ -269,10 +271,12 @@ def test_a_node_cut_off_from_nats_goes_stale_within_the_bound_and_never_answers_
             asker = threading.Thread(target=keep_asking)
             asker.start()
             stale_at = None
+            statuses: list[str] = []
             try:
-                while time.monotonic() - cut < 3 * node_module.CUT_OFF_SECONDS:
+                while time.monotonic() - cut < WATCH_SECONDS:
                     asked = time.monotonic() - cut  # the node judges when it answers: after this
                     health = node.client.get("/api/v1/health").json()
+                    statuses.append(health["status"])
                     if health["status"] == "stale" and stale_at is None:
                         stale_at = asked
                         assert "lost contact" in health["detail"], health
@@ -283,8 +287,13 @@ def test_a_node_cut_off_from_nats_goes_stale_within_the_bound_and_never_answers_
                 stop.set()
                 asker.join(10)
             assert stale_at is not None
-            print(f"stale {stale_at * 1000:.0f} ms after the cut; {len(answers)} answers, none valid")
-            assert stale_at <= node_module.CUT_OFF_SECONDS + 0.5, stale_at  # slack: a loaded machine
+            print(
+                f"writer answered {answered * 1000:.0f} ms after the cut; node stale at the first "
+                f"look after it ({stale_at * 1000:.0f} ms); {len(answers)} answers, none valid"
+            )
+            # Stale before the writer answered (its lease, asked for before the cut, ran out no
+            # later than the writer's bound after the relay's acknowledgement): no slack needed.
+            assert statuses[0] == "stale", statuses[:5]
             assert answers
             for after, status, retry_after, text in answers:
                 assert status == 503, f"{after:.3f} s after the cut: {text}"
