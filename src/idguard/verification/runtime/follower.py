@@ -47,6 +47,10 @@ from idguard.verification.runtime.node import Member, Node
 log = logging.getLogger("idguard.follower")
 
 POLL_INTERVAL = 0.02
+_PROBE = sa.select(
+    sa.select(LedgerHead.seq).where(LedgerHead.id == 1).scalar_subquery(),
+    sa.select(RegistryVersion.version).where(RegistryVersion.name == "units").scalar_subquery(),
+)
 BATCH = 5000
 _FACTS = (
     Card.id_number,
@@ -122,6 +126,8 @@ class IndexFollower:
         self._changed = threading.Condition()
         self._last_warning = 0.0
         self._polling = threading.Lock()  # the thread and a request forcing a refresh
+        self._probe_conn: sa.Connection | None = None  # held by whoever holds `_polling`
+        self._probe_sql = ""
         self.on_listing: list[ListingHook] = []
 
     @property
@@ -167,18 +173,56 @@ class IndexFollower:
 
     def poll(self) -> int:
         """Apply what changed since the last poll; return the number of events applied."""
-        applied = 0
         # Read before the query: whatever was published by then was committed before it.
         generation = self.node.generation() if self.node is not None else 0
-        with self._polling, self._sessions() as session:
-            head, version = session.execute(
-                sa.select(
-                    sa.select(LedgerHead.seq).where(LedgerHead.id == 1).scalar_subquery(),
-                    sa.select(RegistryVersion.version)
-                    .where(RegistryVersion.name == "units")
-                    .scalar_subquery(),
-                )
-            ).one()
+        with self._polling:
+            head, version = self._probe()
+            if (head is None or head <= self.seq) and (version is None or version == self.keyring.version):
+                applied = 0  # the common case, 50 times a second: nothing moved
+            else:
+                applied = self._apply(head, version)
+        self.last_ok = time.monotonic()
+        if generation > self._generation:
+            self._generation = generation
+        if self.member is not None:
+            self.member.applied(self.seq, self.keyring.version)
+        if applied:
+            with self._changed:
+                self._changed.notify_all()
+        return applied
+
+    def _probe(self) -> tuple[int | None, int | None]:
+        """The ledger head and the units version, read with SQL compiled once on a connection the
+        follower keeps for it, in autocommit (no transaction is left open between polls) and
+        outside the request pool (it would hold one of its connections for good): about half the
+        CPU of a session's query (~150 vs ~330 µs), which runs 50 times a second in every worker.
+        A failed connection is dropped, and the next poll opens another. An in-memory SQLite
+        database (one connection's own) is read through a session as before."""
+        conn = self._probe_conn
+        if conn is None:
+            engine: sa.Engine = self._sessions.kw["bind"]
+            if engine.url.database in (None, "", ":memory:") and engine.dialect.name == "sqlite":
+                with self._sessions() as session:
+                    head, version = session.execute(_PROBE).one()
+                    return head, version
+            self._probe_sql = str(_PROBE.compile(engine, compile_kwargs={"literal_binds": True}))
+            prober = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+            conn = prober.connect().execution_options(isolation_level="AUTOCOMMIT")
+            self._probe_conn = conn
+        try:
+            head, version = conn.exec_driver_sql(self._probe_sql).one()
+        except Exception:
+            self._probe_conn = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+                conn.close()
+            raise
+        return head, version
+
+    def _apply(self, head: int | None, version: int | None) -> int:
+        """Reload the key ring if the units moved, and apply the ledger's events up to `head`."""
+        applied = 0
+        with self._sessions() as session:
             if version is not None and version != self.keyring.version:
                 self.keyring.reload(session, version)
             while head is not None and self.seq < head:
@@ -209,14 +253,6 @@ class IndexFollower:
                         except Exception:
                             log.exception("a listing hook failed")
                 applied += len(rows)
-        self.last_ok = time.monotonic()
-        if generation > self._generation:
-            self._generation = generation
-        if self.member is not None:
-            self.member.applied(self.seq, self.keyring.version)
-        if applied:
-            with self._changed:
-                self._changed.notify_all()
         return applied
 
     def wait_for_change(self, timeout: float) -> None:
@@ -240,6 +276,11 @@ class IndexFollower:
         if self.member is not None:
             self.member.leave()
             self.member = None
+        with self._polling:
+            conn, self._probe_conn = self._probe_conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
 
     def _run(self) -> None:
         listener = _Listener(self._listen_url) if self._listen_url else None
