@@ -55,9 +55,12 @@ def _upsert(
     at: dt.datetime,
     matched_card_id: uuid.UUID | None = None,
     detail: str | None = None,
+    count: int = 1,
+    last_at: dt.datetime | None = None,
 ) -> str:
-    """Open the incident, or count one more signal on the day's incident of the same (card, kind,
-    unit): one statement, so two workers seeing the same signal make one incident."""
+    """Open the incident, or count `count` more signals (the last at `last_at`, else `at`) on the
+    day's incident of the same (card, kind, unit): one statement, so two workers seeing the same
+    signal make one incident."""
     values: dict[str, Any] = {
         "incident_no": _new_incident_no(),
         "kind": kind,
@@ -70,16 +73,16 @@ def _upsert(
         "check_id": check_id,
         "matched_card_id": matched_card_id,
         "detail": None if detail is None else detail[:200],
-        "count": 1,
+        "count": count,
         "opened_at": at,
-        "last_at": at,
+        "last_at": last_at or at,
     }
     if session.connection().dialect.name == "postgresql":
         pg = postgresql.insert(_incidents).values(values)
         stmt = pg.on_conflict_do_update(
             index_elements=[_incidents.c.dedup_key],
             set_={
-                "count": _incidents.c.count + 1,
+                "count": _incidents.c.count + pg.excluded.count,
                 "last_at": sa.func.greatest(_incidents.c.last_at, pg.excluded.last_at),
             },
         ).returning(_incidents.c.incident_no)
@@ -88,7 +91,7 @@ def _upsert(
         stmt = lite.on_conflict_do_update(
             index_elements=[_incidents.c.dedup_key],
             set_={
-                "count": _incidents.c.count + 1,
+                "count": _incidents.c.count + lite.excluded.count,
                 "last_at": sa.func.max(_incidents.c.last_at, lite.excluded.last_at),
             },
         ).returning(_incidents.c.incident_no)
@@ -126,9 +129,14 @@ def open_incident(
 
 def record_signals(session: Session, signals: Iterable[Signal]) -> int:
     """The incidents of checks' signals (the watchlist's writer thread); returns how many signals
-    were counted (an incident each, or one more on the day's incident)."""
+    were counted (an incident each, or one more on the day's incident).
+
+    The signals of one round that fall on the same incident (card, kind, unit, day: a bank
+    retrying a lost card) are counted in one statement: the incident as the first of them opens
+    it (its check, time and detail), the count and the last time of them all."""
     counted = 0
     cards: dict[tuple[str, dt.date], tuple[uuid.UUID, uuid.UUID, str] | None] = {}
+    groups: dict[tuple[str, uuid.UUID, str, dt.date], dict[str, Any]] = {}
     for check_id, unit_code, at, id_number, issued_on, kinds, detail in signals:
         key = (id_number, issued_on)
         if key not in cards:
@@ -145,21 +153,29 @@ def record_signals(session: Session, signals: Iterable[Signal]) -> int:
             continue
         card_id, person_id, office = card
         for kind in kinds:
-            _upsert(
-                session,
-                kind=IncidentKind(kind),
-                subject=str(card_id),
-                person_id=person_id,
-                card_id=card_id,
-                office=office,
-                unit_code=unit_code,
-                check_id=check_id,
-                at=at,
-                matched_card_id=uuid.UUID(detail)
+            counted += 1
+            group = groups.get((kind, card_id, unit_code, today_cst(at)))
+            if group is not None:
+                group["count"] += 1
+                group["last_at"] = max(group["last_at"], at)
+                continue
+            groups[(kind, card_id, unit_code, today_cst(at))] = {
+                "kind": IncidentKind(kind),
+                "subject": str(card_id),
+                "person_id": person_id,
+                "card_id": card_id,
+                "office": office,
+                "unit_code": unit_code,
+                "check_id": check_id,
+                "at": at,
+                "last_at": at,
+                "count": 1,
+                "matched_card_id": uuid.UUID(detail)
                 if detail and kind == IncidentKind.KNOWN_IMPERSONATOR
                 else None,
-            )
-            counted += 1
+            }
+    for group in groups.values():
+        _upsert(session, **group)
     return counted
 
 
