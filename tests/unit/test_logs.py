@@ -71,6 +71,13 @@ def test_redact_leaves_lines_without_a_number_alone() -> None:
         assert logs.redact(line) == line
 
 
+def test_a_number_shorter_than_18_characters_is_still_masked() -> None:
+    # Text under 18 characters is left alone without a scan only when it is ASCII: a character
+    # such as ⑪ folds to two digits, so nine of them write a whole number.
+    assert logs.redact("⑪⑫⑬⑭⑮⑯⑰⑱⑲") == "111213********1819"
+    assert logs.redact("127.0.0.1:50000") == "127.0.0.1:50000"
+
+
 def test_the_name_in_a_lookup_query_never_reaches_the_log() -> None:
     from idguard.logs import redact
 
