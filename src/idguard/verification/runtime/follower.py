@@ -26,12 +26,14 @@ import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import PoolProxiedConnection
 
 from idguard.core.errors import Unavailable
 from idguard.core.sealing import KeyRing as DataKeys
@@ -126,8 +128,9 @@ class IndexFollower:
         self._changed = threading.Condition()
         self._last_warning = 0.0
         self._polling = threading.Lock()  # the thread and a request forcing a refresh
-        self._probe_conn: sa.Connection | None = None  # held by whoever holds `_polling`
+        self._probe_conn: PoolProxiedConnection | None = None  # held by whoever holds `_polling`
         self._probe_sql = ""
+        self._probe_closer: Callable[[], object] = lambda: None
         self.on_listing: list[ListingHook] = []
 
     @property
@@ -193,29 +196,38 @@ class IndexFollower:
 
     def _probe(self) -> tuple[int | None, int | None]:
         """The ledger head and the units version, read with SQL compiled once on a connection the
-        follower keeps for it, in autocommit (no transaction is left open between polls) and
-        outside the request pool (it would hold one of its connections for good): about half the
-        CPU of a session's query (~150 vs ~330 µs), which runs 50 times a second in every worker.
-        A failed connection is dropped, and the next poll opens another. An in-memory SQLite
-        database (one connection's own) is read through a session as before."""
+        follower keeps for it: the engine's own (its connect settings: SQLite's busy timeout),
+        detached from the request pool (it would hold one of its connections for good), used
+        through the driver in autocommit (no transaction is left open between polls). About half
+        the CPU of a session's query (~150 vs ~330 µs), which runs 50 times a second in every
+        worker. A failed connection is closed, and the next poll opens another. An in-memory
+        SQLite database (one connection's own) is read through a session as before."""
         conn = self._probe_conn
         if conn is None:
             engine: sa.Engine = self._sessions.kw["bind"]
-            if engine.url.database in (None, "", ":memory:") and engine.dialect.name == "sqlite":
+            if engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:"):
                 with self._sessions() as session:
                     head, version = session.execute(_PROBE).one()
                     return head, version
             self._probe_sql = str(_PROBE.compile(engine, compile_kwargs={"literal_binds": True}))
-            prober = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
-            conn = prober.connect().execution_options(isolation_level="AUTOCOMMIT")
+            conn = engine.raw_connection()
+            if engine.dialect.name == "postgresql":
+                conn.driver_connection.autocommit = True  # type: ignore[union-attr]
+            # SQLite: the engine's connections are in the driver's autocommit already (db/engine.py)
+            conn.detach()
             self._probe_conn = conn
+            # Closed with the follower, stopped or not (a test's follower may never be stopped).
+            self._probe_closer = weakref.finalize(self, _close_quietly, conn)
         try:
-            head, version = conn.exec_driver_sql(self._probe_sql).one()
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self._probe_sql)
+                head, version = cursor.fetchone() or (None, None)
+            finally:
+                cursor.close()
         except Exception:
             self._probe_conn = None
-            with contextlib.suppress(Exception):
-                conn.invalidate()
-                conn.close()
+            self._probe_closer()
             raise
         return head, version
 
@@ -277,10 +289,8 @@ class IndexFollower:
             self.member.leave()
             self.member = None
         with self._polling:
-            conn, self._probe_conn = self._probe_conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+            self._probe_conn = None
+            self._probe_closer()
 
     def _run(self) -> None:
         listener = _Listener(self._listen_url) if self._listen_url else None
@@ -325,6 +335,11 @@ class IndexFollower:
             if now - self._last_warning >= 5:  # one line per 5 s, not 50 per second
                 self._last_warning = now
                 log.warning("ledger poll failed (%s); index is %.1f s old", type(exc).__name__, self.age)
+
+
+def _close_quietly(conn: PoolProxiedConnection) -> None:
+    with contextlib.suppress(Exception):
+        conn.close()
 
 
 def _drain(sock: socket.socket) -> None:
