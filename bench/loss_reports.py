@@ -1,8 +1,11 @@
 """Loss reports per second vs. a bare single-row insert-and-commit, on SQLite and PostgreSQL.
 
-A loss report is the whole use-case: validate the id number, lock the person, re-read the card,
-check the rules, change the status, append the ledger event (allocating the global sequence),
-store the report, commit. The baseline is the cheapest durable write the same database can do:
+A loss report is the whole use-case (`report_loss`, the holder in person): check the applicant
+is the holder and the card valid today, change its status, append the chained ledger event
+(allocating the global sequence), store the report, commit. On PostgreSQL the checks and the
+writes are one guarded statement (ledger.record_guarded), on SQLite four; a report the guard
+does not pass takes the plain path (lock, read, check in Python, ledger.record), as before.
+The baseline is the cheapest durable write the same database can do:
 one INSERT of one row and a COMMIT, on the same engine, in the same run, the two alternating in
 ten blocks (a busy neighbour slows both alike). Target: ratio >= 0.5.
 

@@ -3,6 +3,9 @@
 `record` changes a card's status and appends the event in the same transaction. It writes with
 Core statements on the session's connection (no unit-of-work flush): this is the hot path of
 every loss report, and the ORM object is kept in step with `set_committed_value`.
+`record_guarded` does the same for a card not yet read, only if the use-case's rules, stated in
+SQL (a `Guard`), hold on the row: the common loss report checks and writes in one statement
+on PostgreSQL, where a locking read, Python's checks and `record` took two round trips.
 
 Each event carries its hash chain value (core.chain): SHA-256 over the previous event's chain,
 kept in `ledger_head.chain`, and the event's canonical text. The head row's lock, which already
@@ -15,6 +18,7 @@ write lock.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -25,12 +29,13 @@ from sqlalchemy.orm.attributes import set_committed_value
 from idguard import uow
 from idguard.core import chain as hash_chain
 from idguard.core.grants import Actor
-from idguard.registry.lifecycle import EventKind, transition
+from idguard.registry.lifecycle import CardStatus, EventKind, transition
 from idguard.registry.models import Card, LedgerEvent, LedgerHead
 
 _head = cast(sa.Table, LedgerHead.__table__)
 _events = cast(sa.Table, LedgerEvent.__table__)
 _cards = cast(sa.Table, Card.__table__)
+_CARD = sa.inspect(Card)
 
 # The values of an event in its canonical text, after its seq (core.chain.canonical).
 EVENT_COLUMNS = (
@@ -83,22 +88,29 @@ _changed = (
     .returning(_cards.c.id)
     .cte("changed")
 )
+
+
 # The chain value in SQL: exactly core.chain.link(head.chain, canonical(seq, values)), with the
-# canonical text's tail (every value after the seq) computed in Python and bound as `ev_tail`.
-# In an UPDATE's SET every column reference is the old row's: the previous chain and seq.
-_PG_NEXT_CHAIN = sa.func.encode(
-    sa.func.sha256(
-        sa.func.convert_to(
-            _head.c.chain
-            + sa.literal("\n[", sa.Text)
-            + sa.cast(_head.c.seq + 1, sa.Text)
-            + sa.literal(",", sa.Text)
-            + sa.bindparam("ev_tail", type_=sa.Text),
-            sa.literal("UTF8", sa.Text),
-        )
-    ),
-    sa.literal("hex", sa.Text),
-)
+# canonical text's tail (every value after the seq) computed in Python and bound as `ev_tail`
+# (or, for `record_guarded`, bound around the holder's id that the statement reads). In an
+# UPDATE's SET every column reference is the old row's: the previous chain and seq.
+def _pg_next_chain(tail: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
+    return sa.func.encode(
+        sa.func.sha256(
+            sa.func.convert_to(
+                _head.c.chain
+                + sa.literal("\n[", sa.Text)
+                + sa.cast(_head.c.seq + 1, sa.Text)
+                + sa.literal(",", sa.Text)
+                + tail,
+                sa.literal("UTF8", sa.Text),
+            )
+        ),
+        sa.literal("hex", sa.Text),
+    )
+
+
+_PG_NEXT_CHAIN = _pg_next_chain(sa.bindparam("ev_tail", type_=sa.Text))
 
 
 # The statement also queues the NOTIFY that wakes every worker (uow.py: delivered at commit),
@@ -170,6 +182,9 @@ _PG_APPEND = _pg_append(
 )
 
 
+_INSERT_EVENT = sa.insert(_events)  # built once: a new statement costs its cache key on every call
+
+
 def _append(conn: sa.Connection, values: dict[str, object], tail: str) -> int:
     """Allocate the next seq and append the event with its chain value (SQLite).
 
@@ -182,7 +197,7 @@ def _append(conn: sa.Connection, values: dict[str, object], tail: str) -> int:
         pooled.driver_connection.create_function(_SQLITE_LINK, 3, _sqlite_link, deterministic=True)  # type: ignore[union-attr]
         pooled.info[_SQLITE_LINK] = True
     seq, chain = conn.execute(_NEXT_SEQ, {"ev_tail": tail}).one()
-    conn.execute(sa.insert(_events), {"seq": seq, **values, "chain": chain})
+    conn.execute(_INSERT_EVENT, {"seq": seq, **values, "chain": chain})
     return int(seq)
 
 
@@ -266,6 +281,173 @@ def record(
     # Every worker applies it before the answer (uow.py); PostgreSQL's NOTIFY is already queued.
     uow.changed(session, ledger_seq=seq, notified=True)
     return seq
+
+
+class Guard:
+    """The rules of one use-case as SQL over the card row, for `record_guarded`: `condition` (its
+    parameters bound by the caller) must hold, beside the card's id and its status before the
+    event, when the change takes the card's lock. `returning`: the card columns read back, kept
+    on the card object that comes back. Made once per use-case, at import (its statements are
+    built on first use and kept here)."""
+
+    __slots__ = ("_statements", "condition", "returning")
+
+    def __init__(self, condition: sa.ColumnElement[bool], *, returning: tuple[str, ...]) -> None:
+        self.condition = condition
+        self.returning = returning
+        self._statements: dict[tuple[str, str, tuple[str, ...]], sa.Executable] = {}
+
+    def _changed(self) -> sa.Update:
+        return (
+            sa.update(_cards)
+            .where(
+                _cards.c.id == sa.bindparam("card_id"),
+                _cards.c.status == sa.bindparam("status_before", type_=_cards.c.status.type),
+                self.condition,
+            )
+            .values(
+                status=sa.bindparam("new_status", type_=_cards.c.status.type), updated_at=sa.bindparam("at")
+            )
+            .returning(_cards.c.person_id, *(_cards.c[name] for name in self.returning))
+        )
+
+    def statement(self, dialect: str, table: sa.Table, columns: tuple[str, ...]) -> sa.Executable:
+        key = (dialect, table.name, columns)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = (
+                self._pg(table, columns) if dialect == "postgresql" else self._changed()
+            )
+        return stmt
+
+    def _pg(self, table: sa.Table, columns: tuple[str, ...]) -> sa.Select[Any]:
+        """PostgreSQL: the change, the seq, the chain, the event, the row and the NOTIFY in one
+        statement, each step reading the one before, so nothing happens unless the card row
+        passed the guard (a data-modifying CTE runs even when nothing reads it: `row` reads
+        `head`). The chain's tail is bound around the holder's id, which only `changed` knows:
+        `uuid::text` writes a UUID as core.chain does (lower-case, hyphenated)."""
+        changed = self._changed().cte("changed")
+        tail = (
+            sa.bindparam("ev_tail_a", type_=sa.Text)
+            + sa.select(sa.cast(changed.c.person_id, sa.Text)).scalar_subquery()
+            + sa.bindparam("ev_tail_b", type_=sa.Text)
+        )
+        head = (
+            sa.update(_head)
+            .where(_head.c.id == 1, sa.exists(sa.select(changed.c.person_id)))
+            .values(seq=_head.c.seq + 1, chain=_pg_next_chain(tail))
+            .returning(_head.c.seq, _head.c.chain)
+            .cte("head")
+        )
+        values = (
+            changed.c.person_id
+            if name == "person_id"
+            else sa.bindparam(f"ev_{name}", type_=_events.c[name].type)
+            for name in EVENT_COLUMNS
+        )
+        event = (
+            sa.insert(_events)
+            .from_select(
+                ["seq", *EVENT_COLUMNS, "chain"],
+                sa.select(head.c.seq, *values, head.c.chain).select_from(head.join(changed, sa.true())),
+            )
+            .returning(_events.c.seq)
+            .cte("event")
+        )
+        row = (
+            sa.insert(table)
+            .from_select(
+                list(columns),
+                sa.select(
+                    *(sa.bindparam(f"row_{name}", type_=table.c[name].type) for name in columns)
+                ).select_from(head),
+            )
+            .cte("row")
+        )
+        return (
+            sa.select(
+                event.c.seq, _PG_NOTIFY, changed.c.person_id, *(changed.c[name] for name in self.returning)
+            )
+            .select_from(event.join(changed, sa.true()))
+            .add_cte(row)
+        )
+
+
+def record_guarded(
+    session: Session,
+    guard: Guard,
+    params: dict[str, Any],
+    *,
+    card_id: uuid.UUID,
+    before: CardStatus,
+    event: EventKind,
+    actor: Actor,
+    office: str,
+    at: dt.datetime,
+    reason: str | None,
+    reference: str | None,
+    with_row: object,
+) -> Card | None:
+    """`record` for a card that is not loaded, if it is stored as `before` and `guard` holds on
+    its row (`params` bind the guard's condition); None, with nothing written and no lock taken,
+    if not: the caller then takes the plain path, which finds out why. The same rows as `record`
+    (the status, the event with its chain, `with_row`), one statement on PostgreSQL and four on
+    SQLite instead of a locking read and then `record`.
+
+    Returns the session's card: the one it already held, or a new persistent one with the
+    guard's `returning` columns loaded (any other attribute loads on first use)."""
+    new_status = transition(event, before)
+    conn = session.connection()
+    values: dict[str, Any] = {
+        "card_id": card_id,
+        "person_id": None,  # the holder's: known once the card row is read
+        "event": event,
+        "status_before": before,
+        "status_after": new_status,
+        "office": office,
+        "actor": actor.staff_id,
+        "at": at,
+        "reason": reason,
+        "reference": reference,
+    }
+    table, row = _row_values(with_row)
+    change = {"card_id": card_id, "status_before": before, "new_status": new_status, "at": at, **params}
+    stmt = guard.statement(conn.dialect.name, table, tuple(row))
+    if conn.dialect.name == "postgresql":
+        # The canonical tail around the holder's id (EVENT_COLUMNS: card, then person).
+        change["ev_tail_a"] = hash_chain.canonical_tail([card_id])[:-1] + ',"'
+        change["ev_tail_b"] = '",' + hash_chain.canonical_tail([values[n] for n in EVENT_COLUMNS[2:]])
+        change.update({f"ev_{k}": v for k, v in values.items() if k != "person_id"})
+        change.update({f"row_{k}": v for k, v in row.items()})
+        found = conn.execute(stmt, change).one_or_none()
+        if found is None:
+            return None
+        seq, _, values["person_id"], *read = found
+    else:
+        found = conn.execute(stmt, change).one_or_none()
+        if found is None:
+            return None
+        values["person_id"], *read = found
+        tail = hash_chain.canonical_tail([values[name] for name in EVENT_COLUMNS])
+        seq = _append(conn, values, tail)
+        insert = _SQLITE_ROW.get(table.name)
+        if insert is None:
+            insert = _SQLITE_ROW[table.name] = sa.insert(table)
+        conn.execute(insert, row)
+    make_transient_to_detached(with_row)  # persistent, as a flush would have left it
+    session.add(with_row)
+    uow.changed(session, ledger_seq=int(seq), notified=True)
+    loaded = dict(zip(guard.returning, read, strict=True))
+    loaded.update(person_id=values["person_id"], status=new_status, updated_at=at)
+    card = session.identity_map.get(_CARD.identity_key_from_primary_key((card_id,)))
+    if isinstance(card, Card):  # already in the session (as after a lock): kept in step
+        for name, value in loaded.items():
+            set_committed_value(card, name, value)
+        return card
+    card = Card(id=card_id, **loaded)
+    make_transient_to_detached(card)
+    session.add(card)
+    return card
 
 
 def record_on_cards(
