@@ -36,7 +36,7 @@ from idguard.biometrics import (
     match_any,
     parse,
 )
-from idguard.biometrics.identification import index_data
+from idguard.biometrics.identification import index_data, index_is_current
 from idguard.biometrics.models import Fingerprint, FingerprintComparison
 from idguard.biometrics.vault import TemplateVault, VaultError
 from idguard.config import Settings
@@ -49,6 +49,7 @@ FINGERS_PER_CARD = 2
 MAX_RECORD_BYTES = 16_384  # 2 views x 255 minutiae x 6 bytes is under 4 KB; anything larger is not a capture
 MAX_RECORD_BASE64 = 4 * -(-MAX_RECORD_BYTES // 3)
 FAILURE_WINDOW = dt.timedelta(hours=24)
+_REINDEX_PAGE = 2_000  # rows whose index data `reindex` opens per query when looking for stale ones
 
 
 class Purpose(StrEnum):
@@ -332,20 +333,73 @@ def rekey(session: Session, vault: TemplateVault, *, batch: int = 500) -> int:
     return len(rows)
 
 
-def reindex(session: Session, vault: TemplateVault, *, batch: int = 500) -> int:
-    """Fill the index data of up to `batch` fingerprints that have none (enrolled before
-    migration 0015, or bulk-loaded without it), derived from the stored template and sealed
-    like it; returns how many. The caller commits and calls again until it returns 0 (each
-    batch is its own transaction; on PostgreSQL concurrent runs share the rows, SKIP LOCKED).
-    A row keeps one key id: a row under an older key is re-sealed whole under the active key,
-    as `rekey` does. Afterwards the gallery files these fingers from their index data."""
-    rows = session.scalars(
-        sa.select(Fingerprint)
-        .where(Fingerprint.index_data.is_(None))
-        .order_by(Fingerprint.card_id, Fingerprint.finger)
-        .limit(batch)
-        .with_for_update(skip_locked=True)
-    ).all()
+@dataclass
+class ReindexPlace:
+    """How far a run of `reindex` calls has scanned the rows for stale index data: kept by the
+    caller between calls, so that each row is opened once per run."""
+
+    after: tuple[uuid.UUID, int] | None = None
+
+
+def reindex(
+    session: Session, vault: TemplateVault, *, batch: int = 500, place: ReindexPlace | None = None
+) -> int:
+    """(Re)derive the index data of up to `batch` fingerprints whose index data is missing
+    (enrolled before migration 0015, or bulk-loaded without it) or was made by another index model
+    or format (`identification.index_is_current`: the header names both), from the stored
+    template and sealed like it; returns how many. The caller commits and calls again until it
+    returns 0 (each batch is its own transaction; on PostgreSQL concurrent runs share the rows,
+    SKIP LOCKED). A row keeps one key id: a row under an older key is re-sealed whole under the
+    active key, as `rekey` does. Afterwards the gallery files these fingers from their index data.
+
+    Missing index data is found by the database; stale index data only by opening it (the model
+    id is inside the sealed bytes), so after the missing ones each call reads the other rows'
+    index data in key order, `_REINDEX_PAGE` at a time, until it has `batch` stale ones or none
+    are left. A caller that passes the same `place` to each call of a run reads each row once;
+    without one, each call starts that scan from the first row (after a model change the whole run
+    would read about N^2 / (2 batch) rows' index data)."""
+    rows = list(
+        session.scalars(
+            sa.select(Fingerprint)
+            .where(Fingerprint.index_data.is_(None))
+            .order_by(Fingerprint.card_id, Fingerprint.finger)
+            .limit(batch)
+            .with_for_update(skip_locked=True)
+        ).all()
+    )
+    after = place.after if place is not None else None
+    while len(rows) < batch:
+        query = sa.select(Fingerprint.card_id, Fingerprint.finger, Fingerprint.key_id, Fingerprint.index_data)
+        query = query.where(Fingerprint.index_data.is_not(None))
+        if after is not None:
+            query = query.where(sa.tuple_(Fingerprint.card_id, Fingerprint.finger) > sa.tuple_(*after))
+        page = session.execute(
+            query.order_by(Fingerprint.card_id, Fingerprint.finger).limit(_REINDEX_PAGE)
+        ).all()
+        if not page:
+            break
+        stale = [
+            (r.card_id, r.finger)
+            for r in page
+            if r.index_data is not None
+            and not index_is_current(
+                vault.open(r.key_id, r.index_data, context=_context(r.card_id, r.finger, "index"))
+            )
+        ]
+        if len(stale) > batch - len(rows):  # the rest of this page is the next call's
+            stale = stale[: batch - len(rows)]
+            after = stale[-1]
+        else:
+            after = (page[-1].card_id, page[-1].finger)
+        if place is not None:
+            place.after = after
+        if stale:
+            rows += session.scalars(
+                sa.select(Fingerprint)
+                .where(sa.tuple_(Fingerprint.card_id, Fingerprint.finger).in_(stale))
+                .order_by(Fingerprint.card_id, Fingerprint.finger)
+                .with_for_update(skip_locked=True)
+            ).all()
     for fp in rows:
         template = vault.open(fp.key_id, fp.template, context=_context(fp.card_id, fp.finger, "template"))
         if fp.key_id != vault.active_key_id:

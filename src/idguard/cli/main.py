@@ -475,24 +475,26 @@ def fingerprints_rekey(
 @fingerprints_app.command(
     "reindex",
     help="Derive the 1:N index data of every stored fingerprint that has none (enrolled before "
-    "migration 0015, or bulk-loaded), sealed like its template, so that the blacklist gallery "
-    "files it from that data instead of its template (docs/fingerprints.md, 1:N).\n\nEach batch "
+    "migration 0015, or bulk-loaded) or whose index data an older index model made, sealed like "
+    "its template, so that the blacklist gallery files it from that data instead of its template "
+    "(docs/fingerprints.md, 1:N).\n\nEach batch "
     "is one transaction: an interrupted run keeps what it did and can simply be run again.",
 )
 def fingerprints_reindex(
     batch: Annotated[int, typer.Option(help="fingerprints indexed per transaction")] = 500,
 ) -> None:
-    from idguard.biometrics.fingerprints import reindex
+    from idguard.biometrics.fingerprints import ReindexPlace, reindex
     from idguard.biometrics.vault import TemplateVault
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
     settings = Settings()
     vault = TemplateVault.from_settings(settings)
+    place = ReindexPlace()  # each row's index data opened once in the run
     with _database(settings) as engine:
         total = _fingerprint_batches(
             make_sessionmaker(engine),
-            lambda session: reindex(session, vault, batch=batch),
+            lambda session: reindex(session, vault, batch=batch, place=place),
             action="fingerprints.reindex",
             did="indexed",
         )

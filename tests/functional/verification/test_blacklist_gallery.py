@@ -10,8 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from idguard import uow
-from idguard.biometrics.fingerprints import _context
-from idguard.biometrics.identification import index_data
+from idguard.biometrics.fingerprints import ReindexPlace, _context, reindex
+from idguard.biometrics.identification import IndexModel, default_model, index_data, index_is_current
 from idguard.biometrics.models import Fingerprint
 from idguard.biometrics.vault import VaultError
 from idguard.registry.models import Card
@@ -93,3 +93,54 @@ def test_enrolment_seals_index_data_and_a_finger_without_it_is_still_filed(count
     listed(counter, second)
     gallery_holds(counter, 4)
     assert gallery_status(counter)["cards"] == 2
+
+
+@pytest.mark.parametrize("keep_place", [False, True], ids=["each call from the start", "a run's place kept"])
+def test_reindex_redoes_missing_and_stale_index_data_and_leaves_current_data(
+    counter: Counter, keep_place: bool
+) -> None:
+    """`fingerprints.reindex` redoes index data that is missing or was made by another index model
+    (it tells by opening the header: the model id is sealed inside), in batches, and leaves index
+    data of the current model as it is; a last call finds nothing left. The same whether each
+    call scans from the first row or a run keeps its place between calls (the CLI does)."""
+    app: Any = counter.client.app
+    cards = [
+        counter.card(counter.person(name=f"冒用人{i}"), fingerprints=enrolment(310 + i)) for i in range(3)
+    ]
+    vault = app.state.biometrics.vault
+    base = default_model()
+    older = IndexModel(base.mean, base.basis, base.centroids[::-1].copy())  # as before a retraining
+    with uow.transaction(app.state.sessionmaker) as session:
+        rows = session.scalars(sa.select(Fingerprint).order_by(Fingerprint.card_id, Fingerprint.finger)).all()
+        assert len(rows) == 6
+        ids = [
+            session.scalars(sa.select(Card.id).where(Card.id_number == c["id_number"])).one() for c in cards
+        ]
+        kept: dict[tuple[object, int], bytes] = {}
+        for fp in rows:
+            template = vault.open(fp.key_id, fp.template, context=_context(fp.card_id, fp.finger, "template"))
+            if fp.card_id == ids[0]:  # made by the older model
+                fp.index_data = vault.seal(
+                    index_data(template, older), context=_context(fp.card_id, fp.finger, "index")
+                )[1]
+            elif fp.card_id == ids[1]:  # none (enrolled before migration 0015)
+                fp.index_data = None
+            else:
+                assert fp.index_data is not None
+                kept[fp.card_id, fp.finger] = fp.index_data
+    counts = []
+    place = ReindexPlace() if keep_place else None
+    while not counts or counts[-1]:
+        with uow.transaction(app.state.sessionmaker) as session:
+            counts.append(reindex(session, vault, batch=3, place=place))
+    assert counts == [3, 1, 0]
+    with uow.transaction(app.state.sessionmaker) as session:
+        for fp in session.scalars(sa.select(Fingerprint)).all():
+            assert fp.index_data is not None
+            context = _context(fp.card_id, fp.finger, "index")
+            plain = vault.open(fp.key_id, fp.index_data, context=context)
+            template = vault.open(fp.key_id, fp.template, context=_context(fp.card_id, fp.finger, "template"))
+            assert index_is_current(plain)
+            assert plain == index_data(template)
+            if (fp.card_id, fp.finger) in kept:
+                assert fp.index_data == kept[fp.card_id, fp.finger]  # not re-sealed: left alone

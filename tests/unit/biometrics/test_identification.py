@@ -21,6 +21,7 @@ from idguard.biometrics.identification import (
     _best_per_group,
     default_model,
     index_data,
+    index_is_current,
 )
 from idguard.biometrics.record import TemplateError
 from idguard.biometrics.synthetic import Difficulty, impression, master_finger
@@ -315,6 +316,22 @@ def test_index_data_of_another_model_falls_back_to_the_template(
     ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
     for probe in probes[:5]:
         assert g.candidates(probe) == ref.candidates(probe)
+
+
+def test_index_is_current_tells_the_model_and_the_format(registered: list[Template]) -> None:
+    """What `fingerprints.reindex` asks of stored index data: made in this format by this model."""
+    stored = registered[3].to_bytes()
+    base = default_model()
+    other = IndexModel(base.mean, base.basis, base.centroids[::-1].copy())
+    data = index_data(stored)
+    assert index_is_current(data)
+    assert index_is_current(data, base)
+    assert not index_is_current(data, other)
+    assert index_is_current(index_data(stored, other), other)
+    assert not index_is_current(index_data(stored, other))
+    assert not index_is_current(data[:4] + bytes([data[4] + 1]) + data[5:])  # another format
+    assert not index_is_current(data[:10])  # no whole header
+    assert not index_is_current(stored)  # a template, not index data
 
 
 @pytest.mark.parametrize(
