@@ -1,5 +1,6 @@
 """How `idguard serve` runs uvicorn: its HTTP/1.1 protocol, with the request guard's limits
-answered properly at the connection level too.
+answered properly at the connection level too, and (httptools) the plain single check answered in
+the protocol itself, without an ASGI cycle (`GuardedHttpToolsProtocol`, issue 14).
 
 The default is uvicorn's httptools protocol on uvloop (`GuardedHttpToolsProtocol`): measured
 against uvicorn's pure-Python h11 parser on asyncio's loop it serves about twice the requests a
