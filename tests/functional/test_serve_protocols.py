@@ -116,14 +116,7 @@ def test_both_protocols_answer_a_plain_check_alike(
     base, output = served
     bank = Bank(counter)
     card = counter.card(counter.person())
-    body = {
-        "id_number": card["id_number"],
-        "name": card["name"],
-        "issued_on": card["issued_on"],
-        "expires_on": card["expires_on"],
-        "purpose": "account_opening",
-        "operator": "teller-1",
-    }
+    body = bank.body(card, operator="teller-1")
     with httpx.Client(base_url=base, timeout=10, headers=bank.headers()) as client:
         deadline = time.monotonic() + 10  # the server's follower learns the unit and the card
         while (r := client.post("/api/v1/verify", json=body)).json().get("result") != "valid":

@@ -98,18 +98,7 @@ def report_loss(
         office=office,
         now=now,
     )
-    report = LossReport(
-        report_no=new_reference("LR"),
-        card_id=card.id,
-        reason=reason,
-        office=office,
-        applicant_id_number=applicant_number,
-        by_guardian=by_guardian,
-        accepted_by=actor.staff_id,
-        accepted_at=now,
-        cancelled_at=None,
-        cancelled_by=None,
-    )
+    report = _new_report(card.id, reason, office, applicant_number, by_guardian, actor, now)
     ledger.record(  # the report is inserted with the event (one statement on PostgreSQL)
         session,
         card,
@@ -123,6 +112,30 @@ def report_loss(
     )
     session.flush()
     return report, card
+
+
+def _new_report(
+    card_id: uuid.UUID,
+    reason: LossReason,
+    office: str,
+    applicant_number: str,
+    by_guardian: bool,
+    actor: Actor,
+    now: dt.datetime,
+) -> LossReport:
+    """The report row, as either path inserts it with the ledger event."""
+    return LossReport(
+        report_no=new_reference("LR"),
+        card_id=card_id,
+        reason=reason,
+        office=office,
+        applicant_id_number=applicant_number,
+        by_guardian=by_guardian,
+        accepted_by=actor.staff_id,
+        accepted_at=now,
+        cancelled_at=None,
+        cancelled_by=None,
+    )
 
 
 _cards = cast(sa.Table, Card.__table__)
@@ -169,18 +182,7 @@ def _report_at_once(
     number = idnumber.normalise(applicant_id_number)
     if number[6:14] > f"{today:%Y%m%d}":  # a birth date after today: parsed (and refused) below
         return None
-    report = LossReport(
-        report_no=new_reference("LR"),
-        card_id=key,
-        reason=reason,
-        office=office,
-        applicant_id_number=number,
-        by_guardian=False,
-        accepted_by=actor.staff_id,
-        accepted_at=now,
-        cancelled_at=None,
-        cancelled_by=None,
-    )
+    report = _new_report(key, reason, office, number, False, actor, now)
     card = ledger.record_guarded(
         session,
         _REPORTABLE,
