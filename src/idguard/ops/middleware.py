@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import re
 import time
 from itertools import chain
@@ -42,6 +41,7 @@ from idguard.api.errors import PROBLEM, problem_body
 from idguard.api.guard import MAX_BODY_BYTES, MAX_HEAD_BYTES, json_needs_a_look
 from idguard.api.server import TELEMETRY_OFF
 from idguard.core.clock import Clock
+from idguard.core.randomness import token_bytes
 from idguard.ops.metrics import UNMATCHED, Metrics
 from idguard.verification.routes import verify
 from idguard.verification.runtime.checklog import NOT_RECORDED, LogFull
@@ -66,7 +66,7 @@ def request_id(headers: list[tuple[bytes, bytes]]) -> str:
                 if logs.redact(text) == text:
                     return text
             break
-    return os.urandom(16).hex()  # as random as a uuid4, at a fraction of its cost
+    return token_bytes(16).hex()  # as random as a uuid4, at a fraction of its cost
 
 
 def route_label(scope: Scope) -> str:

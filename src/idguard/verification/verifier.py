@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from idguard.biometrics import Template, fingerprints
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
 from idguard.core.clock import Clock, today_cst
+from idguard.core.randomness import token_bytes
 from idguard.core.ratelimit import RateLimiter
 from idguard.db.engine import read_only
 from idguard.registry.models import Card
@@ -91,7 +91,7 @@ _VARIANT = "89ab"
 def check_ids(n: int) -> list[str]:
     """`n` distinct check ids for one request, formatted as version-4 UUIDs, from one draw of 16
     bytes from the OS's CSPRNG (the same source uuid4 uses, once per request instead of once
-    per check).
+    per check, read ahead in blocks: core/randomness.py).
 
     The draw gives 122 random bits, as a uuid4 has: 74 in the first four groups (the prefix,
     shared by the request's ids) and 48 in the last group, the starting point of a counter.
@@ -103,7 +103,7 @@ def check_ids(n: int) -> list[str]:
     prefix and last groups within 1000 of each other: less likely than a collision among as
     many independent uuid4s (fewer independent draws). Consecutive ids also land together in
     the check log's primary-key index."""
-    draw = int.from_bytes(os.urandom(16), "big")
+    draw = int.from_bytes(token_bytes(16), "big")
     high = f"{draw >> 48:020x}"
     prefix = f"{high[:8]}-{high[8:12]}-4{high[13:16]}-{_VARIANT[int(high[16], 16) & 3]}{high[17:]}-"
     low = draw & _LOW_MASK

@@ -42,8 +42,7 @@ def _new_incident_no() -> str:
     return lookups.new_reference("INC")
 
 
-def _upsert(
-    session: Session,
+def _row(
     *,
     kind: IncidentKind,
     subject: str,
@@ -57,11 +56,10 @@ def _upsert(
     detail: str | None = None,
     count: int = 1,
     last_at: dt.datetime | None = None,
-) -> str:
-    """Open the incident, or count `count` more signals (the last at `last_at`, else `at`) on the
-    day's incident of the same (card, kind, unit): one statement, so two workers seeing the same
-    signal make one incident."""
-    values: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The incidents row that opens the incident: `count` signals, the last at `last_at` (else
+    `at`)."""
+    return {
         "incident_no": _new_incident_no(),
         "kind": kind,
         "status": IncidentStatus.OPEN,
@@ -77,25 +75,46 @@ def _upsert(
         "opened_at": at,
         "last_at": last_at or at,
     }
+
+
+def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
+    """Open each row's incident, or count its signals on the day's incident of the same
+    (card, kind, unit) (its dedup key): one statement, so two workers seeing the same signal make
+    one incident. The rows' dedup keys must differ."""
     if session.connection().dialect.name == "postgresql":
-        pg = postgresql.insert(_incidents).values(values)
-        stmt = pg.on_conflict_do_update(
+        pg = postgresql.insert(_incidents).values(rows)
+        return pg.on_conflict_do_update(
             index_elements=[_incidents.c.dedup_key],
             set_={
                 "count": _incidents.c.count + pg.excluded.count,
                 "last_at": sa.func.greatest(_incidents.c.last_at, pg.excluded.last_at),
             },
-        ).returning(_incidents.c.incident_no)
-    else:
-        lite = sqlite.insert(_incidents).values(values)
-        stmt = lite.on_conflict_do_update(
-            index_elements=[_incidents.c.dedup_key],
-            set_={
-                "count": _incidents.c.count + lite.excluded.count,
-                "last_at": sa.func.max(_incidents.c.last_at, lite.excluded.last_at),
-            },
-        ).returning(_incidents.c.incident_no)
+        )
+    lite = sqlite.insert(_incidents).values(rows)
+    return lite.on_conflict_do_update(
+        index_elements=[_incidents.c.dedup_key],
+        set_={
+            "count": _incidents.c.count + lite.excluded.count,
+            "last_at": sa.func.max(_incidents.c.last_at, lite.excluded.last_at),
+        },
+    )
+
+
+def _upsert(session: Session, **incident: Any) -> str:
+    """Open the incident, or count on the day's one (`_upsert_statement`); its incident_no."""
+    stmt = _upsert_statement(session, [_row(**incident)]).returning(_incidents.c.incident_no)
     return str(session.execute(stmt).scalar_one())
+
+
+_INCIDENTS_PER_STATEMENT = 200
+
+
+def _upsert_many(session: Session, incidents: list[dict[str, Any]]) -> None:
+    """`_upsert` for a round's incidents (distinct dedup keys), one statement per
+    _INCIDENTS_PER_STATEMENT of them instead of one each."""
+    for start in range(0, len(incidents), _INCIDENTS_PER_STATEMENT):
+        rows = [_row(**incident) for incident in incidents[start : start + _INCIDENTS_PER_STATEMENT]]
+        session.execute(_upsert_statement(session, rows))
 
 
 def open_incident(
@@ -135,20 +154,11 @@ def record_signals(session: Session, signals: Iterable[Signal]) -> int:
     retrying a lost card) are counted in one statement: the incident as the first of them opens
     it (its check, time and detail), the count and the last time of them all."""
     counted = 0
-    cards: dict[tuple[str, dt.date], tuple[uuid.UUID, uuid.UUID, str] | None] = {}
+    signals = list(signals)
+    cards = _signalled_cards(session, {(s[3], s[4]) for s in signals})
     groups: dict[tuple[str, uuid.UUID, str, dt.date], dict[str, Any]] = {}
     for check_id, unit_code, at, id_number, issued_on, kinds, detail in signals:
-        key = (id_number, issued_on)
-        if key not in cards:
-            row = session.execute(
-                sa.select(Card.id, Card.person_id, Person.hukou_office)
-                .join(Person, Person.id == Card.person_id)
-                .where(Card.id_number == id_number, Card.issued_on == issued_on)
-                .order_by(Card.temporary)
-                .limit(1)
-            ).one_or_none()
-            cards[key] = None if row is None else (row[0], row[1], row[2])
-        card = cards[key]
+        card = cards.get((id_number, issued_on))
         if card is None:  # cannot happen for a matching check; nothing to own it
             continue
         card_id, person_id, office = card
@@ -174,9 +184,34 @@ def record_signals(session: Session, signals: Iterable[Signal]) -> int:
                 if detail and kind == IncidentKind.KNOWN_IMPERSONATOR
                 else None,
             }
-    for group in groups.values():
-        _upsert(session, **group)
+    _upsert_many(session, list(groups.values()))
     return counted
+
+
+_CARDS_PER_STATEMENT = 500
+
+
+def _signalled_cards(
+    session: Session, keys: set[tuple[str, dt.date]]
+) -> dict[tuple[str, dt.date], tuple[uuid.UUID, uuid.UUID, str]]:
+    """The card each (id number, issue date) names, with its holder and hukou office, read in one
+    statement per _CARDS_PER_STATEMENT numbers (a round's worth, not one per signal): the
+    permanent card where a temporary one shares its number and date."""
+    found: dict[tuple[str, dt.date], tuple[bool, uuid.UUID, uuid.UUID, str]] = {}
+    numbers = sorted({number for number, _ in keys})
+    for start in range(0, len(numbers), _CARDS_PER_STATEMENT):
+        rows = session.execute(
+            sa.select(
+                Card.id_number, Card.issued_on, Card.temporary, Card.id, Card.person_id, Person.hukou_office
+            )
+            .join(Person, Person.id == Card.person_id)
+            .where(Card.id_number.in_(numbers[start : start + _CARDS_PER_STATEMENT]))
+        ).all()
+        for number, issued_on, temporary, card_id, person_id, office in rows:
+            key = (number, issued_on)
+            if key in keys and (key not in found or (found[key][0] and not temporary)):
+                found[key] = (bool(temporary), card_id, person_id, office)
+    return {key: (card_id, person_id, office) for key, (_, card_id, person_id, office) in found.items()}
 
 
 OfflineCheck = tuple[str, str, dt.datetime, str, str | None, str]

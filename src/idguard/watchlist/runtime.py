@@ -27,6 +27,12 @@ from idguard.watchlist import blacklist, incidents
 log = logging.getLogger("idguard.watchlist")
 
 SWEEP_SECONDS = 60.0  # how often ended blacklist entries are written as ended
+# A round at most every ROUND_SECONDS while signals keep coming (the first after a quiet spell is
+# written at once): a round is a transaction and a few statements whatever it holds, and on the
+# loaded single check (10 % signals) one round per journal group cost ~25 us of CPU a check,
+# fighting the event loop for the GIL (issue 14, bench/protocol_cpu.py). With the stream's
+# 0.2 s poll an incident still reaches it well within a second of its check.
+ROUND_SECONDS = 0.25
 MAX_WAITING = 100_000
 RETRY_SECONDS = 1.0
 
@@ -44,6 +50,7 @@ class IncidentWriter:
         self._queue = threading.Lock()  # the queues' trimming and a round's taking
         self.written = 0
         self.dropped = 0
+        self._next_round = 0.0  # time.monotonic() before which the thread starts no round
 
     # hooks (called on other threads: queue and wake, nothing else)
 
@@ -85,6 +92,8 @@ class IncidentWriter:
         while not self._stop.is_set():
             self._wake.wait(SWEEP_SECONDS)
             self._wake.clear()
+            self._stop.wait(max(0.0, self._next_round - time.monotonic()))  # pace the rounds
+            self._next_round = time.monotonic() + ROUND_SECONDS
             try:
                 self.flush()
             except Exception:

@@ -148,7 +148,7 @@ def run(verifier: NodeVerifier, plain: bool, batch: list[Item]) -> tuple[list[st
 
     with (
         mock.patch.object(log, "append_lines", capture),
-        mock.patch("idguard.verification.verifier.os.urandom", lambda n: bytes(range(n))),
+        mock.patch("idguard.verification.verifier.token_bytes", lambda n: bytes(range(n))),
     ):
         answers = Verifier.check_items(verifier, UNIT, batch) if plain else verifier.check_items(UNIT, batch)
     return answers, recorded

@@ -364,7 +364,7 @@ def test_check_ids_of_different_requests_share_nothing() -> None:
 
 def test_check_ids_wrap_within_their_last_group(monkeypatch: pytest.MonkeyPatch) -> None:
     """A counter starting near 2**48 wraps inside the last group: still distinct, still UUIDs."""
-    monkeypatch.setattr("idguard.verification.verifier.os.urandom", lambda n: b"\xff" * n)
+    monkeypatch.setattr("idguard.verification.verifier.token_bytes", lambda n: b"\xff" * n)
     ids = check_ids(1000)
     assert len(set(ids)) == 1000
     assert ids[0].endswith("-ffffffffffff")
