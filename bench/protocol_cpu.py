@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -310,9 +311,13 @@ def main() -> None:
     parser.add_argument(
         "--journal-dir", default=None, help="the check log's journal (default: here, on disk)"
     )
+    parser.add_argument("--switch-interval", type=float, default=None, help="sys.setswitchinterval (s)")
     parser.add_argument("--profile", default=None, help="write a cProfile of one more verify run here")
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     print(f"bench/protocol_cpu - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores")
+    print(f"  the GIL's switch interval: {sys.getswitchinterval() * 1000:g} ms")
     print(f"  {uptime()}")
     admin = admin_engine(args.postgres_url)
     template = f"idguard_bench_{args.citizens}"
