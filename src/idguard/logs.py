@@ -114,6 +114,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
+def _masked_whole(record: logging.LogRecord) -> bool:
+    """Whether the record's text is all masked already: an access line whose arguments the filter
+    masked (uvicorn's format keeps them apart, so no two can make a number together) and which
+    carries no traceback or stack (text the filter never saw). It then needs no second pass over
+    the whole line (issue 14)."""
+    return bool(
+        record.name == "uvicorn.access"
+        and record.__dict__.get("_idguard_masked")
+        and record.exc_info is None
+        and record.exc_text is None
+        and record.stack_info is None
+    )
+
+
 class WithRequestId(logging.Formatter):
     """Text lines as another formatter writes them, masked as a whole (tracebacks too), with
     ` request_id=…` added during a request."""
@@ -123,7 +137,9 @@ class WithRequestId(logging.Formatter):
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        text = redact(self.inner.format(record))  # a traceback may quote an id number
+        text = self.inner.format(record)
+        if not _masked_whole(record):
+            text = redact(text)  # a traceback may quote an id number
         rid = request_id.get()
         return text if rid is None else f"{text} request_id={rid}"
 

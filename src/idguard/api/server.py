@@ -255,6 +255,24 @@ def client_addr(scope: Any, proxy: ProxyHeadersMiddleware | None) -> str:
     return get_client_addr(scope)
 
 
+_LOGGED_PATHS: dict[tuple[str, str], str] = {}
+
+
+def _logged_path(scope: Any) -> str:
+    """The path as uvicorn's access line shows it (`get_path_with_query_string`), kept for the
+    door's requests: they carry no query, and their path is the door's (one percent-encoding
+    a server, not one a request)."""
+    if scope["query_string"]:
+        return get_path_with_query_string(scope)
+    key = (scope.get("root_path", ""), scope["path"])
+    text = _LOGGED_PATHS.get(key)
+    if text is None:
+        text = get_path_with_query_string(scope)
+        if len(_LOGGED_PATHS) < 16:
+            _LOGGED_PATHS[key] = text
+    return text
+
+
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with GuardedH11Protocol's answers: 431 for a head past
     MAX_HEAD_BYTES (counted as the parser hands it over, whether it came in one read or many),
@@ -405,7 +423,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                         '%s - "%s %s HTTP/%s" %d',
                         client_addr(scope, proxy),
                         scope["method"],
-                        get_path_with_query_string(scope),
+                        _logged_path(scope),
                         scope["http_version"],
                         status,
                     )
