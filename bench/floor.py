@@ -25,6 +25,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -32,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -113,6 +115,14 @@ def disk_sync(directory: Path, writes: int = 500, size: int = 256) -> tuple[floa
     return statistics.median(samples), q[98], max(samples)
 
 
+def journal_writes(port: int) -> float:
+    """The server's synced journal writes so far (its /metrics; one worker)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found = re.search(r"^idguard_checklog_journal_writes_total ([0-9.e+]+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def floor_server(port: int, workdir: Path) -> contextlib.AbstractContextManager[int]:
     cmd = [sys.executable, "-m", "uvicorn", "_floor_app:app", "--app-dir", str(BENCH_DIR)]
     cmd += ["--http", "httptools", "--loop", "uvloop", "--host", "127.0.0.1", "--port", str(port)]
@@ -165,12 +175,16 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
             wrk(port, path, bodies, key, connections=conns, seconds=2, workdir=workdir)
         peaks: dict[str, list[Load]] = {"floor": [], "verify": []}
         cpu_us: dict[str, list[float]] = {"floor": [], "verify": []}  # server CPU per request
+        per_write: list[float] = []  # verify's checks per synced journal write, per round
         for _ in range(args.rounds):
             for name, port, path in targets:
                 before = cpu_seconds(pids[name])
+                writes = journal_writes(idguard_port) if name == "verify" else 0.0
                 load = wrk(port, path, bodies, key, connections=conns, seconds=d, workdir=workdir)
                 cpu_us[name].append((cpu_seconds(pids[name]) - before) / max(1, load.requests) * 1e6)
                 peaks[name].append(load)
+                if name == "verify":
+                    per_write.append(load.requests / max(1.0, journal_writes(idguard_port) - writes))
         verify_peak = statistics.median(r.rate for r in peaks["verify"])
         rate = 0.8 * verify_peak
         journal_dir = Path(args.journal_dir) if args.journal_dir else workdir / "checklog"
@@ -216,6 +230,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         ),
         rows,
     )
+    note(f"verify's checks per synced journal write, per round: {', '.join(f'{g:.1f}' for g in per_write)}")
     ratio = verify_peak / floor_rate
     cpu_ratio = statistics.median(cpu_us["floor"]) / statistics.median(cpu_us["verify"])
     note(

@@ -207,7 +207,7 @@ def environment(url: str, journal: Path) -> Iterator[None]:
 
 
 async def measure(args: argparse.Namespace, url: str, workdir: Path) -> None:
-    from idguard.api.server import uvicorn_options
+    from idguard.api.server import find_door, uvicorn_options
 
     key = onboard_bench_unit(url, f"BENCH-PCPU-{os.getpid()}")
     today = today_cst(dt.datetime.now(dt.UTC))
@@ -243,9 +243,15 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path) -> None:
             await driver.run(1.0)
         runs: dict[str, list[tuple[int, float, float, float]]] = {"floor": [], "verify": []}
         by_thread: dict[str, list[float]] = {}
+        found = find_door(ours.loaded_app)
+        log = found[0].verifier.log if found is not None else None  # type: ignore[attr-defined]
+        group_sizes: list[float] = []
         for _ in range(args.rounds):
             for name, driver in (("floor", floor), ("verify", verify)):
+                writes = log.journal_writes if log is not None else 0
                 runs[name].append(await driver.run(args.seconds))
+                if name == "verify" and log is not None and log.journal_writes > writes:
+                    group_sizes.append(runs[name][-1][0] / (log.journal_writes - writes))
             for thread, seconds in verify.threads.items():
                 by_thread.setdefault(thread, []).append(seconds / runs["verify"][-1][0] * 1e6)
         if args.profile:
@@ -288,6 +294,10 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path) -> None:
     fc = statistics.median(per("floor", i)[1] for i in range(args.rounds))
     vc = statistics.median(per("verify", i)[1] for i in range(args.rounds))
     vl = statistics.median(per("verify", i)[2] for i in range(args.rounds))
+    if group_sizes:
+        note(
+            f"checks per journal write (synced group), per round: {', '.join(f'{g:.1f}' for g in group_sizes)}"
+        )
     note(
         f"medians: CPU per request floor {fc:.1f} us, verify {vc:.1f} us (loop thread {vl:.1f} us): "
         f"floor / verify {fc / vc:.2f}"

@@ -171,6 +171,12 @@ class Metrics:
             "Groups of checks the check log's journal could not sync (those answers were refused).",
             registry=r,
         )
+        self.journal_writes = Counter(
+            "idguard_checklog_journal_writes",
+            "Synced writes of the check log's journal (group commits): checks answered / writes is "
+            "how many checks share a sync.",
+            registry=r,
+        )
         self.person_card_comparisons = Counter(
             "idguard_person_card_comparisons",
             "Fingerprint comparisons in units' person-card checks (人证一致性核查), by outcome.",
@@ -179,6 +185,7 @@ class Metrics:
         )
         self._verifier = verifier
         self._seen = (verifier.log.failures, verifier.log.journal_failures)
+        self._seen_writes = verifier.log.journal_writes
         self._seen_comparisons: dict[bool, int] = dict(verifier.comparisons)
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         self._sample_lock = threading.Lock()
@@ -223,6 +230,10 @@ class Metrics:
             if journal_failures > seen_journal:
                 self.journal_failures.inc(journal_failures - seen_journal)
             self._seen = (failures, journal_failures)
+            writes = verifier.log.journal_writes
+            if writes > self._seen_writes:
+                self.journal_writes.inc(writes - self._seen_writes)
+                self._seen_writes = writes
             for matched, n in list(verifier.comparisons.items()):
                 seen = self._seen_comparisons.get(matched, 0)
                 if n > seen:

@@ -81,6 +81,8 @@ def test_checks_by_result_and_the_workers_index_and_check_log(counter: Counter) 
     assert 0 <= value(samples, "idguard_index_age_seconds") < 5
     assert value(samples, "idguard_checklog_pending") == 0
     assert value(samples, "idguard_checklog_write_failures_total") == 0
+    # One request at a time: each check was synced in a journal write of its own.
+    assert value(samples, "idguard_checklog_journal_writes_total") == 4
     assert (
         value(samples, "idguard_http_requests_total", method="POST", route="/api/v1/verify", status="200")
         == 4

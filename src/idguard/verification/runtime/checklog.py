@@ -411,6 +411,7 @@ class CheckLog:
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
         self.journal_failures = 0
+        self.journal_writes = 0  # synced groups (checks per write: how well the group commit gathers)
         self._warned: set[Path] = set()
         # Told, by the writer thread, of the checks it has just written (off the request path; for
         # anomaly detection): (unit code, operator, id hash, result) each. The id number itself
@@ -592,6 +593,7 @@ class CheckLog:
                     *(watch_line(w, seal) for _, _, _, watches in group for w in watches),
                 ]
                 segment = journal.write("".join(parts).encode("utf-8", "surrogatepass"), rows)
+                self.journal_writes += 1
                 ok = True
             except Exception:  # JournalError, or anything else: the group is settled all the same
                 # Its checks are answered 503 (never acknowledged); they are still written to the
