@@ -77,12 +77,12 @@ def _row(
     }
 
 
-def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
-    """Open each row's incident, or count its signals on the day's incident of the same
-    (card, kind, unit) (its dedup key): one statement, so two workers seeing the same signal make
-    one incident. The rows' dedup keys must differ."""
+def _upsert_statement(session: Session) -> Any:
+    """Open a row's incident, or count its signals on the day's incident of the same (card,
+    kind, unit) (its dedup key): one statement, so two workers seeing the same signal make one
+    incident. Executed with the rows as its parameters (rows of one call: distinct dedup keys)."""
     if session.connection().dialect.name == "postgresql":
-        pg = postgresql.insert(_incidents).values(rows)
+        pg = postgresql.insert(_incidents)
         return pg.on_conflict_do_update(
             index_elements=[_incidents.c.dedup_key],
             set_={
@@ -90,7 +90,7 @@ def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
                 "last_at": sa.func.greatest(_incidents.c.last_at, pg.excluded.last_at),
             },
         )
-    lite = sqlite.insert(_incidents).values(rows)
+    lite = sqlite.insert(_incidents)
     return lite.on_conflict_do_update(
         index_elements=[_incidents.c.dedup_key],
         set_={
@@ -102,19 +102,15 @@ def _upsert_statement(session: Session, rows: list[dict[str, Any]]) -> Any:
 
 def _upsert(session: Session, **incident: Any) -> str:
     """Open the incident, or count on the day's one (`_upsert_statement`); its incident_no."""
-    stmt = _upsert_statement(session, [_row(**incident)]).returning(_incidents.c.incident_no)
-    return str(session.execute(stmt).scalar_one())
-
-
-_INCIDENTS_PER_STATEMENT = 200
+    stmt = _upsert_statement(session).returning(_incidents.c.incident_no)
+    return str(session.execute(stmt, _row(**incident)).scalar_one())
 
 
 def _upsert_many(session: Session, incidents: list[dict[str, Any]]) -> None:
-    """`_upsert` for a round's incidents (distinct dedup keys), one statement per
-    _INCIDENTS_PER_STATEMENT of them instead of one each."""
-    for start in range(0, len(incidents), _INCIDENTS_PER_STATEMENT):
-        rows = [_row(**incident) for incident in incidents[start : start + _INCIDENTS_PER_STATEMENT]]
-        session.execute(_upsert_statement(session, rows))
+    """`_upsert` for a round's incidents (distinct dedup keys): one statement, compiled once and
+    cached, executed for all of them at once (the driver's executemany)."""
+    if incidents:
+        session.execute(_upsert_statement(session), [_row(**incident) for incident in incidents])
 
 
 def open_incident(
