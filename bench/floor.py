@@ -43,15 +43,13 @@ from bench.harness import (
     SECRET,
     SIGNING_KEYS,
     TEMPLATE_KEYS,
-    admin_engine,
     free_port,
     met,
     note,
-    scratch_database,
     table,
     uptime,
 )
-from bench.verify.common import cached_demo, onboard_bench_unit, query_mix
+from bench.verify.common import demo_arguments, demo_copy, onboard_bench_unit, query_mix
 from bench.verify.loadgen import Load, pyload, wrk
 from idguard.core.clock import today_cst
 
@@ -268,11 +266,7 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument("--citizens", type=int, default=20_000, help="demo population (cached database)")
+    demo_arguments(parser)
     parser.add_argument(
         "--template", default=None, help="copy this existing database instead of the cached demo"
     )
@@ -310,18 +304,11 @@ def main() -> None:
             [(p50, p99, top)],
         )
         return
-    admin = admin_engine(args.postgres_url)
-    template = args.template or f"idguard_bench_{args.citizens}"
-    if args.template is None:
-        cached_demo(admin, args.postgres_url, template, args.citizens)
     with (
         tempfile.TemporaryDirectory(prefix="idguard-floor-") as tmp,
-        scratch_database(
-            admin, args.postgres_url, f"idguard_bench_floor_{os.getpid()}", template=template
-        ) as url,
+        demo_copy(args, "idguard_bench_floor", args.template) as url,
     ):
         run(args, url, Path(tmp))
-    admin.dispose()
 
 
 if __name__ == "__main__":

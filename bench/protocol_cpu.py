@@ -49,13 +49,11 @@ from bench.harness import (
     SECRET,
     SIGNING_KEYS,
     TEMPLATE_KEYS,
-    admin_engine,
     note,
-    scratch_database,
     table,
     uptime,
 )
-from bench.verify.common import cached_demo, onboard_bench_unit, query_mix
+from bench.verify.common import demo_arguments, demo_copy, onboard_bench_unit, query_mix
 from idguard.core.clock import today_cst
 
 
@@ -310,11 +308,7 @@ def main() -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--postgres-url",
-        default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
-    parser.add_argument("--citizens", type=int, default=20_000, help="demo population (cached database)")
+    demo_arguments(parser)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per run")
     parser.add_argument("--connections", type=int, default=16)
@@ -329,19 +323,13 @@ def main() -> None:
     print(f"bench/protocol_cpu - {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores")
     print(f"  the GIL's switch interval: {sys.getswitchinterval() * 1000:g} ms")
     print(f"  {uptime()}")
-    admin = admin_engine(args.postgres_url)
-    template = f"idguard_bench_{args.citizens}"
-    cached_demo(admin, args.postgres_url, template, args.citizens)
     with (
         tempfile.TemporaryDirectory(prefix="idguard-pcpu-", dir=".") as tmp,
-        scratch_database(
-            admin, args.postgres_url, f"idguard_bench_pcpu_{os.getpid()}", template=template
-        ) as url,
+        demo_copy(args, "idguard_bench_pcpu") as url,
     ):
         journal = Path(args.journal_dir) if args.journal_dir else Path(tmp) / "checklog"
         with environment(url, journal):
             uvloop.run(measure(args, url, Path(tmp)))
-    admin.dispose()
 
 
 if __name__ == "__main__":

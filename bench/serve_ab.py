@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from bench.floor import cpu_seconds, idguard_server
-from bench.harness import admin_engine, free_port, note, scratch_database, table, uptime
-from bench.verify.common import cached_demo, onboard_bench_unit, query_mix
+from bench.harness import free_port, note, table, uptime
+from bench.verify.common import demo_arguments, demo_copy, onboard_bench_unit, query_mix
 from bench.verify.loadgen import wrk
 from idguard.core.clock import today_cst
 
@@ -96,22 +96,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--other", required=True, help="the other tree's `src` directory")
-    parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
-    parser.add_argument("--citizens", type=int, default=20_000, help="demo population (cached database)")
+    demo_arguments(parser)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per load run")
     args = parser.parse_args()
-    admin = admin_engine(args.postgres_url)
-    template = f"idguard_bench_{args.citizens}"
-    cached_demo(admin, args.postgres_url, template, args.citizens)
     with (
         tempfile.TemporaryDirectory(prefix="idguard-ab-") as tmp,
-        scratch_database(
-            admin, args.postgres_url, f"idguard_bench_ab_{os.getpid()}", template=template
-        ) as url,
+        demo_copy(args, "idguard_bench_ab") as url,
     ):
         run(args, url, Path(tmp))
-    admin.dispose()
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import datetime as dt
+import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,7 +15,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.harness import SECRET, database_url, note, recreate_database, settings_for
+from bench.harness import (
+    SECRET,
+    admin_engine,
+    database_url,
+    note,
+    recreate_database,
+    scratch_database,
+    settings_for,
+)
 from idguard.core.idnumber import check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
@@ -75,6 +87,30 @@ def cached_demo(admin: sa.Engine, admin_url: str, name: str, citizens: int) -> s
     finally:
         engine.dispose()
     return url
+
+
+def demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a bench serving a copy of the cached demo database (`demo_copy`)."""
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("IDGUARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
+    parser.add_argument("--citizens", type=int, default=20_000, help="demo population (cached database)")
+
+
+@contextlib.contextmanager
+def demo_copy(args: argparse.Namespace, name: str, template: str | None = None) -> Iterator[str]:
+    """A scratch copy (database `name` and this process's id) of `template`, by default the
+    cached demo database of `args.citizens` persons (loaded once, `cached_demo`): its URL."""
+    admin = admin_engine(args.postgres_url)
+    try:
+        if template is None:
+            template = f"idguard_bench_{args.citizens}"
+            cached_demo(admin, args.postgres_url, template, args.citizens)
+        with scratch_database(admin, args.postgres_url, f"{name}_{os.getpid()}", template=template) as url:
+            yield url
+    finally:
+        admin.dispose()
 
 
 def onboard_bench_unit(url: str, code: str) -> str:
