@@ -9,6 +9,8 @@ import datetime as dt
 import fcntl
 import os
 import stat
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -326,3 +328,34 @@ def test_a_ticket_registered_out_of_order_is_released_with_its_group() -> None:
         await later
 
     asyncio.run(scenario())
+
+
+def test_the_checks_of_one_loop_turn_share_one_journal_write(tmp_path: Path) -> None:
+    """The group commit: what the event loop appends in one turn (here two callbacks' worth) is
+    synced in one write once the loop has served them; an append off any loop is written
+    without waiting for a loop."""
+    log = CheckLog(sa.create_engine("sqlite://"), SECRET, journal_dir=tmp_path)  # never connects
+    log._tickets.open()
+    thread = threading.Thread(target=log._journal_run, daemon=True)
+    thread.start()
+    try:
+
+        async def one_turn() -> None:
+            loop = asyncio.get_running_loop()
+            tickets: list[int] = []
+            loop.call_soon(lambda: tickets.extend(log.append([entry(check_id(i))]) for i in range(3)))
+            loop.call_soon(lambda: tickets.extend(log.append([entry(check_id(i))]) for i in range(3, 5)))
+            await asyncio.sleep(0)
+            await asyncio.gather(*(log.recorded(t) for t in tickets))
+
+        asyncio.run(one_turn())
+        assert log.journal_writes == 1
+        log.append([entry(check_id(9))])  # on this thread, no loop: the journal thread is woken now
+        deadline = time.monotonic() + 60
+        while log.journal_writes < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert log.journal_writes == 2
+    finally:
+        log._journal_stop.set()
+        log._journal_wake.set()
+        thread.join(timeout=30)

@@ -624,6 +624,9 @@ class CheckLog:
         while True:
             self._journal_wake.wait(JOURNAL_IDLE_SECONDS)
             self._journal_wake.clear()
+            # This round takes whatever is appended: a later append asks for a round of its own
+            # (never stuck behind a kick whose loop closed before running it).
+            self._kicked = False
             try:
                 self._sync()
             except Exception:  # never expected (write errors are handled): keep the thread alive
