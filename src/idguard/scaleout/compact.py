@@ -37,6 +37,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import typing
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -360,7 +361,8 @@ class CompactIndex(CardIndex):
             return answers
         scalar = np.zeros(n, dtype=bool)  # answered one by one, by check()
         joined = "".join(id_numbers)
-        shaped = len(joined) == 18 * n and joined.isascii() and all(len(x) == 18 for x in id_numbers)
+        # (18 characters each: n of them, none longer)
+        shaped = len(joined) == 18 * n and joined.isascii() and max(map(len, id_numbers)) == 18
         if shaped:
             raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, 18)
             digits = raw[:, :17] - np.uint8(48)
@@ -404,10 +406,13 @@ class CompactIndex(CardIndex):
                 low = self._low[at]
                 # In Python's integers as `check` computes it (a date before 1900 is negative and
                 # never matches; no date reaches 64 bits).
-                issued_days = np.fromiter((d.toordinal() for d in issued), dtype=np.int64, count=n)
-                expiry_days = np.fromiter(
-                    (_EPOCH if d is None else d.toordinal() for d in expires), dtype=np.int64, count=n
-                )
+                ordinal = dt.date.toordinal  # (mapped: no generator's frame a date)
+                issued_days = np.fromiter(map(ordinal, issued), dtype=np.int64, count=n)
+                if None in expires:  # long-term cards (the epoch: day 0, as `check` packs them)
+                    expiring: Iterable[int] = (_EPOCH if d is None else d.toordinal() for d in expires)
+                else:
+                    expiring = map(ordinal, typing.cast("Sequence[dt.date]", expires))
+                expiry_days = np.fromiter(expiring, dtype=np.int64, count=n)
                 want = (issued_days - _EPOCH) << _ISSUE_SHIFT | (expiry_days - _EPOCH) << _EXPIRY_SHIFT
                 if one.all():
                     name_h = self._hasher.names(names)

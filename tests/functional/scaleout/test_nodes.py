@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from unittest import mock
 
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
@@ -19,6 +20,7 @@ from idguard.scaleout.node import create_node_app
 from idguard.scaleout.relay import Relay
 from idguard.scaleout.sink import Sink
 from idguard.verification.models import Check
+from idguard.verification.routes import verify
 from tests.functional.conftest import Counter
 from tests.functional.scaleout.support import Background, needs_nats
 from tests.functional.verification.test_verify import Bank
@@ -129,8 +131,21 @@ def test_three_nodes_answer_as_the_database_and_confirm_a_loss_report_before_che
         )
         assert r.status_code == 200, r.text
         assert [x["result"] for x in r.json()["results"]] == ["invalid"] * 6
+        # A batch the node's batch door answers (FAST_BATCH_MIN items or more; mismatches among
+        # them): the API server's answers, check for check (the routes' lane never runs).
+        items = [_body(card) for card in cards] + [{**_body(card), "name": "别人"} for card in cards[:3]]
+        items += items
+        expected = counter.client.post("/api/v1/verify/batch", json={"items": items}, headers=bank.headers())
+        assert expected.status_code == 200, expected.text
+        with mock.patch.object(verify._LANE_BATCH, "validate_json", side_effect=AssertionError("the lane")):
+            r = b.post("/api/v1/verify/batch", json={"items": items}, headers=bank.headers())
+        assert r.status_code == 200, r.text
+        assert [(x["result"], x.get("reason")) for x in r.json()["results"]] == [
+            (x["result"], x.get("reason")) for x in expected.json()["results"]
+        ]
+        assert {x["result"] for x in r.json()["results"]} == {"invalid", "mismatch"}
         acknowledged = sum(n.get("/api/v1/health").json()["check_stream"]["acknowledged"] for n in nodes)
-        assert acknowledged == 6 * 3 + 4 * 3 + 6
+        assert acknowledged == 6 * 3 + 4 * 3 + 6 + len(items)
         # The sink writes them once, even when a message comes twice.
         before = _checks(counter)
         sink = Background(Sink(nats_settings, counter.client.app.state.engine), "idle")  # type: ignore[attr-defined]
