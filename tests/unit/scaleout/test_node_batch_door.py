@@ -370,3 +370,14 @@ def test_a_batch_the_check_stream_did_not_take_is_answered_503_alike() -> None:
     assert answers[0] == answers[1]
     assert answers[0][0] == 503
     assert answers[0][2]["retry-after"] == "5"
+
+
+@pytest.mark.parametrize("path", ["/api/v1/verify", "/api/v1/verify/batch"])
+def test_a_refused_unit_key_on_a_node_is_a_401_saying_so(apps: Any, path: str) -> None:
+    """A node has no database to ask why a key is refused (rotated away, revoked, never issued):
+    it answers the plain 401, never a 500."""
+    (client, _), _ = apps
+    other, _, _ = new_api_key()  # well formed, never installed on this node
+    r = client.post(path, json={"items": []}, headers={"Authorization": f"Bearer {other}"})
+    assert r.status_code == 401, r.text
+    assert "unknown API key" in r.json()["detail"]
