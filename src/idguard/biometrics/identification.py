@@ -9,8 +9,9 @@ those cylinder matches. A cascade of three stages then decides:
 
 1. *Shortlist* (`IndexParams.shortlist`, 2 % of the gallery): the inverted file's vote below.
 2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, exact cosines
-   of the index vectors (no list missed), one pair per (finger, live cylinder), voted by
-   rotation; the first `candidates` (16) fingers go on.
+   of the index vectors (no list missed) above `rescore_similarity` (0.45, as stage 1; 0.35 ranked
+   mates first more often but surfaced strangers' look-alikes as much), one pair per (finger,
+   live cylinder), voted by rotation; the first `candidates` (16) fingers go on.
 3. *1:1*: the matcher (`matching.similarity`) on those; its score against the threshold decides.
 
 Measured departures from the paper (docs/fingerprints.md, "1:N search of the blacklist"), because
@@ -21,7 +22,9 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   the 64 principal components of synthetic cylinders (`IndexModel`, trained once, shipped in
   index_model.npz), is a unit vector filed under its nearest of K centroids; a live cylinder visits
   the `lists_probed` lists nearest to it and computes its exact cosine similarity with every
-  cylinder there (one small matrix product per list). Pairs above `min_similarity` count.
+  cylinder there (`_visit`: per run, one small product per visited list for the live cylinders
+  visiting it, into one flat buffer thresholded once; a small run is compared whole). Pairs above
+  `min_similarity` count.
 * *Consolidation*: a registered finger scores the largest sum of (similarity - min_similarity)
   over the cylinder pairs that agree on the finger's rotation (12 cells of 30 degrees, on two
   grids offset by half a cell): impostor pairs scatter over rotations, a mate's pile up. One dense
@@ -42,7 +45,8 @@ without decompressing or projecting anything (the template, kept compressed, is 
 stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
-64-float vector, list, slot, direction and row-by-finger (278 bytes); see `bytes_used`.
+64-float vector, list, slot, direction and row-by-finger (272 bytes), plus per run 8 bytes per
+finger slot it spans (where each finger's rows start); see `bytes_used`.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ _HEADER = struct.Struct("<4sBBBHH")  # as mcc.Template.to_bytes writes it
 _MAGIC, _FORMAT, _NS, _ND = b"IGMC", 1, 16, 6
 MODEL_PATH = Path(__file__).with_name("index_model.npz")
 POOLED = 192  # 8 x 8 cells x 3 layers
+_DENSE_SHARE = 4  # a run is compared whole when that is at most this many times the pairs visited
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +85,8 @@ class IndexParams:
 
     lists_probed: int = 8  # IVF lists each live cylinder visits, at least...
     visit_budget: int = 25_000  # ... or as many as hold about this many cylinders (small galleries)
-    min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match
+    min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match (stage 1)
+    rescore_similarity: float = 0.45  # the same in the second stage (0.35 measured: no net gain)
     shortlist_share: float = 0.02  # fingers the first stage passes to the second: this share...
     shortlist_min: int = 50  # ... but at least this many (small galleries)
     candidates: int = 16  # fingers the second stage passes to the 1:1 matcher
@@ -211,7 +217,8 @@ class _Segment:
     slot: I32  # (m,) finger slot of each cylinder
     theta: F32  # (m,) direction of each cylinder's minutia
     by_slot: I32  # (m,) the rows ordered by finger slot (the second stage gathers a finger's rows)
-    sorted_slot: I32  # (m,) slot[by_slot]
+    first_slot: int  # the lowest finger slot in the run (0 when empty)
+    slot_rows: I64  # finger first_slot + i is by_slot[slot_rows[i]:slot_rows[i + 1]]
 
     @property
     def size(self) -> int:
@@ -224,19 +231,24 @@ class _Segment:
         offsets = np.searchsorted(lists, np.arange(k + 1)).astype(np.int64)
         slot = slot[order]
         by_slot = np.argsort(slot, kind="stable").astype(np.int32)
-        return cls(vectors[order], lists, offsets, slot, theta[order], by_slot, slot[by_slot])
+        first, last = (int(slot.min()), int(slot.max())) if slot.size else (0, -1)
+        slot_rows = np.searchsorted(slot[by_slot], np.arange(first, last + 2)).astype(np.int64)
+        return cls(vectors[order], lists, offsets, slot, theta[order], by_slot, first, slot_rows)
 
-    def rows_of(self, slots: I64) -> I64:
-        """The rows of the fingers `slots` (sorted, distinct), finger after finger."""
-        lo = np.searchsorted(self.sorted_slot, slots, side="left")
-        hi = np.searchsorted(self.sorted_slot, slots, side="right")
-        counts = hi - lo
+    def rows_of(self, slots: I64) -> tuple[I64, I64]:
+        """The rows of the fingers `slots` (sorted, distinct), finger after finger, and for each
+        row the place of its finger in `slots`."""
+        at = slots - self.first_slot
+        inside = (at >= 0) & (at < self.slot_rows.size - 1)  # slots the run spans
+        at = np.where(inside, at, 0)
+        lo = self.slot_rows[at]
+        counts = np.where(inside, self.slot_rows[np.minimum(at + 1, self.slot_rows.size - 1)] - lo, 0)
         total = int(counts.sum())
         if total == 0:
-            return np.zeros(0, dtype=np.int64)
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
         out: I64 = self.by_slot[starts + np.arange(total)].astype(np.int64)
-        return out
+        return out, np.repeat(np.arange(slots.size, dtype=np.int64), counts)
 
 
 def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segment:
@@ -491,7 +503,7 @@ class Gallery:
             + s.slot.nbytes
             + s.theta.nbytes
             + s.by_slot.nbytes
-            + s.sorted_slot.nbytes
+            + s.slot_rows.nbytes
             for s in st.segments
         )
         return index + sum(len(b) for b in st.blobs if b is not None) + st.alive.nbytes
@@ -559,31 +571,24 @@ class Gallery:
         indexed = sum(seg.size for seg in st.segments)
         k = self.model.lists
         near = self.model.nearest(q, max(p.lists_probed, min(k, -(-p.visit_budget * k // max(1, indexed)))))
-        # (list, live cylinder) visits grouped by list: one matrix product per list and run.
+        # (list, live cylinder) visits sorted by list: a run visits its lists in storage order.
         lst = near.ravel()
         live = np.repeat(np.arange(q.shape[0], dtype=np.int64), near.shape[1])
         order = np.argsort(lst, kind="stable")
         lst, live = lst[order], live[order]
-        starts = np.flatnonzero(np.r_[True, lst[1:] != lst[:-1]])
-        ends = np.r_[starts[1:], lst.size]
-        wanted = lst[starts]
+        tau = np.float32(p.min_similarity)
         vs: list[I64] = []
         slots: list[I32] = []
         thetas: list[F32] = []
         weights: list[F32] = []
-        tau = np.float32(p.min_similarity)
         for seg in st.segments:
-            lo, hi = seg.offsets[wanted], seg.offsets[wanted + 1]
-            for g in np.flatnonzero(hi > lo).tolist():
-                a, b = int(lo[g]), int(hi[g])
-                group = live[starts[g] : ends[g]]
-                sims = q[group] @ seg.vectors[a:b].T
-                i, j = np.nonzero(sims > tau)
-                if i.size:
-                    vs.append(group[i])
-                    slots.append(seg.slot[a:b][j])
-                    thetas.append(seg.theta[a:b][j])
-                    weights.append(sims[i, j] - tau)
+            found = _visit(seg, q, lst, live, tau)
+            if found is not None:
+                i, rows, sims = found
+                vs.append(i)
+                slots.append(seg.slot[rows])
+                thetas.append(seg.theta[rows])
+                weights.append(sims - tau)
         if not vs:
             return np.zeros(0, dtype=np.int64)
         score = self._vote(
@@ -593,7 +598,7 @@ class Gallery:
             np.concatenate(thetas),
             np.concatenate(weights),
             st.alive.shape[0],
-            best_pair=False,
+            best_pair=0.0,
         )
         score[~st.alive] = 0.0
         return _top(score, p.shortlist(len(self._slots)))
@@ -605,43 +610,44 @@ class Gallery:
         p = self.params
         short = np.sort(short)
         vectors: list[F32] = []
-        slots: list[I32] = []
+        places: list[I64] = []
         thetas: list[F32] = []
         for seg in st.segments:
-            rows = seg.rows_of(short)
+            rows, place = seg.rows_of(short)
             if rows.size:
                 vectors.append(seg.vectors[rows])
-                slots.append(seg.slot[rows])
+                places.append(place)
                 thetas.append(seg.theta[rows])
         if not vectors:
             return []
         sims = q @ np.concatenate(vectors).T
-        i, j = np.nonzero(sims > np.float32(p.min_similarity))
+        tau = np.float32(p.rescore_similarity)
+        i, j = np.nonzero(sims > tau)
         if i.size == 0:
             return []
-        compact = np.searchsorted(short, np.concatenate(slots)[j]).astype(np.int64)
+        compact = np.concatenate(places)[j]
         score = self._vote(
             probe,
             i.astype(np.int64),
             compact,
             np.concatenate(thetas)[j],
-            sims[i, j] - np.float32(p.min_similarity),
+            sims[i, j] - tau,
             short.size,
-            best_pair=True,
+            best_pair=1.0 - p.rescore_similarity,
         )
         score[~st.alive[short]] = 0.0
         return [int(short[x]) for x in _top(score, p.candidates)]
 
     def _vote(
-        self, probe: Template, live: I64, finger: I64, theta: F32, weight: F32, n: int, *, best_pair: bool
+        self, probe: Template, live: I64, finger: I64, theta: F32, weight: F32, n: int, *, best_pair: float
     ) -> NDArray[np.float64]:
         """Each finger's score (0..n-1): the largest sum of weights over its cylinder pairs that
-        agree on the finger's rotation. With `best_pair`, only each live cylinder's heaviest pair
-        in a finger counts: a live cylinder resembling many cylinders of one finger is one piece
-        of evidence, not many."""
+        agree on the finger's rotation. With `best_pair` (the largest weight possible; 0: off), only
+        each live cylinder's heaviest pair in a finger counts: a live cylinder resembling many
+        cylinders of one finger is one piece of evidence, not many."""
         p = self.params
         if best_pair:
-            keep = _best_per_group(finger * probe.count + live, weight, 1.0 - p.min_similarity)
+            keep = _best_per_group(finger * probe.count + live, weight, best_pair)
             live, finger, theta, weight = live[keep], finger[keep], theta[keep], weight[keep]
         rot = np.mod(probe.theta[live].astype(np.float32) - theta, np.float32(2 * math.pi))
         bins = p.angle_bins
@@ -653,6 +659,51 @@ class Gallery:
             votes = np.bincount(finger * bins + cell, weights=weight, minlength=n * bins)
             np.maximum(score, votes.reshape(n, bins).max(axis=1), out=score)
         return score
+
+
+def _visit(seg: _Segment, q: F32, lst: I64, live: I64, tau: np.float32) -> tuple[I64, I64, F32] | None:
+    """The pairs (live cylinder, row of `seg`, cosine) above `tau` among the visits (`lst[v]`,
+    `live[v]`), sorted by list: every live cylinder against every row of the lists it visits.
+
+    A run small enough is compared whole, in one matrix product, and its pairs outside the visited
+    lists dropped (the same pairs as the inverted file's, whatever the runs' sizes); otherwise one
+    small product per visited list, the live cylinders visiting it together, their results kept
+    in one flat buffer that is thresholded once."""
+    lo, hi = seg.offsets[lst], seg.offsets[lst + 1]
+    sizes = hi - lo
+    pairs = int(sizes.sum())
+    if pairs == 0:
+        return None
+    n = q.shape[0]
+    if seg.size * n <= _DENSE_SHARE * pairs:
+        visited = np.zeros((n, seg.offsets.shape[0] - 1), dtype=bool)
+        visited[live, lst] = True
+        sims = q @ seg.vectors.T
+        i, j = np.nonzero((sims > tau) & visited[:, seg.lists])
+        return i.astype(np.int64), j.astype(np.int64), sims[i, j]
+    starts = np.flatnonzero(np.r_[True, lst[1:] != lst[:-1]])
+    ends = np.r_[starts[1:], lst.size]
+    keep = sizes[starts] > 0
+    starts, ends = starts[keep], ends[keep]
+    a_s, b_s = lo[starts].tolist(), hi[starts].tolist()
+    qs = q[live]
+    vectors = seg.vectors
+    blocks = [
+        (qs[s:e] @ vectors[a:b].T).ravel()
+        for s, e, a, b in zip(starts.tolist(), ends.tolist(), a_s, b_s, strict=True)
+    ]
+    flat = np.concatenate(blocks)
+    (at,) = np.nonzero(flat > tau)
+    if at.size == 0:
+        return None
+    # Flat position -> block -> (visit within the block, row within the list).
+    width = hi[starts] - lo[starts]
+    first = np.cumsum((ends - starts) * width) - (ends - starts) * width
+    block = np.searchsorted(first, at, side="right") - 1
+    within = at - first[block]
+    visit, column = np.divmod(within, width[block])
+    out: F32 = flat[at]
+    return live[starts[block] + visit], lo[starts][block] + column, out
 
 
 def _top(score: NDArray[np.float64], count: int) -> I64:

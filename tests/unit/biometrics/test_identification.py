@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idguard.biometrics import FingerView, Template, build_template
+from idguard.biometrics import FingerView, Template, build_template, identification
 from idguard.biometrics.identification import (
     IDENTIFICATION_THRESHOLD,
     Gallery,
@@ -352,3 +352,70 @@ def test_malformed_index_data_adds_nothing(
         g.add_indexed_many([("good", good, index_data(good)), ("bad", registered[1].to_bytes(), bad)])
     assert err.value.field == field
     assert len(g) == 0
+
+
+def _pairs(found: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[tuple[int, int], float]:
+    if found is None:
+        return {}
+    live, rows, sims = found
+    return {(int(i), int(r)): float(s) for i, r, s in zip(live, rows, sims, strict=True)}
+
+
+@pytest.mark.parametrize("lists", [1, 8, 64])
+def test_a_run_compared_whole_finds_the_pairs_of_the_per_list_scan(
+    gallery: Gallery, probes: list[Template], monkeypatch: pytest.MonkeyPatch, lists: int
+) -> None:
+    """The first stage compares a small run whole and drops the pairs outside the visited lists,
+    a large one list by list: both find the same (live cylinder, row, cosine) triples, so the
+    shortlist does not depend on how the index happens to be cut into runs."""
+    tau = np.float32(gallery.params.min_similarity)
+    compared = 0
+    for probe in probes[:4]:
+        q = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
+        near = gallery.model.nearest(q, lists)
+        lst = near.ravel()
+        live = np.repeat(np.arange(q.shape[0], dtype=np.int64), near.shape[1])
+        order = np.argsort(lst, kind="stable")
+        for seg in gallery._state.segments:
+            monkeypatch.setattr(identification, "_DENSE_SHARE", 10**9)
+            whole = _pairs(identification._visit(seg, q, lst[order], live[order], tau))
+            monkeypatch.setattr(identification, "_DENSE_SHARE", 0)
+            listed = _pairs(identification._visit(seg, q, lst[order], live[order], tau))
+            assert whole.keys() == listed.keys()
+            assert all(abs(whole[k] - listed[k]) < 1e-5 for k in whole)
+            assert all(int(seg.lists[r]) in near[i].tolist() for i, r in whole)  # only visited lists
+            compared += len(whole)
+    assert compared > 0, "no pair at all: the test would prove nothing"
+    monkeypatch.setattr(identification, "_DENSE_SHARE", 0)
+    for f, probe in enumerate(probes[:6]):  # and the cascade on the per-list scan still finds the mate
+        assert gallery.search(probe, limit=1)[0][0] == f"card-{f}/right_index"
+
+
+def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:
+    """Stage 2 reads a finger's rows through the run's per-slot ranges; slots the run does not
+    hold (removed, replaced, or in another run) give no rows."""
+    g = Gallery()
+    g.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
+    g.add("k3", registered[40])  # a run of its own, holding only slot 30
+    g.add_stored_many((f"m{f}", registered[f].to_bytes()) for f in range(50, 60))
+    segments = g._state.segments
+    assert len(segments) >= 2
+    rng = np.random.default_rng(3)
+    for seg in segments:
+        for _ in range(20):
+            slots = np.sort(rng.choice(45, size=int(rng.integers(1, 12)), replace=False)).astype(np.int64)
+            rows, place = seg.rows_of(slots)
+            want = [r for i, s in enumerate(slots.tolist()) for r in np.flatnonzero(seg.slot == s).tolist()]
+            assert sorted(rows.tolist()) == sorted(want)
+            assert (slots[place] == seg.slot[rows]).all()
+            assert (np.diff(place) >= 0).all()  # finger after finger, in the order of `slots`
+
+
+def test_the_second_stage_has_a_cosine_bar_of_its_own(gallery: Gallery, probes: list[Template]) -> None:
+    """`rescore_similarity` is the second stage's bar: nothing passes 0.999, so no candidate is
+    compared 1:1 although the first stage still shortlists fingers."""
+    strict = Gallery(params=IndexParams(rescore_similarity=0.999))
+    strict._state, strict._slots = gallery._state, gallery._slots  # the same index, read only
+    assert strict.shortlist(probes[0]) == gallery.shortlist(probes[0])
+    assert strict.candidates(probes[0]) == []
+    assert gallery.candidates(probes[0])
