@@ -242,10 +242,13 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     )
     table(
         f"2 - open loop at 80 % of verify's peak ({rate:,.0f}/s offered, {conns} connections, {d:g} s)",
-        ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "max ms", "bad"),
-        [(name, r.offered, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.bad) for name, r in open_runs]
+        ("server", "offered/s", "achieved/s", "p50 ms", "p99 ms", "max ms", "bad", "generator CPU us/req"),
+        [
+            (name, r.offered, r.rate, r.p50_ms, r.p99_ms, r.max_ms, r.bad, r.client_cpu_us)
+            for name, r in open_runs
+        ]
         + [
-            (f"disk: one O_DSYNC append ({when} the open loop)", "", "", p50, p99, top, "")
+            (f"disk: one O_DSYNC append ({when} the open loop)", "", "", p50, p99, top, "", "")
             for when, (p50, p99, top) in zip(("before", "after"), syncs, strict=True)
         ],
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,7 @@ class Load:
     max_ms: float
     bad: int  # non-2xx answers and socket errors
     offered: float = 0.0  # open loop: the scheduled rate
+    client_cpu_us: float = 0.0  # the asyncio generator's own CPU per request (it shares the cores)
 
     @property
     def rate(self) -> float:
@@ -110,6 +112,7 @@ def pyload(
         ),
         encoding="utf-8",
     )
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(  # noqa: S603 - our own argv, no shell
         [sys.executable, __file__, str(spec)],
         capture_output=True,
@@ -117,8 +120,19 @@ def pyload(
         timeout=seconds + 120,
         check=True,
     )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    return Load(r["requests"], r["seconds"], r["p50_ms"], r["p99_ms"], r["max_ms"], r["bad"], rate or 0.0)
+    return Load(
+        r["requests"],
+        r["seconds"],
+        r["p50_ms"],
+        r["p99_ms"],
+        r["max_ms"],
+        r["bad"],
+        rate or 0.0,
+        cpu / max(1, r["requests"]) * 1e6,
+    )
 
 
 def peak(

@@ -48,6 +48,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import itertools
 import logging
 import os
 import re
@@ -89,6 +90,7 @@ WRITE_ROWS_MAX = 50_000
 WATCH_ROWS = 500  # watched checks per transaction (each also looks up its card and inserts a watch)
 MAX_UNWRITTEN_SECONDS = 1.0
 MAX_BUFFERED = 500_000
+OBSERVED_SLICE = 256  # written checks handed to `on_written` at a time (see CheckLog._tell_written)
 ADOPT_SECONDS = 30.0  # how often a running worker looks for segments of workers that are gone
 REPLAY_ROWS = 20_000  # checks per transaction when replaying a journal
 JOURNAL_IDLE_SECONDS = 0.5  # the journal thread wakes at least this often (to notice a stop)
@@ -819,10 +821,7 @@ class CheckLog:
             raise
         self.written += rows
         if self.on_written is not None:
-            try:
-                self.on_written([_observed(line) for line in _lines(texts)])
-            except Exception:
-                log.exception("check log: the observer of written checks failed")
+            self._tell_written(texts)
         if self._journal is not None:
             by_segment: dict[int, int] = {}
             for segment, _, n, _ in taken:
@@ -830,6 +829,27 @@ class CheckLog:
                     by_segment[segment] = by_segment.get(segment, 0) + n
             self._journal.committed(by_segment)
         return rows
+
+    def _tell_written(self, texts: list[str]) -> None:
+        """Hand the written checks to `on_written` OBSERVED_SLICE at a time, offering the GIL to
+        the event loop between slices: the observers' Python work (harvesting, metrics: a few
+        microseconds a check, a thousand or more checks a round) is not done in one stretch of
+        several milliseconds while requests wait on the loop. (Measured: no change of the single
+        check's open-loop p99 either way, issue 14; kept as the cheaper neighbour.)"""
+        observer = self.on_written
+        lines = _lines(texts)
+        first = True
+        while observer is not None:
+            observed = [_observed(line) for line in itertools.islice(lines, OBSERVED_SLICE)]
+            if not observed:
+                return
+            if not first:
+                time.sleep(0)  # the loop's thread takes the GIL if it is waiting for it
+            first = False
+            try:
+                observer(observed)
+            except Exception:
+                log.exception("check log: the observer of written checks failed")
 
     def _write(self, texts: list[str], watches: list[Watched], *, idempotent: bool = False) -> None:
         """Write row lines (`texts`, each any number of whole lines) and watches, in one
