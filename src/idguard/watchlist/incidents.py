@@ -81,21 +81,14 @@ def _upsert_statement(session: Session) -> Any:
     """Open a row's incident, or count its signals on the day's incident of the same (card,
     kind, unit) (its dedup key): one statement, so two workers seeing the same signal make one
     incident. Executed with the rows as its parameters (rows of one call: distinct dedup keys)."""
-    if session.connection().dialect.name == "postgresql":
-        pg = postgresql.insert(_incidents)
-        return pg.on_conflict_do_update(
-            index_elements=[_incidents.c.dedup_key],
-            set_={
-                "count": _incidents.c.count + pg.excluded.count,
-                "last_at": sa.func.greatest(_incidents.c.last_at, pg.excluded.last_at),
-            },
-        )
-    lite = sqlite.insert(_incidents)
-    return lite.on_conflict_do_update(
+    postgres = session.connection().dialect.name == "postgresql"
+    stmt = (postgresql.insert if postgres else sqlite.insert)(_incidents)
+    later = sa.func.greatest if postgres else sa.func.max  # SQLite's two-argument max
+    return stmt.on_conflict_do_update(
         index_elements=[_incidents.c.dedup_key],
         set_={
-            "count": _incidents.c.count + lite.excluded.count,
-            "last_at": sa.func.max(_incidents.c.last_at, lite.excluded.last_at),
+            "count": _incidents.c.count + stmt.excluded.count,
+            "last_at": later(_incidents.c.last_at, stmt.excluded.last_at),
         },
     )
 
