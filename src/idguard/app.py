@@ -54,8 +54,11 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # What the worker holds from here on for good (its modules, the app, the index as loaded: some
     # 200,000 objects) is left out of the garbage collector's full collections, which otherwise
     # walked it all now and then in a ~200 ms pause of every request in flight (issue 14: the
-    # single check's p99). Objects made later are collected as ever; thawed on the way out.
-    gc.collect()
+    # single check's p99). Objects made later are collected as ever; thawed on the way out. Only
+    # the young generations are collected first: a full collection here cost every app start
+    # (each test's) a walk of the whole heap, and old cyclic garbage of the start-up, if any, is
+    # only kept until the worker stops.
+    gc.collect(1)
     gc.freeze()
     try:
         yield
