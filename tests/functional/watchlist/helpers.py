@@ -25,7 +25,9 @@ def gallery_holds(counter: Counter, fingers: int, timeout: float = 10.0) -> None
     app: Any = counter.client.app
     sync(counter)
     deadline = time.monotonic() + timeout
-    while len(app.state.verifier.gallery) != fingers:
+    # Settled, not only the finger count: the count is reached before the card it belongs to is
+    # filed, and a search in between finds no one.
+    while not (app.state.verifier.gallery.settled() and len(app.state.verifier.gallery) == fingers):
         assert time.monotonic() < deadline, f"gallery holds {len(app.state.verifier.gallery)}, not {fingers}"
         time.sleep(0.01)
 

@@ -52,6 +52,10 @@ class BlacklistGallery:
         self.ready = threading.Event()
         self.loaded_in = 0.0
         self._changed_at: float | None = None  # monotonic time of the last load or change applied
+        # Changes handed over by the follower and changes fully applied (fingers and cards both):
+        # equal when the gallery holds everything the follower has seen.
+        self._handed = 0
+        self._applied = 0
 
     def __len__(self) -> int:
         return len(self.gallery)
@@ -72,7 +76,12 @@ class BlacklistGallery:
 
     def on_listing(self, changes: list[tuple[uuid.UUID, str, bool, Any]]) -> None:
         """The follower's hook: cards whose holder was listed or lifted (queued, never blocks)."""
+        self._handed += 1
         self._changes.put(changes)
+
+    def settled(self) -> bool:
+        """The load finished and every change handed over so far is applied."""
+        return self.ready.is_set() and self._applied == self._handed
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="idguard-gallery", daemon=True)
@@ -97,6 +106,8 @@ class BlacklistGallery:
                 self.apply(changes)
             except Exception:
                 log.exception("blacklist gallery: a listing change could not be applied")
+            finally:
+                self._applied += 1
 
     def load(self) -> None:
         """Every registered finger of every listed person's cards."""
