@@ -45,8 +45,8 @@ def test_an_answer_leaves_only_once_its_check_is_synced(
     synced_bytes: list[bytes] = []
     real_write = journal_module._write_synced
 
-    def held_write(fd: int, data: bytes) -> None:
-        real_write(fd, data)  # written and synced: the answer may leave once this returns
+    def held_write(fd: int, data: bytes, offset: int) -> None:
+        real_write(fd, data, offset)  # written and synced: the answer may leave once this returns
         synced_bytes.append(b"".join(p.read_bytes() for p in journal.files))
         entered.set()
         release.wait()
@@ -80,10 +80,10 @@ def test_a_check_whose_journal_write_fails_is_refused(
     real_write = journal_module._write_synced
     failures = [OSError(28, "No space left on device")]
 
-    def failing_write(fd: int, data: bytes) -> None:
+    def failing_write(fd: int, data: bytes, offset: int) -> None:
         if failures:
             raise failures.pop()
-        real_write(fd, data)
+        real_write(fd, data, offset)
 
     monkeypatch.setattr(journal_module, "_write_synced", failing_write)
     r = bank.verify(card)

@@ -9,9 +9,11 @@ import datetime as dt
 import fcntl
 import os
 import stat
+import struct
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import pytest
@@ -200,9 +202,7 @@ def test_segments_are_private_rotate_and_go_once_written(tmp_path: Path) -> None
     journal.committed({first: 1})
     assert not path.exists()  # rotated out and all written: removed
     [current] = journal.files
-    size = current.stat().st_size
-    journal.committed({second: 1})  # the current segment, all written: cut back to its header
-    assert current.stat().st_size < size
+    journal.committed({second: 1})  # the current segment, all written: starts again at its header
     assert parse_segment(current.read_bytes()) is not None
     assert parse_segment(current.read_bytes()).records == []  # type: ignore[union-attr]
     third = journal.write(b"z", rows=1)
@@ -214,12 +214,71 @@ def test_segments_are_private_rotate_and_go_once_written(tmp_path: Path) -> None
     assert journal.files[0] != current
 
 
+def test_a_segment_started_again_never_reads_back_its_earlier_records(tmp_path: Path) -> None:
+    """All its rows written, the current segment starts again at its header with the next
+    generation, over the same bytes: what the earlier generation left past the new records is
+    never read back (even where a record boundary lines up), and a crash before the first new
+    record leaves no records at all."""
+    journal = Journal(tmp_path, "f" * 16, b"s" * 16)
+    number = journal.write(b"a" * 40, rows=1)
+    journal.write(b"b" * 40, rows=1)
+    journal.write(b"c" * 40, rows=1)
+    [path] = journal.files
+    journal.committed({number: 3})
+    assert parse_segment(path.read_bytes()).records == []  # type: ignore[union-attr]
+    assert journal.write(b"d" * 40, rows=1) == number  # the same size as the first: boundaries line up
+    parsed = parse_segment(path.read_bytes())
+    assert parsed is not None
+    assert (parsed.records, parsed.torn) == ([b"d" * 40], 0)
+
+
+def test_writes_overwrite_zeros_and_a_written_out_segment_is_the_next_ones_file(tmp_path: Path) -> None:
+    """Records overwrite zeros written ahead (a synced append would also commit the file
+    system's journal); a rotated-out segment whose rows are all written becomes the next
+    segment's file, read as empty until its new records arrive."""
+    journal = Journal(tmp_path, "f" * 16, b"s" * 16, segment_bytes=8192, prepare_bytes=4096)
+    first = journal.write(b"x" * 3000, rows=1)
+    [first_path] = journal.files
+    assert first_path.stat().st_size >= 3000 + 4096  # zeros ahead of the next record
+    inode = first_path.stat().st_ino
+    assert journal.write(b"x" * 5200, rows=1) == first  # now past segment_bytes
+    second = journal.write(b"y" * 100, rows=1)  # rotated
+    assert second != first
+    journal.committed({first: 2})
+    assert not first_path.exists()
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith(".")]) == 1  # kept, dot-named
+    journal.committed({second: 1})  # the current one: started again, not rotated
+    assert journal.write(b"z" * 8200, rows=1) == second  # now past segment_bytes
+    third = journal.write(b"w" * 10, rows=1)
+    assert third not in (first, second)
+    reused = [p for p in journal.files if p.stat().st_ino == inode]
+    assert len(reused) == 1  # the first segment's file, under the third's name
+    parsed = parse_segment(reused[0].read_bytes())
+    assert parsed is not None
+    assert (parsed.records, parsed.torn) == ([b"w" * 10], 0)  # nothing of the first segment
+    journal.committed({second: 1, third: 1})
+    assert journal.close() == []
+    assert list(tmp_path.iterdir()) == []  # the spare goes with the rest
+
+
+def test_a_segment_of_format_1_is_still_read() -> None:
+    """Segments written before records carried a generation (appended, no zeros ahead): a replay
+    after an upgrade reads them, a torn last record ignored as before."""
+    payloads = [b"first\n", "第二\n".encode() * 10]
+    legacy = b"IDGUARD-CHECKLOG 1 0123456789abcdef " + (b"s" * 16).hex().encode() + b"\n"
+    for p in payloads:
+        legacy += struct.pack("<II", len(p), zlib.crc32(p)) + p
+    parsed = parse_segment(legacy + b"\x05\x00")
+    assert parsed is not None
+    assert (parsed.fingerprint, parsed.records, parsed.torn) == ("0123456789abcdef", payloads, 2)
+
+
 def test_a_failed_write_abandons_its_segment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     journal = Journal(tmp_path, "f" * 16, b"s" * 16)
     good = journal.write(b"good", rows=1)
 
-    def fail(fd: int, data: bytes) -> None:
-        os.write(fd, data[: len(data) // 2])  # torn, then the error
+    def fail(fd: int, data: bytes, offset: int) -> None:
+        os.pwrite(fd, data[: len(data) // 2], offset)  # torn, then the error
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(journal_module, "_write_synced", fail)

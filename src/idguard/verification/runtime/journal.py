@@ -3,22 +3,28 @@ its answer leaves (group commit), replayed into the database when a worker start
 
 Files. Each CheckLog (one per worker process) appends to its own *segments* in the journal
 directory, `checks-<pid>-<token>-<n>.journal`, mode 0600 in a directory created 0700. A segment
-starts with one header line, `IDGUARD-CHECKLOG 1 <database fingerprint> <salt>\\n`, then holds
-records: `<u32 length><u32 CRC-32><payload>` (little-endian), one per group commit. A record
-whose header or payload is cut short, or whose CRC does not match, ends the segment: it is a
-write torn by a crash, never acknowledged, and it and anything after it are ignored.
+starts with one header line, `IDGUARD-CHECKLOG 2 <database fingerprint> <salt>\\n`, then holds
+records: `<u32 length><u32 CRC-32><u32 generation><payload>` (little-endian), one per group
+commit, the CRC over the generation and the payload. The records of a segment are those of the
+first record's generation, up to the first record that is cut short, fails its CRC, or belongs to
+another generation (zeros included: generations start at 1): a write torn by a crash, never
+acknowledged, or what an earlier generation left behind, ignored. Segments of format 1 (records
+without a generation, appended) are still read, for a replay after an upgrade.
 
-Ownership. The writing process holds an exclusive `flock` on every segment it has open, from
-the moment the file has its final name (it is created under a dot-name, locked, given its
-header and only then renamed), until its rows are all in the database and it is removed. So a
-segment whose lock can be taken belongs to a process that is gone: `claim_orphans` takes those
-(never a live sibling's) for replay. flock locks belong to the open file, so two CheckLogs of
-one process exclude each other too.
+Writes overwrite zeros (issue 14). A record appended at the end of a file changes the file's size,
+so every synced append also commits the file system's journal (measured on this ext4: ~95 us of
+system CPU and 0.17-0.28 ms p50 per synced 256-byte append, against ~50 us and 0.08-0.10 ms for
+the same write over blocks already written). So a segment is zero-filled ahead of its records
+(PREPARE_BYTES at a time, once fewer than PREPARE_LOW remain), a segment whose rows are all in
+the database starts again at its header with the next generation instead of being truncated,
+and a rotated-out segment whose rows are all written is kept (one at a time) as the next
+segment's file instead of being removed: after warming up, no write extends a file.
 
 Lifetime. A segment's rows are counted when written and counted off as the database commits
-them; the current segment is truncated back to its header when all its rows are written, and a
-segment rotated out (at SEGMENT_BYTES, or SEGMENT_SECONDS after its first record: under steady
-load the current one is never all written) is removed once all its rows are written.
+them; the current segment starts again at its header (next generation) when all its rows are
+written, and a segment rotated out (at SEGMENT_BYTES, or SEGMENT_SECONDS after its first record:
+under steady load the current one is never all written) is removed, or kept as the spare, once
+all its rows are written.
 
 `Waiters` lets the event loop await a ticket (the group holding its checks has been synced)
 while the one journal thread writes them: the answer's task sleeps on a future, the loop keeps
@@ -45,10 +51,15 @@ from pathlib import Path
 
 log = logging.getLogger("idguard.checklog")
 
-MAGIC = b"IDGUARD-CHECKLOG 1 "
+MAGIC = b"IDGUARD-CHECKLOG 2 "
+MAGIC_1 = b"IDGUARD-CHECKLOG 1 "  # records without a generation (read for replay only)
 SEGMENT_BYTES = 16 * 2**20  # rotate to a new segment past this size ...
 SEGMENT_SECONDS = 10.0  # ... or this long after its first record (so it goes soon after its rows)
-_RECORD = struct.Struct("<II")  # payload length, CRC-32 of the payload
+PREPARE_BYTES = 2**20  # zeros written ahead of the records at a time ...
+PREPARE_LOW = 256 * 2**10  # ... once fewer than this many are left
+_RECORD = struct.Struct("<III")  # payload length, CRC-32 of generation and payload, generation
+_RECORD_1 = struct.Struct("<II")  # format 1: payload length, CRC-32 of the payload
+_GENERATION = struct.Struct("<I")
 _MAX_HEADER = 256
 PATTERN = "checks-*.journal"
 _TMP_PATTERN = ".checks-*.journal.tmp"
@@ -62,8 +73,10 @@ def header(fingerprint: str, salt: bytes) -> bytes:
     return MAGIC + f"{fingerprint} {salt.hex()}\n".encode()
 
 
-def record(payload: bytes) -> bytes:
-    return _RECORD.pack(len(payload), zlib.crc32(payload)) + payload
+def record(payload: bytes, generation: int = 1) -> bytes:
+    """One record of `generation` (1 or more: zeros are never a record)."""
+    crc = zlib.crc32(payload, zlib.crc32(_GENERATION.pack(generation)))
+    return _RECORD.pack(len(payload), crc, generation) + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,18 +90,38 @@ class SegmentData:
 def parse_segment(data: bytes) -> SegmentData | None:
     """A segment's header and good records; None if the header itself is not one of ours."""
     end = data.find(b"\n", 0, _MAX_HEADER)
-    if end < 0 or not data.startswith(MAGIC):
+    if end < 0 or not data.startswith((MAGIC, MAGIC_1)):
         return None
     try:
         fingerprint, salt_hex = data[len(MAGIC) : end].decode("ascii").split(" ")
         salt = bytes.fromhex(salt_hex)
     except ValueError:
         return None
+    if data.startswith(MAGIC_1):
+        return _parse_records_1(data, end + 1, fingerprint, salt)
     records: list[bytes] = []
+    generation = 0
     at = end + 1
     while at + _RECORD.size <= len(data):
-        length, crc = _RECORD.unpack_from(data, at)
+        length, crc, found = _RECORD.unpack_from(data, at)
+        if found == 0 or (generation and found != generation):
+            return SegmentData(fingerprint, salt, records, 0)  # zeros ahead, or an older generation's
         start = at + _RECORD.size
+        payload = data[start : start + length]
+        if len(payload) < length or zlib.crc32(payload, zlib.crc32(_GENERATION.pack(found))) != crc:
+            return SegmentData(fingerprint, salt, records, min(len(data) - at, _RECORD.size + length))
+        generation = found
+        records.append(payload)
+        at = start + length
+    rest = data[at:]
+    return SegmentData(fingerprint, salt, records, len(rest) if rest.strip(b"\0") else 0)
+
+
+def _parse_records_1(data: bytes, at: int, fingerprint: str, salt: bytes) -> SegmentData:
+    records: list[bytes] = []
+    while at + _RECORD_1.size <= len(data):
+        length, crc = _RECORD_1.unpack_from(data, at)
+        start = at + _RECORD_1.size
         payload = data[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
             break
@@ -97,13 +130,15 @@ def parse_segment(data: bytes) -> SegmentData | None:
     return SegmentData(fingerprint, salt, records, len(data) - at)
 
 
-def _write_synced(fd: int, data: bytes) -> None:
-    """Append `data` to a segment opened with O_DSYNC: when it returns, the data and the file's
-    size are on disk (as write + fdatasync, in one system call and one release of the GIL)."""
+def _write_synced(fd: int, data: bytes, offset: int) -> None:
+    """Write `data` at `offset` of a segment opened with O_DSYNC: when it returns, the data (and
+    the file's size, if it grew) are on disk (as write + fdatasync, in one system call and one
+    release of the GIL)."""
     view = memoryview(data)
     while view:
-        n = os.write(fd, view)
+        n = os.pwrite(fd, view, offset)
         view = view[n:]
+        offset += n
 
 
 def _sync_directory(directory: Path) -> None:
@@ -119,11 +154,14 @@ class _Segment:
     number: int
     path: Path
     fd: int
-    size: int
+    size: int  # where the next record goes
     header_size: int
+    prepared: int  # the file's size: zeros (or an earlier generation's records) past `size`
+    generation: int = 1  # of the records written since the header
     rows: int = 0  # written here and not yet committed to the database
     closed: bool = False  # rotated out (or abandoned after a failed write): never written again
     first_record: float | None = None  # time.monotonic() of its first record since the header
+    failed: bool = False  # a write failed: it may end in a torn record (never kept as a spare)
 
 
 class Journal:
@@ -138,16 +176,19 @@ class Journal:
         *,
         segment_bytes: int = SEGMENT_BYTES,
         segment_seconds: float = SEGMENT_SECONDS,
+        prepare_bytes: int = PREPARE_BYTES,
     ):
         self.directory = directory
         self.fingerprint = fingerprint
         self.salt = salt
         self.segment_bytes = segment_bytes
         self.segment_seconds = segment_seconds
+        self.prepare_bytes = prepare_bytes
         self._token = os.urandom(4).hex()
         self._lock = threading.Lock()  # segment bookkeeping; never held while writing a record
         self._current: _Segment | None = None
         self._open: dict[int, _Segment] = {}
+        self._spare: _Segment | None = None  # a written-out segment's file, for the next segment
         self._next = 0
 
     def write(self, payload: bytes, rows: int) -> int:
@@ -162,32 +203,47 @@ class Journal:
                         self._current = None
                         self._close(segment)
                     segment = self._current = self._new_segment()
-                # Counted before writing: the writer thread never truncates a segment that is
-                # being written.
+                # Counted before writing: the writer thread never starts a segment again while
+                # it is being written.
                 segment.rows += rows
                 if segment.first_record is None:
                     segment.first_record = now
+                offset, generation = segment.size, segment.generation
         except OSError as exc:
             raise JournalError(f"cannot open a journal segment in {self.directory}: {exc}") from exc
-        data = record(payload)
+        data = record(payload, generation)
         try:
-            _write_synced(segment.fd, data)
+            _write_synced(segment.fd, data, offset)
         except OSError as exc:
             # The segment may now end in a torn record: never append after it (a reader stops
             # there). Its earlier records stay until their rows are written.
             with self._lock:
                 segment.rows -= rows
+                segment.failed = True
                 if self._current is segment:
                     self._current = None
                 self._close(segment)
             raise JournalError(f"cannot write the journal segment {segment.path.name}: {exc}") from exc
         with self._lock:
             segment.size += len(data)
+            segment.prepared = max(segment.prepared, segment.size)  # a record past the zeros
+        if segment.prepared - segment.size < PREPARE_LOW and segment.prepared < self.segment_bytes:
+            self._prepare(segment)
         return segment.number
 
+    def _prepare(self, segment: _Segment) -> None:
+        """Zeros past the file's end, for the next records to overwrite (the journal thread's,
+        between two groups; only this thread writes past `size`). A failure costs only speed."""
+        try:
+            _write_synced(segment.fd, bytes(self.prepare_bytes), segment.prepared)
+        except OSError as exc:
+            log.warning("cannot prepare journal segment %s: %s", segment.path.name, exc)
+            return
+        segment.prepared += self.prepare_bytes
+
     def committed(self, rows_by_segment: dict[int, int]) -> None:
-        """Rows written to the database: a segment rotated out goes when all its rows are, the
-        current one is cut back to its header."""
+        """Rows written to the database: a segment rotated out goes (or is kept as the spare)
+        when all its rows are, the current one starts again at its header."""
         with self._lock:
             for number, rows in rows_by_segment.items():
                 segment = self._open.get(number)
@@ -197,14 +253,21 @@ class Journal:
                 if segment.rows > 0:
                     continue
                 if segment.closed:
-                    self._remove(segment)
+                    self._retire(segment)
                 elif segment.size > segment.header_size:
                     try:
-                        os.ftruncate(segment.fd, segment.header_size)
-                        segment.size = segment.header_size
-                        segment.first_record = None
+                        self._restart(segment)
                     except OSError:
-                        log.exception("cannot truncate journal segment %s", segment.path.name)
+                        log.exception("cannot restart journal segment %s", segment.path.name)
+
+    def _restart(self, segment: _Segment) -> None:
+        """The segment's records are all in the database: the next generation starts at its
+        header (its first record slot zeroed first, so nothing of the old one is read back
+        before a new record is there)."""
+        _write_synced(segment.fd, bytes(_RECORD.size), segment.header_size)
+        segment.generation = segment.generation % 0xFFFFFFFF + 1
+        segment.size = segment.header_size
+        segment.first_record = None
 
     @property
     def files(self) -> list[Path]:
@@ -223,6 +286,9 @@ class Journal:
                     kept.append(segment.path)
                     os.close(segment.fd)
                     del self._open[segment.number]
+            if self._spare is not None:
+                self._remove(self._spare)
+                self._spare = None
             self._current = None
             with contextlib.suppress(OSError):
                 _sync_directory(self.directory)
@@ -238,7 +304,23 @@ class Journal:
     def _close(self, segment: _Segment) -> None:
         segment.closed = True
         if segment.rows <= 0:
-            self._remove(segment)
+            self._retire(segment)
+
+    def _retire(self, segment: _Segment) -> None:
+        """A rotated-out segment whose rows are all written: kept (under a dot-name, locked) as
+        the next segment's file when there is no spare yet, else removed."""
+        if self._spare is None and not segment.failed:
+            spare = self.directory / f".{segment.path.name}.tmp"
+            try:
+                os.rename(segment.path, spare)
+            except OSError:
+                log.exception("cannot keep journal segment %s as a spare", segment.path.name)
+            else:
+                self._open.pop(segment.number, None)
+                segment.path = spare
+                self._spare = segment
+                return
+        self._remove(segment)
 
     def _remove(self, segment: _Segment) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -252,13 +334,26 @@ class Journal:
         self._next += 1
         name = f"checks-{os.getpid()}-{self._token}-{number:06d}.journal"
         path = self.directory / name
+        segment = self._spare
+        if segment is not None:  # its header is this journal's; its records are all written
+            self._spare = None
+            try:
+                self._restart(segment)
+                os.rename(segment.path, path)
+                _sync_directory(self.directory)
+            except BaseException:
+                self._remove(segment)
+                raise
+            segment.number, segment.path, segment.rows, segment.closed = number, path, 0, False
+            self._open[number] = segment
+            return segment
         tmp = self.directory / f".{name}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | os.O_DSYNC | os.O_CLOEXEC
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_DSYNC | os.O_CLOEXEC
         fd = os.open(tmp, flags, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
             head = header(self.fingerprint, self.salt)
-            _write_synced(fd, head)
+            _write_synced(fd, head, 0)
             os.rename(tmp, path)  # appears under its final name already locked
             _sync_directory(self.directory)
         except BaseException:
@@ -266,7 +361,7 @@ class Journal:
             with contextlib.suppress(OSError):
                 tmp.unlink()
             raise
-        segment = _Segment(number, path, fd, len(head), len(head))
+        segment = _Segment(number, path, fd, len(head), len(head), len(head))
         self._open[number] = segment
         return segment
 
