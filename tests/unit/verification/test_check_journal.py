@@ -203,8 +203,6 @@ def test_segments_are_private_rotate_and_go_once_written(tmp_path: Path) -> None
     assert not path.exists()  # rotated out and all written: removed
     [current] = journal.files
     journal.committed({second: 1})  # the current segment, all written: starts again at its header
-    assert parse_segment(current.read_bytes()) is not None
-    assert parse_segment(current.read_bytes()).records == []  # type: ignore[union-attr]
     third = journal.write(b"z", rows=1)
     assert journal.close() == [current]  # a row not yet written: kept for the next start
     assert third == second
@@ -217,15 +215,14 @@ def test_segments_are_private_rotate_and_go_once_written(tmp_path: Path) -> None
 def test_a_segment_started_again_never_reads_back_its_earlier_records(tmp_path: Path) -> None:
     """All its rows written, the current segment starts again at its header with the next
     generation, over the same bytes: what the earlier generation left past the new records is
-    never read back (even where a record boundary lines up), and a crash before the first new
-    record leaves no records at all."""
+    never read back (even where a record boundary lines up). Until the first new record, a reader
+    still finds the earlier records, whose checks are all in the database (a replay skips them)."""
     journal = Journal(tmp_path, "f" * 16, b"s" * 16)
     number = journal.write(b"a" * 40, rows=1)
     journal.write(b"b" * 40, rows=1)
     journal.write(b"c" * 40, rows=1)
     [path] = journal.files
     journal.committed({number: 3})
-    assert parse_segment(path.read_bytes()).records == []  # type: ignore[union-attr]
     assert journal.write(b"d" * 40, rows=1) == number  # the same size as the first: boundaries line up
     parsed = parse_segment(path.read_bytes())
     assert parsed is not None

@@ -255,16 +255,14 @@ class Journal:
                 if segment.closed:
                     self._retire(segment)
                 elif segment.size > segment.header_size:
-                    try:
-                        self._restart(segment)
-                    except OSError:
-                        log.exception("cannot restart journal segment %s", segment.path.name)
+                    self._restart(segment)
 
-    def _restart(self, segment: _Segment) -> None:
+    @staticmethod
+    def _restart(segment: _Segment) -> None:
         """The segment's records are all in the database: the next generation starts at its
-        header (its first record slot zeroed first, so nothing of the old one is read back
-        before a new record is there)."""
-        _write_synced(segment.fd, bytes(_RECORD.size), segment.header_size)
+        header. Nothing is written: until the next record overwrites the first one, a reader
+        still finds the earlier generation's records, all in the database already, which a
+        replay skips (a check id already there is skipped)."""
         segment.generation = segment.generation % 0xFFFFFFFF + 1
         segment.size = segment.header_size
         segment.first_record = None
@@ -337,8 +335,8 @@ class Journal:
         segment = self._spare
         if segment is not None:  # its header is this journal's; its records are all written
             self._spare = None
+            self._restart(segment)
             try:
-                self._restart(segment)
                 os.rename(segment.path, path)
                 _sync_directory(self.directory)
             except BaseException:
