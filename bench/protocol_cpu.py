@@ -28,6 +28,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -117,6 +118,7 @@ class Driver:
         self.event = asyncio.Event()
         self.protocols: list[tuple[asyncio.Protocol, Transport]] = []
         self.threads: dict[str, float] = {}
+        self.switches = 0  # the loop thread's voluntary context switches in the last run
         for _ in range(connections):
             protocol = make()
             transport = Transport(self._answered)
@@ -133,6 +135,7 @@ class Driver:
         `self.threads`, each thread's CPU seconds by its name)."""
         answered = 0
         threads = thread_cpu()
+        switches = voluntary_switches()
         wall, cpu, thread = time.perf_counter(), time.process_time(), time.thread_time()
         end = wall + seconds
         while time.perf_counter() < end:
@@ -146,12 +149,22 @@ class Driver:
             answered += len(self.protocols)
         after = thread_cpu()
         self.threads = {name: after[name] - threads.get(name, 0.0) for name in after}
+        self.switches = voluntary_switches() - switches
         return (
             answered,
             time.perf_counter() - wall,
             time.process_time() - cpu,
             time.thread_time() - thread,
         )
+
+
+def voluntary_switches() -> int:
+    """The loop's thread's voluntary context switches so far: each time it waited (for the GIL
+    another thread held, or in a blocking call). A count, which a loaded machine does not move
+    as it moves CPU times."""
+    status = Path(f"/proc/self/task/{threading.get_native_id()}/status").read_text()
+    found = re.search(r"^voluntary_ctxt_switches:\s+(\d+)", status, re.MULTILINE)
+    return int(found.group(1)) if found else 0
 
 
 def thread_cpu() -> dict[str, float]:
@@ -244,10 +257,12 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path) -> None:
         found = find_door(ours.loaded_app)
         log = found[0].verifier.log if found is not None else None  # type: ignore[attr-defined]
         group_sizes: list[float] = []
+        switches: dict[str, list[float]] = {"floor": [], "verify": []}  # per request
         for _ in range(args.rounds):
             for name, driver in (("floor", floor), ("verify", verify)):
                 writes = log.journal_writes if log is not None else 0
                 runs[name].append(await driver.run(args.seconds))
+                switches[name].append(driver.switches / runs[name][-1][0])
                 if name == "verify" and log is not None and log.journal_writes > writes:
                     group_sizes.append(runs[name][-1][0] / (log.journal_writes - writes))
             for thread, seconds in verify.threads.items():
@@ -292,6 +307,11 @@ async def measure(args: argparse.Namespace, url: str, workdir: Path) -> None:
     fc = statistics.median(per("floor", i)[1] for i in range(args.rounds))
     vc = statistics.median(per("verify", i)[1] for i in range(args.rounds))
     vl = statistics.median(per("verify", i)[2] for i in range(args.rounds))
+    note(
+        "the loop thread's voluntary context switches per request (waits for the GIL or in a "
+        f"blocking call), per round: floor {', '.join(f'{x:.2f}' for x in switches['floor'])}; "
+        f"verify {', '.join(f'{x:.2f}' for x in switches['verify'])}"
+    )
     if group_sizes:
         note(
             f"checks per journal write (synced group), per round: {', '.join(f'{g:.1f}' for g in group_sizes)}"
