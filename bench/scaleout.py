@@ -11,7 +11,11 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
            ceiling. Also the node's CPU per check (from /proc: the shared cores blur wall time,
            less so CPU time) and the HTTP client's, which runs on the same cores: wrk by default
            (a few hundredths of a microsecond a check), `--client httpx` the Python client
-           (about one microsecond a check, taken from the node's cores).
+           (about one microsecond a check, taken from the node's cores); nats-server's CPU per
+           check (it shares the cores) and the check stream's bytes per check. `--old-src DIR`
+           runs a second pair of nodes from another source tree (`DIR` holding `idguard/`, e.g.
+           `git archive HEAD src | tar -x -C /tmp/old`, then `--old-src /tmp/old/src`) in the
+           same rounds: before and after side by side.
 2. propagation  3 nodes; a card event (a loss report) published, then `wait_for_nodes` until all
            3 have applied it: p50/p99 from the publish's acknowledgement to applied on all
            (target p99 <= 10 ms), and the report's latency with the wait vs without it.
@@ -30,7 +34,7 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
 
     .venv/bin/python bench/scaleout.py [--parts batch,propagation,index,kill,check,lease]
         [--cards 10000000] [--seconds 5] [--rounds 3] [--clients 4] [--connections 1]
-        [--client wrk|httpx] [--node-workers 1]
+        [--client wrk|httpx] [--node-workers 1] [--old-src DIR]
         [--lease-nodes 2] [--nats nats://127.0.0.1:4222]
 """
 
@@ -88,6 +92,15 @@ def cpu_seconds(pid: int) -> float:
             if stat.parent.name == str(pid) or fields[1] == str(pid):  # itself, or its parent is pid
                 total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def nats_server_pid() -> int | None:
+    """The local nats-server's pid (its CPU is read from /proc, as the node's), if one runs here."""
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        with contextlib.suppress(OSError):
+            if comm.read_text().strip() == "nats-server":
+                return int(comm.parent.name)
+    return None
 
 
 def settings_for(nats: str) -> Settings:
@@ -181,8 +194,16 @@ class Deployment:
         return time.monotonic()
 
     def start_node(
-        self, port: int, *, stream: bool = True, workers: int = 1, env_extra: dict[str, str] | None = None
+        self,
+        port: int,
+        *,
+        stream: bool = True,
+        workers: int = 1,
+        env_extra: dict[str, str] | None = None,
+        src: str | None = None,
     ) -> str:
+        """A node process on `port`; `src`: a directory holding another `idguard` package, run
+        instead of this one (put first on its path)."""
         env = {
             **(env_extra or {}),
             **os.environ,
@@ -194,6 +215,8 @@ class Deployment:
         }
         if not stream:
             env["IDGUARD_BENCH_NODE_NO_CHECK_STREAM"] = "1"
+        if src is not None:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
         idguard = Path(sys.executable).parent / "idguard"
         self.nodes.append(
             subprocess.Popen(  # noqa: S603
@@ -332,38 +355,63 @@ def part_batch(args: argparse.Namespace) -> None:
         index = CompactIndex(index_key(d.settings))
         index.load(cards)
         d.snapshot(index)
-        durable = d.start_node(8301, workers=args.node_workers)
-        ceiling = d.start_node(8302, stream=False, workers=args.node_workers)
-        for url in (durable, ceiling):
+        # (name, durable, source tree): this tree's pair, and with --old-src the other's
+        kinds: list[tuple[str, bool, str | None]] = [("durable", True, None), ("disabled", False, None)]
+        if args.old_src:
+            kinds += [("old durable", True, args.old_src), ("old disabled", False, args.old_src)]
+        urls, pids = {}, {}
+        for j, (name, stream, src) in enumerate(kinds):
+            urls[name] = d.start_node(8301 + j, stream=stream, workers=args.node_workers, src=src)
+            pids[name] = d.nodes[-1].pid
+        for url in urls.values():
             for _ in range(8 * args.node_workers):  # a request reaches any worker: ask each a few times
                 wait_healthy(url, len(cards))
         body = batch_body(cards)
-        rates: dict[str, list[float]] = {"durable": [], "disabled": []}
-        server_us: dict[str, list[float]] = {"durable": [], "disabled": []}
+        names = [name for name, _, _ in kinds]
+        rates: dict[str, list[float]] = {name: [] for name in names}
+        server_us: dict[str, list[float]] = {name: [] for name in names}
+        nats_us: dict[str, list[float]] = {name: [] for name in names}
+        stream_bytes: dict[str, list[float]] = {name: [] for name in names}
         client_us: list[float] = []
-        pids = {"durable": d.nodes[-2].pid, "disabled": d.nodes[-1].pid}
+        nats_pid = nats_server_pid()
+
+        async def stored() -> int:
+            return int((await d.js.stream_info(d.names.checks_stream)).state.bytes or 0)
+
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(args.rounds):
-                # the order alternates from round to round (neither always runs first)
-                order = [("durable", durable), ("disabled", ceiling)]
-                for name, url in order if r % 2 == 0 else order[::-1]:
-                    node_cpu, started = cpu_seconds(pids[name]), time.monotonic()
-                    done, errors, own = _batch_round(args, url, d.key, body, Path(tmp))
+                # the order turns and alternates from round to round (none always runs first)
+                order = names[r % len(names) :] + names[: r % len(names)]
+                for name in order if r % 2 == 0 else order[::-1]:
+                    pid = pids[name]
+                    node_cpu, nats_cpu = cpu_seconds(pid), cpu_seconds(nats_pid) if nats_pid else 0.0
+                    before, started = d.run(stored()), time.monotonic()
+                    done, errors, own = _batch_round(args, urls[name], d.key, body, Path(tmp))
                     rates[name].append(done / (time.monotonic() - started))
-                    server_us[name].append((cpu_seconds(pids[name]) - node_cpu) / max(done, 1) * 1e6)
+                    server_us[name].append((cpu_seconds(pid) - node_cpu) / max(done, 1) * 1e6)
+                    if nats_pid:
+                        nats_us[name].append((cpu_seconds(nats_pid) - nats_cpu) / max(done, 1) * 1e6)
+                    stream_bytes[name].append((d.run(stored()) - before) / max(done, 1))
                     client_us.append(own / max(done, 1) * 1e6)
                     print(
-                        f"   {name:9s} {rates[name][-1]:>10,.0f} checks/s  node CPU {server_us[name][-1]:.2f} us/check"
-                        f"  client CPU {client_us[-1]:.2f} us/check  (errors {errors}, load {uptime()})"
+                        f"   {name:12s} {rates[name][-1]:>10,.0f} checks/s  node CPU {server_us[name][-1]:.2f} us/check"
+                        f"  nats-server {nats_us[name][-1] if nats_pid else float('nan'):.2f} us/check"
+                        f"  stream {stream_bytes[name][-1]:.1f} B/check  client CPU {client_us[-1]:.2f} us/check"
+                        f"  (errors {errors}, load {uptime()})"
                     )
-        dur, cap = statistics.median(rates["durable"]), statistics.median(rates["disabled"])
-        print(f"   median: durable {dur:,.0f} checks/s, disabled {cap:,.0f} checks/s, ratio {dur / cap:.2f}")
-        print(
-            f"   median node CPU per check: durable {statistics.median(server_us['durable']):.2f} us, "
-            f"disabled {statistics.median(server_us['disabled']):.2f} us (one core at that cost: "
-            f"{1e6 / statistics.median(server_us['durable']):,.0f} checks/s); the HTTP client "
-            f"{statistics.median(client_us):.2f} us per check on the same cores"
-        )
+        med = statistics.median
+        for prefix in ("", "old ") if args.old_src else ("",):
+            dur, cap = med(rates[prefix + "durable"]), med(rates[prefix + "disabled"])
+            label = "old tree" if prefix else "this tree"
+            print(
+                f"   {label}, median: durable {dur:,.0f} checks/s, disabled {cap:,.0f} checks/s, ratio {dur / cap:.2f}; "
+                f"node CPU per check durable {med(server_us[prefix + 'durable']):.2f} us, disabled "
+                f"{med(server_us[prefix + 'disabled']):.2f} us (one core at that cost: "
+                f"{1e6 / med(server_us[prefix + 'durable']):,.0f} checks/s); nats-server "
+                + (f"{med(nats_us[prefix + 'durable']):.2f} us" if nats_pid else "not local")
+                + f" a durable check; {med(stream_bytes[prefix + 'durable']):.1f} stream bytes a check"
+            )
+        print(f"   the HTTP client: {med(client_us):.2f} us of CPU per check on the same cores")
     finally:
         d.close()
 
@@ -527,6 +575,12 @@ def part_index(args: argparse.Namespace) -> None:
 
 
 async def _stream_check_ids(d: Deployment) -> set[str]:
+    """The check ids in the check stream, as the sink reads its messages."""
+    from sqlalchemy import create_engine
+
+    from idguard.scaleout.sink import Sink
+
+    sink = Sink(d.settings, create_engine("sqlite://"))  # its reader only
     sub = await d.js.pull_subscribe(
         d.names.checks_subject, durable=f"{d.names.prefix}_count", stream=d.names.checks_stream
     )
@@ -537,9 +591,8 @@ async def _stream_check_ids(d: Deployment) -> set[str]:
         except Exception:  # drained
             return found
         for m in msgs:
-            for line in m.data.decode().split("\n"):
-                if line and not line.startswith("W\t"):
-                    found.add(line.split("\t", 1)[0])
+            lines, _, _ = sink.decode_all(m.data, (m.headers or {}).get("Idg-Salt", "00"))
+            found.update(line.split("\t", 1)[0] for line in lines)
             await m.ack()
 
 
@@ -626,6 +679,9 @@ def main() -> None:
         "--connections", type=int, default=1, help="batch part: requests in flight per client"
     )
     parser.add_argument("--node-workers", type=int, default=1, help="batch part: the node's processes")
+    parser.add_argument(
+        "--old-src", default=None, help="batch part: also run nodes from this source tree (holding idguard/)"
+    )
     parser.add_argument("--lease-nodes", type=int, default=2, help="lease part: idle nodes of each kind")
     parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))
     args = parser.parse_args()

@@ -9,16 +9,19 @@ the database:
   position (an ordered consumer: ephemeral, so any number of nodes come and go);
 * the key ring (units' keys, states and suspension notes) is installed from the snapshot and
   from every {P}.ledger.units message;
-* the check log is StreamCheckLog: each request's checks, formatted into the check log's row lines
-  exactly as an API server formats them, are published to {P}_CHECKS (file storage) and the answer
-  leaves only once JetStream has acknowledged them (one message, one acknowledgement per request:
-  a batch of 1000 checks is one; concurrent single checks are pipelined on the event loop). A
-  check JetStream did not take is answered 503, never acknowledged to the unit. `idguard
-  checklog-sink` writes the stream into the database (scaleout/sink.py).
+* the check log is StreamCheckLog: each request's checks are published to {P}_CHECKS (file
+  storage) as one message — from SEALED_MIN checks on sealed whole (sink.seal_checks: the id
+  numbers, the request's heads and outcomes, a byte or two a check; the sink formats the check
+  log's row lines, as an API server formats them), a smaller request's as row lines — and the
+  answer leaves only once JetStream has acknowledged them (one message,
+  one acknowledgement per request: a batch of 1000 checks is one; concurrent single checks are
+  pipelined on the event loop). A check JetStream did not take is answered 503, never
+  acknowledged to the unit. `idguard checklog-sink` writes the stream into the database
+  (scaleout/sink.py).
 * a batch is answered a batch at a time (NodeVerifier.check_items): numpy looks the whole batch
-  up in the index (CompactIndex.check_many), and the answers and row lines are put together
-  from per-request tables; the same answers and lines as Verifier.check_items, which still
-  takes a small request and a watch.
+  up in the index (CompactIndex.check_many), and the answers are put together from per-request
+  tables; the same answers, and the same check message once the sink has read it, as
+  Verifier.check_items, which still takes a small request and a watch.
 * the common batch body (8 to 1000 items of the six fields every check needs) is taken before
   the routes by the batch door (BatchDoor, below): parsed and judged a column at a time instead
   of by pydantic an item at a time, the same answers byte for byte; any other body goes to the
@@ -43,7 +46,7 @@ Retry-After, so it never answers `valid` for a card whose loss report a writer h
 
 What a node does not do: fingerprint comparisons (they read sealed templates from the database:
 `fingerprint_reason` is `comparison_unavailable`), watches' notifications and webhooks, incidents
-from checks (they stay with the API servers).
+from checks (its checks' signals ride in their message: the sink opens the incidents).
 """
 
 from __future__ import annotations
@@ -84,8 +87,8 @@ from idguard.core.ratelimit import RateLimiter
 from idguard.scaleout import streams
 from idguard.scaleout.compact import ANSWER_TABLE, CompactIndex
 from idguard.scaleout.relay import index_key
-from idguard.scaleout.sink import signal_lines
-from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, Result, alerts
+from idguard.scaleout.sink import CheckSeal, Extra, IndexedSignal, seal_checks, seal_entries, signal_lines
+from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, Reason, Result, alerts
 from idguard.verification.routes import verify
 from idguard.verification.runtime.checklog import (
     _ESCAPES_POSTGRES,
@@ -122,7 +125,25 @@ ANNOUNCE_SECONDS = 0.2  # the node's heartbeat on {P}.applied
 REFOLLOW_SECONDS = 1.0  # behind, and no ledger message this long: the consumer is made again
 PUBLISH_TIMEOUT = 2.0  # a check message JetStream has not acknowledged by then is answered 503
 FAST_BATCH_MIN = 8  # fewer checks in a request: Verifier.check_items (numpy's fixed cost)
-_NULL = "\\N"
+# Fewer checks in a request: its message in the text form (row lines), whose cost is per check
+# (the keyed hash, the line) where the sealed form's is mostly per message (its JSON and seal,
+# ~7 us): 5.5 vs 12 us for one check, even at 10 (1.7 us a check), 1.3 vs 0.7 us a check at 100
+# (in process; tests/unit/scaleout/test_check_message.py holds both to the API server's rows).
+SEALED_MIN = 8
+
+
+# A check's result and reason in its row line, by ANSWER_TABLE's number (as Verifier.check_items
+# writes them): the distinct ones in a table every message carries, a byte a check into it.
+def _outcome(result: Result, reason: Reason | None) -> tuple[str, str | None]:
+    if result is Result.VALID:
+        return "valid", None
+    return ("mismatch", None) if reason is None else ("invalid", reason.value)
+
+
+_OUTCOMES = list(dict.fromkeys(_outcome(result, reason) for result, reason, _ in ANSWER_TABLE))
+_OUTCOME_OF = np.array(
+    [_OUTCOMES.index(_outcome(result, reason)) for result, reason, _ in ANSWER_TABLE], dtype=np.uint8
+)
 
 
 class NodeFollower(IndexFollower):
@@ -232,15 +253,17 @@ def _no_later(clock: tuple[float, float], at: float) -> float:
 
 class StreamCheckLog(CheckLog):
     """The check log of a node: each request's checks as one message on {P}_CHECKS, awaited
-    (JetStream's acknowledgement) before the answer leaves. Row lines as CheckLog formats them
-    for PostgreSQL's COPY; a watched check's id number sealed as in the journal (the salt in the
-    message's header)."""
+    (JetStream's acknowledgement) before the answer leaves. From SEALED_MIN checks on, the
+    message is sealed whole (sink.seal_checks) and the sink makes the row lines; a smaller
+    request's is the text form: row lines as CheckLog formats them for PostgreSQL's COPY, a
+    watched check's id number and each signal sealed (WatchSeal). The salt in the header."""
 
     def __init__(self, secret_key: str, subject: str) -> None:  # no database: no super()
         self._id_hash = IdHasher(secret_key)
         self._escapes = _ESCAPES_POSTGRES
         self._salt = os.urandom(16)
         self._seal = WatchSeal(secret_key, self._salt)
+        self.message_seal = CheckSeal(secret_key, self._salt)
         self._subject = subject
         self._pending: dict[int, tuple[bytes, str, int]] = {}
         self._ticket = 0
@@ -263,19 +286,24 @@ class StreamCheckLog(CheckLog):
         return self._appended - self.written
 
     def append(self, entries: Sequence[CheckEntry], signals: list[Signal] | None = None) -> int:
+        """A request's checks (Verifier's paths). A node opens no incidents itself: its checks'
+        signals ride in the same message, and the sink opens them once the checks are written."""
+        first_id = entries[0][0] if entries else ""
+        if len(entries) >= SEALED_MIN:
+            return self.enqueue(
+                seal_entries(self.message_seal, entries, signals or ()), len(entries), first_id
+            )
         plain, watched, watches = self._format(entries)
-        payload = "".join(plain) + "".join(watched) + "".join(watch_line(w, self._seal) for w in watches)
-        return self.append_lines(payload, len(entries), entries[0][0] if entries else "", signals)
-
-    def append_lines(self, payload: str, n: int, first_id: str, signals: list[Signal] | None = None) -> int:
-        """`append` of checks already formatted as row lines (NodeVerifier's batch path). A node
-        opens no incidents itself: its checks' signals ride in the same message, sealed
-        (sink.signal_lines), and the sink opens them once the checks are written."""
+        text = "".join(plain) + "".join(watched) + "".join(watch_line(w, self._seal) for w in watches)
         if signals:
-            payload += signal_lines(signals, self._seal)
+            text += signal_lines(signals, self._seal)
+        return self.enqueue(text.encode("utf-8", "surrogatepass"), len(entries), first_id)
+
+    def enqueue(self, payload: bytes, n: int, first_id: str) -> int:
+        """A message of `n` checks, either form (`append`, or NodeVerifier's batch path), to publish."""
         with self._lock:
             self._ticket = ticket = self._ticket + 1
-            self._pending[ticket] = (payload.encode("utf-8", "surrogatepass"), first_id, n)
+            self._pending[ticket] = (payload, first_id, n)
             self._appended += n
         self._local.ticket = ticket
         return ticket
@@ -367,92 +395,75 @@ class NodeVerifier(Verifier):
         characters; at least FAST_BATCH_MIN checks): the answers, and the check log's ticket."""
         self.follower.current()
         now = self.clock.now()
+        if now.tzinfo is None:
+            raise ValueError("naive datetime in the check log")
         today = today_cst(now)
-        numbers = self.compact.check_many(ids, names, issued, expires, today, chips).tolist()
-        answers, lines, signals = self._render(unit, now, today, ids, issued, operators, purposes, numbers)
-        # (the first check id: a line starts with it, 36 characters)
-        ticket = self.stream_log.append_lines("".join(lines), len(lines), lines[0][:36], signals)
-        return answers, ticket
+        found = self.compact.check_many(ids, names, issued, expires, today, chips)
+        numbers = found.tolist()
+        cids = check_ids(len(ids))
+        answers, extras, signals = self._render(unit, now, today, cids, ids, issued, numbers)
+        n = len(ids)
+        at = now.isoformat()
+        if operators.count(operators[0]) == n and purposes.count(purposes[0]) == n:  # one head
+            heads: list[tuple[str, str, str, str]] = [(unit.code, operators[0], purposes[0], at)]
+            head_of: list[int] | None = None
+        else:
+            table: dict[tuple[str, str], int] = {}
+            head_of = [table.setdefault(pair, len(table)) for pair in zip(operators, purposes, strict=True)]
+            heads = [(unit.code, operator, purpose, at) for operator, purpose in table]
+        message = seal_checks(
+            self.stream_log.message_seal,
+            cids,
+            ids,
+            heads,
+            head_of,
+            _OUTCOMES,
+            _OUTCOME_OF[found],
+            extras,
+            signals,
+            from_check_ids=True,
+        )
+        return answers, self.stream_log.enqueue(message, n, cids[0])
 
     def _render(
         self,
         unit: UnitView,
         now: dt.datetime,
         today: dt.date,
+        cids: list[str],
         ids: Sequence[str],
         issued: Sequence[dt.date],
-        operators: Sequence[str],
-        purposes: Sequence[str],
         numbers: list[int],
-    ) -> tuple[list[str], list[str], list[Signal]]:
-        """The answers, row lines and signals of checks answered ANSWER_TABLE[numbers[i]], as
-        Verifier.check_items and CheckLog._format make them."""
-        if now.tzinfo is None:
-            raise ValueError("naive datetime in the check log")
-        code = unit.code
-        at = now.isoformat()
+    ) -> tuple[list[str], list[Extra], list[IndexedSignal]]:
+        """The answers, the rare row fields (alerts) and signals of checks answered
+        ANSWER_TABLE[numbers[i]], as Verifier.check_items makes them."""
         at_end = f'","checked_at":"{rfc3339(now)}"'
         plain_end = at_end + "}"
-        # Per answer number: the answer's text around the check id, the row line's result and
-        # reason, and whether the number carries flags or signals a lost card (rare: the loop).
+        # Per answer number: the answer's text around the check id, and whether the number
+        # carries flags or signals a lost card (rare: the loop).
         before: list[str] = []
         after: list[str] = []
-        middle: list[str] = []
         special: list[bool] = []
         for result, reason, flags in ANSWER_TABLE:
             if result is Result.VALID:
                 before.append('{"result":"valid","check_id":"')
                 after.append(plain_end)
-                middle.append("valid\t\\N\t")
             elif reason is None:
                 before.append('{"result":"mismatch","check_id":"')
                 after.append(plain_end)
-                middle.append("mismatch\t\\N\t")
             else:
                 before.append('{"result":"invalid","check_id":"')
                 after.append(f'{at_end},"reason":"{reason.value}"}}')
-                middle.append(f"invalid\t{reason.value}\t")
             special.append(bool(flags) or reason in _LOST)
-        escapes = self.stream_log._escapes
-        heads: dict[tuple[str, str], str] = {}
-        for pair in set(zip(operators, purposes, strict=True)):
-            operator, purpose = pair
-            heads[pair] = "\t".join(
-                ("", code.translate(escapes), operator.translate(escapes), purpose.translate(escapes), at, "")
-            )
-        one_head = next(iter(heads.values())) if len(heads) == 1 else None
-        # The common checks in comprehensions (no alerts, no signal); the rare ones redone below.
-        hasher = self.stream_log._id_hash
-        inner_copy, outer_copy = hasher.inner.copy, hasher.outer.copy
-        digests: list[str] = []
-        digest = digests.append
-        for id_number in ids:  # the check log's HMAC of the number (IdHasher)
-            inner = inner_copy()
-            inner.update(id_number.encode())
-            outer = outer_copy()
-            outer.update(inner.digest())
-            digest(outer.hexdigest())
-        cids = check_ids(len(ids))
         answers = [before[k] + check_id + after[k] for k, check_id in zip(numbers, cids, strict=True)]
-        if one_head is not None:
-            lines = [
-                f"{check_id}{one_head}{middle[k]}{n[:6]}********{n[14:]}\t{d}\tf\t\\N\t\\N\n"
-                for check_id, k, n, d in zip(cids, numbers, ids, digests, strict=True)
-            ]
-        else:
-            lines = [
-                f"{check_id}{heads[o, p]}{middle[k]}{n[:6]}********{n[14:]}\t{d}\tf\t\\N\t\\N\n"
-                for check_id, k, n, d, o, p in zip(
-                    cids, numbers, ids, digests, operators, purposes, strict=True
-                )
-            ]
-        signals: list[Signal] = []
+        extras: list[Extra] = []
+        signals: list[IndexedSignal] = []
         for i in [i for i, k in enumerate(numbers) if special[k]]:
             # As Verifier.check_items: a lost card's signal, the holder's alerts.
-            k, check_id, id_number = numbers[i], cids[i], ids[i]
+            k, id_number = numbers[i], ids[i]
             result, reason, flags = ANSWER_TABLE[k]
             if reason in _LOST:
-                signals.append((check_id, code, now, id_number, issued[i], _LOST_KINDS, None))
+                signals.append((i, issued[i], _LOST_KINDS, None))
             if not flags:
                 continue
             listed = bool(flags & BLACKLISTED) and self.index.blacklisted(id_number, today)
@@ -466,13 +477,13 @@ class NodeVerifier(Verifier):
             if shown is not None:
                 answers[i] = f'{answers[i][:-1]},"alerts":{shown}}}'
             if kept is not None:
-                lines[i] = f"{lines[i][:-3]}{kept}\n"  # the line ends with \N and a newline
+                extras.append((i, None, kept, None, 0))
             if listed:
                 kinds: tuple[str, ...] = (SignalKind.BLACKLISTED_HOLDER_CHECKED.value,)
-                if signals and signals[-1][0] == check_id:  # also a lost card
-                    kinds = signals.pop()[5] + kinds
-                signals.append((check_id, code, now, id_number, issued[i], kinds, None))
-        return answers, lines, signals
+                if signals and signals[-1][0] == i:  # also a lost card
+                    kinds = signals.pop()[2] + kinds
+                signals.append((i, issued[i], kinds, None))
+        return answers, extras, signals
 
     def _person_card(self, q: Query, result: Result) -> tuple[bool | None, str | None]:
         if result is not Result.VALID:

@@ -1,7 +1,8 @@
 """A verifier node's batch path (issue 15) held to the per-check code it replaces, over random
 ledgers: `CompactIndex.check_many` answers what `check` answers for each check, and
-`NodeVerifier.check_items` gives the answers, check-log row lines and signals that
-`Verifier.check_items` gives for the same batch (same clock, same check ids)."""
+`NodeVerifier.check_items` gives the answers, and check messages that the sink reads as the
+row lines, watches and signals, that `Verifier.check_items` gives for the same batch (same clock,
+same check ids)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 from typing import Any
 from unittest import mock
 
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -18,7 +20,9 @@ from idguard.registry.lifecycle import CardStatus
 from idguard.scaleout.compact import ANSWER_TABLE, CompactIndex
 from idguard.scaleout.node import FAST_BATCH_MIN, NodeVerifier
 from idguard.scaleout.relay import index_key
+from idguard.scaleout.sink import Sink
 from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts, Result
+from idguard.verification.runtime.checklog import _ESCAPES_POSTGRES
 from idguard.verification.runtime.keyring import UnitView
 from idguard.verification.verifier import Item, Verifier
 
@@ -137,17 +141,19 @@ SETTINGS = Settings(env=Environment.TEST, secret_key="s" * 32, nats_url="nats://
 
 
 def run(verifier: NodeVerifier, plain: bool, batch: list[Item]) -> tuple[list[str], list[Any]]:
-    """The answers, and what reached the check stream's log (payload, count, first id, signals),
-    with the check ids of a fixed random draw."""
+    """The answers, and what reached the check stream's log as the sink reads it (row lines,
+    watches, signals; count, first id), with the check ids of a fixed random draw."""
     recorded: list[Any] = []
     log = verifier.stream_log
+    reader = Sink(SETTINGS, sa.create_engine("sqlite://"))  # the sink's reading of a message
+    reader._writer._escapes = _ESCAPES_POSTGRES  # (as the node formats a small request's rows)
 
-    def capture(payload: str, n: int, first_id: str, signals: Any = None) -> int:
-        recorded.append((payload, n, first_id, signals))
+    def capture(payload: bytes, n: int, first_id: str) -> int:
+        recorded.append((reader.decode_all(payload, log._salt.hex()), n, first_id))
         return 0
 
     with (
-        mock.patch.object(log, "append_lines", capture),
+        mock.patch.object(log, "enqueue", capture),
         mock.patch("idguard.verification.verifier.token_bytes", lambda n: bytes(range(n))),
     ):
         answers = Verifier.check_items(verifier, UNIT, batch) if plain else verifier.check_items(UNIT, batch)

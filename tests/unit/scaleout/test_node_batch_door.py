@@ -15,6 +15,7 @@ from typing import Any, cast
 from unittest import mock
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,9 +28,11 @@ from idguard.scaleout import node as node_module
 from idguard.scaleout.compact import CompactIndex
 from idguard.scaleout.node import FAST_BATCH_MIN, BatchDoor, NodeVerifier, create_node_app, parse_batch
 from idguard.scaleout.relay import index_key
+from idguard.scaleout.sink import Sink
 from idguard.verification.index import BLACKLISTED, CHECK_REQUIRED, CardFacts
 from idguard.verification.routes import verify
 from idguard.verification.rules import new_api_key
+from idguard.verification.runtime.checklog import _ESCAPES_POSTGRES
 from idguard.verification.runtime.keyring import UnitView
 from idguard.verification.schemas import VerifyItem
 
@@ -282,13 +285,16 @@ def node_app(door: bool) -> tuple[TestClient, list[Any]]:
     log = verifier.stream_log
     log.disabled = True  # recorded at once
     sent: list[Any] = []
-    append = log.append_lines
+    enqueue = log.enqueue
+    reader = Sink(SETTINGS, sa.create_engine("sqlite://"))  # the sink's reading of a message
+    reader._writer._escapes = _ESCAPES_POSTGRES  # (as the node formats a small request's rows)
 
-    def capture(payload: str, n: int, first_id: str, signals: Any = None) -> int:
-        sent.append((payload, n, first_id, signals))
-        return append(payload, n, first_id, signals)
+    def capture(payload: bytes, n: int, first_id: str) -> int:
+        # as the sink reads it (the message itself is sealed with a random nonce)
+        sent.append((reader.decode_all(payload, log._salt.hex()), n, first_id))
+        return enqueue(payload, n, first_id)
 
-    log.append_lines = capture  # type: ignore[method-assign]
+    log.enqueue = capture  # type: ignore[method-assign]
     return TestClient(app), sent
 
 
