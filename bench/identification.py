@@ -20,8 +20,17 @@ Templates are generated on `--workers` processes and cached in bench/.cache/iden
 (gitignored), keyed by seed, level, impression and chunk; the first run at 100,000 fingers
 generates them (~6 min per level on two idle cores), later runs read them.
 
+`--baseline FILE` compares another identification.py (e.g. the last commit's) with this one side
+by side instead: both galleries loaded from the same stored index data (cached beside the
+templates, keyed by the index model), batches and probes alternating, `--variants` giving this
+one's lists probed x candidates compared 1:1 (no exhaustive search, no calibration: the shipped
+1:N threshold). faiss runs on one thread (`faiss.omp_set_num_threads(1)`): the targets are per core.
+
     .venv/bin/python bench/identification.py [--sizes 1000,10000,100000] [--level medium,hard]
         [--probes 100] [--strangers 200] [--exhaustive-probes 20,10,3] [--loading-only]
+    git show HEAD:src/idguard/biometrics/identification.py > /tmp/old_identification.py
+    .venv/bin/python bench/identification.py --baseline /tmp/old_identification.py \
+        --sizes 10000,100000 --level medium --variants 16x16,8x16
 """
 
 from __future__ import annotations
@@ -33,19 +42,25 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
+import importlib.util
 import multiprocessing
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import faiss
 import numpy as np
 
 from harness import table, uptime
+from idguard.biometrics import identification
 from idguard.biometrics.calibration import calibrate_identification_threshold, identification_error_rates
-from idguard.biometrics.identification import Gallery, index_data
+from idguard.biometrics.identification import Gallery, IndexParams, index_data
 from idguard.biometrics.matching import DEFAULT_THRESHOLD, similarity
 from idguard.biometrics.mcc import Template, build_template
 from idguard.biometrics.synthetic import Difficulty, impression, master_finger
@@ -101,6 +116,24 @@ def ensure(level: Difficulty, imp: int, first: int, count: int, workers: int) ->
             f"in {time.perf_counter() - t0:.0f} s",
             flush=True,
         )
+
+
+def indexed(level: Difficulty, first: int, count: int) -> Iterator[tuple[bytes, bytes]]:
+    """(zlib-compressed template, `index_data`) of impression 0 of fingers first..first+count-1, as
+    the registry stores them; the index data is made once per chunk and model and cached."""
+    model_id = identification.default_model().id
+    for s in range(first - first % CHUNK, first + count, CHUNK):
+        path = CACHE / f"s{SEED}-{level.value}-i0-f{s:09d}-n{CHUNK}.index-{model_id:08x}.bin"
+        blobs = [zlib.compress(b, 1) for b in _read_chunk(_chunk_path(level, 0, s))]
+        if path.exists():
+            index = _read_chunk(path)
+        else:
+            index = [index_data(b) for b in blobs]
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_bytes(b"".join(part for i in index for part in (_LEN.pack(len(i)), i)))
+            tmp.replace(path)
+        lo, hi = max(first - s, 0), min(first + count - s, CHUNK)
+        yield from zip(blobs[lo:hi], index[lo:hi], strict=True)
 
 
 def stored(level: Difficulty, imp: int, first: int, count: int) -> Iterator[bytes]:
@@ -320,6 +353,115 @@ def loading_side_by_side(level: Difficulty, sizes: list[int], workers: int) -> N
     )
 
 
+def _load_module(path: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("baseline_identification", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def side_by_side(
+    level: Difficulty,
+    sizes: list[int],
+    baseline: str,
+    variants: list[tuple[int, int]],
+    n_probes: int,
+    n_strangers: int,
+    workers: int,
+) -> None:
+    """The baseline module's gallery (another identification.py, e.g. the last commit's) and this
+    one's, loaded from the same stored index data (alternating per batch) and searched with the
+    same probes (alternating per probe, the variants of this one's parameters sharing its index):
+    CPU ms per probe, the mate in the first stage's shortlist, among the fingers compared 1:1, and
+    answered first at the shipped 1:N threshold; strangers answered with anyone at it."""
+    top = max(sizes)
+    ensure(level, 0, 0, top, workers)
+    ensure(level, 1, 0, n_probes, workers)
+    ensure(level, 0, STRANGERS, n_strangers, workers)
+    old_mod = _load_module(baseline)
+    probes = [Template.from_bytes(b) for b in stored(level, 1, 0, n_probes)]
+    strangers = [Template.from_bytes(b) for b in stored(level, 0, STRANGERS, n_strangers)]
+    old, new = old_mod.Gallery(model=old_mod.IndexModel.load(identification.MODEL_PATH)), Gallery()
+    source = indexed(level, 0, top)
+    added, load = 0, {"baseline": 0.0, "this": 0.0}
+    rows: list[tuple[object, ...]] = []
+    for size in sizes:
+        for start in range(added, size, LOAD_BATCH):
+            items = [(f"card-{f}/finger", *next(source)) for f in range(start, min(size, start + LOAD_BATCH))]
+            for name, g in (
+                (("baseline", old), ("this", new)) if start % 2 == 0 else (("this", new), ("baseline", old))
+            ):
+                t0 = time.process_time()
+                g.add_indexed_many(items)
+                load[name] += time.process_time() - t0
+        added = size
+        galleries: list[tuple[str, Any]] = [
+            (f"baseline ({old.params.lists_probed} lists, {old.params.candidates} 1:1)", old)
+        ]
+        for lists, cands in variants:
+            g = Gallery(params=replace(IndexParams(), lists_probed=lists, candidates=cands))
+            g._state, g._slots = new._state, new._slots  # the same index, read only
+            galleries.append((f"faiss ({lists} lists, {cands} 1:1)", g))
+        stats = {name: {"t": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries}
+        for i, probe in enumerate(probes + strangers):
+            mate = f"card-{i}/finger" if i < len(probes) else None
+            turn = galleries[i % len(galleries) :] + galleries[: i % len(galleries)]
+            for name, g in turn:
+                shortlist: list[str] = []
+                t0 = time.process_time()
+                _, scored = g.search_explained(probe, limit=1, shortlist=shortlist)
+                spent = time.process_time() - t0
+                best = min(scored, key=lambda h: (-h[1], h[0]), default=("", 0.0))
+                st = stats[name]
+                if mate is None:
+                    st["fp"] += best[1] >= g.threshold
+                    continue
+                st["t"] += spent
+                st["short"] += mate in shortlist
+                st["cand"] += any(k == mate for k, _ in scored)
+                st["rank1"] += best[0] == mate and best[1] >= g.threshold
+        for name, g in galleries:
+            st = stats[name]
+            bl = name.startswith("baseline")
+            rows.append(
+                (
+                    level.value,
+                    f"{size:,}",
+                    name,
+                    f"{1e3 * st['t'] / len(probes):.1f}",
+                    pct(st["short"] / len(probes)),
+                    f"{100 * g.params.shortlist(size) / size:.2f} %",
+                    pct(st["cand"] / len(probes)),
+                    pct(st["rank1"] / len(probes)),
+                    f"{st['fp']} of {len(strangers)}",
+                    f"{100_000 * load['baseline' if bl else 'this'] / size:.1f}",
+                    f"{(old if bl else new).bytes_used() / size / 1024:.1f}",
+                )
+            )
+        print(f"  {level.value} {size:,} compared ({uptime()})", flush=True)
+    table(
+        f"Side by side (one core, CPU time; {len(probes)} mated probes, {len(strangers)} strangers; "
+        f"baseline {baseline})",
+        (
+            "level",
+            "fingers",
+            "gallery",
+            "ms/probe",
+            "shortlist hit",
+            "penetration",
+            "mate compared 1:1",
+            "rank-1",
+            "strangers answered",
+            "load s/100k",
+            "KiB/finger",
+        ),
+        rows,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -329,8 +471,33 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--exhaustive-probes", default="20,10,3", help="probes searched exhaustively, per size")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--loading-only", action="store_true", help="only the side-by-side loading table")
+    ap.add_argument(
+        "--baseline",
+        metavar="FILE",
+        help="an identification.py to compare with, side by side (e.g. `git show "
+        "HEAD:src/idguard/biometrics/identification.py > /tmp/old.py`); no exhaustive search",
+    )
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="with --baseline: this gallery's lists probed x candidates compared 1:1, e.g. 8x16,16x24 "
+        "(default: its shipped parameters)",
+    )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
+    faiss.omp_set_num_threads(1)  # the targets are on one core
+    if args.baseline:
+        d = IndexParams()
+        variants = [(int(a), int(b)) for a, b in (v.split("x") for v in args.variants.split(",") if v)] or [
+            (d.lists_probed, d.candidates)
+        ]
+        print(
+            f"1:N side by side, synthetic seed {SEED}; numpy {np.__version__}, "
+            f"faiss {faiss.__version__}; {uptime()}"
+        )
+        for level in (Difficulty(x) for x in args.level.split(",")):
+            side_by_side(level, sizes, args.baseline, variants, args.probes, args.strangers, args.workers)
+        return
     if args.loading_only:
         print(f"1:N gallery loading, synthetic seed {SEED}; numpy {np.__version__}; {uptime()}")
         for level in (Difficulty(x) for x in args.level.split(",")):
@@ -342,9 +509,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p = Gallery().params
     print(
         f"1:N identification, synthetic seed {SEED}; 1:1 threshold {DEFAULT_THRESHOLD}, 1:N threshold "
-        f"calibrated per size for FPIR {FPIR:.0%}; index: IVF over {Gallery().model.lists} lists, "
-        f"{p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}; shortlist {p.shortlist_share:.0%} "
-        f"(at least {p.shortlist_min}) rescored by exact cosines >= {p.rescore_similarity}; {p.candidates} "
+        f"calibrated per size for FPIR {FPIR:.0%}; index: IVF over {Gallery().model.lists} lists "
+        f"(int8 scan in faiss {faiss.__version__}, one thread), {p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}; shortlist {p.shortlist_share:.0%} "
+        f"(at least {p.shortlist_min}) rescored by cosines (int8 codes) >= {p.rescore_similarity}; {p.candidates} "
         f"candidates compared 1:1; numpy {np.__version__}; {uptime()}"
     )
     results: list[Result] = []

@@ -8,10 +8,11 @@ each live cylinder, the registered cylinders similar to it and scores the regist
 those cylinder matches. A cascade of three stages then decides:
 
 1. *Shortlist* (`IndexParams.shortlist`, 2 % of the gallery): the inverted file's vote below.
-2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, exact cosines
-   of the index vectors (no list missed) above `rescore_similarity` (0.45, as stage 1; 0.35 ranked
-   mates first more often but surfaced strangers' look-alikes as much), one pair per (finger,
-   live cylinder), voted by rotation; the first `candidates` (16) fingers go on.
+2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, cosines of
+   the index vectors (no list missed; the live float32 vector x the registered int8 code) above
+   `rescore_similarity` (0.45, as stage 1; 0.35 ranked mates first more often but surfaced
+   strangers' look-alikes as much), one pair per (finger, live cylinder), voted by rotation; the
+   first `candidates` (16) fingers go on.
 3. *1:1*: the matcher (`matching.similarity`) on those; its score against the threshold decides.
 
 Measured departures from the paper (docs/fingerprints.md, "1:N search of the blacklist"), because
@@ -20,10 +21,12 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
 * *Similar cylinders* are found by an inverted file (IVF, Jegou et al., TPAMI 2011) instead of
   locality-sensitive hashing: each cylinder, coarsened to 8 x 8 cells x 3 layers and projected on
   the 64 principal components of synthetic cylinders (`IndexModel`, trained once, shipped in
-  index_model.npz), is a unit vector filed under its nearest of K centroids; a live cylinder visits
-  the `lists_probed` lists nearest to it and computes its exact cosine similarity with every
-  cylinder there (`_visit`: per run, one small product per visited list for the live cylinders
-  visiting it, into one flat buffer thresholded once; a small run is compared whole). Pairs above
+  index_model.npz), is a unit vector, kept in int8 (`quantise`, as `index_data` stores it), filed
+  under its nearest of K centroids; a live cylinder visits the `lists_probed` lists nearest to it
+  and computes its cosine with every cylinder there: int8 x int8 inner products, exact integers,
+  scanned by faiss (`_Segment.scan`: per run, one `range_search_preassigned` of a faiss
+  `IndexIVFScalarQuantizer` holding the run's codes, the lists given by the index model; about
+  half the time per list of numpy's float32 products, which read four times the bytes). Pairs above
   `min_similarity` count.
 * *Consolidation*: a registered finger scores the largest sum of (similarity - min_similarity)
   over the cylinder pairs that agree on the finger's rotation (12 cells of 30 degrees, on two
@@ -45,8 +48,9 @@ without decompressing or projecting anything (the template, kept compressed, is 
 stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
-64-float vector, list, slot, direction and row-by-finger (272 bytes), plus per run 8 bytes per
-finger slot it spans (where each finger's rows start); see `bytes_used`.
+int8 code twice (ours for the second stage and merges, faiss's for the scan, with its 8-byte id),
+list, slot, direction and row-by-finger (152 bytes), plus per run 8 bytes per finger slot it
+spans (where each finger's rows start); see `bytes_used`.
 """
 
 from __future__ import annotations
@@ -59,7 +63,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 from numpy.typing import NDArray
 
@@ -67,6 +73,7 @@ from idguard.biometrics.matching import similarity
 from idguard.biometrics.mcc import Template
 from idguard.biometrics.record import TemplateError
 
+I8 = NDArray[np.int8]
 I32 = NDArray[np.int32]
 I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
@@ -76,14 +83,19 @@ _HEADER = struct.Struct("<4sBBBHH")  # as mcc.Template.to_bytes writes it
 _MAGIC, _FORMAT, _NS, _ND = b"IGMC", 1, 16, 6
 MODEL_PATH = Path(__file__).with_name("index_model.npz")
 POOLED = 192  # 8 x 8 cells x 3 layers
-_DENSE_SHARE = 4  # a run is compared whole when that is at most this many times the pairs visited
+CODE_SCALE = 127.0  # an index vector in int8: rint(127 x the unit vector), as `index_data` stores it
+
+# One thread per search: a worker's 1:N search runs beside its event loop (and other searches) on
+# a few cores, so faiss must not spread one probe over all of them (OpenMP's default); the
+# targets are per core too (issue 10). Process-wide: only this module uses faiss.
+faiss.omp_set_num_threads(1)
 
 
 @dataclass(frozen=True, slots=True)
 class IndexParams:
     """Search parameters (measured on the synthetic set, docs/fingerprints.md)."""
 
-    lists_probed: int = 8  # IVF lists each live cylinder visits, at least...
+    lists_probed: int = 16  # IVF lists each live cylinder visits, at least... (8 before faiss's scan)
     visit_budget: int = 25_000  # ... or as many as hold about this many cylinders (small galleries)
     min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match (stage 1)
     rescore_similarity: float = 0.45  # the same in the second stage (0.35 measured: no net gain)
@@ -207,11 +219,44 @@ def default_model() -> IndexModel:
     return IndexModel.load()
 
 
+def quantise(vectors: F32) -> I8:
+    """Unit index vectors -> int8 codes (`CODE_SCALE`): what `index_data` stores and the index scans."""
+    out: I8 = np.clip(np.rint(vectors * np.float32(CODE_SCALE)), -127, 127).astype(np.int8)
+    return out
+
+
+def _ivf(codes: I8, offsets: I64) -> Any:
+    """A faiss inverted file holding a run's codes (rows sorted by list; row numbers as ids), for
+    the first stage's scan only: int8 inner products (`QT_8bit_direct_signed`: a code byte is the
+    int8 value + 128) over the lists a live cylinder visits, `range_search_preassigned` with the
+    lists the index model chose. The quantizer is never asked: the model assigns the lists."""
+    k = offsets.shape[0] - 1
+    ivf = faiss.IndexIVFScalarQuantizer(
+        faiss.IndexFlatIP(codes.shape[1]),
+        codes.shape[1],
+        k,
+        faiss.ScalarQuantizer.QT_8bit_direct_signed,
+        faiss.METRIC_INNER_PRODUCT,
+        False,  # not by residual: the codes are the vectors themselves
+    )
+    ivf.is_trained = True  # a direct quantiser has nothing to learn
+    stored = np.ascontiguousarray(codes.view(np.uint8) ^ np.uint8(0x80))
+    ids = np.arange(codes.shape[0], dtype=np.int64)
+    lists = ivf.invlists
+    if lists is None:  # an IndexIVF makes its own: not expected
+        raise RuntimeError("faiss made an inverted file without lists")
+    for j in np.flatnonzero(np.diff(offsets)).tolist():
+        a, b = int(offsets[j]), int(offsets[j + 1])
+        lists.add_entries(j, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(stored[a:b]))
+    ivf.ntotal = codes.shape[0]
+    return ivf
+
+
 @dataclass(frozen=True, eq=False)
 class _Segment:
     """An immutable run of indexed cylinders, sorted by list."""
 
-    vectors: F32  # (m, d)
+    codes: I8  # (m, d) int8 index vectors (`quantise`), for the second stage and merges
     lists: I32  # (m,) sorted
     offsets: I64  # (K + 1,) list j is rows offsets[j]:offsets[j + 1]
     slot: I32  # (m,) finger slot of each cylinder
@@ -219,21 +264,49 @@ class _Segment:
     by_slot: I32  # (m,) the rows ordered by finger slot (the second stage gathers a finger's rows)
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is by_slot[slot_rows[i]:slot_rows[i + 1]]
+    ivf: Any  # `_ivf`: the same codes in faiss's inverted file, for the first stage
 
     @property
     def size(self) -> int:
         return int(self.slot.shape[0])
 
     @classmethod
-    def build(cls, vectors: F32, lists: I32, slot: I32, theta: F32, k: int) -> _Segment:
+    def build(cls, codes: I8, lists: I32, slot: I32, theta: F32, k: int) -> _Segment:
         order = np.argsort(lists, kind="stable")
         lists = lists[order]
         offsets = np.searchsorted(lists, np.arange(k + 1)).astype(np.int64)
         slot = slot[order]
+        codes = codes[order]
         by_slot = np.argsort(slot, kind="stable").astype(np.int32)
         first, last = (int(slot.min()), int(slot.max())) if slot.size else (0, -1)
         slot_rows = np.searchsorted(slot[by_slot], np.arange(first, last + 2)).astype(np.int64)
-        return cls(vectors[order], lists, offsets, slot, theta[order], by_slot, first, slot_rows)
+        return cls(codes, lists, offsets, slot, theta[order], by_slot, first, slot_rows, _ivf(codes, offsets))
+
+    def scan(self, q: F32, keys: I64, radius: float) -> tuple[I64, I64, F32] | None:
+        """The pairs (live cylinder, row, inner product) above `radius` between the live codes `q`
+        (integers in float32, (n, d)) and the rows of the lists `keys[i]` (-1: none) each visits."""
+        n = q.shape[0]
+        params = faiss.SearchParametersIVF()
+        params.nprobe = keys.shape[1]
+        res = faiss.RangeSearchResult(n)
+        self.ivf.range_search_preassigned_c(
+            n,
+            faiss.swig_ptr(q),
+            radius,
+            faiss.swig_ptr(keys),
+            faiss.swig_ptr(np.zeros(keys.shape, dtype=np.float32)),
+            res,
+            False,
+            params,
+            None,
+        )
+        lims = faiss.rev_swig_ptr(res.lims, n + 1).astype(np.int64)
+        found = int(lims[-1])
+        if found == 0:
+            return None
+        rows = faiss.rev_swig_ptr(res.labels, found).astype(np.int64)
+        sims = faiss.rev_swig_ptr(res.distances, found).copy()
+        return np.repeat(np.arange(n, dtype=np.int64), np.diff(lims)), rows, sims
 
     def rows_of(self, slots: I64) -> tuple[I64, I64]:
         """The rows of the fingers `slots` (sorted, distinct), finger after finger, and for each
@@ -254,12 +327,12 @@ class _Segment:
 def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segment:
     slot = np.concatenate([a.slot, b.slot])
     keep = alive[slot]
-    vectors = np.concatenate([a.vectors, b.vectors])
+    codes = np.concatenate([a.codes, b.codes])
     lists = np.concatenate([a.lists, b.lists])
     theta = np.concatenate([a.theta, b.theta])
     if not keep.all():  # cylinders of removed fingers leave the index here
-        vectors, lists, slot, theta = vectors[keep], lists[keep], slot[keep], theta[keep]
-    return _Segment.build(vectors, lists, slot, theta, k)
+        codes, lists, slot, theta = codes[keep], lists[keep], slot[keep], theta[keep]
+    return _Segment.build(codes, lists, slot, theta, k)
 
 
 @dataclass(frozen=True, eq=False)
@@ -309,7 +382,7 @@ def index_data(stored: bytes, model: IndexModel | None = None) -> bytes:
     nibbles, theta = _parse_stored(raw)
     vectors = model.vectors(nibbles)
     lists = model.nearest(vectors)[:, 0]
-    codes = np.clip(np.rint(vectors * np.float32(127.0)), -127, 127).astype(np.int8)
+    codes = quantise(vectors)
     return b"".join(
         [
             _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_FORMAT, model.id, theta.shape[0]),
@@ -331,8 +404,8 @@ def index_is_current(data: bytes, model: IndexModel | None = None) -> bool:
     return bool(magic == _INDEX_MAGIC and version == _INDEX_FORMAT and made_with == model.id)
 
 
-def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, I32, F32] | None:
-    """Directions, lists and unit vectors from `index_data`; None when it was made with another
+def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, I32, I8] | None:
+    """Directions, lists and int8 codes from `index_data`; None when it was made with another
     model (the template is then filed the slow way). TemplateError when it is malformed."""
     if len(data) < _INDEX_HEADER.size:
         raise TemplateError("index.length", f"{len(data)} bytes cannot hold the header")
@@ -347,13 +420,11 @@ def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, 
     theta = np.frombuffer(data, dtype="<f4", count=n, offset=off).astype(np.float32)
     lists = np.frombuffer(data, dtype="<u2", count=n, offset=off + 4 * n).astype(np.int32)
     codes = np.frombuffer(data, dtype=np.int8, count=n * 64, offset=off + 6 * n).reshape(n, 64)
-    vectors = codes.astype(np.float32)
-    vectors /= np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), np.float32(1e-6))[:, None]
     if not np.isfinite(theta).all():
         raise TemplateError("index.directions", "a direction is not a finite number")
     if n and int(lists.max()) >= lists_in_model:
         raise TemplateError("index.lists", f"a list number is not below {lists_in_model}")
-    return theta, lists, vectors
+    return theta, lists, codes
 
 
 def _best_per_group(group: I64, weight: F32, top: float) -> I64:
@@ -416,34 +487,33 @@ class Gallery:
         projection: the fast load); the others are filed from their template as
         `add_stored_many` does. Malformed index data or a malformed template raises
         TemplateError before anything of the batch is added."""
-        batch: list[tuple[str, F32, I32 | None, F32, bytes]] = []
+        batch: list[tuple[str, I8, I32, F32, bytes]] = []
         model_id = self.model.id
         for key, data, index in items:
             indexed = _parse_index(index, model_id, self.model.lists) if index is not None else None
             if indexed is not None:
-                theta, lists, vectors = indexed
-                batch.append((key, vectors, lists, theta, data))
+                theta, lists, codes = indexed
+                batch.append((key, codes, lists, theta, data))
                 continue
             raw = data if data[:4] == _MAGIC else zlib.decompress(data)
             nibbles, theta = _parse_stored(raw)
             blob = data if raw is not data else zlib.compress(raw, 1)
-            batch.append((key, self.model.vectors(nibbles), None, theta, blob))
+            batch.append((key, *self._coded(nibbles), theta, blob))
         if batch:
-            self._insert_vectors(batch)
+            self._insert_codes(batch)
+
+    def _coded(self, nibbles: U8) -> tuple[I8, I32]:
+        """Codes and lists of cylinders from their cell bytes, as `index_data` makes them."""
+        vectors = self.model.vectors(nibbles)
+        return quantise(vectors), self.model.nearest(vectors)[:, 0].astype(np.int32)
 
     def _insert(self, batch: list[tuple[str, U8, F32, bytes]]) -> None:
-        self._insert_vectors(
-            [(key, self.model.vectors(n), None, theta, blob) for key, n, theta, blob in batch]
-        )
+        self._insert_codes([(key, *self._coded(n), theta, blob) for key, n, theta, blob in batch])
 
-    def _insert_vectors(self, batch: list[tuple[str, F32, I32 | None, F32, bytes]]) -> None:
-        """File fingers given their cylinders' unit vectors (and lists, when known)."""
-        vectors = (
-            np.concatenate([b[1] for b in batch]) if batch else np.zeros((0, self.model.dims), np.float32)
-        )
-        lists = np.concatenate(
-            [b[2] if b[2] is not None else self.model.nearest(b[1])[:, 0].astype(np.int32) for b in batch]
-        ).astype(np.int32)
+    def _insert_codes(self, batch: list[tuple[str, I8, I32, F32, bytes]]) -> None:
+        """File fingers given their cylinders' int8 codes and lists."""
+        codes = np.concatenate([b[1] for b in batch])
+        lists = np.concatenate([b[2] for b in batch]).astype(np.int32)
         theta = np.concatenate([b[3] for b in batch]).astype(np.float32)
         counts = [b[1].shape[0] for b in batch]
         k = self.model.lists
@@ -469,7 +539,7 @@ class Gallery:
                 else:
                     blobs[first + i] = keys[first + i] = None
             slot = np.repeat(np.arange(first, need, dtype=np.int32), counts)
-            segments = [*st.segments, _Segment.build(vectors, lists, slot, theta, k)]
+            segments = [*st.segments, _Segment.build(codes, lists, slot, theta, k)]
             while len(segments) >= 2 and segments[-2].size <= 2 * segments[-1].size:
                 b, a = segments.pop(), segments.pop()
                 segments.append(_merge(a, b, alive, k))
@@ -497,7 +567,8 @@ class Gallery:
         """Memory held for the registered fingers (templates, vectors, lists, slots, directions)."""
         st = self._state
         index = sum(
-            s.vectors.nbytes
+            2 * s.codes.nbytes  # ours and faiss's copy
+            + 8 * s.size  # faiss's ids
             + s.lists.nbytes
             + s.offsets.nbytes
             + s.slot.nbytes
@@ -571,24 +642,22 @@ class Gallery:
         indexed = sum(seg.size for seg in st.segments)
         k = self.model.lists
         near = self.model.nearest(q, max(p.lists_probed, min(k, -(-p.visit_budget * k // max(1, indexed)))))
-        # (list, live cylinder) visits sorted by list: a run visits its lists in storage order.
-        lst = near.ravel()
-        live = np.repeat(np.arange(q.shape[0], dtype=np.int64), near.shape[1])
-        order = np.argsort(lst, kind="stable")
-        lst, live = lst[order], live[order]
+        keys = np.ascontiguousarray(near, dtype=np.int64)
+        codes = quantise(q).astype(np.float32)  # faiss compares int8 with int8: integers in, exact
+        scale = np.float32(1.0 / (CODE_SCALE * CODE_SCALE))
         tau = np.float32(p.min_similarity)
         vs: list[I64] = []
         slots: list[I32] = []
         thetas: list[F32] = []
         weights: list[F32] = []
         for seg in st.segments:
-            found = _visit(seg, q, lst, live, tau)
+            found = seg.scan(codes, keys, float(tau) * CODE_SCALE * CODE_SCALE)
             if found is not None:
-                i, rows, sims = found
+                i, rows, dots = found
                 vs.append(i)
                 slots.append(seg.slot[rows])
                 thetas.append(seg.theta[rows])
-                weights.append(sims - tau)
+                weights.append(dots * scale - tau)
         if not vs:
             return np.zeros(0, dtype=np.int64)
         score = self._vote(
@@ -609,20 +678,22 @@ class Gallery:
         The first `params.candidates` finger slots, best first."""
         p = self.params
         short = np.sort(short)
-        vectors: list[F32] = []
+        codes: list[I8] = []
         places: list[I64] = []
         thetas: list[F32] = []
         for seg in st.segments:
             rows, place = seg.rows_of(short)
             if rows.size:
-                vectors.append(seg.vectors[rows])
+                codes.append(seg.codes[rows])
                 places.append(place)
                 thetas.append(seg.theta[rows])
-        if not vectors:
+        if not codes:
             return []
-        sims = q @ np.concatenate(vectors).T
+        scaled: F32 = q * np.float32(1.0 / CODE_SCALE)
+        # (rows, live): the rows' side is the long one; thresholding this way round is ~15 % faster.
+        sims: F32 = np.concatenate(codes).astype(np.float32) @ scaled.T
         tau = np.float32(p.rescore_similarity)
-        i, j = np.nonzero(sims > tau)
+        j, i = np.nonzero(sims > tau)
         if i.size == 0:
             return []
         compact = np.concatenate(places)[j]
@@ -631,7 +702,7 @@ class Gallery:
             i.astype(np.int64),
             compact,
             np.concatenate(thetas)[j],
-            sims[i, j] - tau,
+            sims[j, i] - tau,
             short.size,
             best_pair=1.0 - p.rescore_similarity,
         )
@@ -656,54 +727,11 @@ class Gallery:
             cell = (
                 np.floor(rot * np.float32(bins / (2 * math.pi)) + np.float32(offset)).astype(np.int64) % bins
             )
-            votes = np.bincount(finger * bins + cell, weights=weight, minlength=n * bins)
-            np.maximum(score, votes.reshape(n, bins).max(axis=1), out=score)
+            # Cell-major: the maximum over the cells is then an element-wise maximum of `bins` rows
+            # of n, twice as fast as a reduction along rows of 12 (~10 ms at 100,000 fingers).
+            votes = np.bincount(cell * n + finger, weights=weight, minlength=n * bins)
+            np.maximum(score, votes.reshape(bins, n).max(axis=0), out=score)
         return score
-
-
-def _visit(seg: _Segment, q: F32, lst: I64, live: I64, tau: np.float32) -> tuple[I64, I64, F32] | None:
-    """The pairs (live cylinder, row of `seg`, cosine) above `tau` among the visits (`lst[v]`,
-    `live[v]`), sorted by list: every live cylinder against every row of the lists it visits.
-
-    A run small enough is compared whole, in one matrix product, and its pairs outside the visited
-    lists dropped (the same pairs as the inverted file's, whatever the runs' sizes); otherwise one
-    small product per visited list, the live cylinders visiting it together, their results kept
-    in one flat buffer that is thresholded once."""
-    lo, hi = seg.offsets[lst], seg.offsets[lst + 1]
-    sizes = hi - lo
-    pairs = int(sizes.sum())
-    if pairs == 0:
-        return None
-    n = q.shape[0]
-    if seg.size * n <= _DENSE_SHARE * pairs:
-        visited = np.zeros((n, seg.offsets.shape[0] - 1), dtype=bool)
-        visited[live, lst] = True
-        sims = q @ seg.vectors.T
-        i, j = np.nonzero((sims > tau) & visited[:, seg.lists])
-        return i.astype(np.int64), j.astype(np.int64), sims[i, j]
-    starts = np.flatnonzero(np.r_[True, lst[1:] != lst[:-1]])
-    ends = np.r_[starts[1:], lst.size]
-    keep = sizes[starts] > 0
-    starts, ends = starts[keep], ends[keep]
-    a_s, b_s = lo[starts].tolist(), hi[starts].tolist()
-    qs = q[live]
-    vectors = seg.vectors
-    blocks = [
-        (qs[s:e] @ vectors[a:b].T).ravel()
-        for s, e, a, b in zip(starts.tolist(), ends.tolist(), a_s, b_s, strict=True)
-    ]
-    flat = np.concatenate(blocks)
-    (at,) = np.nonzero(flat > tau)
-    if at.size == 0:
-        return None
-    # Flat position -> block -> (visit within the block, row within the list).
-    width = hi[starts] - lo[starts]
-    first = np.cumsum((ends - starts) * width) - (ends - starts) * width
-    block = np.searchsorted(first, at, side="right") - 1
-    within = at - first[block]
-    visit, column = np.divmod(within, width[block])
-    out: F32 = flat[at]
-    return live[starts[block] + visit], lo[starts][block] + column, out
 
 
 def _top(score: NDArray[np.float64], count: int) -> I64:

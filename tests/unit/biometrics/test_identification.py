@@ -7,6 +7,7 @@ import threading
 import zlib
 from collections.abc import Callable
 
+import faiss
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -362,33 +363,49 @@ def _pairs(found: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[tupl
 
 
 @pytest.mark.parametrize("lists", [1, 8, 64])
-def test_a_run_compared_whole_finds_the_pairs_of_the_per_list_scan(
-    gallery: Gallery, probes: list[Template], monkeypatch: pytest.MonkeyPatch, lists: int
+def test_the_compiled_scan_finds_exactly_the_pairs_of_the_visited_lists(
+    gallery: Gallery, probes: list[Template], lists: int
 ) -> None:
-    """The first stage compares a small run whole and drops the pairs outside the visited lists,
-    a large one list by list: both find the same (live cylinder, row, cosine) triples, so the
-    shortlist does not depend on how the index happens to be cut into runs."""
-    tau = np.float32(gallery.params.min_similarity)
+    """The first stage's scan (faiss, int8 inner products over the lists each live cylinder visits)
+    finds the same (live cylinder, row, inner product) triples as every live code against every row
+    of its lists in numpy: no pair of a visited list lost, none of another list added, and the
+    products exact (integers)."""
+    radius = gallery.params.min_similarity * identification.CODE_SCALE**2
     compared = 0
     for probe in probes[:4]:
-        q = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
-        near = gallery.model.nearest(q, lists)
-        lst = near.ravel()
-        live = np.repeat(np.arange(q.shape[0], dtype=np.int64), near.shape[1])
-        order = np.argsort(lst, kind="stable")
+        v = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
+        q = identification.quantise(v).astype(np.float32)
+        near = np.ascontiguousarray(gallery.model.nearest(v, lists), dtype=np.int64)
         for seg in gallery._state.segments:
-            monkeypatch.setattr(identification, "_DENSE_SHARE", 10**9)
-            whole = _pairs(identification._visit(seg, q, lst[order], live[order], tau))
-            monkeypatch.setattr(identification, "_DENSE_SHARE", 0)
-            listed = _pairs(identification._visit(seg, q, lst[order], live[order], tau))
-            assert whole.keys() == listed.keys()
-            assert all(abs(whole[k] - listed[k]) < 1e-5 for k in whole)
-            assert all(int(seg.lists[r]) in near[i].tolist() for i, r in whole)  # only visited lists
-            compared += len(whole)
+            found = _pairs(seg.scan(q, near, radius))
+            dots = q @ seg.codes.astype(np.float32).T
+            visited = np.zeros((q.shape[0], gallery.model.lists), dtype=bool)
+            visited[np.repeat(np.arange(q.shape[0]), near.shape[1]), near.ravel()] = True
+            i, r = np.nonzero((dots > radius) & visited[:, seg.lists])
+            want = {(int(a), int(b)): float(dots[a, b]) for a, b in zip(i, r, strict=True)}
+            assert found == want
+            compared += len(want)
     assert compared > 0, "no pair at all: the test would prove nothing"
-    monkeypatch.setattr(identification, "_DENSE_SHARE", 0)
-    for f, probe in enumerate(probes[:6]):  # and the cascade on the per-list scan still finds the mate
-        assert gallery.search(probe, limit=1)[0][0] == f"card-{f}/right_index"
+
+
+def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]) -> None:
+    """Every run's faiss inverted file holds exactly the run's rows, list by list, also after
+    runs merged and dropped removed fingers: the scan can neither miss a registered cylinder nor
+    return a row of another run (a row number past the run would index another finger)."""
+    g = Gallery()
+    for f in range(60):
+        g.add(f"k{f}", registered[f])
+        if f % 7 == 3:
+            g.remove(f"k{f - 2}")
+    segments = g._state.segments
+    assert sum(seg.size for seg in segments) < sum(t.count for t in registered[:60])  # some dropped
+    for seg in segments:
+        assert seg.ivf.ntotal == seg.size
+        sizes = [seg.ivf.invlists.list_size(j) for j in range(g.model.lists)]
+        assert sizes == np.diff(seg.offsets).tolist()
+        for j in np.flatnonzero(np.diff(seg.offsets))[:20].tolist():
+            ids = faiss.rev_swig_ptr(seg.ivf.invlists.get_ids(j), sizes[j])
+            assert ids.tolist() == list(range(int(seg.offsets[j]), int(seg.offsets[j + 1])))
 
 
 def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:
