@@ -4,31 +4,38 @@ verification/index.py's CardIndex (a property test over random ledgers holds the
 CardIndex keeps a dict of Python ints (about 150 bytes a card) and hashes names with Python's
 per-process hash: fine for one process that loads from the database, impossible to ship. A node
 loads its index from a snapshot that another process (the relay) wrote, so the hashes must mean
-the same in both: names and chip serials are hashed with BLAKE2b keyed by a key derived from the
-deployment's secret (`Settings.derived_key("scaleout-index")`). Neither the snapshot nor the
-ledger stream holds a name or a chip serial, only these keyed hashes.
+the same in both: id numbers, names and chip serials are hashed with SipHash-2-4 (the keyed hash
+made for short inputs, which Python's own `hash` was), each under its own 128-bit key derived from
+the deployment's secret (`Settings.derived_key("scaleout-index")`). The snapshot holds no id
+number, name or chip serial, only these keyed hashes (the few listed holders' end dates and
+`odd` entries excepted, see `dump`).
 
 Layout: numpy arrays sorted by h, one entry per card,
 
-    h      uint64   the id number as an integer (17 digits * 11 + check character), times an odd
-                    constant mod 2**64: a bijection, so h *is* the number, spread evenly
+    h      uint64   keyed hash of the id number
     low    uint64   bits 0-44 of CardIndex's packing: status, the holder's flags, issue and expiry
     name   uint64   keyed hash of the name
-    chip   uint32   keyed hash of the chip serial
+    chip   uint32   keyed hash of the chip serial (its low 32 bits)
 
 = 28 bytes, plus a directory of 4-byte offsets, one per two cards (the top bits of h select a
-bucket of about two entries): 30 bytes a card. A lookup is a multiplication, two directory reads
-and a scan of one or two entries through memoryviews (Python ints, no numpy scalars).
+bucket of about two entries): 30 bytes a card. A lookup is one hash, two directory reads and a
+scan of one or two entries through memoryviews (Python ints, no numpy scalars).
+
+Two numbers share an h with probability 2**-64 a pair (nationally, about a 5 % chance that some
+pair among 1.3 billion cards does). They then share a bucket's run of entries, and each card
+still matches only its own dates, name and chip: answers do not change, and no one can find such
+a pair without the key. (Until format 2 h was the number itself, times an odd constant: exact,
+but a snapshot then held every id number in the clear, and parsing the number cost a single
+check more than the whole dict lookup of CardIndex.)
 
 A batch is looked up at once by `check_many` (a verifier node's batch path): the keys, buckets
-and entries of the whole batch as numpy arrays, the names hashed in one pass, the answers as
-numbers into ANSWER_TABLE; whatever is not the common case (overlay, several cards of a number, a
-chip serial) goes through `check`.
+and entries of the whole batch as numpy arrays, the numbers and names hashed in one pass each,
+the answers as numbers into ANSWER_TABLE; whatever is not the common case (overlay, several cards
+of a number, a chip serial) goes through `check`.
 
 Changes after the snapshot go to a small dict `overlay` (id number -> the number's cards, in
 CardIndex's order), which wins over the arrays; `freeze()` folds it in (the relay does before each
-snapshot). Numbers not of the 18-character shape (never admitted by the API, but the index does
-not rely on it) live in the overlay only.
+snapshot).
 """
 
 from __future__ import annotations
@@ -39,10 +46,12 @@ import io
 import json
 import typing
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from siphashc import siphash
 
 from idguard.verification.index import (
     BLACKLISTED,
@@ -54,8 +63,7 @@ from idguard.verification.index import (
     pack,
 )
 
-_MULT = 0x9E3779B97F4A7C15  # odd: multiplication mod 2**64 is a bijection
-_MASK64 = (1 << 64) - 1
+FORMAT = 2  # the snapshot's layout and hashes (a node refuses a snapshot of another)
 _LOW = (1 << 45) - 1  # status, flags, issue and expiry
 _ISSUE_SHIFT = 5
 _EXPIRY_SHIFT = 25
@@ -64,7 +72,6 @@ _DATES = _LOW & ~31  # issue and expiry
 _CODE_MASK = 31
 _FLAG_SHIFT = 3
 _EPOCH = dt.date(1900, 1, 1).toordinal()
-_CHECK = {str(d): d for d in range(10)} | {"X": 10}
 
 _STATUS_ANSWERS: tuple[tuple[Result, Reason | None], ...] = (
     (Result.VALID, None),
@@ -89,7 +96,6 @@ ANSWER_TABLE: tuple[tuple[Result, Reason | None, int], ...] = (*_ANSWERS, *_EXPI
 EXPIRED_ANSWER = 32
 _ANSWER_NUMBER = {answer: k for k, answer in reversed(list(enumerate(ANSWER_TABLE)))}
 MISMATCH_ANSWER = 36
-_DIGITS = np.array([10**e for e in range(16, -1, -1)], dtype=np.uint64)  # weights of 17 digits
 
 # One card in the overlay: (low, name hash, chip hash).
 Packed = tuple[int, int, int]
@@ -98,56 +104,59 @@ U32 = npt.NDArray[np.uint32]
 BYTES_PER_CARD_LIMIT = 32
 
 
-def number_key(id_number: str) -> int | None:
-    """The id number as an integer, None when it is not 17 digits and a check character."""
-    if len(id_number) != 18:
-        return None
-    head, last = id_number[:17], _CHECK.get(id_number[17])
-    if last is None or not head.isdigit() or not head.isascii():
-        return None
-    return int(head) * 11 + last
-
-
-def spread(key: int) -> int:
-    return (key * _MULT) & _MASK64
-
-
 class Hasher:
-    """The keyed hashes the relay and every node share (BLAKE2b, 8 bytes for a name, 4 for a chip
-    serial, each with its own personalisation)."""
+    """The keyed hashes the relay and every node share: SipHash-2-4 of the UTF-8 bytes, 64 bits
+    for an id number and a name, the low 32 for a chip serial, each under its own key (BLAKE2b
+    of the index key, personalised). A str is hashed as UTF-8 by siphashc itself; one holding a
+    lone surrogate (JSON can carry one) as `encode("utf-8", "surrogatepass")` gives it."""
 
-    __slots__ = ("_chip", "_name")
+    __slots__ = ("_chip", "_name", "_number", "chip_key", "name_key", "number_key")
 
     def __init__(self, key: bytes) -> None:
-        self._name = hashlib.blake2b(key=key[:64], digest_size=8, person=b"idg-name")
-        self._chip = hashlib.blake2b(key=key[:64], digest_size=4, person=b"idg-chip")
+        self.number_key, self.name_key, self.chip_key = (
+            hashlib.blake2b(key=key[:64], digest_size=16, person=person).digest()
+            for person in (b"idg-numb", b"idg-name", b"idg-chip")
+        )
+        self._number = partial(siphash, self.number_key)
+        self._name = partial(siphash, self.name_key)
+        self._chip = partial(siphash, self.chip_key)
 
-    @property
-    def name_state(self) -> Any:
-        """The keyed state `name` copies (for a caller that inlines it)."""
-        return self._name
+    def number(self, id_number: str) -> int:
+        try:
+            return self._number(id_number)
+        except UnicodeEncodeError:
+            return self._number(id_number.encode("utf-8", "surrogatepass"))
 
     def name(self, name: str) -> int:
-        h = self._name.copy()
-        h.update(name.encode("utf-8", "surrogatepass"))
-        return int.from_bytes(h.digest(), "little")
+        try:
+            return self._name(name)
+        except UnicodeEncodeError:
+            return self._name(name.encode("utf-8", "surrogatepass"))
 
     def chip(self, chip_serial: str) -> int:
-        h = self._chip.copy()
-        h.update(chip_serial.encode("utf-8", "surrogatepass"))
-        return int.from_bytes(h.digest(), "little")
+        try:
+            digest: int = self._chip(chip_serial)
+        except UnicodeEncodeError:
+            digest = self._chip(chip_serial.encode("utf-8", "surrogatepass"))
+        return digest & 0xFFFFFFFF
+
+    def numbers(self, id_numbers: Sequence[str]) -> U64:
+        """`number` of each, as one array."""
+        try:
+            return np.fromiter(map(self._number, id_numbers), dtype=np.uint64, count=len(id_numbers))
+        except UnicodeEncodeError:
+            return np.fromiter(map(self.number, id_numbers), dtype=np.uint64, count=len(id_numbers))
 
     def names(self, names: Sequence[str]) -> U64:
-        """`name` of each, as one array (the digests' bytes joined and read as little-endian
-        uint64: the values `name` gives)."""
-        copy = self._name.copy
-        digests: list[bytes] = []
-        add = digests.append
-        for name in names:
-            h = copy()
-            h.update(name.encode("utf-8", "surrogatepass"))
-            add(h.digest())
-        return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64, copy=False)
+        """`name` of each, as one array."""
+        try:
+            return np.fromiter(map(self._name, names), dtype=np.uint64, count=len(names))
+        except UnicodeEncodeError:
+            return np.fromiter(map(self.name, names), dtype=np.uint64, count=len(names))
+
+
+class SnapshotFormatError(ValueError):
+    """A snapshot written in another format than this release reads."""
 
 
 def _view(array: Any) -> memoryview:
@@ -164,18 +173,21 @@ def _empty64() -> U64:
 class CompactIndex(CardIndex):
     """A CardIndex in at most 32 bytes a card (see the module's docstring). It subclasses CardIndex
     so that the verifier (verification/verifier.py) answers from it unchanged; none of
-    CardIndex's storage is used."""
+    CardIndex's storage is used. It knows id numbers only by their keyed hash h: the overlay and
+    the listings' end dates are keyed by h too."""
 
     __slots__ = (
         "_base_cards",
         "_bits",
         "_chip",
         "_dir",
+        "_ends",
         "_h",
+        "_hash_name",
+        "_hash_number",
         "_hasher",
         "_low",
         "_name",
-        "_name_state",
         "_over",
         "_shift",
         "_v_chip",
@@ -188,8 +200,12 @@ class CompactIndex(CardIndex):
     def __init__(self, key: bytes) -> None:
         super().__init__()
         self._hasher = Hasher(key)
-        self._name_state = self._hasher.name_state
-        self._over: dict[str, tuple[Packed, ...]] = {}
+        # siphashc's own function with its key bound: the hot path calls them (Hasher.number and
+        # Hasher.name are the same with the surrogate fallback, which `check` takes itself)
+        self._hash_number = partial(siphash, self._hasher.number_key)
+        self._hash_name = partial(siphash, self._hasher.name_key)
+        self._over: dict[int, tuple[Packed, ...]] = {}  # h -> the number's cards
+        self._ends: dict[int, int] = {}  # h -> last day of a listing with an end date
         self._set_arrays(_empty64(), _empty64(), _empty64(), np.zeros(0, dtype=np.uint32))
 
     # -- the arrays --------------------------------------------------------------------------
@@ -226,11 +242,10 @@ class CompactIndex(CardIndex):
         index._set_arrays(h, low, name, chip)
         return index
 
-    def _base(self, id_number: str) -> tuple[Packed, ...]:
-        key = number_key(id_number)
-        if key is None or not self._base_cards:
+    def _base(self, h: int) -> tuple[Packed, ...]:
+        """The cards under h in the arrays."""
+        if not self._base_cards:
             return ()
-        h = spread(key)
         b = h >> self._shift
         found: list[Packed] = []
         v_h = self._v_h
@@ -264,17 +279,23 @@ class CompactIndex(CardIndex):
         self, id_number: str, low: int, name: int, chip: int, blacklisted_until: dt.date | None
     ) -> None:
         """The same with the card already packed and hashed (as the ledger stream carries it)."""
+        h = self._hasher.number(id_number)
         if low & BLACKLISTED and blacklisted_until is not None:
-            self._until[id_number] = blacklisted_until.toordinal() - _EPOCH
-        elif self._until:
-            self._until.pop(id_number, None)
-        current = self._over.get(id_number)
+            self._ends[h] = blacklisted_until.toordinal() - _EPOCH
+        elif self._ends:
+            self._ends.pop(h, None)
+        current = self._over.get(h)
         if current is None:
-            current = self._base(id_number)  # the number moves to the overlay whole
+            current = self._base(h)  # the number moves to the overlay whole
         identity = (low >> _ISSUE_SHIFT, name, chip)
         kept = tuple(p for p in current if (p[0] >> _ISSUE_SHIFT, p[1], p[2]) != identity)
-        self._over[id_number] = (*kept, (low, name, chip))
+        self._over[h] = (*kept, (low, name, chip))
         self.cards += len(kept) + 1 - len(current)
+
+    def blacklisted(self, id_number: str, today: dt.date) -> bool:
+        """CardIndex.blacklisted (read only for a card carrying the flag)."""
+        until = self._ends.get(self._hasher.number(id_number)) if self._ends else None
+        return until is None or today.toordinal() - _EPOCH <= until
 
     def check(
         self,
@@ -286,15 +307,12 @@ class CompactIndex(CardIndex):
         chip_serial: str | None = None,
     ) -> tuple[Result, Reason | None, int]:
         """CardIndex.check, answer for answer."""
-        entry = self._over.get(id_number) if self._over else None
-        if entry is None:
-            # number_key, inlined (this is the hot path)
-            if len(id_number) != 18 or (last := _CHECK.get(id_number[17])) is None:
-                return _MISMATCH
-            head = id_number[:17]
-            if not head.isdigit() or not head.isascii() or not self._base_cards:
-                return _MISMATCH
-            h = ((int(head) * 11 + last) * _MULT) & _MASK64
+        try:
+            h = self._hash_number(id_number)
+        except UnicodeEncodeError:
+            h = self._hasher.number(id_number)
+        entry = self._over.get(h) if self._over else None
+        if entry is None:  # (an empty index's directory is all zeros: no entry to scan)
             b = h >> self._shift
             v_h = self._v_h
             lo, hi = self._v_dir[b], self._v_dir[b + 1]
@@ -303,17 +321,19 @@ class CompactIndex(CardIndex):
             if lo == hi:
                 return _MISMATCH
             if lo + 1 < hi and v_h[lo + 1] == h:  # several cards of the number: the general loop
-                entry = self._base(id_number)
-            else:  # one card: the common case, inlined
+                entry = self._base(h)
+            else:  # one card: the common case, inlined (this is the hot path)
                 low = self._v_low[lo]
                 want = (issued_on.toordinal() - _EPOCH) << _ISSUE_SHIFT | (
                     0 if expires_on is None else expires_on.toordinal() - _EPOCH
                 ) << _EXPIRY_SHIFT
                 if low & _DATES != want:
                     return _MISMATCH
-                hashed = self._name_state.copy()  # Hasher.name, inlined
-                hashed.update(name.encode("utf-8", "surrogatepass"))
-                if self._v_name[lo] != int.from_bytes(hashed.digest(), "little"):
+                try:
+                    named = self._hash_name(name)
+                except UnicodeEncodeError:
+                    named = self._hasher.name(name)
+                if self._v_name[lo] != named:
                     return _MISMATCH
                 if chip_serial is not None and self._v_chip[lo] != self._hasher.chip(chip_serial):
                     return _MISMATCH
@@ -351,37 +371,23 @@ class CompactIndex(CardIndex):
         chips: Sequence[str | None] | None = None,
     ) -> npt.NDArray[np.intp]:
         """`check` of many at once, as numbers into ANSWER_TABLE (`ANSWER_TABLE[k]` is what
-        `check` answers). Numpy does the common case (a number of the 18-character shape with
-        one card in the arrays, no chip serial): the numbers' keys, the directory's buckets, the
-        entries and the comparisons, with the names hashed in one pass; a number in the overlay,
-        one with several cards, a chip serial or another shape is answered by `check` itself."""
+        `check` answers). Numpy does the common case (a number with one card in the arrays, no
+        chip serial): the directory's buckets, the entries and the comparisons, with the numbers
+        and the names hashed in one pass each; a number in the overlay, one with several cards or
+        a chip serial is answered by `check` itself."""
         n = len(id_numbers)
         answers = np.full(n, MISMATCH_ANSWER, dtype=np.intp)
         if n == 0:
             return answers
+        h = self._hasher.numbers(id_numbers)
         scalar = np.zeros(n, dtype=bool)  # answered one by one, by check()
-        joined = "".join(id_numbers)
-        # (18 characters each: n of them, none longer)
-        shaped = len(joined) == 18 * n and joined.isascii() and max(map(len, id_numbers)) == 18
-        if shaped:
-            raw = np.frombuffer(joined.encode("ascii"), dtype=np.uint8).reshape(n, 18)
-            digits = raw[:, :17] - np.uint8(48)
-            last = raw[:, 17]
-            good = (digits <= 9).all(axis=1) & ((last - np.uint8(48) <= 9) | (last == ord("X")))
-            check_digit = np.where(last == ord("X"), np.uint64(10), (last - np.uint8(48)).astype(np.uint64))
-            keys = digits.astype(np.uint64) @ _DIGITS * np.uint64(11) + check_digit
-            scalar |= ~good
-        else:
-            scalar[:] = True
-            keys = np.zeros(n, dtype=np.uint64)
         if chips is not None:
             scalar |= np.fromiter((c is not None for c in chips), dtype=bool, count=n)
         over = self._over
-        if over and not over.keys().isdisjoint(id_numbers):
-            scalar |= np.fromiter((x in over for x in id_numbers), dtype=bool, count=n)
+        if over:
+            scalar |= np.isin(h, np.fromiter(over, dtype=np.uint64, count=len(over)))
         todo = ~scalar
         if self._base_cards and todo.any():
-            h = keys * np.uint64(_MULT)  # mod 2**64, as spread()
             bucket = (h >> np.uint64(self._shift)).astype(np.intp)
             lo = self._dir[bucket].astype(np.intp)
             hi = self._dir[bucket + 1].astype(np.intp)
@@ -443,32 +449,24 @@ class CompactIndex(CardIndex):
         return answers
 
     def bare_lookup(self, id_number: str) -> bool:
-        return bool(self._over.get(id_number) or self._base(id_number))
+        h = self._hasher.number(id_number)
+        return bool(self._over.get(h) or self._base(h))
 
     # -- snapshots ---------------------------------------------------------------------------
 
     def freeze(self) -> None:
-        """Fold the overlay into the arrays (numbers of another shape stay in the overlay)."""
-        keep: dict[str, tuple[Packed, ...]] = {}
-        rows: list[tuple[int, int, int, int]] = []
-        replaced: list[int] = []
-        for id_number, cards in self._over.items():
-            key = number_key(id_number)
-            if key is None:
-                keep[id_number] = cards
-                continue
-            spread_key = spread(key)
-            replaced.append(spread_key)
-            rows.extend((spread_key, low, name, chip) for low, name, chip in cards)
-        if not rows:
+        """Fold the overlay into the arrays."""
+        if not self._over:
             return
+        rows = [(h, low, name, chip) for h, cards in self._over.items() for low, name, chip in cards]
+        replaced = np.fromiter(self._over, dtype=np.uint64, count=len(self._over))
         new = np.array(rows, dtype=np.uint64).reshape(-1, 4)
-        stay = ~np.isin(self._h, np.array(replaced, dtype=np.uint64))
+        stay = ~np.isin(self._h, replaced)
         h = np.concatenate([self._h[stay], new[:, 0]])
-        # Stable: a number's cards keep their order (base before overlay never mixes: a number
-        # is wholly in one or the other).
+        # Stable: a number's cards keep their order (base before overlay never mixes: an h is
+        # wholly in one or the other).
         order = np.argsort(h, kind="stable")
-        self._over = keep
+        self._over = {}
         self._set_arrays(
             h[order],
             np.concatenate([self._low[stay], new[:, 1]])[order],
@@ -477,14 +475,14 @@ class CompactIndex(CardIndex):
         )
 
     def dump(self, seq: int, extra: dict[str, Any]) -> bytes:
-        """The index as a snapshot: a JSON header line (seq, counts, end dates of listings,
-        numbers of another shape, `extra`) and the raw arrays. `freeze` first."""
+        """The index as a snapshot: a JSON header line (the format, seq, the count, the end dates
+        of listings by h, `extra`) and the raw arrays. Folds the overlay in first."""
         self.freeze()
         header = {
+            "format": FORMAT,
             "seq": seq,
             "cards": len(self._h),
-            "until": self._until,
-            "odd": {k: list(v) for k, v in self._over.items()},
+            "ends": {str(h): day for h, day in self._ends.items()},
             **extra,
         }
         out = io.BytesIO()
@@ -495,9 +493,14 @@ class CompactIndex(CardIndex):
 
     @classmethod
     def restore(cls, key: bytes, blob: bytes | bytearray) -> tuple[CompactIndex, dict[str, Any]]:
-        """An index from `dump`'s bytes, the arrays read in place (no copy), and its header."""
+        """An index from `dump`'s bytes, the arrays read in place (no copy), and the rest of its
+        header. A snapshot of another format (another layout or other hashes) is refused: its
+        answers would all be wrong (a relay of this release writes a new one when it starts)."""
         end = blob.index(b"\n")
         header: dict[str, Any] = json.loads(blob[:end])
+        found = header.pop("format", 1)
+        if found != FORMAT:
+            raise SnapshotFormatError(f"the snapshot is of format {found}; this node reads format {FORMAT}")
         n = int(header["cards"])
         view = memoryview(blob)[end + 1 :]
         arrays: list[Any] = []
@@ -514,7 +517,6 @@ class CompactIndex(CardIndex):
             arrays.append(np.frombuffer(view, dtype=dtype, count=count, offset=offset))
             offset += count * np.dtype(dtype).itemsize
         index = cls(key)
-        index._until = {k: int(v) for k, v in header.pop("until").items()}
-        index._over = {k: tuple((c[0], c[1], c[2]) for c in v) for k, v in header.pop("odd").items()}
+        index._ends = {int(h): int(day) for h, day in header.pop("ends").items()}
         index._set_arrays(*arrays)
         return index, header
