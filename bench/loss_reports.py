@@ -10,12 +10,23 @@ one INSERT of one row and a COMMIT, on the same engine, in the same run, the two
 ten blocks (a busy neighbour slows both alike). Target: ratio >= 0.5.
 
     .venv/bin/python bench/loss_reports.py [--reports 2000] [--postgres-url URL]
+
+Against an older tree (`--against DIR`, its `src`, e.g. from `git archive HEAD src | tar -x -C
+DIR`): two processes per database, this tree's and the older one's (PYTHONPATH), each on its own
+copy of the database, run the same blocks in turn (the order swapped every block), so the two
+are measured side by side through the same load; both ratios and both client CPUs are printed.
+
+    .venv/bin/python bench/loss_reports.py --against /work/old/src
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -164,13 +175,82 @@ def run(name: str, url: str, n: int) -> tuple[str, float, float, float, float]:
     return name, n / bare_s, n / report_s, bare_cpu / n * 1e6, report_cpu / n * 1e6
 
 
+def serve(url: str, n: int) -> None:
+    """A side-by-side worker (`--against`): seed, warm, say so, then for each block number read
+    from stdin run that block (bare inserts, then loss reports) and answer its times as JSON."""
+    engine = make_engine(settings_for(url))
+    migrate.upgrade(engine)
+    actor, cards = seed(engine, n + 20)
+    bare_inserts(engine, 0)
+    loss_reports(engine, actor, cards[n:])
+    size = max(1, n // BLOCKS)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        start = int(line) * size
+        block = cards[start : min(n, start + size)]
+        cpu = time.process_time()
+        bare = len(block) / bare_inserts(engine, len(block), first=start)
+        bare_cpu = time.process_time() - cpu
+        cpu = time.process_time()
+        reports = len(block) / loss_reports(engine, actor, block)
+        times = [bare, bare_cpu, reports, time.process_time() - cpu]
+        print(json.dumps(times), flush=True)
+    engine.dispose()
+
+
+def side_by_side(name: str, urls: dict[str, str], srcs: dict[str, str], n: int) -> list[tuple[str, ...]]:
+    """This tree and an older one, block by block, each on its own database (`serve`)."""
+    workers = {}
+    for tree, url in urls.items():
+        env = {**os.environ, "PYTHONPATH": srcs[tree]}
+        workers[tree] = subprocess.Popen(  # noqa: S603 - this script, with a bench database's URL
+            [sys.executable, __file__, "--serve", url, "--reports", str(n)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+    try:
+        for worker in workers.values():
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        sums = {tree: [0.0, 0.0, 0.0, 0.0] for tree in workers}
+        order = list(workers)
+        for k in range(-(-n // max(1, n // BLOCKS))):
+            for tree in order if k % 2 == 0 else order[::-1]:
+                worker = workers[tree]
+                assert worker.stdin is not None
+                assert worker.stdout is not None
+                worker.stdin.write(f"{k}\n")
+                worker.stdin.flush()
+                for i, value in enumerate(json.loads(worker.stdout.readline())):
+                    sums[tree][i] += value
+    finally:
+        for worker in workers.values():
+            assert worker.stdin is not None
+            worker.stdin.close()
+            worker.wait()
+    rows = []
+    for tree, (bare_s, bare_cpu, report_s, report_cpu) in sums.items():
+        rows.append((f"{name} [{tree}]", n / bare_s, n / report_s, bare_cpu / n * 1e6, report_cpu / n * 1e6))
+    return rows  # type: ignore[return-value]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--reports", type=int, default=2000)
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--against", metavar="SRC", help="an older tree's src directory, run side by side")
+    parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.reports)
+        return
+    if args.against:
+        main_side_by_side(args)
+        return
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rows.append(
@@ -192,6 +272,34 @@ def main() -> None:
         print(
             f"{name:32} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}"
             f"                 {bare_cpu:20.0f} {report_cpu:7.0f}"
+        )
+
+
+def main_side_by_side(args: argparse.Namespace) -> None:
+    here = str(Path(__file__).resolve().parent.parent / "src")
+    srcs = {"this tree": here, "older": str(Path(args.against).resolve())}
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        urls = {tree: f"sqlite:///{Path(tmp) / f'bench{i}.db'}" for i, tree in enumerate(srcs)}
+        rows += side_by_side("sqlite (WAL, synchronous=FULL)", urls, srcs, args.reports)
+    admin = admin_engine(args.postgres_url)
+    try:
+        with (
+            scratch_database(admin, args.postgres_url, "idguard_bench_lr") as new,
+            scratch_database(admin, args.postgres_url, "idguard_bench_lr_older") as old,
+        ):
+            rows += side_by_side("postgresql", {"this tree": new, "older": old}, srcs, args.reports)
+    except sa.exc.OperationalError as exc:
+        print(f"postgresql skipped: {type(exc.orig).__name__}")
+    print(f"\n({uptime()})")
+    print(f"{args.reports} loss reports, one transaction each, vs. {args.reports} bare insert+commit")
+    print(
+        f"{'database':44} {'bare insert/s':>14} {'loss report/s':>14} {'ratio':>7}"
+        f"   {'client CPU us: bare':>20} {'report':>7}"
+    )
+    for name, baseline, reports, bare_cpu, report_cpu in rows:
+        print(
+            f"{name:44} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}   {bare_cpu:20.0f} {report_cpu:7.0f}"
         )
 
 

@@ -13,6 +13,11 @@ orders the appends, orders the chain too. On PostgreSQL the hash is computed by 
 statement itself (`sha256()` over the text core.chain defines), so an append stays one
 statement and one round trip; on SQLite by a Python function the head's UPDATE calls, under the
 write lock.
+
+The loss report's statements (`record_guarded`, and SQLite's appends) are compiled once and run
+on the DBAPI cursor of the session's own transaction (`_Statements`): SQLAlchemy's work on each
+execution cost more client CPU than the statement's round trip. Same SQL, same bound values,
+errors raised as `Connection.execute` raises them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, make_transient_to_detached
@@ -30,7 +35,7 @@ from idguard import uow
 from idguard.core import chain as hash_chain
 from idguard.core.grants import Actor
 from idguard.registry.lifecycle import CardStatus, EventKind, transition
-from idguard.registry.models import Card, LedgerEvent, LedgerHead
+from idguard.registry.models import Card, LedgerEvent, LedgerHead, LossReport
 
 _head = cast(sa.Table, LedgerHead.__table__)
 _events = cast(sa.Table, LedgerEvent.__table__)
@@ -145,9 +150,9 @@ _PG_CHANGE_AND_APPEND = _pg_append(_allocated)
 # The same, inserting one more row (a loss report) in a data-modifying CTE of the statement:
 # built once per table and set of columns.
 _PG_WITH_ROW: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
-_SQLITE_ROW: dict[str, sa.Insert] = {}
-# Per mapped class: (attribute, column) of every column attribute.
-_ROW_COLUMNS: dict[type, tuple[tuple[str, str], ...]] = {}
+_SQLITE_ROW: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
+# Per mapped class: its table, and (attribute, column) of every column attribute.
+_ROW_COLUMNS: dict[type, tuple[sa.Table, tuple[tuple[str, str], ...]]] = {}
 
 
 def _pg_change_append_and_insert(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
@@ -163,13 +168,36 @@ def _pg_change_append_and_insert(table: sa.Table, columns: tuple[str, ...]) -> s
     return stmt
 
 
+_T = TypeVar("_T")
+# The classes `built` makes, and their instrumentation.
+_MANAGERS: dict[type, Any] = {cls: sa.orm.class_mapper(cls).class_manager for cls in (Card, LossReport)}
+
+
+def built(cls: type[_T], values: dict[str, Any]) -> _T:
+    """A new (transient) object of a mapped class holding `values`, as `cls(**values)` would
+    hold them, without the instrumented constructor: its change events on each value are what
+    `make_transient_to_detached` discards at once, and cost more than the rest of the object's
+    making on the loss report's hot path. For plain tables whose constructor does nothing else
+    (no defaults, no validators): a loss report, a card read back."""
+    obj = _MANAGERS[cls].new_instance()
+    obj.__dict__.update(values)
+    return cast(_T, obj)
+
+
 def _row_values(obj: object) -> tuple[sa.Table, dict[str, Any]]:
+    """The table of a new object and its row: every column's value, by column name."""
     cls = type(obj)
-    mapper = sa.inspect(cls)
-    pairs = _ROW_COLUMNS.get(cls)
-    if pairs is None:
-        pairs = _ROW_COLUMNS[cls] = tuple((prop.key, prop.columns[0].name) for prop in mapper.column_attrs)
-    return cast(sa.Table, mapper.local_table), {column: getattr(obj, key) for key, column in pairs}
+    found = _ROW_COLUMNS.get(cls)
+    if found is None:
+        mapper = sa.inspect(cls)
+        pairs = tuple((prop.key, prop.columns[0].name) for prop in mapper.column_attrs)
+        found = _ROW_COLUMNS[cls] = (cast(sa.Table, mapper.local_table), pairs)
+    table, pairs = found
+    held = obj.__dict__  # a new object holds every value it was given (`built` or a constructor)
+    try:
+        return table, {column: held[key] for key, column in pairs}
+    except KeyError:  # one not given: its default, as the attribute reads it
+        return table, {column: getattr(obj, key) for key, column in pairs}
 
 
 # An issue event (the card was just inserted, no status to change): the head and the event.
@@ -182,23 +210,144 @@ _PG_APPEND = _pg_append(
 )
 
 
-_INSERT_EVENT = sa.insert(_events)  # built once: a new statement costs its cache key on every call
+# SQLite: the event, every column bound (prefixed: a parameter named like a column is reserved).
+_INSERT_EVENT = sa.insert(_events).values(
+    {
+        name: sa.bindparam(f"ev_{name}", type_=_events.c[name].type)
+        for name in ("seq", *EVENT_COLUMNS, "chain")
+    }
+)
 
 
-def _append(conn: sa.Connection, values: dict[str, object], tail: str) -> int:
+class _Direct:
+    """A statement compiled once for one dialect, to run straight on the DBAPI cursor of a
+    connection's transaction (`_Statements.run`): on the loss report's hot path SQLAlchemy's
+    work on every execution (the cache key, the compiled lookup, the execution context, the
+    result object) cost more client CPU than the driver and the round trip. The same SQL and
+    the same values as `conn.execute`: its bind and result processors are the compiled
+    statement's own."""
+
+    __slots__ = ("_results", "_types", "names", "plan", "positional", "sql")
+
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
+        compiled = cast(Any, statement).compile(dialect=dialect)
+        if compiled.escaped_bind_names or compiled.literal_execute_params or compiled.post_compile_params:
+            raise ValueError("a direct statement binds plain parameters only")
+        processors = compiled._bind_processors
+        self.sql: str = compiled.string
+        static: dict[str, Any] = {}  # literals of the statement's construction: processed once
+        required: dict[str, Any] = {}  # the caller's parameters: name -> its processor or None
+        for bind, name in compiled.bind_names.items():
+            process = processors.get(name)
+            if bind.required or (bind.value is None and bind.callable is None):
+                required[name] = process
+            else:
+                value = bind.effective_value
+                static[name] = value if process is None else process(value)
+        self.positional = bool(compiled.positional)
+        # Per parameter (in the SQL's order for a positional driver): its name, its processor,
+        # and whether it is a literal, with its processed value.
+        self.names = tuple(compiled.positiontup if self.positional else [*required, *static])
+        self.plan = tuple(
+            (name, None, True, static[name]) if name in static else (name, required[name], False, None)
+            for name in self.names
+        )
+        self._types = tuple(entry.type for entry in compiled._result_columns)
+        self._results: tuple[Any, ...] | None = None  # per result column: its processor or None
+
+
+class _Statements:
+    """The statements of one change on `conn`, each run on the DBAPI cursor (`_Direct`). An
+    error is raised as `conn.execute` raises it (`_handle_dbapi_exception`: wrapped, and a lost
+    connection invalidated). Listeners of cursor executions (a test counting statements,
+    tracing) still see every statement: with any, `run` takes `conn.execute`."""
+
+    __slots__ = ("compiled", "conn", "listened")
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        dispatch = conn.dispatch
+        self.listened = (conn._has_events or conn.engine._has_events) and bool(
+            dispatch.before_cursor_execute or dispatch.after_cursor_execute
+        )
+        dialect = conn.dialect
+        found = _DIRECT.get(id(dialect))
+        if found is None:
+            found = _DIRECT[id(dialect)] = (dialect, {})
+        self.compiled = found[1]
+
+    def run(self, statement: sa.Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Execute `statement` with `params` (every parameter it binds; others are ignored);
+        the rows it returns."""
+        conn = self.conn
+        if self.listened:
+            result = conn.execute(statement, params)
+            return [tuple(row) for row in result] if result.returns_rows else []
+        found = self.compiled.get(id(statement))
+        if found is None:
+            found = self.compiled[id(statement)] = (statement, _Direct(statement, conn.dialect))
+        direct = found[1]
+        values = [
+            static if literal else params[name] if process is None else process(params[name])
+            for name, process, literal, static in direct.plan
+        ]
+        args: Any = tuple(values) if direct.positional else dict(zip(direct.names, values, strict=True))
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(direct.sql, args)
+            rows = cursor.fetchall() if direct._types else []
+        except BaseException as exc:
+            conn._handle_dbapi_exception(exc, direct.sql, args, cursor, None)
+        results = direct._results
+        if results is None and direct._types:  # psycopg builds its description anew on each read
+            results = direct._results = tuple(
+                type_._cached_result_processor(conn.dialect, column[1])
+                for type_, column in zip(direct._types, cursor.description, strict=True)
+            )
+        cursor.close()
+        if results and any(results):
+            return [
+                tuple(
+                    value if process is None else process(value)
+                    for process, value in zip(results, row, strict=True)
+                )
+                for row in rows
+            ]
+        return cast(list[tuple[Any, ...]], rows)
+
+
+# Per dialect (each engine's own: its compiled SQL can depend on the server's version), per
+# statement: its _Direct. The objects whose ids are keys are kept alive here, so no id is reused.
+_DIRECT: dict[int, tuple[sa.Dialect, dict[int, tuple[sa.Executable, _Direct]]]] = {}
+
+
+def _append(statements: _Statements, values: dict[str, object], tail: str) -> int:
     """Allocate the next seq and append the event with its chain value (SQLite).
 
     The UPDATE takes the head row's lock until commit: concurrent writers queue here, so they
     commit in sequence order, a rollback gives the number back (no gaps), and each event links
     from the one committed before it.
     """
-    pooled = conn.connection  # the DBAPI connection's pool record outlives this checkout
+    pooled = statements.conn.connection  # the DBAPI connection's pool record outlives this checkout
     if _SQLITE_LINK not in pooled.info:
         pooled.driver_connection.create_function(_SQLITE_LINK, 3, _sqlite_link, deterministic=True)  # type: ignore[union-attr]
         pooled.info[_SQLITE_LINK] = True
-    seq, chain = conn.execute(_NEXT_SEQ, {"ev_tail": tail}).one()
-    conn.execute(_INSERT_EVENT, {"seq": seq, **values, "chain": chain})
+    ((seq, chain),) = statements.run(_NEXT_SEQ, {"ev_tail": tail})
+    params = {f"ev_{name}": value for name, value in values.items()}
+    params.update(ev_seq=seq, ev_chain=chain)
+    statements.run(_INSERT_EVENT, params)
     return int(seq)
+
+
+def _sqlite_insert_row(statements: _Statements, table: sa.Table, row: dict[str, Any]) -> None:
+    """INSERT `row` (every column of `table`) into `table` (SQLite)."""
+    key = (table.name, tuple(row))
+    insert = _SQLITE_ROW.get(key)
+    if insert is None:
+        insert = _SQLITE_ROW[key] = sa.insert(table).values(
+            {name: sa.bindparam(f"row_{name}", type_=table.c[name].type) for name in row}
+        )
+    statements.run(insert, {f"row_{name}": value for name, value in row.items()})
 
 
 def record(
@@ -263,15 +412,12 @@ def record(
                 params.update({f"row_{k}": v for k, v in row.items()})
             seq = int(conn.execute(stmt, params).scalar_one())
     else:
+        statements = _Statements(conn)
         if not initial:
-            conn.execute(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
-        seq = _append(conn, values, tail)
+            statements.run(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
+        seq = _append(statements, values, tail)
         if with_row is not None:
-            table, row = _row_values(with_row)
-            insert = _SQLITE_ROW.get(table.name)
-            if insert is None:
-                insert = _SQLITE_ROW[table.name] = sa.insert(table)
-            conn.execute(insert, row)
+            _sqlite_insert_row(statements, *_row_values(with_row))
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
@@ -415,25 +561,23 @@ def record_guarded(
     stmt = guard.statement(conn.dialect.name, table, tuple(row))
     if conn.dialect.name == "postgresql":
         # The canonical tail around the holder's id (EVENT_COLUMNS: card, then person).
-        change["ev_tail_a"] = hash_chain.canonical_tail([card_id])[:-1] + ',"'
+        change["ev_tail_a"] = f'"{card_id}","'  # canonical_tail([card_id]), then the id's opening quote
         change["ev_tail_b"] = '",' + hash_chain.canonical_tail([values[n] for n in EVENT_COLUMNS[2:]])
         change.update({f"ev_{k}": v for k, v in values.items() if k != "person_id"})
         change.update({f"row_{k}": v for k, v in row.items()})
-        found = conn.execute(stmt, change).one_or_none()
-        if found is None:
+        found = _Statements(conn).run(stmt, change)
+        if not found:
             return None
-        seq, _, values["person_id"], *read = found
+        ((seq, _, values["person_id"], *read),) = found
     else:
-        found = conn.execute(stmt, change).one_or_none()
-        if found is None:
+        statements = _Statements(conn)
+        found = statements.run(stmt, change)
+        if not found:
             return None
-        values["person_id"], *read = found
+        ((values["person_id"], *read),) = found
         tail = hash_chain.canonical_tail([values[name] for name in EVENT_COLUMNS])
-        seq = _append(conn, values, tail)
-        insert = _SQLITE_ROW.get(table.name)
-        if insert is None:
-            insert = _SQLITE_ROW[table.name] = sa.insert(table)
-        conn.execute(insert, row)
+        seq = _append(statements, values, tail)
+        _sqlite_insert_row(statements, table, row)
     make_transient_to_detached(with_row)  # persistent, as a flush would have left it
     session.add(with_row)
     uow.changed(session, ledger_seq=int(seq), notified=True)
@@ -444,7 +588,8 @@ def record_guarded(
         for name, value in loaded.items():
             set_committed_value(card, name, value)
         return card
-    card = Card(id=card_id, **loaded)
+    loaded["id"] = card_id
+    card = built(Card, loaded)
     make_transient_to_detached(card)
     session.add(card)
     return card

@@ -123,18 +123,21 @@ def _new_report(
     actor: Actor,
     now: dt.datetime,
 ) -> LossReport:
-    """The report row, as either path inserts it with the ledger event."""
-    return LossReport(
-        report_no=new_reference("LR"),
-        card_id=card_id,
-        reason=reason,
-        office=office,
-        applicant_id_number=applicant_number,
-        by_guardian=by_guardian,
-        accepted_by=actor.staff_id,
-        accepted_at=now,
-        cancelled_at=None,
-        cancelled_by=None,
+    """The report row, as either path inserts it with the ledger event (every column set)."""
+    return ledger.built(
+        LossReport,
+        {
+            "report_no": new_reference("LR"),
+            "card_id": card_id,
+            "reason": reason,
+            "office": office,
+            "applicant_id_number": applicant_number,
+            "by_guardian": by_guardian,
+            "accepted_by": actor.staff_id,
+            "accepted_at": now,
+            "cancelled_at": None,
+            "cancelled_by": None,
+        },
     )
 
 
