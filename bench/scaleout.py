@@ -26,7 +26,8 @@ in bench/verify). Every part prints its baseline beside it; this machine's two c
            those in the stream (target: 0 acknowledged checks missing).
 5. check   In-process check cost (CPU time): CompactIndex.check vs CardIndex.check on the same
            1,000,000 cards and queries, with the index's own strings and with new ones (as a
-           request brings them: no hash cached).
+           request brings them: no hash cached). With `--old-src DIR`, that tree's CompactIndex
+           too, in its own process, before this tree's rounds and after them.
 6. lease   The node's lease (read-your-write under a partial partition): the relay's beats are
            leases, every 50 ms (lease / 5) where they were every 100 ms; idle nodes of both side
            by side in the same windows: node CPU per second, messages per second, the relay's
@@ -623,8 +624,41 @@ def part_kill(args: argparse.Namespace) -> None:
         d.close()
 
 
+def _compact_fresh(rounds: int) -> None:
+    """`--parts compact-fresh` (run by part_check in another tree's process): that tree's
+    CompactIndex on part_check's cards and fresh queries, CPU per check, one line a round."""
+    cards = population(1_000_000)
+    compact = CompactIndex(b"bench-key" * 4)
+    compact.load(cards)
+    rng = random.Random(3)
+    same = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
+    same += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
+    fresh = [(n.encode().decode(), nm.encode().decode(), i, e) for n, nm, i, e in same]
+    for _ in range(rounds):
+        check = compact.check
+        started = time.process_time()
+        for number, nm, issued, expires in fresh:
+            check(number, nm, issued, expires, TODAY, None)
+        print(f"FRESH {(time.process_time() - started) / len(fresh) * 1e6:.3f}", flush=True)
+
+
 def part_check(args: argparse.Namespace) -> None:
     print(f"\n== 5. in-process check cost, same 1,000,000 cards and queries (load {uptime()})")
+    older: list[float] = []
+    command = [sys.executable, str(Path(__file__).resolve()), "--parts", "compact-fresh", "--rounds", "2"]
+
+    def other_tree() -> None:  # the other tree's CompactIndex (--old-src), in its own process
+        out = subprocess.run(  # noqa: S603 - our own argv
+            command,
+            env={**os.environ, "PYTHONPATH": args.old_src},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        older.extend(float(line.split()[1]) for line in out.splitlines() if line.startswith("FRESH"))
+
+    if args.old_src:
+        other_tree()
     cards = population(1_000_000)
     reference = CardIndex()
     reference.load(cards)
@@ -648,6 +682,12 @@ def part_check(args: argparse.Namespace) -> None:
                 us = (time.process_time() - started) / len(queries) * 1e6
                 seen.setdefault((label, name), []).append(us)
                 print(f"   {label:5s} {name:13s} {us:.2f} us/check")
+    if args.old_src:
+        other_tree()
+        print(
+            f"   the other tree's CompactIndex, fresh: {' '.join(f'{us:.2f}' for us in older)} us/check "
+            f"(median {statistics.median(older):.2f}; this tree's {statistics.median(seen['fresh', 'CompactIndex']):.2f})"
+        )
     for label in ("same", "fresh"):
         card, compact_us = (
             statistics.median(seen[label, "CardIndex"]),
@@ -665,6 +705,7 @@ PARTS = {
     "index": part_index,
     "kill": part_kill,
     "check": part_check,
+    "compact-fresh": lambda args: _compact_fresh(args.rounds),
     "lease": part_lease,
 }
 
@@ -690,7 +731,9 @@ def main() -> None:
     )
     parser.add_argument("--node-workers", type=int, default=1, help="batch part: the node's processes")
     parser.add_argument(
-        "--old-src", default=None, help="batch part: also run nodes from this source tree (holding idguard/)"
+        "--old-src",
+        default=None,
+        help="batch part: also run nodes from this source tree (holding idguard/); check part: its CompactIndex",
     )
     parser.add_argument("--lease-nodes", type=int, default=2, help="lease part: idle nodes of each kind")
     parser.add_argument("--nats", default=os.environ.get("IDGUARD_NATS_URL", "nats://127.0.0.1:4222"))

@@ -183,11 +183,11 @@ class CompactIndex(CardIndex):
         "_dir",
         "_ends",
         "_h",
-        "_hash_name",
-        "_hash_number",
         "_hasher",
         "_low",
         "_name",
+        "_name_key",
+        "_number_key",
         "_over",
         "_shift",
         "_v_chip",
@@ -200,10 +200,9 @@ class CompactIndex(CardIndex):
     def __init__(self, key: bytes) -> None:
         super().__init__()
         self._hasher = Hasher(key)
-        # siphashc's own function with its key bound: the hot path calls them (Hasher.number and
-        # Hasher.name are the same with the surrogate fallback, which `check` takes itself)
-        self._hash_number = partial(siphash, self._hasher.number_key)
-        self._hash_name = partial(siphash, self._hasher.name_key)
+        # the keys `check` hands siphashc itself (Hasher.number and Hasher.name are the same with
+        # the surrogate fallback, which `check` takes on its own)
+        self._number_key, self._name_key = self._hasher.number_key, self._hasher.name_key
         self._over: dict[int, tuple[Packed, ...]] = {}  # h -> the number's cards
         self._ends: dict[int, int] = {}  # h -> last day of a listing with an end date
         self._set_arrays(_empty64(), _empty64(), _empty64(), np.zeros(0, dtype=np.uint32))
@@ -308,19 +307,19 @@ class CompactIndex(CardIndex):
     ) -> tuple[Result, Reason | None, int]:
         """CardIndex.check, answer for answer."""
         try:
-            h = self._hash_number(id_number)
+            h = siphash(self._number_key, id_number)
         except UnicodeEncodeError:
             h = self._hasher.number(id_number)
         entry = self._over.get(h) if self._over else None
         if entry is None:  # (an empty index's directory is all zeros: no entry to scan)
-            b = h >> self._shift
             v_h = self._v_h
-            lo, hi = self._v_dir[b], self._v_dir[b + 1]
-            while lo < hi and v_h[lo] != h:
+            lo = self._v_dir[h >> self._shift]
+            end = self._base_cards
+            while lo < end and (seen := v_h[lo]) < h:  # sorted: past h, it is not there
                 lo += 1
-            if lo == hi:
+            if lo == end or seen != h:
                 return _MISMATCH
-            if lo + 1 < hi and v_h[lo + 1] == h:  # several cards of the number: the general loop
+            if lo + 1 < end and v_h[lo + 1] == h:  # several cards of the number: the general loop
                 entry = self._base(h)
             else:  # one card: the common case, inlined (this is the hot path)
                 low = self._v_low[lo]
@@ -330,7 +329,7 @@ class CompactIndex(CardIndex):
                 if low & _DATES != want:
                     return _MISMATCH
                 try:
-                    named = self._hash_name(name)
+                    named = siphash(self._name_key, name)
                 except UnicodeEncodeError:
                     named = self._hasher.name(name)
                 if self._v_name[lo] != named:
