@@ -6,7 +6,11 @@ are loaded in turn by wrk (`-t1 -c16`), the order alternating from round to roun
 neighbour's burst falls on both alike. Per round: requests/s, the server's CPU per request (all
 threads, and the event loop's thread alone, from /proc), p99. Medians and the ratio at the end.
 
-    .venv/bin/python -m bench.serve_ab --other /tmp/old/src [--rounds 6] [--duration 4]
+    .venv/bin/python -m bench.serve_ab --other /tmp/old/src [--rounds 6] [--duration 4] [--open RATE]
+
+With `--open RATE` each round also loads both trees in an open loop at RATE requests/s (the
+asyncio generator, latency from the scheduled send time: issue 14's p99 at 80 % of the peak), the
+order alternating too, and prints p50/p99 per tree and their medians.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from pathlib import Path
 from bench.floor import cpu_seconds, idguard_server
 from bench.harness import free_port, note, table, uptime
 from bench.verify.common import demo_arguments, demo_copy, onboard_bench_unit, query_mix
-from bench.verify.loadgen import wrk
+from bench.verify.loadgen import pyload, wrk
 from idguard.core.clock import today_cst
 
 HERE = str(Path(__file__).resolve().parent.parent / "src")
@@ -44,6 +48,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     ]
     trees = {"this tree": HERE, "other": args.other}
     rows: dict[str, list[tuple[float, float, float, float]]] = {name: [] for name in trees}
+    opened: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in trees}
     with contextlib.ExitStack() as stack:
         pids, ports = {}, {}
         for name, src in trees.items():
@@ -76,6 +81,24 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
                         load.p99_ms,
                     )
                 )
+            if args.open:
+                for name in list(trees)[::-1] if r % 2 == 0 else list(trees):
+                    pid = pids[name]
+                    cpu = cpu_seconds(pid)
+                    load = pyload(
+                        ports[name],
+                        "/api/v1/verify",
+                        bodies,
+                        key,
+                        connections=64,
+                        seconds=args.duration,
+                        rate=args.open,
+                        workdir=workdir,
+                    )
+                    n = max(1, load.requests)
+                    opened[name].append(
+                        (load.rate, load.p50_ms, load.p99_ms, load.max_ms, (cpu_seconds(pid) - cpu) / n * 1e6)
+                    )
         note(uptime())
     table(
         f"POST /api/v1/verify, wrk -t1 -c16, {args.rounds} rounds of {args.duration:g} s, one worker each",
@@ -89,6 +112,19 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         f"other {other[0]:,.0f} req/s, {other[1]:.0f} us/req (loop {other[2]:.0f}); "
         f"req/s ratio {this[0] / other[0]:.2f}, CPU ratio {this[1] / other[1]:.2f}"
     )
+    if args.open:
+        table(
+            f"open loop at {args.open:,.0f} req/s offered, {args.duration:g} s a run (64 connections)",
+            ("tree", "round", "achieved/s", "p50 ms", "p99 ms", "max ms", "CPU us/req"),
+            [(name, i + 1, *row) for name in trees for i, row in enumerate(opened[name])],
+        )
+        for name in trees:
+            got = opened[name]
+            print(
+                f"open loop medians, {name}: p50 {statistics.median(r[1] for r in got):.2f} ms, "
+                f"p99 {statistics.median(r[2] for r in got):.2f} ms, "
+                f"CPU {statistics.median(r[4] for r in got):.0f} us/req"
+            )
 
 
 def main() -> None:
@@ -99,6 +135,7 @@ def main() -> None:
     demo_arguments(parser)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--duration", type=float, default=4.0, help="seconds per load run")
+    parser.add_argument("--open", type=float, default=None, help="also an open loop at this rate (req/s)")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="idguard-ab-") as tmp,
