@@ -375,8 +375,9 @@ def side_by_side(
     """The baseline module's gallery (another identification.py, e.g. the last commit's) and this
     one's, loaded from the same stored index data (alternating per batch) and searched with the
     same probes (alternating per probe, the variants of this one's parameters sharing its index):
-    CPU ms per probe, the mate in the first stage's shortlist, among the fingers compared 1:1, and
-    answered first at the shipped 1:N threshold; strangers answered with anyone at it."""
+    CPU ms per mated probe and per stranger (most searches of a blacklist), the mate in the first
+    stage's shortlist, among the fingers compared 1:1, and answered first at the shipped 1:N
+    threshold; strangers answered with anyone at it."""
     top = max(sizes)
     ensure(level, 0, 0, top, workers)
     ensure(level, 1, 0, n_probes, workers)
@@ -405,7 +406,9 @@ def side_by_side(
             g = Gallery(params=replace(IndexParams(), lists_probed=lists, candidates=cands))
             g._state, g._slots = new._state, new._slots  # the same index, read only
             galleries.append((f"faiss ({lists} lists, {cands} 1:1)", g))
-        stats = {name: {"t": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries}
+        stats = {
+            name: {"t": 0.0, "ts": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries
+        }
         for i, probe in enumerate(probes + strangers):
             mate = f"card-{i}/finger" if i < len(probes) else None
             turn = galleries[i % len(galleries) :] + galleries[: i % len(galleries)]
@@ -418,6 +421,7 @@ def side_by_side(
                 st = stats[name]
                 if mate is None:
                     st["fp"] += best[1] >= g.threshold
+                    st["ts"] += spent
                     continue
                 st["t"] += spent
                 st["short"] += mate in shortlist
@@ -432,6 +436,7 @@ def side_by_side(
                     f"{size:,}",
                     name,
                     f"{1e3 * st['t'] / len(probes):.1f}",
+                    f"{1e3 * st['ts'] / max(1, len(strangers)):.1f}",
                     pct(st["short"] / len(probes)),
                     f"{100 * g.params.shortlist(size) / size:.2f} %",
                     pct(st["cand"] / len(probes)),
@@ -450,6 +455,7 @@ def side_by_side(
             "fingers",
             "gallery",
             "ms/probe",
+            "ms/stranger",
             "shortlist hit",
             "penetration",
             "mate compared 1:1",

@@ -27,11 +27,13 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   scanned by faiss (`_Segment.scan`: per run, one `range_search_preassigned` of a faiss
   `IndexIVFScalarQuantizer` holding the run's codes, the lists given by the index model; about
   half the time per list of numpy's float32 products, which read four times the bytes). Pairs above
-  `min_similarity` count.
+  `min_similarity` count. A row's faiss id is its finger slot and direction byte (`_labels`): the
+  vote reads both from the scan's result, with no gather from the run's arrays.
 * *Consolidation*: a registered finger scores the largest sum of (similarity - min_similarity)
-  over the cylinder pairs that agree on the finger's rotation (12 cells of 30 degrees, on two
-  grids offset by half a cell): impostor pairs scatter over rotations, a mate's pile up. One dense
-  `np.bincount` over (finger, rotation cell): no sorting per search.
+  over the cylinder pairs that agree on the finger's rotation (a window of 30 degrees sliding in
+  steps of 10: 36 cells, 3 consecutive; directions kept as bytes, `angle_codes`): impostor pairs
+  scatter over rotations, a mate's pile up. One dense `np.bincount` over (rotation cell, finger):
+  no sorting per search.
 
 The paper's own keys, bit-based cylinders compared by popcounts and hashed by sampling their bits,
 were measured against these vectors and not adopted: exhaustively they rank mates no better (99-
@@ -49,8 +51,9 @@ stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
 int8 code twice (ours for the second stage and merges, faiss's for the scan, with its 8-byte id),
-list, slot, direction and row-by-finger (152 bytes), plus per run 8 bytes per finger slot it
-spans (where each finger's rows start); see `bytes_used`.
+list, slot and direction byte (145 bytes), plus per run 8 bytes per finger slot it spans (where
+each finger's rows start: a run keeps its rows in slot order, so a finger's rows are one block);
+see `bytes_used`.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ _MAGIC, _FORMAT, _NS, _ND = b"IGMC", 1, 16, 6
 MODEL_PATH = Path(__file__).with_name("index_model.npz")
 POOLED = 192  # 8 x 8 cells x 3 layers
 CODE_SCALE = 127.0  # an index vector in int8: rint(127 x the unit vector), as `index_data` stores it
+ANGLE_STEPS = 256  # a minutia direction in the index: a byte, 2 pi / 256 (1.4 degrees) a step
 
 # One thread per search: a worker's 1:N search runs beside its event loop (and other searches) on
 # a few cores, so faiss must not spread one probe over all of them (OpenMP's default); the
@@ -102,7 +106,8 @@ class IndexParams:
     shortlist_share: float = 0.02  # fingers the first stage passes to the second: this share...
     shortlist_min: int = 50  # ... but at least this many (small galleries)
     candidates: int = 16  # fingers the second stage passes to the 1:1 matcher
-    angle_bins: int = 12  # rotation cells (30 degrees), on two grids offset by half a cell
+    angle_bins: int = 36  # rotation cells (10 degrees) ...
+    angle_window: int = 3  # ... a finger's rotation: the best run of this many (30 degrees, every 10)
 
     def shortlist(self, fingers: int) -> int:
         """How many fingers the first stage passes to the second in a gallery of `fingers`."""
@@ -225,12 +230,38 @@ def quantise(vectors: F32) -> I8:
     return out
 
 
-def _ivf(codes: I8, offsets: I64) -> Any:
-    """A faiss inverted file holding a run's codes (rows sorted by list; row numbers as ids), for
+def angle_codes(theta: F32) -> U8:
+    """Directions (radians) -> bytes, `ANGLE_STEPS` to the turn: the vote subtracts them in uint8
+    (wrapping is the modulo) and reads the rotation cells from a table."""
+    steps = np.rint(np.mod(theta.astype(np.float64), 2 * math.pi) * (ANGLE_STEPS / (2 * math.pi)))
+    out: U8 = (steps.astype(np.int64) % ANGLE_STEPS).astype(np.uint8)
+    return out
+
+
+def _labels(slot: I32, theta: U8) -> I64:
+    """What the faiss inverted file returns for a row: its finger slot and direction in one int64
+    (slot x 256 + direction byte), so the first stage reads both from the scan's result instead of
+    gathering them from two 4-million-row arrays (two cache misses per pair)."""
+    out: I64 = (slot.astype(np.int64) << 8) | theta.astype(np.int64)
+    return out
+
+
+@cache
+def _cell_table(bins: int) -> I64:
+    """Rotation byte -> its cell (of `bins`)."""
+    out: I64 = np.arange(ANGLE_STEPS, dtype=np.int64) * bins // ANGLE_STEPS
+    return out
+
+
+def _ivf(codes: I8, lists: I32, labels: I64, k: int) -> tuple[Any, I64]:
+    """A faiss inverted file holding a run's codes (filed list by list; `_labels` as ids), for
     the first stage's scan only: int8 inner products (`QT_8bit_direct_signed`: a code byte is the
     int8 value + 128) over the lists a live cylinder visits, `range_search_preassigned` with the
-    lists the index model chose. The quantizer is never asked: the model assigns the lists."""
-    k = offsets.shape[0] - 1
+    lists the index model chose. The quantizer is never asked: the model assigns the lists. With
+    it, where each list starts among the rows sorted by list (K + 1 offsets)."""
+    order = np.argsort(lists, kind="stable")
+    offsets = np.searchsorted(lists[order], np.arange(k + 1)).astype(np.int64)
+    codes, labels = codes[order], labels[order]
     ivf = faiss.IndexIVFScalarQuantizer(
         faiss.IndexFlatIP(codes.shape[1]),
         codes.shape[1],
@@ -241,29 +272,29 @@ def _ivf(codes: I8, offsets: I64) -> Any:
     )
     ivf.is_trained = True  # a direct quantiser has nothing to learn
     stored = np.ascontiguousarray(codes.view(np.uint8) ^ np.uint8(0x80))
-    ids = np.arange(codes.shape[0], dtype=np.int64)
-    lists = ivf.invlists
-    if lists is None:  # an IndexIVF makes its own: not expected
+    ids = np.ascontiguousarray(labels, dtype=np.int64)
+    invlists = ivf.invlists
+    if invlists is None:  # an IndexIVF makes its own: not expected
         raise RuntimeError("faiss made an inverted file without lists")
     for j in np.flatnonzero(np.diff(offsets)).tolist():
         a, b = int(offsets[j]), int(offsets[j + 1])
-        lists.add_entries(j, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(stored[a:b]))
+        invlists.add_entries(j, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(stored[a:b]))
     ivf.ntotal = codes.shape[0]
-    return ivf
+    return ivf, offsets
 
 
 @dataclass(frozen=True, eq=False)
 class _Segment:
-    """An immutable run of indexed cylinders, sorted by list."""
+    """An immutable run of indexed cylinders, in finger slot order (a finger's rows together: the
+    second stage reads them as contiguous blocks; the inverted file holds them by list)."""
 
     codes: I8  # (m, d) int8 index vectors (`quantise`), for the second stage and merges
-    lists: I32  # (m,) sorted
-    offsets: I64  # (K + 1,) list j is rows offsets[j]:offsets[j + 1]
-    slot: I32  # (m,) finger slot of each cylinder
-    theta: F32  # (m,) direction of each cylinder's minutia
-    by_slot: I32  # (m,) the rows ordered by finger slot (the second stage gathers a finger's rows)
+    lists: I32  # (m,) the list of each cylinder
+    offsets: I64  # (K + 1,) list j holds offsets[j + 1] - offsets[j] rows (`_ivf`)
+    slot: I32  # (m,) finger slot of each cylinder, ascending
+    theta: U8  # (m,) direction of each cylinder's minutia (`angle_codes`)
     first_slot: int  # the lowest finger slot in the run (0 when empty)
-    slot_rows: I64  # finger first_slot + i is by_slot[slot_rows[i]:slot_rows[i + 1]]
+    slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
     ivf: Any  # `_ivf`: the same codes in faiss's inverted file, for the first stage
 
     @property
@@ -271,20 +302,19 @@ class _Segment:
         return int(self.slot.shape[0])
 
     @classmethod
-    def build(cls, codes: I8, lists: I32, slot: I32, theta: F32, k: int) -> _Segment:
-        order = np.argsort(lists, kind="stable")
-        lists = lists[order]
-        offsets = np.searchsorted(lists, np.arange(k + 1)).astype(np.int64)
-        slot = slot[order]
-        codes = codes[order]
-        by_slot = np.argsort(slot, kind="stable").astype(np.int32)
-        first, last = (int(slot.min()), int(slot.max())) if slot.size else (0, -1)
-        slot_rows = np.searchsorted(slot[by_slot], np.arange(first, last + 2)).astype(np.int64)
-        return cls(codes, lists, offsets, slot, theta[order], by_slot, first, slot_rows, _ivf(codes, offsets))
+    def build(cls, codes: I8, lists: I32, slot: I32, theta: U8, k: int) -> _Segment:
+        if slot.size > 1 and bool((np.diff(slot) < 0).any()):  # batches and merges come in slot order
+            order = np.argsort(slot, kind="stable")
+            codes, lists, slot, theta = codes[order], lists[order], slot[order], theta[order]
+        first, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
+        slot_rows = np.searchsorted(slot, np.arange(first, last + 2)).astype(np.int64)
+        ivf, offsets = _ivf(codes, lists, _labels(slot, theta), k)
+        return cls(codes, lists, offsets, slot, theta, first, slot_rows, ivf)
 
     def scan(self, q: F32, keys: I64, radius: float) -> tuple[I64, I64, F32] | None:
-        """The pairs (live cylinder, row, inner product) above `radius` between the live codes `q`
-        (integers in float32, (n, d)) and the rows of the lists `keys[i]` (-1: none) each visits."""
+        """The pairs (live cylinder, row's `_labels`, inner product) above `radius` between the live
+        codes `q` (integers in float32, (n, d)) and the rows of the lists `keys[i]` (-1: none) each
+        visits."""
         n = q.shape[0]
         params = faiss.SearchParametersIVF()
         params.nprobe = keys.shape[1]
@@ -304,13 +334,13 @@ class _Segment:
         found = int(lims[-1])
         if found == 0:
             return None
-        rows = faiss.rev_swig_ptr(res.labels, found).astype(np.int64)
+        labels = faiss.rev_swig_ptr(res.labels, found).copy()
         sims = faiss.rev_swig_ptr(res.distances, found).copy()
-        return np.repeat(np.arange(n, dtype=np.int64), np.diff(lims)), rows, sims
+        return np.repeat(np.arange(n, dtype=np.int64), np.diff(lims)), labels, sims
 
     def rows_of(self, slots: I64) -> tuple[I64, I64]:
-        """The rows of the fingers `slots` (sorted, distinct), finger after finger, and for each
-        row the place of its finger in `slots`."""
+        """The rows of the fingers `slots` (sorted, distinct), finger after finger (each finger's a
+        contiguous block), and for each row the place of its finger in `slots`."""
         at = slots - self.first_slot
         inside = (at >= 0) & (at < self.slot_rows.size - 1)  # slots the run spans
         at = np.where(inside, at, 0)
@@ -320,7 +350,7 @@ class _Segment:
         if total == 0:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-        out: I64 = self.by_slot[starts + np.arange(total)].astype(np.int64)
+        out: I64 = starts + np.arange(total)
         return out, np.repeat(np.arange(slots.size, dtype=np.int64), counts)
 
 
@@ -514,7 +544,7 @@ class Gallery:
         """File fingers given their cylinders' int8 codes and lists."""
         codes = np.concatenate([b[1] for b in batch])
         lists = np.concatenate([b[2] for b in batch]).astype(np.int32)
-        theta = np.concatenate([b[3] for b in batch]).astype(np.float32)
+        theta = angle_codes(np.concatenate([b[3] for b in batch]))
         counts = [b[1].shape[0] for b in batch]
         k = self.model.lists
         with self._write:
@@ -573,7 +603,6 @@ class Gallery:
             + s.offsets.nbytes
             + s.slot.nbytes
             + s.theta.nbytes
-            + s.by_slot.nbytes
             + s.slot_rows.nbytes
             for s in st.segments
         )
@@ -647,25 +676,23 @@ class Gallery:
         scale = np.float32(1.0 / (CODE_SCALE * CODE_SCALE))
         tau = np.float32(p.min_similarity)
         vs: list[I64] = []
-        slots: list[I32] = []
-        thetas: list[F32] = []
+        labels: list[I64] = []
         weights: list[F32] = []
         for seg in st.segments:
             found = seg.scan(codes, keys, float(tau) * CODE_SCALE * CODE_SCALE)
             if found is not None:
-                i, rows, dots = found
-                vs.append(i)
-                slots.append(seg.slot[rows])
-                thetas.append(seg.theta[rows])
-                weights.append(dots * scale - tau)
+                vs.append(found[0])
+                labels.append(found[1])
+                weights.append(found[2] * scale - tau)
         if not vs:
             return np.zeros(0, dtype=np.int64)
+        label = np.concatenate(labels) if len(labels) > 1 else labels[0]
         score = self._vote(
             probe,
-            np.concatenate(vs),
-            np.concatenate(slots).astype(np.int64),
-            np.concatenate(thetas),
-            np.concatenate(weights),
+            np.concatenate(vs) if len(vs) > 1 else vs[0],
+            label >> 8,
+            label.astype(np.uint8),  # the low byte: the direction
+            np.concatenate(weights) if len(weights) > 1 else weights[0],
             st.alive.shape[0],
             best_pair=0.0,
         )
@@ -678,31 +705,34 @@ class Gallery:
         The first `params.candidates` finger slots, best first."""
         p = self.params
         short = np.sort(short)
-        codes: list[I8] = []
-        places: list[I64] = []
-        thetas: list[F32] = []
-        for seg in st.segments:
-            rows, place = seg.rows_of(short)
-            if rows.size:
-                codes.append(seg.codes[rows])
-                places.append(place)
-                thetas.append(seg.theta[rows])
-        if not codes:
-            return []
         scaled: F32 = q * np.float32(1.0 / CODE_SCALE)
-        # (rows, live): the rows' side is the long one; thresholding this way round is ~15 % faster.
-        sims: F32 = np.concatenate(codes).astype(np.float32) @ scaled.T
         tau = np.float32(p.rescore_similarity)
-        j, i = np.nonzero(sims > tau)
-        if i.size == 0:
+        n_live = q.shape[0]
+        lives: list[I64] = []
+        places: list[I64] = []
+        thetas: list[U8] = []
+        weights: list[F32] = []
+        for seg in st.segments:
+            rows, place = seg.rows_of(short)  # each finger's rows a contiguous block of the run
+            if rows.size == 0:
+                continue
+            # (rows, live): the rows' side is the long one; thresholding this way round is ~15 %
+            # faster. One flat index of the few pairs above the bar, not a 2-d nonzero.
+            sims: F32 = seg.codes[rows].astype(np.float32) @ scaled.T
+            flat = np.flatnonzero(sims > tau)
+            j = flat // n_live
+            lives.append(flat - j * n_live)
+            places.append(place[j])
+            thetas.append(seg.theta[rows[j]])
+            weights.append(sims.ravel()[flat] - tau)
+        if not lives or sum(x.size for x in lives) == 0:
             return []
-        compact = np.concatenate(places)[j]
         score = self._vote(
             probe,
-            i.astype(np.int64),
-            compact,
-            np.concatenate(thetas)[j],
-            sims[j, i] - tau,
+            np.concatenate(lives),
+            np.concatenate(places),
+            np.concatenate(thetas),
+            np.concatenate(weights),
             short.size,
             best_pair=1.0 - p.rescore_similarity,
         )
@@ -710,7 +740,7 @@ class Gallery:
         return [int(short[x]) for x in _top(score, p.candidates)]
 
     def _vote(
-        self, probe: Template, live: I64, finger: I64, theta: F32, weight: F32, n: int, *, best_pair: float
+        self, probe: Template, live: I64, finger: I64, theta: U8, weight: F32, n: int, *, best_pair: float
     ) -> NDArray[np.float64]:
         """Each finger's score (0..n-1): the largest sum of weights over its cylinder pairs that
         agree on the finger's rotation. With `best_pair` (the largest weight possible; 0: off), only
@@ -720,17 +750,21 @@ class Gallery:
         if best_pair:
             keep = _best_per_group(finger * probe.count + live, weight, best_pair)
             live, finger, theta, weight = live[keep], finger[keep], theta[keep], weight[keep]
-        rot = np.mod(probe.theta[live].astype(np.float32) - theta, np.float32(2 * math.pi))
-        bins = p.angle_bins
+        rot = angle_codes(np.asarray(probe.theta, dtype=np.float32))[live] - theta  # uint8: mod 2 pi
+        bins, window = p.angle_bins, p.angle_window
+        # Cell-major: (cell, finger) in one bincount; a window's sum and the maximum over windows
+        # are then element-wise operations on rows of n (~2x faster than reductions along rows of
+        # `bins`). The cell of a rotation byte, times n, is a table look-up.
+        at = np.take(_cell_table(bins) * n, rot)
+        at += finger
+        votes = np.bincount(at, weights=weight, minlength=n * bins).reshape(bins, n)
         score = np.zeros(n, dtype=np.float64)
-        for offset in (0.0, 0.5):  # two grids: a rotation near a cell edge still piles up
-            cell = (
-                np.floor(rot * np.float32(bins / (2 * math.pi)) + np.float32(offset)).astype(np.int64) % bins
-            )
-            # Cell-major: the maximum over the cells is then an element-wise maximum of `bins` rows
-            # of n, twice as fast as a reduction along rows of 12 (~10 ms at 100,000 fingers).
-            votes = np.bincount(cell * n + finger, weights=weight, minlength=n * bins)
-            np.maximum(score, votes.reshape(bins, n).max(axis=0), out=score)
+        run = np.empty(n, dtype=np.float64)
+        for c in range(bins):  # every window of consecutive cells, around the circle
+            np.copyto(run, votes[c])
+            for d in range(1, window):
+                run += votes[(c + d) % bins]
+            np.maximum(score, run, out=score)
         return score
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import faiss
 import numpy as np
@@ -355,11 +356,13 @@ def test_malformed_index_data_adds_nothing(
     assert len(g) == 0
 
 
-def _pairs(found: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> dict[tuple[int, int], float]:
+def _pairs(found: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[tuple[int, int, float]]:
+    """(live cylinder, row label, inner product), sorted: labels need not be distinct (two rows of
+    one finger may share a direction byte)."""
     if found is None:
-        return {}
-    live, rows, sims = found
-    return {(int(i), int(r)): float(s) for i, r, s in zip(live, rows, sims, strict=True)}
+        return []
+    live, labels, sims = found
+    return sorted((int(i), int(r), float(s)) for i, r, s in zip(live, labels, sims, strict=True))
 
 
 @pytest.mark.parametrize("lists", [1, 8, 64])
@@ -369,7 +372,7 @@ def test_the_compiled_scan_finds_exactly_the_pairs_of_the_visited_lists(
     """The first stage's scan (faiss, int8 inner products over the lists each live cylinder visits)
     finds the same (live cylinder, row, inner product) triples as every live code against every row
     of its lists in numpy: no pair of a visited list lost, none of another list added, and the
-    products exact (integers)."""
+    products exact (integers). A row comes back as its finger slot and direction byte."""
     radius = gallery.params.min_similarity * identification.CODE_SCALE**2
     compared = 0
     for probe in probes[:4]:
@@ -382,7 +385,8 @@ def test_the_compiled_scan_finds_exactly_the_pairs_of_the_visited_lists(
             visited = np.zeros((q.shape[0], gallery.model.lists), dtype=bool)
             visited[np.repeat(np.arange(q.shape[0]), near.shape[1]), near.ravel()] = True
             i, r = np.nonzero((dots > radius) & visited[:, seg.lists])
-            want = {(int(a), int(b)): float(dots[a, b]) for a, b in zip(i, r, strict=True)}
+            label = seg.slot.astype(np.int64) * 256 + seg.theta
+            want = sorted((int(a), int(label[b]), float(dots[a, b])) for a, b in zip(i, r, strict=True))
             assert found == want
             compared += len(want)
     assert compared > 0, "no pair at all: the test would prove nothing"
@@ -391,7 +395,7 @@ def test_the_compiled_scan_finds_exactly_the_pairs_of_the_visited_lists(
 def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]) -> None:
     """Every run's faiss inverted file holds exactly the run's rows, list by list, also after
     runs merged and dropped removed fingers: the scan can neither miss a registered cylinder nor
-    return a row of another run (a row number past the run would index another finger)."""
+    return a row of another run: each row's id is its finger slot and direction byte."""
     g = Gallery()
     for f in range(60):
         g.add(f"k{f}", registered[f])
@@ -403,9 +407,11 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
         assert seg.ivf.ntotal == seg.size
         sizes = [seg.ivf.invlists.list_size(j) for j in range(g.model.lists)]
         assert sizes == np.diff(seg.offsets).tolist()
+        assert sizes == np.bincount(seg.lists, minlength=g.model.lists).tolist()
         for j in np.flatnonzero(np.diff(seg.offsets))[:20].tolist():
             ids = faiss.rev_swig_ptr(seg.ivf.invlists.get_ids(j), sizes[j])
-            assert ids.tolist() == list(range(int(seg.offsets[j]), int(seg.offsets[j + 1])))
+            rows = np.flatnonzero(seg.lists == j)  # the list's rows, in the run's order
+            assert ids.tolist() == (seg.slot[rows].astype(np.int64) * 256 + seg.theta[rows]).tolist()
 
 
 def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:
@@ -436,3 +442,25 @@ def test_the_second_stage_has_a_cosine_bar_of_its_own(gallery: Gallery, probes: 
     assert strict.shortlist(probes[0]) == gallery.shortlist(probes[0])
     assert strict.candidates(probes[0]) == []
     assert gallery.candidates(probes[0])
+
+
+def test_the_rotation_vote_sums_a_pile_wherever_the_cells_fall() -> None:
+    """A finger scores the sum of its pairs whose rotations lie within 20 degrees of each other (a
+    30-degree window sliding by 10 holds them), wherever the cell boundaries fall and across
+    0/360 degrees; pairs scattered over rotations count one by one (stage 1's vote, every pair
+    counted). The two fixed grids of 30 degrees before scored the first finger 2."""
+    g = Gallery()
+    degrees = [28.0, 35.0, 45.0, 0.0, 120.0, 240.0, 355.0, 5.0, 14.0]  # piles within 20 degrees
+    fingers = [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    probe = SimpleNamespace(theta=np.radians(np.array(degrees, dtype=np.float32)), count=len(degrees))
+    live = np.arange(len(degrees), dtype=np.int64)
+    score = g._vote(
+        probe,  # type: ignore[arg-type]
+        live,
+        np.array(fingers, dtype=np.int64),
+        np.zeros(len(degrees), dtype=np.uint8),  # registered directions 0: the rotation is the live one
+        np.ones(len(degrees), dtype=np.float32),
+        3,
+        best_pair=0.0,
+    )
+    assert score.tolist() == [3.0, 1.0, 3.0]
