@@ -624,16 +624,27 @@ def part_kill(args: argparse.Namespace) -> None:
         d.close()
 
 
+Query = tuple[str, str, dt.date, dt.date | None]
+
+
+def _check_queries(cards: list[CardFacts]) -> tuple[list[Query], list[Query]]:
+    """part_check's queries: 200,000 of the cards and 20,000 unknown numbers, once as the index's
+    own string objects and once as new ones, as a request brings them (no hash computed yet; the
+    index's own strings carry theirs, and equal the dict's keys by identity)."""
+    rng = random.Random(3)
+    same = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
+    same += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
+    fresh = [(n.encode().decode(), nm.encode().decode(), i, e) for n, nm, i, e in same]
+    return same, fresh
+
+
 def _compact_fresh(rounds: int) -> None:
     """`--parts compact-fresh` (run by part_check in another tree's process): that tree's
     CompactIndex on part_check's cards and fresh queries, CPU per check, one line a round."""
     cards = population(1_000_000)
     compact = CompactIndex(b"bench-key" * 4)
     compact.load(cards)
-    rng = random.Random(3)
-    same = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
-    same += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
-    fresh = [(n.encode().decode(), nm.encode().decode(), i, e) for n, nm, i, e in same]
+    _, fresh = _check_queries(cards)
     for _ in range(rounds):
         check = compact.check
         started = time.process_time()
@@ -664,12 +675,7 @@ def part_check(args: argparse.Namespace) -> None:
     reference.load(cards)
     compact = CompactIndex(b"bench-key" * 4)
     compact.load(cards)
-    rng = random.Random(3)
-    same = [(c.id_number, c.name, c.issued_on, c.expires_on) for c in rng.sample(cards, 200_000)]
-    same += [(f"{11010519800000000 + i * 13 + 1:017d}0", "无", TODAY, None) for i in range(20_000)]
-    # As a request brings them: new string objects, whose hash Python has not computed yet (the
-    # index's own strings carry theirs, and equal the dict's keys by identity).
-    fresh = [(n.encode().decode(), nm.encode().decode(), i, e) for n, nm, i, e in same]
+    same, fresh = _check_queries(cards)
     print("   (CPU time per check; 'same': the index's own string objects, 'fresh': new ones as parsed)")
     seen: dict[tuple[str, str], list[float]] = {}
     for _ in range(max(2, args.rounds)):
