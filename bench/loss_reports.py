@@ -152,13 +152,19 @@ def loss_reports(engine: sa.Engine, actor: Actor, cards: list[str]) -> float:
 BLOCKS = 10  # the two paths alternate in this many blocks, so a change of load falls on both
 
 
-def run(name: str, url: str, n: int) -> tuple[str, float, float, float, float]:
+def prepared(url: str, n: int) -> tuple[sa.Engine, Actor, list[str]]:
+    """The database at `url` migrated and seeded with n cards (and 20 more), both paths warmed
+    (connection pool, statement caches) on the 20."""
     engine = make_engine(settings_for(url))
     migrate.upgrade(engine)
     actor, cards = seed(engine, n + 20)
-    # Warm both paths (connection pool, statement caches) before measuring.
     bare_inserts(engine, 0)
     loss_reports(engine, actor, cards[n:])
+    return engine, actor, cards
+
+
+def run(name: str, url: str, n: int) -> tuple[str, float, float, float, float]:
+    engine, actor, cards = prepared(url, n)
     size = max(1, n // BLOCKS)
     bare_s = report_s = bare_cpu = report_cpu = 0.0
     for start in range(0, n, size):
@@ -178,11 +184,7 @@ def run(name: str, url: str, n: int) -> tuple[str, float, float, float, float]:
 def serve(url: str, n: int) -> None:
     """A side-by-side worker (`--against`): seed, warm, say so, then for each block number read
     from stdin run that block (bare inserts, then loss reports) and answer its times as JSON."""
-    engine = make_engine(settings_for(url))
-    migrate.upgrade(engine)
-    actor, cards = seed(engine, n + 20)
-    bare_inserts(engine, 0)
-    loss_reports(engine, actor, cards[n:])
+    engine, actor, cards = prepared(url, n)
     size = max(1, n // BLOCKS)
     print("ready", flush=True)
     for line in sys.stdin:
