@@ -4,15 +4,19 @@ records, in text mode with and without a request id."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from uvicorn.logging import AccessFormatter
 
 from idguard import logs
 
-UVICORN_ACCESS = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+UVICORN_ACCESS = logs.UVICORN_ACCESS
 
 printable = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
 
@@ -63,3 +67,107 @@ def test_coloured_or_timed_formats_go_through_uvicorn() -> None:
     record = access_record(logging.INFO, ("1.2.3.4:5", "GET", "/", "1.1", 200))
     assert "\x1b[" in coloured.format(record)
     assert timed.format(record)[:4].isdigit()
+
+
+# --- the protocol's single checks: lines written per loop turn (logs.AccessLines) -------------
+
+
+def access_logger(
+    name: str, stream: io.StringIO, formatter: logging.Formatter | None = None
+) -> logging.Logger:
+    """A logger configured as `idguard serve` configures uvicorn's access logger."""
+    logger = logging.getLogger(f"test.access.{name}")
+    logger.handlers.clear()
+    logger.filters.clear()
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        formatter or logs.WithRequestId(AccessFormatter(fmt=UVICORN_ACCESS, use_colors=False))
+    )
+    handler.addFilter(logs.MaskIdNumbers())
+    logger.addHandler(handler)
+    logger.addFilter(logs.MaskIdNumbers())
+    return logger
+
+
+def through_lines(logger: logging.Logger, answers: list[tuple[str, str, str, str, int, str | None]]) -> bool:
+    """Write the answers' lines through AccessLines within one loop turn, then let it flush."""
+    lines = logs.AccessLines(logger)
+
+    async def turn() -> bool:
+        loop = asyncio.get_running_loop()
+        taken = [lines.write(loop, *answer) for answer in answers]
+        await asyncio.sleep(0)  # the turn ends: the gathered lines are written
+        return all(taken)
+
+    return asyncio.run(turn())
+
+
+@given(
+    answers=st.lists(
+        st.tuples(
+            printable,
+            st.sampled_from(["GET", "POST"]),
+            st.one_of(printable, st.just("/api/v1/persons/11010519491231002X")),
+            st.sampled_from(["1.0", "1.1"]),
+            st.integers(100, 599),
+            st.one_of(st.none(), st.text("0123456789abcdef", min_size=32, max_size=32)),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_lines_written_per_turn_are_the_handlers_own(
+    answers: list[tuple[str, str, str, str, int, str | None]],
+) -> None:
+    """The lines AccessLines writes are, character for character, what the logger's handler
+    writes for the same answers logged as records (masked alike), in order, in one write."""
+    expected, ours = io.StringIO(), io.StringIO()
+    logger = access_logger("records", expected)
+    for client, method, path, version, status, rid in answers:
+        token = logs.request_id.set(rid)
+        try:
+            logger.info('%s - "%s %s HTTP/%s" %d', client, method, path, version, status)
+        finally:
+            logs.request_id.reset(token)
+    writes: list[str] = []
+    ours.write = lambda text: writes.append(text) or len(text)  # type: ignore[method-assign]
+    assert through_lines(access_logger("direct", ours), answers)
+    assert writes == [expected.getvalue()]
+    assert "11010519491231002X" not in expected.getvalue()
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["json", "propagates", "warning level", "another filter", "two handlers", "timed format", "file handler"],
+)
+def test_any_other_configuration_is_left_to_logging(change: str, tmp_path: Path) -> None:
+    """AccessLines declines (the protocol then logs a record) whenever the logger is set up in
+    any other way than `idguard serve`'s: it must never write a line the handler would not."""
+    stream = io.StringIO()
+    logger = access_logger(change.replace(" ", "-"), stream)
+    handler = logger.handlers[0]
+    if change == "json":
+        handler.setFormatter(logs.JsonFormatter())
+    elif change == "propagates":
+        logger.propagate = True
+    elif change == "warning level":
+        logger.setLevel(logging.WARNING)
+    elif change == "another filter":
+        handler.addFilter(lambda record: True)
+    elif change == "two handlers":
+        logger.addHandler(logging.StreamHandler(io.StringIO()))
+    elif change == "timed format":
+        handler.setFormatter(
+            logs.WithRequestId(AccessFormatter(fmt="%(asctime)s " + UVICORN_ACCESS, use_colors=False))
+        )
+    elif change == "file handler":
+        logger.removeHandler(handler)
+        file_handler = logging.FileHandler(tmp_path / "access.log")
+        file_handler.setFormatter(handler.formatter)
+        logger.addHandler(file_handler)
+    assert not through_lines(logger, [("1.2.3.4:5", "POST", "/api/v1/verify", "1.1", 200, None)])
+    assert stream.getvalue() == ""
+    for h in logger.handlers:
+        h.close()

@@ -62,6 +62,8 @@ LINGER_SECONDS = 5.0
 LINGER_BYTES = 64 * 1024 * 1024  # twice the largest body limit (the verify batch's 30 MiB)
 
 log = logging.getLogger("idguard.api")
+# The single checks' access lines, written per loop turn (logs.AccessLines; uvicorn's logger).
+ACCESS_LINES = logs.AccessLines(logging.getLogger("uvicorn.access"))
 
 
 def uvicorn_options(http: str = DEFAULT_HTTP) -> dict[str, Any]:
@@ -417,18 +419,16 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
                 return
             scope = cycle.scope
             if cycle.access_log:
-                token = logs.request_id.set(made.rid)
-                try:
-                    cycle.access_logger.info(
-                        '%s - "%s %s HTTP/%s" %d',
-                        client_addr(scope, proxy),
-                        scope["method"],
-                        _logged_path(scope),
-                        scope["http_version"],
-                        status,
-                    )
-                finally:
-                    logs.request_id.reset(token)
+                client, path = client_addr(scope, proxy), _logged_path(scope)
+                method, version = scope["method"], scope["http_version"]
+                if not ACCESS_LINES.write(self.loop, client, method, path, version, status, made.rid):
+                    token = logs.request_id.set(made.rid)
+                    try:
+                        cycle.access_logger.info(
+                            '%s - "%s %s HTTP/%s" %d', client, method, path, version, status
+                        )
+                    finally:
+                        logs.request_id.reset(token)
             content = [STATUS_LINE[status]]
             for name, value in chain(self.server_state.default_headers, headers):
                 content += (name, b": ", value, b"\r\n")
