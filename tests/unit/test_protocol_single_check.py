@@ -63,7 +63,10 @@ class Door:
     def head_passes(self, headers: list[tuple[bytes, bytes]], raw_path: bytes) -> bool:
         return not any(name == b"x-refuse" for name, _ in headers)
 
-    def single_check(self, headers: list[tuple[bytes, bytes]], body: bytes) -> Made | None:
+    def single_check(
+        self, headers: list[tuple[bytes, bytes]], body: bytes, loop: asyncio.AbstractEventLoop
+    ) -> Made | None:
+        assert loop is self.loop
         if self.decline:
             return None
         self.checks.append(body)
@@ -343,3 +346,51 @@ def test_a_client_gone_before_the_record_gets_nothing_and_nothing_breaks(
     loop.run_until_complete(scenario())
     assert wire.out == b""
     assert json.dumps(wire.door.observed) == "[200]"  # counted as the app would count it
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """One keep-alive timer a connection (not one a request): requests every 30 ms keep a
+    connection with a 100 ms timeout open for 300 ms; once idle it closes after 100 ms, not
+    before, counted from its last answer."""
+    wire = Wire(loop)
+    wire.protocol.timeout_keep_alive = 0.1
+
+    async def scenario() -> None:
+        for _ in range(10):
+            wire.send(request())
+            await wire.settle()
+            await asyncio.sleep(0.03)
+            assert not wire.inner.closed
+        answered = loop.time()
+        while not wire.inner.closed:
+            await asyncio.sleep(0.005)
+            assert loop.time() - answered < 1.0
+        idle = loop.time() - answered
+        assert 0.07 <= idle < 0.3, idle  # the 30 ms after the last answer count
+        assert len(answers(wire.out)) == 10
+
+    loop.run_until_complete(scenario())
+
+
+def test_a_request_arriving_in_pieces_holds_the_keep_alive_timer(loop: asyncio.AbstractEventLoop) -> None:
+    """A request whose head is still arriving when the timeout passes is not cut off: the
+    connection is busy from its first byte."""
+    wire = Wire(loop)
+    wire.protocol.timeout_keep_alive = 0.05
+
+    async def scenario() -> None:
+        wire.send(request())
+        await wire.settle()
+        whole = request(b'{"b":2}')
+        wire.send(whole[:10])
+        await asyncio.sleep(0.15)
+        assert not wire.inner.closed
+        wire.send(whole[10:])
+        await wire.settle()
+        assert [a[0] for a in answers(wire.out)] == [200, 200]
+        await asyncio.sleep(0.15)
+        assert wire.inner.closed
+
+    loop.run_until_complete(scenario())

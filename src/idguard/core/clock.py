@@ -37,6 +37,22 @@ class FixedClock:
         self.at += delta
 
 
+_last_iso: tuple[dt.datetime | None, str] = (None, "")
+
+
+def isoformat(at: dt.datetime) -> str:
+    """`at.isoformat()`, remembered for the last datetime object asked: a single check formats
+    its `now` twice (the answer's `checked_at`, the check log's row), ~1 us each (issue 14).
+    The cache is one (object, text) pair swapped whole, so any thread reads a matching pair."""
+    global _last_iso
+    last = _last_iso
+    if last[0] is at:
+        return last[1]
+    text = at.isoformat()
+    _last_iso = (at, text)
+    return text
+
+
 def today_cst(now: dt.datetime) -> dt.date:
     """The calendar date in China for an aware UTC instant."""
     return now.astimezone(CST).date()

@@ -208,10 +208,16 @@ class FrontDoor:
             logs.request_id.reset(token)
             self.observe(status or 500, time.perf_counter() - started)
 
-    def single_check(self, headers: list[tuple[bytes, bytes]], body: bytes) -> SingleCheck | None:
+    def single_check(
+        self,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> SingleCheck | None:
         """The check of a plain single check whose head passed (`_head_passes`), made now; None
         when the request is the app's to answer (nothing has changed then). Its answer may leave
-        once `pending` (None when nothing is left to wait for) is done."""
+        once `pending` (None when nothing is left to wait for) is done. `loop`: the running loop,
+        when the caller knows it."""
         if len(body) > MAX_BODY_BYTES or json_needs_a_look(body):
             return None
         content_type = authorization = b""
@@ -228,7 +234,7 @@ class FrontDoor:
                 return None
             answer, ticket = made
             try:
-                pending = self.verifier.log.recorded_soon(ticket)
+                pending = self.verifier.log.recorded_soon(ticket, loop)
             except LogFull as exc:
                 return SingleCheck(rid, verify.unavailable(str(exc)), None, self.fixed)
             return SingleCheck(rid, answer, pending, self.fixed)

@@ -26,7 +26,7 @@ from idguard import uow
 from idguard.biometrics import Template, fingerprints
 from idguard.biometrics.fingerprints import Biometrics
 from idguard.biometrics.vault import VaultError
-from idguard.core.clock import Clock, today_cst
+from idguard.core.clock import Clock, isoformat, today_cst
 from idguard.core.randomness import token_bytes
 from idguard.core.ratelimit import RateLimiter
 from idguard.db.engine import read_only
@@ -85,7 +85,8 @@ class Query:
 Item = tuple[str, str, dt.date, dt.date | None, str, str, str | None, bool]
 
 _LOW_MASK = (1 << 48) - 1
-_VARIANT = "89ab"
+# The variant nibble of a version-4 UUID (10xx) from a random hex digit's low two bits.
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
 
 
 def check_ids(n: int) -> list[str]:
@@ -103,10 +104,11 @@ def check_ids(n: int) -> list[str]:
     prefix and last groups within 1000 of each other: less likely than a collision among as
     many independent uuid4s (fewer independent draws). Consecutive ids also land together in
     the check log's primary-key index."""
-    draw = int.from_bytes(token_bytes(16), "big")
-    high = f"{draw >> 48:020x}"
-    prefix = f"{high[:8]}-{high[8:12]}-4{high[13:16]}-{_VARIANT[int(high[16], 16) & 3]}{high[17:]}-"
-    low = draw & _LOW_MASK
+    draw = token_bytes(16).hex()  # the high 80 bits, then the low 48
+    prefix = f"{draw[:8]}-{draw[8:12]}-4{draw[13:16]}-{_VARIANT[draw[16]]}{draw[17:20]}-"
+    if n == 1:  # a single check: the last group is the draw's own
+        return [prefix + draw[20:]]
+    low = int(draw[20:], 16)
     if low + n <= _LOW_MASK:  # no wrap (all but ~1 in 2**38 draws of a 1000-check batch)
         return [f"{prefix}{last:012x}" for last in range(low, low + n)]
     return [f"{prefix}{(low + k) & _LOW_MASK:012x}" for k in range(n)]
@@ -141,7 +143,7 @@ def render_alerts(found: tuple[Alert, ...]) -> tuple[str, str] | tuple[None, Non
 
 def rfc3339(at: dt.datetime) -> str:
     """An answer's `checked_at`: RFC 3339 in UTC with a `Z`."""
-    return at.isoformat().replace("+00:00", "Z")
+    return isoformat(at).replace("+00:00", "Z")
 
 
 def enrolled_cards(session: Session, q: Query) -> list[uuid.UUID]:

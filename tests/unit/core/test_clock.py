@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from idguard.core.clock import as_utc
+from idguard.core.clock import CST, as_utc, isoformat
 from idguard.core.errors import InvalidField
 
 
@@ -30,3 +32,22 @@ def test_a_time_without_zone_or_outside_the_calendar_in_utc_is_refused(value: dt
         as_utc(value, "to")
     assert info.value.field == "to"
     assert says in info.value.detail
+
+
+@given(
+    st.datetimes(
+        min_value=dt.datetime(1970, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        timezones=st.sampled_from([dt.UTC, CST, None]),
+    ),
+    st.datetimes(
+        min_value=dt.datetime(1970, 1, 1),  # noqa: DTZ001 - hypothesis bounds are naive
+        timezones=st.just(dt.UTC),
+    ),
+)
+def test_isoformat_is_the_datetimes_own_whichever_was_asked_last(
+    first: dt.datetime, second: dt.datetime
+) -> None:
+    """The remembered text is only ever the asked object's own: asking another datetime (even
+    an equal one in another zone) gives that one's text."""
+    for at in (first, second, first, first.astimezone(dt.UTC) if first.tzinfo else first, second):
+        assert isoformat(at) == at.isoformat()

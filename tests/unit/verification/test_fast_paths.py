@@ -362,6 +362,18 @@ def test_check_ids_of_different_requests_share_nothing() -> None:
     assert len(prefixes) == 2000  # each request draws anew
 
 
+@given(raw=st.binary(min_size=16, max_size=16), n=st.sampled_from([1, 2, 1000]))
+def test_a_requests_first_check_id_is_uuid4_of_its_draw(raw: bytes, n: int) -> None:
+    """The first id of a request is exactly what uuid.uuid4 makes of the same 16 random bytes
+    (version and variant bits set); the others count on in the last group."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("idguard.verification.verifier.token_bytes", lambda k: raw[:k])
+        ids = check_ids(n)
+    first = uuid.UUID(bytes=raw, version=4)
+    assert ids[0] == str(first)
+    assert [uuid.UUID(i).int & (2**48 - 1) for i in ids] == [(first.int + k) & (2**48 - 1) for k in range(n)]
+
+
 def test_check_ids_wrap_within_their_last_group(monkeypatch: pytest.MonkeyPatch) -> None:
     """A counter starting near 2**48 wraps inside the last group: still distinct, still UUIDs."""
     monkeypatch.setattr("idguard.verification.verifier.token_bytes", lambda n: b"\xff" * n)

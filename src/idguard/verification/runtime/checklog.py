@@ -64,6 +64,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from idguard import uow
+from idguard.core.clock import isoformat
 from idguard.core.idnumber import mask
 from idguard.registry.models import Card
 from idguard.verification.models import Watch
@@ -484,19 +485,22 @@ class CheckLog:
         except JournalError:
             raise NotJournaled(NOT_RECORDED) from None
 
-    def recorded_soon(self, ticket: int) -> asyncio.Future[None] | None:
+    def recorded_soon(
+        self, ticket: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[None] | None:
         """`recorded` for a caller on the event loop that cannot await (the HTTP protocol's single
         check, api/server.py): None when the checks of `ticket` are synced already, else a future
         of the running loop, settled when they are (its exception a JournalError when their group
-        failed). Raises NotJournaled at once for a group known to have failed."""
+        failed). Raises NotJournaled at once for a group known to have failed. `loop`: the
+        running loop, when the caller knows it (asyncio.get_running_loop costs a getpid call)."""
         tickets = self._tickets
         if ticket <= tickets.done and not tickets.failed(ticket):
             return None
         try:
-            outcome = tickets.register(ticket)
+            outcome = tickets.register(ticket, loop)
         except LookupError:  # no journal thread (not started, or stopped): sync here
             self._sync()
-            outcome = tickets.register(ticket)
+            outcome = tickets.register(ticket, loop)
         if outcome is True:
             return None
         if outcome is False:
@@ -547,7 +551,7 @@ class CheckLog:
                         unit_code.translate(escapes),
                         operator.translate(escapes),
                         purpose.translate(escapes),
-                        at.isoformat(),
+                        isoformat(at),
                         "",
                     )
                 )

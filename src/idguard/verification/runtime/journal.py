@@ -476,16 +476,20 @@ class Waiters:
         failures = self._failed
         return bool(failures) and any(after < ticket <= upto for after, upto in tuple(failures))
 
-    def register(self, ticket: int) -> asyncio.Future[None] | bool:
-        """A future of the running loop settled with the ticket, or the outcome at once when
-        it is settled already (True: synced, False: failed). Raises LookupError when no thread
-        settles tickets (the caller then syncs itself)."""
+    def register(
+        self, ticket: int, loop: asyncio.AbstractEventLoop | None = None
+    ) -> asyncio.Future[None] | bool:
+        """A future of the running loop (`loop` when the caller knows it: asking costs a system
+        call) settled with the ticket, or the outcome at once when it is settled already (True:
+        synced, False: failed). Raises LookupError when no thread settles tickets (the caller
+        then syncs itself)."""
         with self._lock:
             if ticket <= self.done:
                 return not self.failed(ticket)
             if self.closed:
                 raise LookupError("no journal thread")
-            loop = asyncio.get_running_loop()
+            if loop is None:
+                loop = asyncio.get_running_loop()
             future: asyncio.Future[None] = loop.create_future()
             self._waiting.setdefault(loop, deque()).append((ticket, future))
             return future
