@@ -1,4 +1,4 @@
-"""core/randomness.py: the hot path's ids drawn from a pool the OS's CSPRNG fills in blocks."""
+"""core/randomness.py: the hot path's ids drawn from a pool OpenSSL's CSPRNG fills in blocks."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ def test_bytes_are_never_handed_out_twice() -> None:
 
 def test_a_draw_larger_than_what_is_left_refills(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = os.urandom
+    real = randomness._fill
 
     def counting(n: int) -> bytes:
         calls.append(n)
         return real(n)
 
-    monkeypatch.setattr(randomness.os, "urandom", counting)
+    monkeypatch.setattr(randomness, "_fill", counting)
     randomness._forget()
     randomness.token_bytes(randomness.POOL_BYTES - 10)
     randomness.token_bytes(16)  # 10 bytes left: a new pool, never a short draw
