@@ -22,8 +22,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from idguard.api.server import GuardedHttpToolsProtocol
@@ -394,3 +397,37 @@ def test_a_request_arriving_in_pieces_holds_the_keep_alive_timer(loop: asyncio.A
         assert wire.inner.closed
 
     loop.run_until_complete(scenario())
+
+
+@given(
+    url=st.lists(st.binary(min_size=1, max_size=12), min_size=1, max_size=3),
+    headers=st.lists(
+        st.tuples(
+            st.sampled_from([b"Expect", b"expect", b"EXPECT", b"Host", b"X-Other", b"Content-Type"]),
+            st.sampled_from([b"100-continue", b"100-Continue", b"x", b"", b"application/json"]),
+        ),
+        max_size=6,
+    ),
+)
+def test_the_head_is_taken_as_uvicorn_takes_it(url: list[bytes], headers: list[tuple[bytes, bytes]]) -> None:
+    """on_url and on_header do uvicorn's work inline (one frame a header): the URL, the headers
+    and the Expect flag come out as uvicorn's own protocol makes them."""
+    loop = asyncio.new_event_loop()
+    try:
+        config = Config(app=Door(loop), log_config=None)
+        config.load()
+        ours = GuardedHttpToolsProtocol(config, ServerState(), {}, _loop=loop)
+        theirs = HttpToolsProtocol(config, ServerState(), {}, _loop=loop)
+        for protocol in (ours, theirs):
+            protocol.on_message_begin()
+            for piece in url:
+                protocol.on_url(piece)
+            for name, value in headers:
+                protocol.on_header(name, value)
+        assert (ours.url, ours.headers, ours.expect_100_continue) == (
+            theirs.url,
+            theirs.headers,
+            theirs.expect_100_continue,
+        )
+    finally:
+        loop.close()
