@@ -31,6 +31,7 @@ from idguard.verification.runtime.checklog import (
     watch_line,
 )
 from idguard.verification.runtime.journal import (
+    Doorbell,
     Journal,
     JournalError,
     Scan,
@@ -413,5 +414,58 @@ def test_the_checks_of_one_loop_turn_share_one_journal_write(tmp_path: Path) -> 
         assert log.journal_writes == 2
     finally:
         log._journal_stop.set()
-        log._journal_wake.set()
+        assert log._bell is not None
+        log._bell.ring()
         thread.join(timeout=30)
+
+
+# --- the journal thread's doorbell ---------------------------------------------------------------
+
+
+def test_a_ring_before_the_wait_is_kept_and_every_ring_so_far_is_taken_at_once() -> None:
+    bell = Doorbell()
+    try:
+        assert not bell.wait(0.01)  # nobody rang: the timeout
+        for _ in range(100_000):  # far more than the pipe holds: never blocks, never raises
+            bell.ring()
+        assert bell.wait(5)
+        assert not bell.wait(0.01)  # all those rings were one wake-up
+    finally:
+        bell.close()
+
+
+def test_a_ring_wakes_a_thread_waiting_on_another() -> None:
+    bell = Doorbell()
+    woken: list[float] = []
+    waiter = threading.Thread(target=lambda: woken.append(time.monotonic()) if bell.wait(30) else None)
+    waiter.start()
+    time.sleep(0.05)
+    assert not woken
+    rung = time.monotonic()
+    bell.ring()
+    waiter.join(timeout=30)
+    assert woken
+    assert woken[0] - rung < 5
+    bell.close()
+
+
+def test_a_closed_doorbell_ignores_rings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kick the loop still had queued when the log stopped writes nothing: its fd number may
+    belong to another file by then."""
+    bell = Doorbell()
+    bell.close()
+    writes: list[int] = []
+    monkeypatch.setattr(journal_module.os, "write", lambda fd, data: writes.append(fd) or len(data))
+    bell.ring()
+    bell.close()
+    assert writes == []
+
+
+def test_stopping_the_log_closes_the_journal_threads_doorbell(tmp_path: Path) -> None:
+    log = CheckLog(sa.create_engine("sqlite://"), SECRET, journal_dir=tmp_path)
+    bell = log._bell
+    assert bell is not None
+    log.start()
+    log.stop()
+    assert log._bell is None
+    assert bell._write < 0

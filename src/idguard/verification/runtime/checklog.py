@@ -69,6 +69,7 @@ from idguard.core.idnumber import mask
 from idguard.registry.models import Card
 from idguard.verification.models import Watch
 from idguard.verification.runtime.journal import (
+    Doorbell,
     Journal,
     JournalError,
     Orphan,
@@ -409,7 +410,7 @@ class CheckLog:
         self._ticket = 0
         self._tickets = Waiters()
         self._local = threading.local()
-        self._journal_wake = threading.Event()
+        self._bell: Doorbell | None = Doorbell() if self._journal is not None else None  # wakes it
         self._kicked = False  # the loop is asked to wake the journal thread (see _kick)
         self._journal_stop = threading.Event()
         self._journal_thread: threading.Thread | None = None
@@ -466,7 +467,9 @@ class CheckLog:
     def _kick(self) -> None:
         """Wake the journal thread for the group appended so far."""
         self._kicked = False
-        self._journal_wake.set()
+        bell = self._bell
+        if bell is not None:
+            bell.ring()
 
     def last_ticket(self) -> int:
         """The ticket of this thread's last `append` (the routes' way to it through the Verifier)."""
@@ -628,8 +631,10 @@ class CheckLog:
 
     def _journal_run(self) -> None:
         while True:
-            self._journal_wake.wait(JOURNAL_IDLE_SECONDS)
-            self._journal_wake.clear()
+            bell = self._bell
+            if bell is None:
+                return
+            bell.wait(JOURNAL_IDLE_SECONDS)
             # This round takes whatever is appended: a later append asks for a round of its own
             # (never stuck behind a kick whose loop closed before running it).
             self._kicked = False
@@ -657,6 +662,8 @@ class CheckLog:
         if self._journal is not None:
             self.replay()
             self._journal_stop.clear()
+            if self._bell is None:
+                self._bell = Doorbell()
             self._tickets.open()
             self._journal_thread = threading.Thread(
                 target=self._journal_run, name="idguard-journal", daemon=True
@@ -673,8 +680,13 @@ class CheckLog:
         self._wake.set()
         if self._journal_thread is not None:
             self._journal_stop.set()
-            self._journal_wake.set()
+            bell = self._bell
+            if bell is not None:
+                bell.ring()
             self._journal_thread.join(timeout=30)
+            if not self._journal_thread.is_alive() and bell is not None:
+                self._bell = None
+                bell.close()
             self._journal_thread = None
         if self._thread is not None:
             self._thread.join(timeout=30)
