@@ -17,6 +17,15 @@ copy of the database, run the same blocks in turn (the order swapped every block
 are measured side by side through the same load; both ratios and both client CPUs are printed.
 
     .venv/bin/python bench/loss_reports.py --against /work/old/src
+
+What the database's own work allows (`--floor`): the statements the loss reports ran, with the
+values they bound, captured from this tree's code on one database and replayed straight on the
+driver (sqlite3, psycopg: no SQLAlchemy, no session, no Python of ours) on a copy of its starting
+state, against a bare insert+commit on the same driver, in alternating blocks. No code on top of
+the driver can do better than that ratio. With a local PostgreSQL it also prints the server
+backend's CPU per operation (/proc).
+
+    .venv/bin/python bench/loss_reports.py --floor
 """
 
 from __future__ import annotations
@@ -25,21 +34,35 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from pathlib import Path
+from typing import Any
+from unittest import mock
 
 import sqlalchemy as sa
 
-from harness import admin_engine, scratch_database, settings_for, uptime
+from harness import (
+    admin_engine,
+    database_url,
+    drop_database,
+    recreate_database,
+    scratch_database,
+    settings_for,
+    uptime,
+)
 from idguard.core.grants import Actor, Role
 from idguard.core.idnumber import Sex, check_character
 from idguard.db import migrate
 from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.registry import sealed
+from idguard.registry import ledger, sealed
 from idguard.registry.lifecycle import CardStatus, IssueKind, LossReason
 from idguard.registry.loss_reports import report_loss
 from idguard.registry.models import Card, Office, Person, Staff
@@ -238,6 +261,172 @@ def side_by_side(name: str, urls: dict[str, str], srcs: dict[str, str], n: int) 
     return rows  # type: ignore[return-value]
 
 
+# ---------------------------------------------------------------------------------------------
+# --floor: the same statements on the bare driver
+
+
+@contextmanager
+def captured() -> Iterator[list[tuple[str, Any]]]:
+    """Every statement the loss reports run on the DBAPI cursor (ledger._Statements) with the
+    values the driver receives, as `_Statements.run` computes them."""
+    seen: list[tuple[Any, Any, dict[str, Any]]] = []
+    real = ledger._Statements.run
+
+    def run(statements: Any, statement: Any, params: dict[str, Any]) -> Any:
+        rows = real(statements, statement, params)
+        seen.append((statements, statement, params))
+        return rows
+
+    out: list[tuple[str, Any]] = []
+    with mock.patch.object(ledger._Statements, "run", run):
+        yield out
+    for statements, statement, params in seen:
+        assert not statements.listened, "a listener took conn.execute: nothing to replay"
+        direct = statements.compiled[id(statement)][1]
+        values = [
+            static if literal else params[name] if process is None else process(params[name])
+            for name, process, literal, static in direct.plan
+        ]
+        out.append(
+            (direct.sql, tuple(values) if direct.positional else dict(zip(direct.names, values, strict=True)))
+        )
+
+
+def _backend_cpu(pid: int | None) -> float:
+    """The server backend's CPU seconds so far (a local PostgreSQL), or 0.0 when unreadable."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def floor(
+    name: str, url: str, copy: str, n: int, admin: sa.Engine | None = None
+) -> tuple[str, float, float, float, float, float, float]:
+    """The reports' statements replayed on the driver (on `copy`, made a copy of `url`'s state
+    before the reports ran there; through `admin` on PostgreSQL) vs the driver's bare
+    insert+commit, alternating blocks."""
+    engine, actor, cards = prepared(url, n)
+    engine.dispose()
+    sqlite = admin is None
+    if admin is None:
+        source = Path(sa.make_url(url).database or "")
+        with closing(sqlite3.connect(source)) as raw:
+            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        shutil.copy(source, Path(sa.make_url(copy).database or ""))
+    else:
+        recreate_database(admin, sa.make_url(copy).database or "", template=sa.make_url(url).database)
+    engine = make_engine(settings_for(url))
+    with captured() as statements:
+        loss_reports(engine, actor, cards[:n])
+    with engine.connect() as conn:
+        head = conn.execute(sa.text("SELECT seq, chain FROM ledger_head")).one()
+    engine.dispose()
+    per = len(statements) // n
+    replica = make_engine(settings_for(copy))
+    pooled = replica.raw_connection()
+    driver: Any = pooled.driver_connection
+    pid = None
+    if sqlite:
+        driver.create_function(ledger._SQLITE_LINK, 3, ledger._sqlite_link, deterministic=True)
+        begin, commit, insert = (
+            "BEGIN IMMEDIATE",
+            "COMMIT",
+            "INSERT INTO bench_bare (id, payload) VALUES (?, ?)",
+        )
+    else:
+        pid = driver.info.backend_pid
+        begin, commit, insert = "", "", "INSERT INTO bench_bare (id, payload) VALUES (%s, %s)"
+
+    def one(work: list[tuple[str, Any]]) -> None:
+        if begin:
+            driver.execute(begin)
+        cursor = driver.cursor()
+        for sql, args in work:
+            cursor.execute(sql, args)
+            if cursor.description is not None:
+                cursor.fetchall()
+        cursor.close()
+        if commit:
+            driver.execute(commit)
+        else:
+            driver.commit()
+
+    size = max(1, n // BLOCKS)
+    sums = [0.0] * 6  # bare: wall, client CPU, server CPU; reports: the same
+    for start in range(0, n, size):
+        stop = min(n, start + size)
+        for i, work in enumerate(
+            (
+                [[(insert, (k, "x" * 32))] for k in range(start, stop)],
+                [statements[k * per : (k + 1) * per] for k in range(start, stop)],
+            )
+        ):
+            wall, cpu, server = time.perf_counter(), time.process_time(), _backend_cpu(pid)
+            for each in work:
+                one(each)
+            sums[3 * i] += time.perf_counter() - wall
+            sums[3 * i + 1] += time.process_time() - cpu
+            sums[3 * i + 2] += _backend_cpu(pid) - server
+    cursor = driver.cursor()
+    cursor.execute("SELECT seq, chain FROM ledger_head")
+    assert tuple(cursor.fetchone()) == tuple(head), "the replay did not write what the reports wrote"
+    cursor.close()
+    pooled.close()
+    replica.dispose()
+    bare_s, bare_cpu, bare_server, report_s, report_cpu, report_server = sums
+    return (
+        name,
+        n / bare_s,
+        n / report_s,
+        bare_cpu / n * 1e6,
+        report_cpu / n * 1e6,
+        bare_server / n * 1e6,
+        report_server / n * 1e6,
+    )
+
+
+def main_floor(args: argparse.Namespace) -> None:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rows.append(
+            floor(
+                "sqlite3 (WAL, synchronous=FULL)",
+                f"sqlite:///{Path(tmp) / 'bench.db'}",
+                f"sqlite:///{Path(tmp) / 'copy.db'}",
+                args.reports,
+            )
+        )
+    admin = admin_engine(args.postgres_url)
+    try:
+        with scratch_database(admin, args.postgres_url, "idguard_bench_lr") as url:
+            try:
+                copy = database_url(args.postgres_url, "idguard_bench_lr_copy")
+                rows.append(floor("psycopg", url, copy, args.reports, admin))
+            finally:
+                drop_database(admin, "idguard_bench_lr_copy")
+    except sa.exc.OperationalError as exc:
+        print(f"postgresql skipped: {type(exc.orig).__name__}")
+    print(f"\n({uptime()})")
+    print(
+        f"{args.reports} loss reports' own statements, replayed on the driver, one transaction each, vs. "
+        f"{args.reports} bare insert+commit on the driver"
+    )
+    print(
+        f"{'driver':32} {'bare insert/s':>14} {'statements/s':>14} {'ratio':>7}"
+        f"   {'client CPU us: bare':>20} {'report':>7}   {'server CPU us: bare':>20} {'report':>7}"
+    )
+    for name, baseline, reports, bare_cpu, report_cpu, bare_server, report_server in rows:
+        server = f"{bare_server:20.0f} {report_server:7.0f}" if report_server else f"{'-':>20} {'-':>7}"
+        print(
+            f"{name:32} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}"
+            f"   {bare_cpu:20.0f} {report_cpu:7.0f}   {server}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -245,10 +434,16 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=2000)
     parser.add_argument("--postgres-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--against", metavar="SRC", help="an older tree's src directory, run side by side")
+    parser.add_argument(
+        "--floor", action="store_true", help="the reports' own statements replayed on the bare driver"
+    )
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.reports)
+        return
+    if args.floor:
+        main_floor(args)
         return
     if args.against:
         main_side_by_side(args)
