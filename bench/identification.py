@@ -367,7 +367,7 @@ def side_by_side(
     level: Difficulty,
     sizes: list[int],
     baseline: str,
-    variants: list[tuple[int, int]],
+    variants: list[tuple[int, int, float | None]],
     n_probes: int,
     n_strangers: int,
     workers: int,
@@ -402,10 +402,14 @@ def side_by_side(
         galleries: list[tuple[str, Any]] = [
             (f"baseline ({old.params.lists_probed} lists, {old.params.candidates} 1:1)", old)
         ]
-        for lists, cands in variants:
-            g = Gallery(params=replace(IndexParams(), lists_probed=lists, candidates=cands))
+        for lists, cands, bar in variants:
+            params = replace(IndexParams(), lists_probed=lists, candidates=cands)
+            params = params if bar is None else replace(params, rescore_similarity=bar)
+            g = Gallery(params=params)
             g._state, g._slots = new._state, new._slots  # the same index, read only
-            galleries.append((f"faiss ({lists} lists, {cands} 1:1)", g))
+            galleries.append(
+                (f"faiss ({lists} lists, {cands} 1:1, stage 2 >= {params.rescore_similarity})", g)
+            )
         stats = {
             name: {"t": 0.0, "ts": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries
         }
@@ -486,17 +490,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--variants",
         default="",
-        help="with --baseline: this gallery's lists probed x candidates compared 1:1, e.g. 8x16,16x24 "
-        "(default: its shipped parameters)",
+        help="with --baseline: this gallery's lists probed x candidates compared 1:1 [x the second "
+        "stage's cosine bar], e.g. 8x16,16x24,16x16x0.40 (default: its shipped parameters)",
     )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     faiss.omp_set_num_threads(1)  # the targets are on one core
     if args.baseline:
         d = IndexParams()
-        variants = [(int(a), int(b)) for a, b in (v.split("x") for v in args.variants.split(",") if v)] or [
-            (d.lists_probed, d.candidates)
-        ]
+        variants = [
+            (int(v[0]), int(v[1]), float(v[2]) if len(v) > 2 else None)
+            for v in (x.split("x") for x in args.variants.split(",") if x)
+        ] or [(d.lists_probed, d.candidates, None)]
         print(
             f"1:N side by side, synthetic seed {SEED}; numpy {np.__version__}, "
             f"faiss {faiss.__version__}; {uptime()}"

@@ -20,7 +20,6 @@ from idguard.biometrics.identification import (
     Gallery,
     IndexModel,
     IndexParams,
-    _best_per_group,
     default_model,
     index_data,
     index_is_current,
@@ -228,18 +227,6 @@ def test_removal_reaches_searches_after_a_bulk_load(
     assert "k10" not in g.candidates(probes[10])
     g.add("again", registered[10])  # a single add beside the bulk run
     assert g.search(probes[10])[0][0] == "again"
-
-
-@settings(database=None, max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 5), st.integers(1, 1000)), min_size=1, max_size=40))
-def test_best_per_group_keeps_the_heaviest_of_each_group(entries: list[tuple[int, int]]) -> None:
-    group = np.array([g for g, _ in entries], dtype=np.int64)
-    weight = np.array([w / 1000 for _, w in entries], dtype=np.float32)
-    kept = _best_per_group(group, weight, 1.0)
-    assert sorted(group[kept].tolist()) == sorted(set(group.tolist()))  # one per group
-    for i in kept:
-        # the heaviest, to the 16-bit quantisation the packing uses
-        assert weight[i] >= weight[group == group[i]].max() - 1.0 / 65535
 
 
 def test_the_second_stage_compares_only_shortlisted_fingers(gallery: Gallery, probes: list[Template]) -> None:
@@ -461,6 +448,5 @@ def test_the_rotation_vote_sums_a_pile_wherever_the_cells_fall() -> None:
         np.zeros(len(degrees), dtype=np.uint8),  # registered directions 0: the rotation is the live one
         np.ones(len(degrees), dtype=np.float32),
         3,
-        best_pair=0.0,
     )
     assert score.tolist() == [3.0, 1.0, 3.0]
