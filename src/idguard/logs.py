@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
 from typing import Any, cast
 
@@ -204,8 +205,10 @@ class AccessLines:
 
     def __init__(self, logger: logging.Logger) -> None:
         self.logger = logger
+        self._lock = threading.Lock()
         self._lines: list[str] = []
         self._handler: logging.StreamHandler[Any] | None = None
+        self._on: asyncio.AbstractEventLoop | None = None  # the loop whose turn will flush them
 
     def _direct_handler(self) -> logging.StreamHandler[Any] | None:
         """The access logger's one handler when this writer may stand in for it, else None."""
@@ -237,25 +240,28 @@ class AccessLines:
         rid: str | None,
     ) -> bool:
         """Gather the access line of one answer for this loop turn's write; False (nothing
-        gathered) when the logger is not configured for it."""
-        lines = self._lines
-        if not lines:
-            handler = self._direct_handler()
-            if handler is None:
-                return False
-            self._handler = handler
-            loop.call_soon(self.flush)
+        gathered) when the logger is not configured for it. The first line of a turn checks the
+        configuration and asks `loop` to flush at the end of the turn; lines gathered for a
+        loop that closed before its turn ended go out with the next loop's."""
         status_text = _STATUS_TEXT.get(status) or f"{status} "
         text = f'INFO:     {redact(client)} - "{redact(method)} {redact(path)} HTTP/{redact(http_version)}" {status_text}'
-        lines.append(text if rid is None else f"{text} request_id={rid}")
+        with self._lock:
+            if self._on is not loop:
+                handler = self._direct_handler()
+                if handler is None:
+                    return False
+                self._handler, self._on = handler, loop
+                loop.call_soon(self.flush)
+            self._lines.append(text if rid is None else f"{text} request_id={rid}")
         return True
 
     def flush(self) -> None:
         """Write the gathered lines as the handler writes records (its terminator, its lock)."""
-        lines, handler = self._lines, self._handler
+        with self._lock:
+            lines, handler = self._lines, self._handler
+            self._lines, self._on = [], None
         if not lines or handler is None:
             return
-        self._lines = []
         terminator = handler.terminator
         try:
             with handler.lock or contextlib.nullcontext():

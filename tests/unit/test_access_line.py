@@ -171,3 +171,24 @@ def test_any_other_configuration_is_left_to_logging(change: str, tmp_path: Path)
     assert stream.getvalue() == ""
     for h in logger.handlers:
         h.close()
+
+
+def test_lines_of_a_loop_closed_before_its_turn_ended_go_out_with_the_next_loops() -> None:
+    """A loop that stops before running its flush (a server shut down mid-turn, a test's loop)
+    leaves no line stuck: the next loop's turn writes them, in order."""
+    stream = io.StringIO()
+    logger = access_logger("closed-loop", stream)
+    lines = logs.AccessLines(logger)
+    first = asyncio.new_event_loop()
+    assert lines.write(first, "1.2.3.4:5", "POST", "/api/v1/verify", "1.1", 200, "first")
+    first.close()  # its flush never ran
+
+    async def turn() -> None:
+        assert lines.write(
+            asyncio.get_running_loop(), "1.2.3.4:5", "POST", "/api/v1/verify", "1.1", 200, "second"
+        )
+        await asyncio.sleep(0)
+
+    asyncio.run(turn())
+    written = stream.getvalue().splitlines()
+    assert [line.rsplit("request_id=", 1)[1] for line in written] == ["first", "second"]
