@@ -26,12 +26,19 @@ the driver can do better than that ratio. With a local PostgreSQL it also prints
 backend's CPU per operation (/proc).
 
     .venv/bin/python bench/loss_reports.py --floor
+
+What a commit writes on SQLite (`--wal-frames`): the WAL frames (pages) per commit of each path,
+from the WAL file's growth over 100 commits after a TRUNCATE checkpoint (fewer than the 1,000
+that start an automatic checkpoint); with `--against`, the older tree's as well.
+
+    .venv/bin/python bench/loss_reports.py --wal-frames [--against /work/old/src]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import os
 import shutil
@@ -41,7 +48,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
@@ -223,7 +230,9 @@ def serve(url: str, n: int) -> None:
     engine.dispose()
 
 
-def side_by_side(name: str, urls: dict[str, str], srcs: dict[str, str], n: int) -> list[tuple[str, ...]]:
+def side_by_side(
+    name: str, urls: dict[str, str], srcs: dict[str, str], n: int
+) -> list[tuple[str, float, float, float, float]]:
     """This tree and an older one, block by block, each on its own database (`serve`)."""
     workers = {}
     for tree, url in urls.items():
@@ -258,7 +267,60 @@ def side_by_side(name: str, urls: dict[str, str], srcs: dict[str, str], n: int) 
     rows = []
     for tree, (bare_s, bare_cpu, report_s, report_cpu) in sums.items():
         rows.append((f"{name} [{tree}]", n / bare_s, n / report_s, bare_cpu / n * 1e6, report_cpu / n * 1e6))
-    return rows  # type: ignore[return-value]
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# --wal-frames: the pages a commit writes on SQLite
+
+WAL_COMMITS = 100  # per measure: fewer than wal_autocheckpoint's 1,000 frames even at 9 a commit
+
+
+def wal_frames(n: int) -> None:
+    """Print, as JSON, the WAL frames per commit of each path on a scratch SQLite database,
+    twice each, alternating (this process's tree: PYTHONPATH)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.db"
+        engine, actor, cards = prepared(f"sqlite:///{path}", n)
+        wal = Path(f"{path}-wal")
+        with closing(sqlite3.connect(path)) as raw:
+            page = int(raw.execute("PRAGMA page_size").fetchone()[0])
+
+        def frames(work: Callable[[], float]) -> float:
+            with closing(sqlite3.connect(path, isolation_level=None)) as raw:
+                busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            assert not busy, "the checkpoint could not truncate the WAL"
+            work()
+            return (wal.stat().st_size - 32) / (page + 24) / WAL_COMMITS  # 32: the WAL header
+
+        out: dict[str, list[float]] = {"bare": [], "report": []}
+        for r in range(n // WAL_COMMITS):
+            start = r * WAL_COMMITS
+            block = cards[start : start + WAL_COMMITS]
+            out["bare"].append(frames(functools.partial(bare_inserts, engine, WAL_COMMITS, first=start)))
+            out["report"].append(frames(functools.partial(loss_reports, engine, actor, block)))
+        engine.dispose()
+    print(json.dumps(out), flush=True)
+
+
+def main_wal_frames(args: argparse.Namespace) -> None:
+    here = str(Path(__file__).resolve().parent.parent / "src")
+    srcs = {"this tree": here} | ({"older": str(Path(args.against).resolve())} if args.against else {})
+    n = 2 * WAL_COMMITS
+    print(f"\n({uptime()})")
+    print(f"SQLite WAL frames per commit ({WAL_COMMITS} commits a measure, after a TRUNCATE checkpoint)")
+    print(f"{'tree':12} {'bare insert':>20} {'loss report':>20}")
+    for tree, src in srcs.items():
+        done = subprocess.run(  # noqa: S603 - this script
+            [sys.executable, __file__, "--wal-frames-worker", "--reports", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONPATH": src},
+        )
+        out = json.loads(done.stdout.strip().splitlines()[-1])
+        bare, report = (" / ".join(f"{v:.2f}" for v in out[k]) for k in ("bare", "report"))
+        print(f"{tree:12} {bare:>20} {report:>20}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -437,10 +499,20 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="the reports' own statements replayed on the bare driver"
     )
+    parser.add_argument(
+        "--wal-frames", action="store_true", help="SQLite: the WAL frames (pages) each path's commit writes"
+    )
     parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--wal-frames-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.reports)
+        return
+    if args.wal_frames_worker:
+        wal_frames(args.reports)
+        return
+    if args.wal_frames:
+        main_wal_frames(args)
         return
     if args.floor:
         main_floor(args)
