@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench` as a package
 
 from bench.floor import _process, cpu_seconds
-from bench.harness import DATA_KEYS, SECRET, SIGNING_KEYS, TEMPLATE_KEYS, free_port, note, table, uptime
+from bench.harness import free_port, note, server_env, table, uptime
 from bench.verify.common import demo_arguments, demo_copy, onboard_bench_unit, query_mix
 from bench.verify.loadgen import pyload, wrk
 from idguard.core.clock import today_cst
@@ -61,19 +61,11 @@ def _quantiles(values: list[float]) -> tuple[int, float, float, float]:
 
 
 def serve(url: str, port: int, workdir: Path, journal: str | None, src: str | None, trace: Path) -> object:
-    env = {
-        **os.environ,
-        "IDGUARD_DATABASE_URL": url,
-        "IDGUARD_SECRET_KEY": SECRET,
-        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
-        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
-        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
-        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
-        "IDGUARD_DATA_KEYS": DATA_KEYS,
-        "IDGUARD_ENV": "production",
-        "IDGUARD_CHECKLOG_DIR": str(Path(journal or workdir) / f"checklog-{port}"),
-        "IDGUARD_TRACE_OUT": str(trace),
-    }
+    env = server_env(
+        url,
+        IDGUARD_CHECKLOG_DIR=str(Path(journal or workdir) / f"checklog-{port}"),
+        IDGUARD_TRACE_OUT=str(trace),
+    )
     if src is not None:  # another source tree (its probes must find the same names)
         env["PYTHONPATH"] = src
     cmd = [sys.executable, str(HERE / "_traced_serve.py"), "serve", "--port", str(port)]

@@ -39,13 +39,10 @@ from pathlib import Path
 
 from bench.harness import (
     BENCH_DIR,
-    DATA_KEYS,
-    SECRET,
-    SIGNING_KEYS,
-    TEMPLATE_KEYS,
     free_port,
     met,
     note,
+    server_env,
     table,
     uptime,
 )
@@ -130,18 +127,7 @@ def floor_server(port: int, workdir: Path) -> contextlib.AbstractContextManager[
 def idguard_server(
     url: str, port: int, workdir: Path, http: str, journal: str | None, src: str | None = None
 ) -> contextlib.AbstractContextManager[int]:
-    env = {
-        **os.environ,
-        "IDGUARD_DATABASE_URL": url,
-        "IDGUARD_SECRET_KEY": SECRET,
-        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
-        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
-        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
-        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
-        "IDGUARD_DATA_KEYS": DATA_KEYS,
-        "IDGUARD_ENV": "production",
-        "IDGUARD_CHECKLOG_DIR": journal or str(workdir / "checklog"),
-    }
+    env = server_env(url, IDGUARD_CHECKLOG_DIR=journal or str(workdir / "checklog"))
     if src is not None:  # another source tree (e.g. the code before issue 14), `src` directory
         env["PYTHONPATH"] = src
     cmd = [sys.executable, "-c", "from idguard.cli.main import app; app()", "serve", "--port", str(port)]

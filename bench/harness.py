@@ -138,6 +138,23 @@ def scratch_database(
 # Servers
 
 
+def server_env(url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production-mode idguard server on `url` with the benches' keys,
+    and `extra` added (or overriding)."""
+    return {
+        **os.environ,
+        "IDGUARD_DATABASE_URL": url,
+        "IDGUARD_SECRET_KEY": SECRET,
+        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
+        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
+        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
+        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
+        "IDGUARD_DATA_KEYS": DATA_KEYS,
+        "IDGUARD_ENV": "production",
+        **extra,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -180,19 +197,7 @@ def server(
     `app` is a factory; bench/ is on the server's path, so `_bench_app:create` works too.
     `extra_env` adds to (or overrides) the server's environment."""
     port = free_port()
-    env = {
-        **os.environ,
-        "IDGUARD_DATABASE_URL": url,
-        "IDGUARD_SECRET_KEY": SECRET,
-        "IDGUARD_TEMPLATE_KEYS": TEMPLATE_KEYS,
-        "IDGUARD_DECLARATION_KEYS": SIGNING_KEYS,
-        "IDGUARD_OFFLINE_KEYS": SIGNING_KEYS,
-        "IDGUARD_LEDGER_KEYS": SIGNING_KEYS,
-        "IDGUARD_DATA_KEYS": DATA_KEYS,
-        "IDGUARD_ENV": "production",
-        "IDGUARD_WORKERS": str(workers),
-        **(extra_env or {}),
-    }
+    env = server_env(url, IDGUARD_WORKERS=str(workers), **(extra_env or {}))
     cmd = [sys.executable, "-m", "uvicorn", "--factory", app, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", str(workers), "--app-dir", str(BENCH_DIR)]
     with log_path.open("ab") as log:
