@@ -354,25 +354,28 @@ def test_a_client_gone_before_the_record_gets_nothing_and_nothing_breaks(
 def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    """One keep-alive timer a connection (not one a request): requests every 30 ms keep a
-    connection with a 100 ms timeout open for 300 ms; once idle it closes after 100 ms, not
-    before, counted from its last answer."""
+    """One keep-alive timer a connection (not one a request): requests every 20 ms keep a
+    connection with a 250 ms timeout open for 400 ms; once idle it closes after the timeout
+    counted from its last answer, not before."""
     wire = Wire(loop)
-    wire.protocol.timeout_keep_alive = 0.1
+    timeout = wire.protocol.timeout_keep_alive = 0.25
 
     async def scenario() -> None:
-        for _ in range(10):
+        started = loop.time()
+        answered = started
+        for _ in range(20):
             wire.send(request())
             await wire.settle()
-            await asyncio.sleep(0.03)
+            answered = loop.time()  # the answer is complete: the idle time counts from here
+            await asyncio.sleep(0.02)
             assert not wire.inner.closed
-        answered = loop.time()
+        assert answered - started > timeout  # it outlived one timeout by being busy
         while not wire.inner.closed:
             await asyncio.sleep(0.005)
-            assert loop.time() - answered < 1.0
+            assert loop.time() - answered < timeout + 2.0
         idle = loop.time() - answered
-        assert 0.07 <= idle < 0.3, idle  # the 30 ms after the last answer count
-        assert len(answers(wire.out)) == 10
+        assert idle >= timeout - 0.02, idle  # (the few loop turns between the answer and `answered`)
+        assert len(answers(wire.out)) == 20
 
     loop.run_until_complete(scenario())
 
