@@ -4,7 +4,7 @@ the protocol itself, without an ASGI cycle (`GuardedHttpToolsProtocol`, issue 14
 
 The default is uvicorn's httptools protocol on uvloop (`GuardedHttpToolsProtocol`): measured
 against uvicorn's pure-Python h11 parser on asyncio's loop it serves about twice the requests a
-second (bench/floor.py, README "Performance"); `idguard serve --http h11` keeps the h11 protocol
+second (bench/floor.py, docs/performance.md); `idguard serve --http h11` keeps the h11 protocol
 (`GuardedH11Protocol`). Both answer alike: what follows holds for either.
 
 uvicorn's h11 protocol already refuses a request head that grows past
