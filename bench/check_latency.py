@@ -16,6 +16,11 @@ distributions that make up a check's wait once it is read:
   running the answers' release;
 - `gc gen N`: the garbage collector's pauses while serving.
 
+The clients' latency runs from each request's scheduled time; it is also split in two legs:
+scheduled -> written (a request waits for a free connection: with N connections and answers of L
+seconds at most N / L requests a second are carried; or the generator waits for the CPU) and
+written -> answer read (the server, the sockets and the generator reading).
+
     .venv/bin/python bench/check_latency.py [--rates 0.5,0.8] [--seconds 6] [--journal-dir DIR] [--src OLD/src]
 """
 
@@ -136,6 +141,11 @@ def main() -> None:
                 f"{share:.0%} of the peak: {rate:,.0f}/s offered, {load.requests / load.seconds:,.0f}/s achieved, "
                 f"p50 {load.p50_ms:.2f} ms, p99 {load.p99_ms:.2f} ms, max {load.max_ms:.1f} ms, "
                 f"{load.bad} bad, server CPU {cpu:.0f} us a check"
+            )
+            note(
+                f"the clients' latency in two legs: scheduled -> written p99 {load.wait_p99_ms:.2f} ms "
+                f"(waiting for one of the {args.connections} connections, or for the generator's turn "
+                f"on the CPU); written -> answer p50 {load.answer_p50_ms:.2f}, p99 {load.answer_p99_ms:.2f} ms"
             )
             table(
                 f"inside the server at {share:.0%} of the peak (milliseconds)",

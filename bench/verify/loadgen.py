@@ -31,6 +31,11 @@ class Load:
     bad: int  # non-2xx answers and socket errors
     offered: float = 0.0  # open loop: the scheduled rate
     client_cpu_us: float = 0.0  # the asyncio generator's own CPU per request (it shares the cores)
+    # Open loop, the latency's two legs (`_generate`): scheduled -> written (a request waiting for
+    # a free connection, or for the generator's own turn on the CPU), and written -> answer read.
+    wait_p99_ms: float = 0.0
+    answer_p50_ms: float = 0.0
+    answer_p99_ms: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -132,6 +137,9 @@ def pyload(
         r["bad"],
         rate or 0.0,
         cpu / max(1, r["requests"]) * 1e6,
+        r.get("wait_p99_ms", 0.0),
+        r.get("answer_p50_ms", 0.0),
+        r.get("answer_p99_ms", 0.0),
     )
 
 
@@ -162,6 +170,8 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
     ]
     warmup = min(1.0, seconds / 4)  # answers to requests scheduled in the first second are not counted
     latencies: list[float] = []
+    waits: list[float] = []  # scheduled -> written
+    answers: list[float] = []  # written -> answer read
     stats = {"bad": 0, "done": 0, "last": 0.0}
     queue: asyncio.Queue[float | None] = asyncio.Queue()
     start = loop.time() + 0.2
@@ -181,6 +191,7 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
                     if got is None:
                         return
                     scheduled = got
+                written = loop.time()
                 writer.write(requests[i % len(requests)])
                 i += 1
                 response_head = await reader.readuntil(b"\r\n\r\n")
@@ -189,6 +200,8 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
                 done = loop.time()
                 if scheduled >= start + warmup:
                     latencies.append(done - scheduled)
+                    waits.append(written - scheduled)
+                    answers.append(done - written)
                     stats["done"] += 1
                     stats["last"] = done
                     if not response_head.startswith(b"HTTP/1.1 2"):
@@ -212,6 +225,8 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(max(0.0, end - loop.time()))
     await asyncio.gather(*tasks)
     latencies.sort()
+    waits.sort()
+    answers.sort()
     if not latencies:
         return {"requests": 0, "seconds": 1.0, "p50_ms": 0, "p99_ms": 0, "max_ms": 0, "bad": stats["bad"]}
     return {
@@ -221,7 +236,15 @@ async def _generate(spec: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1e3,
         "max_ms": latencies[-1] * 1e3,
         "bad": stats["bad"],
+        "wait_p99_ms": _p(waits, 0.99),
+        "answer_p50_ms": _p(answers, 0.5),
+        "answer_p99_ms": _p(answers, 0.99),
     }
+
+
+def _p(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted seconds, in milliseconds."""
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1e3
 
 
 def main(spec_path: str) -> None:
