@@ -10,15 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from idguard import uow
-from idguard.accountability import compliance, importer, transactions
-from idguard.accountability.rules import parse_ladder, parse_month
-from idguard.config import Settings
 from idguard.core.errors import DomainError, NotFound
-from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.verification.models import Unit
 
 transactions_app = typer.Typer(help="Transactions units report (accountability).", no_args_is_help=True)
 compliance_app = typer.Typer(help="Monthly compliance of units (accountability).", no_args_is_help=True)
@@ -46,6 +39,14 @@ def import_file(
     """Import a unit's transactions: validate the whole file first (any bad row: nothing is
     imported, each error names its row and field), then store them in batches, classified. Run
     it again after an interruption: refs already stored are skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from idguard import uow
+    from idguard.accountability import importer, transactions
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine, make_sessionmaker
+    from idguard.verification.models import Unit
+
     settings = Settings()
     engine = make_engine(settings)
     sessions = make_sessionmaker(engine)
@@ -90,6 +91,12 @@ def close(month: Annotated[str, typer.Argument(help="YYYY-MM")]) -> None:
     """Close a month: re-classify its transactions and store every unit's figures (compliance
     reads of the month answer from them from now on). Possible once the month's end plus the
     check window has passed; a month is closed once."""
+    from idguard import uow
+    from idguard.accountability import compliance
+    from idguard.accountability.rules import parse_ladder, parse_month
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine, make_sessionmaker
+
     settings = Settings()
     engine = make_engine(settings)
     try:

@@ -5,32 +5,33 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import os
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
-from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.citizens import retention
-from idguard.citizens.models import CertificateCheck
-from idguard.citizens.rules import retention_horizon
-from idguard.config import Settings
-from idguard.db.engine import make_engine, make_sessionmaker
-from idguard.verification.runtime import partitions
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from idguard.verification.runtime import partitions
 
 app = typer.Typer(
     help="Citizens' own view: the check log's retention, declaration signing keys.", no_args_is_help=True
 )
 console = Console()
 
+# retention.BATCH, the default shown by --help: the same value, without importing the retention
+# module (SQLAlchemy, the models) for `idguard --help` (tests/unit/test_cli_imports.py checks).
+BATCH = 5_000
 
-def purge(
-    sessions: sessionmaker[Session], *, horizon: dt.datetime, batch: int = retention.BATCH
-) -> dict[str, int]:
+
+def purge(sessions: sessionmaker[Session], *, horizon: dt.datetime, batch: int = BATCH) -> dict[str, int]:
     """Remove every check older than `horizon`, unit by unit, `batch` rows a transaction (so the
     job holds no long lock and can be stopped and run again); how many per unit."""
+    from idguard import uow
+    from idguard.citizens import retention
+
     with sessions() as session:
         codes = retention.unit_codes(session)
     removed: dict[str, int] = {}
@@ -48,6 +49,10 @@ def purge(
 def drop_months(engine: sa.Engine, *, horizon: dt.datetime) -> partitions.Dropped:
     """PostgreSQL's partitioned check log: drop each month wholly older than the horizon's month
     (and the default partition's rows before it), their travel-certificate rows first."""
+    import sqlalchemy as sa
+
+    from idguard.citizens.models import CertificateCheck
+    from idguard.verification.runtime import partitions
 
     def forget(conn: sa.Connection, ids: sa.Select[tuple[object]]) -> None:
         conn.execute(sa.delete(CertificateCheck).where(CertificateCheck.check_id.in_(ids)))
@@ -57,11 +62,16 @@ def drop_months(engine: sa.Engine, *, horizon: dt.datetime) -> partitions.Droppe
 
 @app.command("purge-checks")
 def purge_checks(
-    batch: Annotated[int, typer.Option(min=1, max=100_000, help="rows per transaction")] = retention.BATCH,
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="rows per transaction")] = BATCH,
 ) -> None:
     """Remove check-log rows older than IDGUARD_CHECK_RETENTION_MONTHS (default 24). Safe to run
     while the service runs (nightly, from cron) and to stop and run again. On PostgreSQL (the log
     partitioned by month) whole months are dropped: a check goes once its whole month is past."""
+    from idguard.citizens.rules import retention_horizon
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine, make_sessionmaker
+    from idguard.verification.runtime import partitions
+
     settings = Settings()
     engine: sa.Engine = make_engine(settings)
     try:

@@ -3,34 +3,36 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
-from sqlalchemy.orm import Session, sessionmaker
 
-from idguard import uow
-from idguard.accountability import cases as accountability_cases
 from idguard.accountability import cli as accountability_cli
 from idguard.citizens import cli as citizens_cli
-from idguard.config import Settings
 from idguard.core.errors import DomainError, InvalidField
 from idguard.core.grants import Role
-from idguard.db import migrate
-from idguard.db.engine import make_engine, make_sessionmaker
 from idguard.offline import cli as offline_cli
 from idguard.ops import cli as ops_cli
 from idguard.ops import ledger_cli
 from idguard.registry import keys_cli
-from idguard.registry import staff as staff_service
 from idguard.scaleout import cli as scaleout_cli
 from idguard.verification import checks_cli
-from idguard.verification import units as units_service
+
+# `idguard --help` and the short commands (`idguard demo fingerprint ID` runs inline in scripts)
+# import no database, web or numeric library: each command imports what it uses in its body, and
+# a command using the database every feature's tables (_load_schema_first, at the end);
+# tests/unit/test_cli_imports.py checks both.
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from idguard.config import Settings
 
 app = typer.Typer(help="idguard: the invalid resident ID card information system.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -59,18 +61,37 @@ app.add_typer(keys_cli.app, name="keys")  # `idguard keys rekey`, `idguard keys 
 app.add_typer(citizens_cli.app, name="citizens")  # `idguard citizens purge-checks`, `declaration-key`
 app.add_typer(offline_cli.app, name="offline")  # `idguard offline fetch`, `idguard offline check`
 app.add_typer(checks_cli.app, name="checks")  # `idguard checks partitions` (PostgreSQL)
-scaleout_cli.register(app, accountability_cases.suspension_notes)  # relay, verifier, checklog-sink
+
+
+def _suspension_notes(session: Session) -> dict[str, str]:
+    """accountability.cases.suspension_notes, imported when the relay first asks."""
+    from idguard.accountability.cases import suspension_notes
+
+    return suspension_notes(session)
+
+
+scaleout_cli.register(app, _suspension_notes)  # relay, verifier, checklog-sink
 console = Console()
 err = Console(stderr=True)
 
 
+def _settings() -> Settings:
+    from idguard.config import Settings
+
+    return Settings()
+
+
 def _engine() -> sa.Engine:
-    return make_engine(Settings())
+    from idguard.db.engine import make_engine
+
+    return make_engine(_settings())
 
 
 @contextmanager
 def _database(settings: Settings) -> Iterator[sa.Engine]:
     """An engine for one command, its connections closed at the end."""
+    from idguard.db.engine import make_engine
+
     engine = make_engine(settings)
     try:
         yield engine
@@ -82,7 +103,10 @@ def _database(settings: Settings) -> Iterator[sa.Engine]:
 def _transaction(settings: Settings | None = None) -> Iterator[Session]:
     """One command's unit of work: it commits when the command's work is done; a rule the work
     breaks is printed and the command exits 1 with nothing written."""
-    with _database(settings or Settings()) as engine:
+    from idguard import uow
+    from idguard.db.engine import make_sessionmaker
+
+    with _database(settings or _settings()) as engine:
         try:
             with uow.transaction(make_sessionmaker(engine)) as session:
                 yield session
@@ -150,6 +174,8 @@ def serve(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations up to REVISION (default: head)."""
+    from idguard.db import migrate
+
     migrate.upgrade(_engine(), revision)
     console.print(f"database at {revision}")
 
@@ -163,6 +189,8 @@ def office_add(
     ] = None,
 ) -> None:
     """Add an office CODE with NAME."""
+    from idguard.registry import staff as staff_service
+
     with _transaction() as session:
         staff_service.add_office(session, now=_now(), code=code, name=name, region=region or code[:6])
     console.print(f"office {code} added")
@@ -176,6 +204,8 @@ def staff_add(
     office: Annotated[str | None, typer.Option(help="office code (required for a clerk)")] = None,
 ) -> None:
     """Add a staff account."""
+    from idguard.registry import staff as staff_service
+
     with _transaction() as session:
         staff_service.add_staff(
             session, now=_now(), username=username, password=password, role=role, office=office
@@ -193,7 +223,9 @@ def unit_add(
     webhook_url: Annotated[str | None, typer.Option(help="where to POST signed notifications")] = None,
 ) -> None:
     """Onboard unit CODE NAME and print its API key (shown this once only)."""
-    settings = Settings()
+    from idguard.verification import units as units_service
+
+    settings = _settings()
     with _transaction(settings) as session:
         issued = units_service.onboard(
             session,
@@ -220,7 +252,9 @@ def unit_roll_webhook_secret(
     ] = 24,
 ) -> None:
     """Roll unit CODE's webhook signing secret and print the new one (shown this once only)."""
-    settings = Settings()
+    from idguard.verification import units as units_service
+
+    settings = _settings()
     with _transaction(settings) as session:
         rolled = units_service.roll_webhook_secret(
             session,
@@ -259,13 +293,14 @@ def demo(
     if ctx.invoked_subcommand is not None:
         return
     from idguard.biometrics.fingerprints import Biometrics
+    from idguard.db import migrate
     from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, load_demo
 
     if citizens < 0:
         raise _fail(f"--citizens {citizens}: must not be negative")
     if fingerprint_persons is not None and fingerprint_persons < 0:
         raise _fail(f"--fingerprint-persons {fingerprint_persons}: must not be negative (0 for none)")
-    settings = Settings()
+    settings = _settings()
     with _database(settings) as engine:
         migrate.upgrade(engine)
         try:
@@ -307,7 +342,9 @@ def _print_test_cards(engine: sa.Engine, settings: Settings, base: str) -> None:
     """The demo unit's key and one demo card per answer, ready for a first check."""
     import json
 
+    from idguard import uow
     from idguard.core.clock import today_cst
+    from idguard.db.engine import make_sessionmaker
     from idguard.demo.testcards import CATEGORIES, EXPECTED, demo_card, demo_unit_key
 
     with uow.transaction(make_sessionmaker(engine)) as session:
@@ -380,11 +417,12 @@ def demo_card_command(
     import json
 
     from idguard.core.clock import today_cst
+    from idguard.db.engine import make_sessionmaker
     from idguard.demo.testcards import CATEGORIES, demo_card
 
     if category not in CATEGORIES:
         raise _fail(f"CATEGORY {category!r}: one of {', '.join(CATEGORIES)}")
-    with _database(Settings()) as engine, make_sessionmaker(engine)() as session:
+    with _database(_settings()) as engine, make_sessionmaker(engine)() as session:
         body = demo_card(session, category, today=today_cst(_now()))
     if body is None:
         raise _fail(f"the demo data holds no {category} card: load it with `idguard demo` (or `make run`)")
@@ -399,7 +437,7 @@ def demo_card_command(
 def demo_unit_key_command() -> None:
     from idguard.demo.testcards import demo_unit_key
 
-    settings = Settings()
+    settings = _settings()
     with _transaction(settings) as session:
         key = demo_unit_key(session, now=_now(), secret_key=settings.secret_key)
     typer.echo(key)
@@ -412,6 +450,7 @@ def _fingerprint_batches(
     nothing, each batch audited as `action` ("<n> fingerprints <did>"); the total. A row under a
     key the configuration does not hold stops the run with one clean line: what earlier batches
     did stays done, the failing batch is rolled back."""
+    from idguard import uow
     from idguard.biometrics.vault import VaultError
     from idguard.db.common import AuditEntry
 
@@ -443,13 +482,16 @@ def fingerprints_rekey(
     batch: Annotated[int, typer.Option(help="fingerprints re-sealed per transaction")] = 500,
 ) -> None:
     """Key rotation: until every row is re-sealed, the old key must stay configured to decrypt."""
+    import sqlalchemy as sa
+
     from idguard.biometrics.fingerprints import rekey
     from idguard.biometrics.models import Fingerprint
     from idguard.biometrics.vault import TemplateVault
+    from idguard.db.engine import make_sessionmaker
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
-    settings = Settings()
+    settings = _settings()
     vault = TemplateVault.from_settings(settings)
     with _database(settings) as engine:
         sessions = make_sessionmaker(engine)
@@ -485,10 +527,11 @@ def fingerprints_reindex(
 ) -> None:
     from idguard.biometrics.fingerprints import ReindexPlace, reindex
     from idguard.biometrics.vault import TemplateVault
+    from idguard.db.engine import make_sessionmaker
 
     if batch < 1:
         raise _fail(f"--batch {batch}: must be at least 1")
-    settings = Settings()
+    settings = _settings()
     vault = TemplateVault.from_settings(settings)
     place = ReindexPlace()  # each row's index data opened once in the run
     with _database(settings) as engine:
@@ -515,7 +558,7 @@ def fingerprints_calibrate(
     from idguard.biometrics import calibration
     from idguard.biometrics.synthetic import Difficulty
 
-    current = Settings().fingerprint_threshold
+    current = _settings().fingerprint_threshold
     per_level = calibration.CALIBRATION_FINGERS * calibration.CALIBRATION_IMPRESSIONS
     same_finger = calibration.CALIBRATION_FINGERS * math.comb(calibration.CALIBRATION_IMPRESSIONS, 2)
     available = len(Difficulty) * (math.comb(per_level, 2) - same_finger)  # pairs of different fingers
@@ -546,10 +589,14 @@ def run_dev(
 ) -> None:
     """What `make run` does: migrate, load demo data if the database is empty, print the demo staff
     accounts, a demo unit's key and one demo card per answer, and serve."""
+    import sqlalchemy as sa
+
     from idguard.biometrics.fingerprints import Biometrics
+    from idguard.db import migrate
+    from idguard.db.engine import make_engine
     from idguard.demo.load import DEFAULT_FINGERPRINT_PERSONS, DEMO_CREDENTIALS, load_demo
 
-    settings = Settings()
+    settings = _settings()
     engine = make_engine(settings)
     migrate.upgrade(engine)
     with engine.connect() as conn:
@@ -574,3 +621,47 @@ def run_dev(
     console.print(f"API docs: http://{host}:{port}/api/v1/docs")
     engine.dispose()
     serve(host=host, port=port, workers=1)
+
+
+# Commands that open no database: they run without the schema (`demo fingerprint` runs inline in
+# scripts, `offline check` at a unit's counter for each card).
+NO_DATABASE = {
+    ("demo", "fingerprint"),
+    ("offline", "fetch"),
+    ("offline", "check"),
+    ("citizens", "declaration-key"),
+    ("fingerprints", "calibrate"),
+    ("serve",),  # the app it serves imports its own
+    ("verifier",),
+}
+
+
+def _with_schema(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`command`, run with every feature's models imported first, as the service has them: a
+    session's flush sorts every table the ORM knows, and fails on a table whose foreign key names
+    one not imported (compliance's closed_months -> staff), whichever feature the command is."""
+
+    @functools.wraps(command)  # typer reads the signature, annotations and help through it
+    def run(*args: Any, **kwargs: Any) -> Any:
+        import idguard.schema  # noqa: F401 - every feature's tables on one metadata
+
+        return command(*args, **kwargs)
+
+    return run
+
+
+def _load_schema_first(group: typer.Typer, path: tuple[str, ...] = ()) -> None:
+    """Wrap every command in `group` but NO_DATABASE's in `_with_schema`: when it runs, not when
+    the command line is built, so `--help` imports no SQLAlchemy."""
+    for info in group.registered_commands:
+        if info.callback is None:
+            continue
+        name = info.name or info.callback.__name__.lower().replace("_", "-")  # as typer names it
+        if (*path, name) not in NO_DATABASE:
+            info.callback = _with_schema(info.callback)
+    for sub in group.registered_groups:
+        if sub.typer_instance is not None and sub.name is not None:
+            _load_schema_first(sub.typer_instance, (*path, sub.name))
+
+
+_load_schema_first(app)  # last: every command above and the features' are registered

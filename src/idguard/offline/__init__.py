@@ -8,7 +8,10 @@ and the signing keys). The reader a unit runs is `reader.py`, driven by `idguard
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 def install(app: FastAPI) -> None:

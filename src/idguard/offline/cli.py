@@ -11,9 +11,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from idguard.offline import sets
-from idguard.offline.reader import FetchError, Reader
-
+# sets.LONG_TERM, the default shown by --help: the same value, without importing the set's
+# format (numpy) for `idguard --help` (tests/unit/test_cli_imports.py checks).
+LONG_TERM = "long-term"
 app = typer.Typer(
     help="Offline verification: keep the signed set of valid cards; check cards without the network.",
     no_args_is_help=True,
@@ -48,6 +48,9 @@ def fetch(
     signature is verified, and a delta must follow the set's version. Then the checks made
     offline are uploaded. Run it as often as you like (every minute keeps the set current
     within a minute)."""
+    from idguard.offline import sets
+    from idguard.offline.reader import FetchError, Reader
+
     reader = Reader(dir)
     try:
         report = reader.fetch(url, key)
@@ -64,7 +67,7 @@ def fetch(
 
 
 def _expiry(value: str | None) -> dt.date | None:
-    if value is None or value.strip().lower() in (sets.LONG_TERM, "长期"):
+    if value is None or value.strip().lower() in (LONG_TERM, "长期"):
         return None
     try:
         return dt.date.fromisoformat(value.strip())
@@ -82,7 +85,7 @@ def check(
         typer.Option(
             help="the card's expiry date as printed on it and stored in its chip: YYYY-MM-DD or long-term"
         ),
-    ] = sets.LONG_TERM,
+    ] = LONG_TERM,
     purpose: Annotated[
         str | None, typer.Option(help="your unit's purpose (needed if it has several)")
     ] = None,
@@ -92,6 +95,9 @@ def check(
     age; exit status 0 for valid, 1 for invalid (2 for an error). The check is kept in the local
     log and uploaded by the next `offline fetch`. The expiry date is part of the card's key and
     applied here: a card past it is invalid without any delta."""
+    from idguard.offline import sets
+    from idguard.offline.reader import Reader
+
     reader = Reader(dir)
     try:
         answer = reader.check(

@@ -10,18 +10,10 @@ and the log format.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
-
-from idguard import logs
-from idguard.config import Environment, Settings
-from idguard.ops.chains import ChainKeeper
-from idguard.ops.metrics import Metrics, multiprocess_dir
-from idguard.ops.middleware import OpsMiddleware
-from idguard.ops.routes import metrics as metrics_route
-from idguard.registry import chains
-from idguard.verification.runtime.partitions import PartitionKeeper
-from idguard.verification.verifier import Verifier
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["install"]
 
@@ -29,6 +21,18 @@ log = logging.getLogger("idguard.ops")
 
 
 def install(app: FastAPI) -> None:
+    # Imported here, as the other features do: `idguard backup` and the rest of the command line
+    # import this package (ops/cli.py), and need none of the web stack.
+    from idguard import logs
+    from idguard.config import Environment, Settings
+    from idguard.ops.chains import ChainKeeper
+    from idguard.ops.metrics import Metrics, multiprocess_dir
+    from idguard.ops.middleware import OpsMiddleware
+    from idguard.ops.routes import metrics as metrics_route
+    from idguard.registry import chains
+    from idguard.verification.runtime.partitions import PartitionKeeper
+    from idguard.verification.verifier import Verifier
+
     settings: Settings = app.state.settings
     verifier: Verifier = app.state.verifier
     logs.use_format(settings.log_format)

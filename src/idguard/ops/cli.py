@@ -9,9 +9,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from idguard.config import Settings
-from idguard.ops.backup import POSTGRES_ADVICE, BackupError, backup_sqlite, sqlite_path
-
 console = Console()
 err = Console(stderr=True)
 
@@ -28,6 +25,9 @@ def backup(
     An online backup: one consistent commit's state, integrity-checked. With PostgreSQL, print
     how to back it up instead (base backup + WAL archiving) and exit 2. docs/operations.md
     says how to restore."""
+    from idguard.config import Settings
+    from idguard.ops.backup import POSTGRES_ADVICE, BackupError, backup_sqlite, sqlite_path
+
     settings = Settings()
     source = sqlite_path(settings.database_url)
     if source is None:

@@ -18,10 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from idguard.config import Settings
 from idguard.core.chain import Checkpoint
-from idguard.db.engine import make_engine
-from idguard.registry import chains
 
 app = typer.Typer(
     help="The tamper-evident ledger and audit log: verify the hash chains, write signed checkpoints.",
@@ -66,6 +63,10 @@ def verify(
 
     Exit 1 naming the first altered, removed or reordered row (ledger seq, audit id), or a
     checkpoint that no longer matches; 0 when both chains hold."""
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine
+    from idguard.registry import chains
+
     settings = Settings()
     kept = _read_kept(checkpoints) if checkpoints is not None else []
     engine = make_engine(settings)
@@ -95,6 +96,10 @@ def checkpoint(
 ) -> None:
     """Seal the audit log's newest entries, then sign and store a checkpoint of each chain (its
     head's seq and hash, now) and print it as a JSON line."""
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine
+    from idguard.registry import chains
+
     settings = Settings()
     engine = make_engine(settings)
     try:

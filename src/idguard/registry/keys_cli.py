@@ -9,34 +9,45 @@ status` that no row is left under an old key, then drop the old key and restart 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated
+import functools
+from typing import TYPE_CHECKING, Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from idguard import uow
-from idguard.config import Settings
-from idguard.core.sealing import KeyRingError
-from idguard.db.common import AuditEntry
-from idguard.db.engine import make_engine
-from idguard.registry import sealed
+if TYPE_CHECKING:
+    import sqlalchemy as sa
 
 app = typer.Typer(help="Keys sealing personal data at rest: rotation and status.", no_args_is_help=True)
 console = Console()
 err = Console(stderr=True)
 
-# Every table with sealed personal data or free text (registry/sealed.py), in the order rekey
-# walks them: lightweight tables of the sealing columns, so no feature's models are imported here.
-TABLES: tuple[sa.TableClause, ...] = tuple(spec.clause() for spec in sealed.SEALED_TABLES.values())
+
+@functools.cache
+def _tables() -> tuple[sa.TableClause, ...]:
+    """Every table with sealed personal data or free text (registry/sealed.py), in the order rekey
+    walks them: lightweight tables of the sealing columns, so no feature's models are imported
+    here. Built on first use: `idguard --help` imports no SQLAlchemy."""
+    from idguard.registry import sealed
+
+    return tuple(spec.clause() for spec in sealed.SEALED_TABLES.values())
+
+
+def __getattr__(name: str) -> tuple[sa.TableClause, ...]:
+    # `TABLES`, as before, built when first read (PEP 562).
+    if name == "TABLES":
+        return _tables()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def rows_by_key(engine: sa.Engine) -> dict[str, dict[str, int]]:
     """table -> key id -> rows sealed under it."""
+    import sqlalchemy as sa
+
     counts: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
-        for table in TABLES:
+        for table in _tables():
             rows = conn.execute(
                 sa.select(table.c.seal_key, sa.func.count())
                 .where(table.c.seal_key.is_not(None))  # NULL: nothing sealed in the row (yet)
@@ -49,7 +60,13 @@ def rows_by_key(engine: sa.Engine) -> dict[str, dict[str, int]]:
 
 def rekey_all(engine: sa.Engine, *, batch: int) -> dict[str, int]:
     """Re-seal every table's rows under the active key; table -> rows re-sealed."""
-    done = {table.name: sealed.rekey(engine, table, batch=batch) for table in TABLES}
+    import sqlalchemy as sa
+
+    from idguard import uow
+    from idguard.db.common import AuditEntry
+    from idguard.registry import sealed
+
+    done = {table.name: sealed.rekey(engine, table, batch=batch) for table in _tables()}
     if any(done.values()):
         ring = sealed.ring_of(engine)
         with uow.connection(engine) as conn:
@@ -72,6 +89,11 @@ def rekey_all(engine: sa.Engine, *, batch: int) -> dict[str, int]:
     "and can simply be run again; it is safe while the service runs.",
 )
 def rekey(batch: Annotated[int, typer.Option(min=1, max=100_000, help="rows per transaction")] = 500) -> None:
+    from idguard.config import Settings
+    from idguard.core.sealing import KeyRingError
+    from idguard.db.engine import make_engine
+    from idguard.registry import sealed
+
     settings = Settings()
     engine = make_engine(settings)
     try:
@@ -100,6 +122,10 @@ def rekey(batch: Annotated[int, typer.Option(min=1, max=100_000, help="rows per 
 
 @app.command("status", help="How many rows each key id seals, per table (drop a key only at 0).")
 def status() -> None:
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine
+    from idguard.registry import sealed
+
     settings = Settings()
     engine = make_engine(settings)
     try:

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
-from idguard.config import Settings
+if TYPE_CHECKING:
+    import asyncio
 
-SuspensionNotes = Callable[[Session], dict[str, str]]
+    from sqlalchemy.orm import Session
+
+    SuspensionNotes = Callable[[Session], dict[str, str]]
 
 
 def _until_signalled(stop: asyncio.Event) -> None:
+    import asyncio
+    import contextlib
+    import signal
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
@@ -42,7 +45,10 @@ def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) 
         """Publish the ledger, the units' keys and states, and index snapshots to NATS JetStream
         (IDGUARD_NATS_URL, IDGUARD_NATS_PREFIX). Run two or more for failover: one leads
         (publishes), the others stand by and take over within a fraction of a second."""
+        import asyncio
+
         from idguard import logs
+        from idguard.config import Settings
         from idguard.db.engine import make_engine, make_sessionmaker
         from idguard.scaleout.relay import Leadership, Relay
 
@@ -99,6 +105,9 @@ def register(app: typer.Typer, suspension_notes: SuspensionNotes | None = None) 
     @app.command("checklog-sink")
     def checklog_sink() -> None:
         """Write the check stream into the database's check log (COPY, idempotent)."""
+        import asyncio
+
+        from idguard.config import Settings
         from idguard.db.engine import make_engine
         from idguard.scaleout.sink import Sink
 

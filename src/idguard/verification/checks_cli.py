@@ -6,16 +6,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from idguard.config import Settings
-from idguard.db.engine import make_engine
-from idguard.verification.runtime import partitions
-
 app = typer.Typer(help="The check log (核查记录).", no_args_is_help=True)
 console = Console()
+
+# partitions.AHEAD_MONTHS, the default shown by --help: the same value, without importing the
+# partitions module (SQLAlchemy) for `idguard --help` (tests/unit/test_cli_imports.py checks).
+AHEAD_MONTHS = 3
 
 
 @app.command("partitions")
@@ -26,12 +25,18 @@ def partitions_command(
     ] = False,
     ahead: Annotated[
         int, typer.Option(min=0, max=120, help="months created ahead of the current one")
-    ] = partitions.AHEAD_MONTHS,
+    ] = AHEAD_MONTHS,
 ) -> None:
     """List the check log's monthly partitions (UTC months) with their estimated rows; with
     --create, first create the missing ones (as every server worker does at start and daily).
     Old months are dropped by the retention job, `idguard citizens purge-checks`. PostgreSQL only:
     on SQLite the log is one table (exit 2)."""
+    import sqlalchemy as sa
+
+    from idguard.config import Settings
+    from idguard.db.engine import make_engine
+    from idguard.verification.runtime import partitions
+
     engine: sa.Engine = make_engine(Settings())
     try:
         with engine.connect() as conn:
