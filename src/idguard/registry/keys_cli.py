@@ -25,7 +25,7 @@ err = Console(stderr=True)
 
 
 @functools.cache
-def _tables() -> tuple[sa.TableClause, ...]:
+def tables() -> tuple[sa.TableClause, ...]:
     """Every table with sealed personal data or free text (registry/sealed.py), in the order rekey
     walks them: lightweight tables of the sealing columns, so no feature's models are imported
     here. Built on first use: `idguard --help` imports no SQLAlchemy."""
@@ -34,20 +34,13 @@ def _tables() -> tuple[sa.TableClause, ...]:
     return tuple(spec.clause() for spec in sealed.SEALED_TABLES.values())
 
 
-def __getattr__(name: str) -> tuple[sa.TableClause, ...]:
-    # `TABLES`, as before, built when first read (PEP 562).
-    if name == "TABLES":
-        return _tables()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def rows_by_key(engine: sa.Engine) -> dict[str, dict[str, int]]:
     """table -> key id -> rows sealed under it."""
     import sqlalchemy as sa
 
     counts: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
-        for table in _tables():
+        for table in tables():
             rows = conn.execute(
                 sa.select(table.c.seal_key, sa.func.count())
                 .where(table.c.seal_key.is_not(None))  # NULL: nothing sealed in the row (yet)
@@ -66,7 +59,7 @@ def rekey_all(engine: sa.Engine, *, batch: int) -> dict[str, int]:
     from idguard.db.common import AuditEntry
     from idguard.registry import sealed
 
-    done = {table.name: sealed.rekey(engine, table, batch=batch) for table in _tables()}
+    done = {table.name: sealed.rekey(engine, table, batch=batch) for table in tables()}
     if any(done.values()):
         ring = sealed.ring_of(engine)
         with uow.connection(engine) as conn:
