@@ -367,7 +367,7 @@ def side_by_side(
     level: Difficulty,
     sizes: list[int],
     baseline: str,
-    variants: list[tuple[int, int, float | None]],
+    variants: list[tuple[int, int, float | None, dict[str, Any]]],
     n_probes: int,
     n_strangers: int,
     workers: int,
@@ -402,13 +402,16 @@ def side_by_side(
         galleries: list[tuple[str, Any]] = [
             (f"baseline ({old.params.lists_probed} lists, {old.params.candidates} 1:1)", old)
         ]
-        for lists, cands, bar in variants:
-            params = replace(IndexParams(), lists_probed=lists, candidates=cands)
+        for lists, cands, bar, more in variants:
+            params = replace(IndexParams(), lists_probed=lists, candidates=cands, **more)
             params = params if bar is None else replace(params, rescore_similarity=bar)
             g = Gallery(params=params)
             g._state, g._slots = new._state, new._slots  # the same index, read only
+            stage1 = f"stage 1 >= {params.min_similarity} " + (
+                "weighed" if params.vote_slope is None else f"counted, slope {params.vote_slope:g}"
+            )
             galleries.append(
-                (f"faiss ({lists} lists, {cands} 1:1, stage 2 >= {params.rescore_similarity})", g)
+                (f"this ({lists} lists, {stage1}, {cands} 1:1, stage 2 >= {params.rescore_similarity})", g)
             )
         stats = {
             name: {"t": 0.0, "ts": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries
@@ -472,6 +475,15 @@ def side_by_side(
     )
 
 
+def _fields(pairs: list[str]) -> dict[str, Any]:
+    """`name=value` IndexParams fields of a variant: numbers, or None as `none`."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, value = pair.split("=", 1)
+        out[name] = None if value.lower() == "none" else int(value) if value.isdigit() else float(value)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="1000,10000,100000")
@@ -491,7 +503,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--variants",
         default="",
         help="with --baseline: this gallery's lists probed x candidates compared 1:1 [x the second "
-        "stage's cosine bar], e.g. 8x16,16x24,16x16x0.40 (default: its shipped parameters)",
+        "stage's cosine bar], then any other IndexParams field as /name=value (none: None), e.g. "
+        "8x16,16x24,16x16x0.40,24x16/min_similarity=0.45/vote_slope=none (default: its shipped "
+        "parameters)",
     )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -499,9 +513,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.baseline:
         d = IndexParams()
         variants = [
-            (int(v[0]), int(v[1]), float(v[2]) if len(v) > 2 else None)
-            for v in (x.split("x") for x in args.variants.split(",") if x)
-        ] or [(d.lists_probed, d.candidates, None)]
+            (int(v[0]), int(v[1]), float(v[2]) if len(v) > 2 else None, _fields(more))
+            for v, more in (
+                (x.split("/")[0].split("x"), x.split("/")[1:]) for x in args.variants.split(",") if x
+            )
+        ] or [(d.lists_probed, d.candidates, None, {})]
         print(
             f"1:N side by side, synthetic seed {SEED}; numpy {np.__version__}, "
             f"faiss {faiss.__version__}; {uptime()}"
@@ -521,7 +537,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"1:N identification, synthetic seed {SEED}; 1:1 threshold {DEFAULT_THRESHOLD}, 1:N threshold "
         f"calibrated per size for FPIR {FPIR:.0%}; index: IVF over {Gallery().model.lists} lists "
-        f"(int8 scan in faiss {faiss.__version__}, one thread), {p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}; shortlist {p.shortlist_share:.0%} "
+        f"(int8 scan in faiss {faiss.__version__}, one thread), {p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}, vote slope {p.vote_slope}; shortlist {p.shortlist_share:.0%} "
         f"(at least {p.shortlist_min}) rescored by cosines (int8 codes) >= {p.rescore_similarity}; {p.candidates} "
         f"candidates compared 1:1; numpy {np.__version__}; {uptime()}"
     )

@@ -29,13 +29,16 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   scanned by faiss (`_Segment.scan`: per run, one `range_search_preassigned` of a faiss
   `IndexIVFScalarQuantizer` holding the run's codes, the lists given by the index model; about
   half the time per list of numpy's float32 products, which read four times the bytes). Pairs above
-  `min_similarity` count. A row's faiss id is its finger slot and direction byte (`_labels`): the
-  vote reads both from the scan's result, with no gather from the run's arrays.
-* *Consolidation*: a registered finger scores the largest sum of (similarity - min_similarity)
-  over the cylinder pairs that agree on the finger's rotation (a window of 30 degrees sliding in
-  steps of 10: 36 cells, 3 consecutive; directions kept as bytes, `angle_codes`): impostor pairs
-  scatter over rotations, a mate's pile up. One dense `np.bincount` over (rotation cell, finger):
-  no sorting per search.
+  `min_similarity` (0.45) count. A row's label is its finger slot and direction byte (`_labels`):
+  the vote reads both from the scan's result (faiss gives each pair's place in its list, and the
+  run's `by_list` the label), with no gather from the run's arrays by finger.
+* *Consolidation*: a registered finger scores the largest sum of its pair weights over the
+  cylinder pairs that agree on the finger's rotation (a window of 30 degrees sliding in steps of
+  10: 36 cells, 3 consecutive; directions kept as bytes, `angle_codes`): impostor pairs scatter
+  over rotations, a mate's pile up. A pair weighs 1 + 5 x (similarity - 0.45) (`vote_slope`):
+  nearly a count, since issue 10's sixth round; before, (similarity - 0.45), which let a few
+  strong look-alike pairs outweigh a mate's many pairs near the bar. One dense `np.bincount` over
+  (rotation cell, finger): no sorting per search.
 
 The paper's own keys, bit-based cylinders compared by popcounts and hashed by sampling their bits,
 were measured against these vectors and not adopted: exhaustively they rank mates no better (99-
@@ -53,7 +56,8 @@ stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
 int8 code twice (ours for the second stage and merges, faiss's for the scan, with its 8-byte id),
-list, slot and direction byte (145 bytes), plus per run 8 bytes per finger slot it spans (where
+its label again in the inverted file's order (8 bytes, `_Segment.by_list`),
+list, slot and direction byte (153 bytes), plus per run 8 bytes per finger slot it spans (where
 each finger's rows start: a run keeps its rows in slot order, so a finger's rows are one block);
 see `bytes_used`.
 """
@@ -101,9 +105,15 @@ faiss.omp_set_num_threads(1)
 class IndexParams:
     """Search parameters (measured on the synthetic set, docs/fingerprints.md)."""
 
-    lists_probed: int = 16  # IVF lists each live cylinder visits, at least... (8 before faiss's scan)
+    # IVF lists each live cylinder visits, at least... (8 before faiss's scan, 16 until issue 10's
+    # sixth round, whose scan costs less per list)
+    lists_probed: int = 24
     visit_budget: int = 25_000  # ... or as many as hold about this many cylinders (small galleries)
     min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match (stage 1)
+    # Stage 1's vote: a pair weighs 1 + vote_slope x (cosine - min_similarity), nearly a count
+    # (0: a count; ties then fall to the lower slot); None weighs it (cosine - min_similarity), as
+    # until issue 10's sixth round.
+    vote_slope: float | None = 5.0
     rescore_similarity: float = 0.40  # the same in the second stage (0.45 until issue 10's fifth round)
     rotation_tolerance: float = 20.0  # stage 2: degrees from the finger's rotation (`_aligned`)
     shortlist_share: float = 0.02  # fingers the first stage passes to the second: this share...
@@ -257,12 +267,13 @@ def _cell_table(bins: int) -> I64:
     return out
 
 
-def _ivf(codes: I8, lists: I32, labels: I64, k: int) -> tuple[Any, I64]:
+def _ivf(codes: I8, lists: I32, labels: I64, k: int) -> tuple[Any, I64, I64]:
     """A faiss inverted file holding a run's codes (filed list by list; `_labels` as ids), for
     the first stage's scan only: int8 inner products (`QT_8bit_direct_signed`: a code byte is the
     int8 value + 128) over the lists a live cylinder visits, `range_search_preassigned` with the
     lists the index model chose. The quantizer is never asked: the model assigns the lists. With
-    it, where each list starts among the rows sorted by list (K + 1 offsets)."""
+    it, where each list starts among the rows sorted by list (K + 1 offsets), and the labels in
+    that order (what the scan reads its pairs' labels from, `_Segment.scan`)."""
     order = np.argsort(lists, kind="stable")
     offsets = np.searchsorted(lists[order], np.arange(k + 1)).astype(np.int64)
     codes, labels = codes[order], labels[order]
@@ -284,7 +295,7 @@ def _ivf(codes: I8, lists: I32, labels: I64, k: int) -> tuple[Any, I64]:
         a, b = int(offsets[j]), int(offsets[j + 1])
         invlists.add_entries(j, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(stored[a:b]))
     ivf.ntotal = codes.shape[0]
-    return ivf, offsets
+    return ivf, offsets, ids
 
 
 @dataclass(frozen=True, eq=False)
@@ -300,6 +311,7 @@ class _Segment:
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
     ivf: Any  # `_ivf`: the same codes in faiss's inverted file, for the first stage
+    by_list: I64  # the rows' `_labels` in the inverted file's order (list after list)
 
     @property
     def size(self) -> int:
@@ -312,13 +324,18 @@ class _Segment:
             codes, lists, slot, theta = codes[order], lists[order], slot[order], theta[order]
         first, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
         slot_rows = np.searchsorted(slot, np.arange(first, last + 2)).astype(np.int64)
-        ivf, offsets = _ivf(codes, lists, _labels(slot, theta), k)
-        return cls(codes, lists, offsets, slot, theta, first, slot_rows, ivf)
+        ivf, offsets, by_list = _ivf(codes, lists, _labels(slot, theta), k)
+        return cls(codes, lists, offsets, slot, theta, first, slot_rows, ivf, by_list)
 
     def scan(self, q: F32, keys: I64, radius: float) -> tuple[I64, I64, F32] | None:
         """The pairs (live cylinder, row's `_labels`, inner product) above `radius` between the live
         codes `q` (integers in float32, (n, d)) and the rows of the lists `keys[i]` (-1: none) each
-        visits."""
+        visits.
+
+        faiss returns each pair's place in the inverted file (`store_pairs`: list << 32 | rank in
+        the list), and the label is read from `by_list`: asked for the ids instead, faiss reads
+        each found row's id from the list's id array inside its scan loop, a cache miss per pair
+        found that costs more than this gather afterwards (~6 % of the scan at 16 lists)."""
         n = q.shape[0]
         params = faiss.SearchParametersIVF()
         params.nprobe = keys.shape[1]
@@ -330,7 +347,7 @@ class _Segment:
             faiss.swig_ptr(keys),
             faiss.swig_ptr(np.zeros(keys.shape, dtype=np.float32)),
             res,
-            False,
+            True,  # store_pairs
             params,
             None,
         )
@@ -338,7 +355,10 @@ class _Segment:
         found = int(lims[-1])
         if found == 0:
             return None
-        labels = faiss.rev_swig_ptr(res.labels, found).copy()
+        place = faiss.rev_swig_ptr(res.labels, found)  # faiss's memory: read before `res` goes
+        rows = np.take(self.offsets, place >> 32)
+        rows += place & 0xFFFFFFFF
+        labels: I64 = np.take(self.by_list, rows)
         sims = faiss.rev_swig_ptr(res.distances, found).copy()
         return np.repeat(np.arange(n, dtype=np.int64), np.diff(lims)), labels, sims
 
@@ -591,6 +611,7 @@ class Gallery:
         index = sum(
             2 * s.codes.nbytes  # ours and faiss's copy
             + 8 * s.size  # faiss's ids
+            + s.by_list.nbytes
             + s.lists.nbytes
             + s.offsets.nbytes
             + s.slot.nbytes
@@ -667,6 +688,7 @@ class Gallery:
         codes = quantise(q).astype(np.float32)  # faiss compares int8 with int8: integers in, exact
         scale = np.float32(1.0 / (CODE_SCALE * CODE_SCALE))
         tau = np.float32(p.min_similarity)
+        slope = p.vote_slope
         vs: list[I64] = []
         labels: list[I64] = []
         weights: list[F32] = []
@@ -675,7 +697,10 @@ class Gallery:
             if found is not None:
                 vs.append(found[0])
                 labels.append(found[1])
-                weights.append(found[2] * scale - tau)
+                if slope is None:
+                    weights.append(found[2] * scale - tau)
+                elif slope:
+                    weights.append(np.float32(slope) * (found[2] * scale - tau) + np.float32(1.0))
         if not vs:
             return np.zeros(0, dtype=np.int64)
         label = np.concatenate(labels) if len(labels) > 1 else labels[0]
@@ -684,7 +709,7 @@ class Gallery:
             np.concatenate(vs) if len(vs) > 1 else vs[0],
             label >> 8,
             label.astype(np.uint8),  # the low byte: the direction
-            np.concatenate(weights) if len(weights) > 1 else weights[0],
+            (np.concatenate(weights) if len(weights) > 1 else weights[0]) if weights else None,
             st.alive.shape[0],
         )
         score[~st.alive] = 0.0
@@ -759,14 +784,14 @@ class Gallery:
         live: I64,
         finger: I64,
         theta: U8,
-        weight: F32,
+        weight: F32 | None,
         n: int,
         *,
         where: bool = False,
     ) -> Any:
-        """Each finger's score (0..n-1): the largest sum of weights over its cylinder pairs that
-        agree on the finger's rotation (every pair counted). With `where`, also the first cell of
-        each finger's best window (`_aligned`)."""
+        """Each finger's score (0..n-1): the largest sum of weights (None: the number) of its
+        cylinder pairs that agree on the finger's rotation (every pair counted). With `where`,
+        also the first cell of each finger's best window (`_aligned`)."""
         p = self.params
         rot = angle_codes(np.asarray(probe.theta, dtype=np.float32))[live] - theta  # uint8: mod 2 pi
         bins, window = p.angle_bins, p.angle_window
@@ -775,13 +800,17 @@ class Gallery:
         # `bins`). The cell of a rotation byte, times n, is a table look-up.
         at = np.take(_cell_table(bins) * n, rot)
         at += finger
+        # Without weights the votes are int64 counts, and the windows' sums stay exact integers.
         votes = np.bincount(at, weights=weight, minlength=n * bins).reshape(bins, n)
-        score = np.zeros(n, dtype=np.float64)
-        run = np.empty(n, dtype=np.float64)
+        score = np.zeros(n, dtype=votes.dtype)
+        run = np.empty(n, dtype=votes.dtype)
         start = np.zeros(n, dtype=np.int64) if where else None
         for c in range(bins):  # every window of consecutive cells, around the circle
-            np.copyto(run, votes[c])
-            for d in range(1, window):
+            if window > 1:  # the first two cells in one pass: the same sum as a copy, then +=
+                np.add(votes[c], votes[(c + 1) % bins], out=run)
+            else:
+                np.copyto(run, votes[c])
+            for d in range(2, window):
                 run += votes[(c + d) % bins]
             if start is not None:
                 start[run > score] = c
