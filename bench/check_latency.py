@@ -56,12 +56,6 @@ PARTS = (
 )
 
 
-def _loop_thread_seconds(pid: int) -> float:
-    """User + system CPU of the server's main thread (the event loop's) so far."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _quantiles(values: list[float]) -> tuple[int, float, float, float]:
     """n, p50, p99, max in milliseconds."""
     if not values:
@@ -120,7 +114,7 @@ def main() -> None:
             with serve(url, port, workdir, args.journal_dir, args.src, trace) as pid:  # type: ignore[attr-defined]
                 wrk(port, "/api/v1/verify", bodies, key, connections=16, seconds=2, workdir=workdir)
                 if not peak:
-                    cpu, loop_cpu = cpu_seconds(pid), _loop_thread_seconds(pid)
+                    cpu, loop_cpu = cpu_seconds(pid), cpu_seconds(pid, main_thread=True)
                     runs = [
                         wrk(port, "/api/v1/verify", bodies, key, connections=16, seconds=4, workdir=workdir)
                     ]
@@ -132,10 +126,10 @@ def main() -> None:
                     note(
                         f"closed-loop peak (wrk -t1 -c16, two runs of 4 s): {peak:,.0f} req/s; server CPU "
                         f"{(cpu_seconds(pid) - cpu) / checks * 1e6:.0f} us a check, of which the event loop's "
-                        f"thread {(_loop_thread_seconds(pid) - loop_cpu) / checks * 1e6:.0f}"
+                        f"thread {(cpu_seconds(pid, main_thread=True) - loop_cpu) / checks * 1e6:.0f}"
                     )
                 rate = share * peak
-                cpu, loop_cpu = cpu_seconds(pid), _loop_thread_seconds(pid)
+                cpu, loop_cpu = cpu_seconds(pid), cpu_seconds(pid, main_thread=True)
                 load = pyload(
                     port,
                     "/api/v1/verify",
@@ -147,7 +141,7 @@ def main() -> None:
                     workdir=workdir,
                 )
                 cpu = (cpu_seconds(pid) - cpu) / max(1, load.requests) * 1e6
-                loop_cpu = (_loop_thread_seconds(pid) - loop_cpu) / max(1, load.requests) * 1e6
+                loop_cpu = (cpu_seconds(pid, main_thread=True) - loop_cpu) / max(1, load.requests) * 1e6
             parts = json.loads(trace.read_text(encoding="utf-8")) if trace.exists() else {}
             note(uptime())
             note(

@@ -59,9 +59,11 @@ TARGET_RATIO = 0.8
 TARGET_P99_MS = 5.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process and all its threads so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
+    """User + system CPU of a process and all its threads so far (/proc/PID/stat), or with
+    `main_thread` of its main thread alone (a server's event loop: /proc/PID/task/PID/stat)."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat")
+    fields = stat.read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -33,12 +33,6 @@ from idguard.core.clock import today_cst
 HERE = str(Path(__file__).resolve().parent.parent / "src")
 
 
-def loop_cpu_seconds(pid: int) -> float:
-    """User + system CPU of the process's main thread (the event loop's) so far."""
-    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
     key = onboard_bench_unit(url, f"BENCH-AB-{os.getpid()}")
     probes = query_mix(url, 4000, today_cst(dt.datetime.now(dt.UTC)), seed=17)
@@ -62,7 +56,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
         for r in range(args.rounds):
             for name in list(trees) if r % 2 == 0 else list(trees)[::-1]:
                 pid = pids[name]
-                cpu, loop = cpu_seconds(pid), loop_cpu_seconds(pid)
+                cpu, loop = cpu_seconds(pid), cpu_seconds(pid, main_thread=True)
                 load = wrk(
                     ports[name],
                     "/api/v1/verify",
@@ -77,7 +71,7 @@ def run(args: argparse.Namespace, url: str, workdir: Path) -> None:
                     (
                         load.rate,
                         (cpu_seconds(pid) - cpu) / n * 1e6,
-                        (loop_cpu_seconds(pid) - loop) / n * 1e6,
+                        (cpu_seconds(pid, main_thread=True) - loop) / n * 1e6,
                         load.p99_ms,
                     )
                 )
