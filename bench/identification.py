@@ -24,7 +24,9 @@ generates them (~6 min per level on two idle cores), later runs read them.
 by side instead: both galleries loaded from the same stored index data (cached beside the
 templates, keyed by the index model), batches and probes alternating, `--variants` giving this
 one's lists probed x candidates compared 1:1 (no exhaustive search, no calibration: the shipped
-1:N threshold). faiss runs on one thread (`faiss.omp_set_num_threads(1)`): the targets are per core.
+1:N threshold). The search runs on one thread (its compiled scan, `biometrics/scan.py`, is
+single-threaded): the targets are per core. A baseline older than issue 10's seventh round scans
+with faiss, which then must be installed (`pip install faiss-cpu==1.15.1`); it is set to one thread.
 
     .venv/bin/python bench/identification.py [--sizes 1000,10000,100000] [--level medium,hard]
         [--probes 100] [--strangers 200] [--exhaustive-probes 20,10,3] [--loading-only]
@@ -54,7 +56,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import faiss
+import numba
 import numpy as np
 
 from harness import table, uptime
@@ -509,7 +511,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = ap.parse_args(argv)
     sizes = sorted(int(s) for s in args.sizes.split(","))
-    faiss.omp_set_num_threads(1)  # the targets are on one core
     if args.baseline:
         d = IndexParams()
         variants = [
@@ -520,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ] or [(d.lists_probed, d.candidates, None, {})]
         print(
             f"1:N side by side, synthetic seed {SEED}; numpy {np.__version__}, "
-            f"faiss {faiss.__version__}; {uptime()}"
+            f"numba {numba.__version__}; {uptime()}"
         )
         for level in (Difficulty(x) for x in args.level.split(",")):
             side_by_side(level, sizes, args.baseline, variants, args.probes, args.strangers, args.workers)
@@ -537,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"1:N identification, synthetic seed {SEED}; 1:1 threshold {DEFAULT_THRESHOLD}, 1:N threshold "
         f"calibrated per size for FPIR {FPIR:.0%}; index: IVF over {Gallery().model.lists} lists "
-        f"(int8 scan in faiss {faiss.__version__}, one thread), {p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}, vote slope {p.vote_slope}; shortlist {p.shortlist_share:.0%} "
+        f"(int8 scan compiled by numba {numba.__version__}, one thread), {p.lists_probed} probed per live cylinder, cosine >= {p.min_similarity}, vote slope {p.vote_slope}; shortlist {p.shortlist_share:.0%} "
         f"(at least {p.shortlist_min}) rescored by cosines (int8 codes) >= {p.rescore_similarity}; {p.candidates} "
         f"candidates compared 1:1; numpy {np.__version__}; {uptime()}"
     )

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from idguard.cli.main import NO_DATABASE, app
 from tests.factories import SECRET
 
-HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "psycopg", "faiss", "numpy", "prometheus_client")
+HEAVY = ("sqlalchemy", "alembic", "fastapi", "starlette", "psycopg", "numba", "numpy", "prometheus_client")
 DATABASE = ("sqlalchemy", "alembic", "psycopg")
 
 # Run the command in a fresh interpreter, then list the top-level packages it imported.

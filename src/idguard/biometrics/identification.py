@@ -25,20 +25,19 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   the 64 principal components of synthetic cylinders (`IndexModel`, trained once, shipped in
   index_model.npz), is a unit vector, kept in int8 (`quantise`, as `index_data` stores it), filed
   under its nearest of K centroids; a live cylinder visits the `lists_probed` lists nearest to it
-  and computes its cosine with every cylinder there: int8 x int8 inner products, exact integers,
-  scanned by faiss (`_Segment.scan`: per run, one `range_search_preassigned` of a faiss
-  `IndexIVFScalarQuantizer` holding the run's codes, the lists given by the index model; about
-  half the time per list of numpy's float32 products, which read four times the bytes). Pairs above
-  `min_similarity` (0.45) count. A row's label is its finger slot and direction byte (`_labels`):
-  the vote reads both from the scan's result (faiss gives each pair's place in its list, and the
-  run's `by_list` the label), with no gather from the run's arrays by finger.
+  and computes its cosine with every cylinder there: int8 x int8 inner products, exact integers.
+  Pairs above `min_similarity` (0.45) count. The scan and the vote are one compiled pass
+  (`scan.vote`, numba, since issue 10's seventh round; faiss's range search before): each pair
+  found is added at once to its finger's vote, read from the row's label (`_labels`: finger slot
+  and direction byte, kept in the inverted file's order, `_Segment.by_list`).
 * *Consolidation*: a registered finger scores the largest sum of its pair weights over the
   cylinder pairs that agree on the finger's rotation (a window of 30 degrees sliding in steps of
   10: 36 cells, 3 consecutive; directions kept as bytes, `angle_codes`): impostor pairs scatter
   over rotations, a mate's pile up. A pair weighs 1 + 5 x (similarity - 0.45) (`vote_slope`):
   nearly a count, since issue 10's sixth round; before, (similarity - 0.45), which let a few
-  strong look-alike pairs outweigh a mate's many pairs near the bar. One dense `np.bincount` over
-  (rotation cell, finger): no sorting per search.
+  strong look-alike pairs outweigh a mate's many pairs near the bar. One dense int32 array of
+  (rotation cell, finger) votes, the weights exact integers (`scan.weight_table`): no sorting per
+  search.
 
 The paper's own keys, bit-based cylinders compared by popcounts and hashed by sampling their bits,
 were measured against these vectors and not adopted: exhaustively they rank mates no better (99-
@@ -55,9 +54,9 @@ without decompressing or projecting anything (the template, kept compressed, is 
 stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
-int8 code twice (ours for the second stage and merges, faiss's for the scan, with its 8-byte id),
-its label again in the inverted file's order (8 bytes, `_Segment.by_list`),
-list, slot and direction byte (153 bytes), plus per run 8 bytes per finger slot it spans (where
+int8 code twice (in slot order for the second stage and merges, in list order for the scan), its
+label in the inverted file's order (8 bytes, `_Segment.by_list`), list, slot and direction byte
+(145 bytes), plus per run 8 bytes per finger slot it spans (where
 each finger's rows start: a run keeps its rows in slot order, so a finger's rows are one block);
 see `bytes_used`.
 """
@@ -74,10 +73,10 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
-import faiss
 import numpy as np
 from numpy.typing import NDArray
 
+from idguard.biometrics import scan
 from idguard.biometrics.matching import similarity
 from idguard.biometrics.mcc import Template
 from idguard.biometrics.record import TemplateError
@@ -94,11 +93,6 @@ MODEL_PATH = Path(__file__).with_name("index_model.npz")
 POOLED = 192  # 8 x 8 cells x 3 layers
 CODE_SCALE = 127.0  # an index vector in int8: rint(127 x the unit vector), as `index_data` stores it
 ANGLE_STEPS = 256  # a minutia direction in the index: a byte, 2 pi / 256 (1.4 degrees) a step
-
-# One thread per search: a worker's 1:N search runs beside its event loop (and other searches) on
-# a few cores, so faiss must not spread one probe over all of them (OpenMP's default); the
-# targets are per core too (issue 10). Process-wide: only this module uses faiss.
-faiss.omp_set_num_threads(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +254,22 @@ def _labels(slot: I32, theta: U8) -> I64:
     return out
 
 
+def _min_product(min_similarity: float) -> int:
+    """The first stage's bar as an inner product of int8 codes: a pair counts above it."""
+    return math.floor(min_similarity * CODE_SCALE * CODE_SCALE)
+
+
+@cache
+def _weights(min_similarity: float, slope: float | None) -> I32:
+    """The first stage's pair weights by inner product (`scan.weight_table`): 1 + slope x (cosine -
+    min_similarity), nearly a count; or (slope None) cosine - min_similarity, as until issue 10's
+    sixth round."""
+    tau = min_similarity
+    if slope is None:
+        return scan.weight_table(_min_product(tau), 1.0 / CODE_SCALE**2, lambda c: c - tau)
+    return scan.weight_table(_min_product(tau), 1.0 / CODE_SCALE**2, lambda c: 1.0 + slope * (c - tau))
+
+
 @cache
 def _cell_table(bins: int) -> I64:
     """Rotation byte -> its cell (of `bins`)."""
@@ -267,35 +277,13 @@ def _cell_table(bins: int) -> I64:
     return out
 
 
-def _ivf(codes: I8, lists: I32, labels: I64, k: int) -> tuple[Any, I64, I64]:
-    """A faiss inverted file holding a run's codes (filed list by list; `_labels` as ids), for
-    the first stage's scan only: int8 inner products (`QT_8bit_direct_signed`: a code byte is the
-    int8 value + 128) over the lists a live cylinder visits, `range_search_preassigned` with the
-    lists the index model chose. The quantizer is never asked: the model assigns the lists. With
-    it, where each list starts among the rows sorted by list (K + 1 offsets), and the labels in
-    that order (what the scan reads its pairs' labels from, `_Segment.scan`)."""
+def _by_list(codes: I8, lists: I32, labels: I64, k: int) -> tuple[I8, I64, I64]:
+    """A run's inverted file, for the first stage's scan (`scan.vote`): its codes sorted by list
+    (stable: in slot order within a list), where each list starts among them (K + 1 offsets), and
+    the rows' `_labels` in that order."""
     order = np.argsort(lists, kind="stable")
     offsets = np.searchsorted(lists[order], np.arange(k + 1)).astype(np.int64)
-    codes, labels = codes[order], labels[order]
-    ivf = faiss.IndexIVFScalarQuantizer(
-        faiss.IndexFlatIP(codes.shape[1]),
-        codes.shape[1],
-        k,
-        faiss.ScalarQuantizer.QT_8bit_direct_signed,
-        faiss.METRIC_INNER_PRODUCT,
-        False,  # not by residual: the codes are the vectors themselves
-    )
-    ivf.is_trained = True  # a direct quantiser has nothing to learn
-    stored = np.ascontiguousarray(codes.view(np.uint8) ^ np.uint8(0x80))
-    ids = np.ascontiguousarray(labels, dtype=np.int64)
-    invlists = ivf.invlists
-    if invlists is None:  # an IndexIVF makes its own: not expected
-        raise RuntimeError("faiss made an inverted file without lists")
-    for j in np.flatnonzero(np.diff(offsets)).tolist():
-        a, b = int(offsets[j]), int(offsets[j + 1])
-        invlists.add_entries(j, b - a, faiss.swig_ptr(ids[a:b]), faiss.swig_ptr(stored[a:b]))
-    ivf.ntotal = codes.shape[0]
-    return ivf, offsets, ids
+    return np.ascontiguousarray(codes[order]), offsets, np.ascontiguousarray(labels[order])
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,8 +298,8 @@ class _Segment:
     theta: U8  # (m,) direction of each cylinder's minutia (`angle_codes`)
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
-    ivf: Any  # `_ivf`: the same codes in faiss's inverted file, for the first stage
-    by_list: I64  # the rows' `_labels` in the inverted file's order (list after list)
+    by_list_codes: I8  # the same codes in the inverted file's order (list after list), for stage 1
+    by_list: I64  # the rows' `_labels` in that order
 
     @property
     def size(self) -> int:
@@ -324,43 +312,28 @@ class _Segment:
             codes, lists, slot, theta = codes[order], lists[order], slot[order], theta[order]
         first, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
         slot_rows = np.searchsorted(slot, np.arange(first, last + 2)).astype(np.int64)
-        ivf, offsets, by_list = _ivf(codes, lists, _labels(slot, theta), k)
-        return cls(codes, lists, offsets, slot, theta, first, slot_rows, ivf, by_list)
+        by_list_codes, offsets, by_list = _by_list(codes, lists, _labels(slot, theta), k)
+        return cls(codes, lists, offsets, slot, theta, first, slot_rows, by_list_codes, by_list)
 
-    def scan(self, q: F32, keys: I64, radius: float) -> tuple[I64, I64, F32] | None:
-        """The pairs (live cylinder, row's `_labels`, inner product) above `radius` between the live
-        codes `q` (integers in float32, (n, d)) and the rows of the lists `keys[i]` (-1: none) each
-        visits.
-
-        faiss returns each pair's place in the inverted file (`store_pairs`: list << 32 | rank in
-        the list), and the label is read from `by_list`: asked for the ids instead, faiss reads
-        each found row's id from the list's id array inside its scan loop, a cache miss per pair
-        found that costs more than this gather afterwards (~6 % of the scan at 16 lists)."""
-        n = q.shape[0]
-        params = faiss.SearchParametersIVF()
-        params.nprobe = keys.shape[1]
-        res = faiss.RangeSearchResult(n)
-        self.ivf.range_search_preassigned_c(
-            n,
-            faiss.swig_ptr(q),
-            radius,
-            faiss.swig_ptr(keys),
-            faiss.swig_ptr(np.zeros(keys.shape, dtype=np.float32)),
-            res,
-            True,  # store_pairs
-            params,
-            None,
+    def vote(self, live: NDArray[np.int16], live_theta: I64, lists: I64, p: IndexParams, votes: I32) -> int:
+        """Add this run's pairs to the first stage's votes (`scan.vote`): the live codes `live`
+        (int8 values in int16, (n, d)) against the rows of the lists `lists[i]` each visits."""
+        min_product = _min_product(p.min_similarity)
+        return int(
+            scan.vote(
+                self.by_list_codes,
+                self.offsets,
+                self.by_list,
+                live,
+                live_theta,
+                lists,
+                min_product,
+                _weights(p.min_similarity, p.vote_slope),
+                _cell_table(p.angle_bins),
+                p.angle_bins,
+                votes,
+            )
         )
-        lims = faiss.rev_swig_ptr(res.lims, n + 1).astype(np.int64)
-        found = int(lims[-1])
-        if found == 0:
-            return None
-        place = faiss.rev_swig_ptr(res.labels, found)  # faiss's memory: read before `res` goes
-        rows = np.take(self.offsets, place >> 32)
-        rows += place & 0xFFFFFFFF
-        labels: I64 = np.take(self.by_list, rows)
-        sims = faiss.rev_swig_ptr(res.distances, found).copy()
-        return np.repeat(np.arange(n, dtype=np.int64), np.diff(lims)), labels, sims
 
     def rows_of(self, slots: I64) -> tuple[I64, I64]:
         """The rows of the fingers `slots` (sorted, distinct), finger after finger (each finger's a
@@ -589,6 +562,11 @@ class Gallery:
             for old in replaced:
                 self._forget(old)
 
+    @staticmethod
+    def warm() -> None:
+        """Compile the first stage's scan (`scan.warm`) before the first search needs it."""
+        scan.warm()
+
     def remove(self, key: str) -> None:
         """Forget the finger `key`; nothing happens if it is not registered."""
         with self._write:
@@ -609,8 +587,7 @@ class Gallery:
         """Memory held for the registered fingers (templates, vectors, lists, slots, directions)."""
         st = self._state
         index = sum(
-            2 * s.codes.nbytes  # ours and faiss's copy
-            + 8 * s.size  # faiss's ids
+            2 * s.codes.nbytes  # in slot order and in list order
             + s.by_list.nbytes
             + s.lists.nbytes
             + s.offsets.nbytes
@@ -685,34 +662,14 @@ class Gallery:
         k = self.model.lists
         near = self.model.nearest(q, max(p.lists_probed, min(k, -(-p.visit_budget * k // max(1, indexed)))))
         keys = np.ascontiguousarray(near, dtype=np.int64)
-        codes = quantise(q).astype(np.float32)  # faiss compares int8 with int8: integers in, exact
-        scale = np.float32(1.0 / (CODE_SCALE * CODE_SCALE))
-        tau = np.float32(p.min_similarity)
-        slope = p.vote_slope
-        vs: list[I64] = []
-        labels: list[I64] = []
-        weights: list[F32] = []
-        for seg in st.segments:
-            found = seg.scan(codes, keys, float(tau) * CODE_SCALE * CODE_SCALE)
-            if found is not None:
-                vs.append(found[0])
-                labels.append(found[1])
-                if slope is None:
-                    weights.append(found[2] * scale - tau)
-                elif slope:
-                    weights.append(np.float32(slope) * (found[2] * scale - tau) + np.float32(1.0))
-        if not vs:
+        live = quantise(q).astype(np.int16)
+        live_theta = angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
+        bins = p.angle_bins
+        votes = np.zeros(bins * st.alive.shape[0], dtype=np.int32)  # (cell, finger), cell-major
+        if sum(seg.vote(live, live_theta, keys, p, votes) for seg in st.segments) == 0:
             return np.zeros(0, dtype=np.int64)
-        label = np.concatenate(labels) if len(labels) > 1 else labels[0]
-        score = self._vote(
-            probe,
-            np.concatenate(vs) if len(vs) > 1 else vs[0],
-            label >> 8,
-            label.astype(np.uint8),  # the low byte: the direction
-            (np.concatenate(weights) if len(weights) > 1 else weights[0]) if weights else None,
-            st.alive.shape[0],
-        )
-        score[~st.alive] = 0.0
+        score = _windows(votes.reshape(bins, -1), p.angle_window)
+        score[~st.alive] = 0
         return _top(score, p.shortlist(len(self._slots)))
 
     def _rescored(self, st: _State, probe: Template, q: F32, short: I64) -> list[int]:
@@ -802,25 +759,34 @@ class Gallery:
         at += finger
         # Without weights the votes are int64 counts, and the windows' sums stay exact integers.
         votes = np.bincount(at, weights=weight, minlength=n * bins).reshape(bins, n)
-        score = np.zeros(n, dtype=votes.dtype)
-        run = np.empty(n, dtype=votes.dtype)
-        start = np.zeros(n, dtype=np.int64) if where else None
-        for c in range(bins):  # every window of consecutive cells, around the circle
-            if window > 1:  # the first two cells in one pass: the same sum as a copy, then +=
-                np.add(votes[c], votes[(c + 1) % bins], out=run)
-            else:
-                np.copyto(run, votes[c])
-            for d in range(2, window):
-                run += votes[(c + d) % bins]
-            if start is not None:
-                start[run > score] = c
-            np.maximum(score, run, out=score)
-        return (score, start) if where else score
+        return _windows(votes, window, where=where)
 
 
-def _top(score: NDArray[np.float64], count: int) -> I64:
+def _windows(votes: NDArray[Any], window: int, *, where: bool = False) -> Any:
+    """Each finger's score from its votes ((bins, fingers), cell-major): the largest sum of `window`
+    consecutive cells, around the circle. With `where`, also the first cell of each finger's first
+    window reaching it. A window's sum and the maximum over windows are element-wise operations on
+    rows of fingers (~2x faster than reductions along rows of `bins`)."""
+    bins, n = votes.shape
+    score = np.zeros(n, dtype=votes.dtype)
+    run = np.empty(n, dtype=votes.dtype)
+    start = np.zeros(n, dtype=np.int64) if where else None
+    for c in range(bins):  # every window of consecutive cells, around the circle
+        if window > 1:  # the first two cells in one pass: the same sum as a copy, then +=
+            np.add(votes[c], votes[(c + 1) % bins], out=run)
+        else:
+            np.copyto(run, votes[c])
+        for d in range(2, window):
+            run += votes[(c + d) % bins]
+        if start is not None:
+            start[run > score] = c
+        np.maximum(score, run, out=score)
+    return (score, start) if where else score
+
+
+def _top(score: NDArray[np.float64] | I32, count: int) -> I64:
     """Indices of the `count` highest positive scores, best first (ties: lower index first)."""
-    found = np.flatnonzero(score > 0.0)
+    found = np.flatnonzero(score > 0)
     top = min(count, found.size)
     if top == 0:
         return np.zeros(0, dtype=np.int64)

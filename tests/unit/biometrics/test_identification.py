@@ -8,13 +8,12 @@ import zlib
 from collections.abc import Callable
 from types import SimpleNamespace
 
-import faiss
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from idguard.biometrics import FingerView, Template, build_template, identification
+from idguard.biometrics import FingerView, Template, build_template, identification, scan
 from idguard.biometrics.identification import (
     IDENTIFICATION_THRESHOLD,
     Gallery,
@@ -343,46 +342,99 @@ def test_malformed_index_data_adds_nothing(
     assert len(g) == 0
 
 
-def _pairs(found: tuple[np.ndarray, np.ndarray, np.ndarray] | None) -> list[tuple[int, int, float]]:
-    """(live cylinder, row label, inner product), sorted: labels need not be distinct (two rows of
-    one finger may share a direction byte)."""
-    if found is None:
-        return []
-    live, labels, sims = found
-    return sorted((int(i), int(r), float(s)) for i, r, s in zip(live, labels, sims, strict=True))
+def _reference_votes(
+    gallery: Gallery, probe: Template, lists: int, weight: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, int]:
+    """The first stage's votes the slow, obvious way: every live code against every row of the
+    gallery (numpy, exact integers), kept where the row's list is one the live cylinder visits and
+    the product is above the bar, weighed by `weight(cosine)` in `scan.WEIGHT_UNIT`s and added at
+    the row's finger and the pair's rotation cell; and the number of pairs."""
+    p = gallery.params
+    st_ = gallery._state
+    v = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
+    q = identification.quantise(v).astype(np.int64)
+    near = gallery.model.nearest(v, lists)
+    live_theta = identification.angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
+    bar = p.min_similarity * identification.CODE_SCALE**2
+    votes = np.zeros(st_.alive.shape[0] * p.angle_bins, dtype=np.int64)
+    pairs = 0
+    for seg in st_.segments:
+        dots = q @ seg.codes.astype(np.int64).T
+        visited = np.zeros((q.shape[0], gallery.model.lists), dtype=bool)
+        visited[np.repeat(np.arange(q.shape[0]), near.shape[1]), near.ravel()] = True
+        i, r = np.nonzero((dots > bar) & visited[:, seg.lists])
+        cosine = dots[i, r] / identification.CODE_SCALE**2
+        w = np.rint(scan.WEIGHT_UNIT * weight(cosine)).astype(np.int64)
+        rot = (live_theta[i] - seg.theta[r].astype(np.int64)) % 256
+        cell = rot * p.angle_bins // 256
+        np.add.at(votes, cell * st_.alive.shape[0] + seg.slot[r].astype(np.int64), w)
+        pairs += i.size
+    return votes, pairs
 
 
-@pytest.mark.parametrize("lists", [1, 8, 64])
-def test_the_compiled_scan_finds_exactly_the_pairs_of_the_visited_lists(
-    gallery: Gallery, probes: list[Template], lists: int
+@pytest.mark.parametrize("slope", [5.0, 0.0, None])
+@pytest.mark.parametrize(("lists", "bar"), [(1, 0.45), (8, 0.45), (512, 0.45), (512, 0.05)])
+def test_the_compiled_vote_adds_exactly_the_pairs_of_the_visited_lists(
+    gallery: Gallery, probes: list[Template], lists: int, bar: float, slope: float | None
 ) -> None:
-    """The first stage's scan (faiss, int8 inner products over the lists each live cylinder visits)
-    finds the same (live cylinder, row, inner product) triples as every live code against every row
-    of its lists in numpy: no pair of a visited list lost, none of another list added, and the
-    products exact (integers). A row comes back as its finger slot and direction byte."""
-    radius = gallery.params.min_similarity * identification.CODE_SCALE**2
-    compared = 0
-    for probe in probes[:4]:
-        v = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
-        q = identification.quantise(v).astype(np.float32)
-        near = np.ascontiguousarray(gallery.model.nearest(v, lists), dtype=np.int64)
-        for seg in gallery._state.segments:
-            found = _pairs(seg.scan(q, near, radius))
-            dots = q @ seg.codes.astype(np.float32).T
-            visited = np.zeros((q.shape[0], gallery.model.lists), dtype=bool)
-            visited[np.repeat(np.arange(q.shape[0]), near.shape[1]), near.ravel()] = True
-            i, r = np.nonzero((dots > radius) & visited[:, seg.lists])
-            label = seg.slot.astype(np.int64) * 256 + seg.theta
-            want = sorted((int(a), int(label[b]), float(dots[a, b])) for a, b in zip(i, r, strict=True))
-            assert found == want
-            compared += len(want)
-    assert compared > 0, "no pair at all: the test would prove nothing"
+    """The first stage's compiled scan and vote (`scan.vote`: int8 inner products over the lists
+    each live cylinder visits, each pair above the bar added at once to its finger's rotation cell)
+    gives the same votes as every live code against every row in numpy: no pair of a visited list
+    lost, none of another list added, each at its finger and cell with its weight. 512 lists (all)
+    at a low bar find more pairs than the kernel buffers, so its flushes are checked too."""
+    g = Gallery(params=IndexParams(vote_slope=slope, min_similarity=bar))
+    g._state, g._slots = gallery._state, gallery._slots  # the same index, read only
+    tau = g.params.min_similarity
+    weight = (lambda c: c - tau) if slope is None else (lambda c: 1.0 + slope * (c - tau))
+    counted = 0
+    for probe in probes[:3]:
+        want, pairs = _reference_votes(g, probe, lists, weight)
+        v = g.model.vectors(identification.to_nibbles(probe.cell_levels))
+        live = identification.quantise(v).astype(np.int16)
+        theta = identification.angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
+        near = np.ascontiguousarray(g.model.nearest(v, lists), dtype=np.int64)
+        votes = np.zeros(g._state.alive.shape[0] * g.params.angle_bins, dtype=np.int32)
+        added = sum(seg.vote(live, theta, near, g.params, votes) for seg in g._state.segments)
+        assert added == pairs
+        assert votes.tolist() == want.tolist()
+        counted = max(counted, pairs)
+    assert counted > (scan._BUFFER if bar < 0.1 else 0), "too few pairs: the test would prove little"
+
+
+def test_a_fingers_score_is_the_largest_sum_of_consecutive_cells_around_the_circle() -> None:
+    rng = np.random.default_rng(7)
+    for bins, window in ((36, 3), (36, 1), (12, 5), (4, 4)):
+        votes = rng.integers(0, 5, size=(5000, bins)).astype(np.int32)  # several blocks of fingers
+        votes[3] = 0  # a finger with no pair scores 0
+        wrapped = np.concatenate([votes, votes[:, : window - 1]], axis=1)
+        want = np.max([wrapped[:, c : c + window].sum(axis=1) for c in range(bins)], axis=0)
+        assert identification._windows(votes.T, window).tolist() == want.tolist()  # cell-major
+        score, start = identification._windows(votes.T.astype(np.float64), window, where=True)
+        assert score.tolist() == want.tolist()
+        first = [
+            int(np.flatnonzero([wrapped[f, c : c + window].sum() == want[f] for c in range(bins)])[0])
+            for f in range(5000)
+        ]
+        assert [s if w > 0 else 0 for s, w in zip(start.tolist(), want.tolist(), strict=True)] == [
+            c if w > 0 else 0 for c, w in zip(first, want.tolist(), strict=True)
+        ]
+
+
+def test_weights_cover_every_product_and_cannot_overflow_a_vote() -> None:
+    """Products above 127^2 (codes a little longer after rounding) read the last weight; no weight
+    is so large that one finger's pairs (at most 255 x 255) could overflow a cell."""
+    table = scan.weight_table(7258, 1 / 127**2, lambda c: 1.0 + 1000.0 * (c - 0.45))
+    assert table.shape[0] == scan.MAX_PRODUCT - 7258 + 1
+    assert int(table.max()) * scan.MAX_CYLINDERS**2 < 2**31
+    gentle = scan.weight_table(7258, 1 / 127**2, lambda c: 1.0 + 5.0 * (c - 0.45))
+    assert gentle[127**2 - 7258] == round(scan.WEIGHT_UNIT * (1 + 5 * 0.55))
 
 
 def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]) -> None:
-    """Every run's faiss inverted file holds exactly the run's rows, list by list, also after
-    runs merged and dropped removed fingers: the scan can neither miss a registered cylinder nor
-    return a row of another run: each row's id is its finger slot and direction byte."""
+    """Every run's inverted file (its codes and labels in list order) holds exactly the run's rows,
+    list by list, also after runs merged and dropped removed fingers: the scan can neither miss a
+    registered cylinder nor return a row of another run; each row's label is its finger slot and
+    direction byte."""
     g = Gallery()
     for f in range(60):
         g.add(f"k{f}", registered[f])
@@ -391,16 +443,15 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
     segments = g._state.segments
     assert sum(seg.size for seg in segments) < sum(t.count for t in registered[:60])  # some dropped
     for seg in segments:
-        assert seg.ivf.ntotal == seg.size
-        sizes = [seg.ivf.invlists.list_size(j) for j in range(g.model.lists)]
-        assert sizes == np.diff(seg.offsets).tolist()
-        assert sizes == np.bincount(seg.lists, minlength=g.model.lists).tolist()
-        for j in np.flatnonzero(np.diff(seg.offsets))[:20].tolist():
-            ids = faiss.rev_swig_ptr(seg.ivf.invlists.get_ids(j), sizes[j])
+        assert seg.by_list_codes.shape == seg.codes.shape
+        assert np.diff(seg.offsets).tolist() == np.bincount(seg.lists, minlength=g.model.lists).tolist()
+        for j in range(g.model.lists):
             rows = np.flatnonzero(seg.lists == j)  # the list's rows, in the run's order
-            assert ids.tolist() == (seg.slot[rows].astype(np.int64) * 256 + seg.theta[rows]).tolist()
-            # The scan reads a found row's label from `by_list` by its place in the list.
-            assert seg.by_list[seg.offsets[j] : seg.offsets[j + 1]].tolist() == ids.tolist()
+            at = slice(int(seg.offsets[j]), int(seg.offsets[j + 1]))
+            assert seg.by_list_codes[at].tolist() == seg.codes[rows].tolist()
+            assert (
+                seg.by_list[at].tolist() == (seg.slot[rows].astype(np.int64) * 256 + seg.theta[rows]).tolist()
+            )
 
 
 def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:

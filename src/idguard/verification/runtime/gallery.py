@@ -120,6 +120,7 @@ class BlacklistGallery:
             ).all()
             for start in range(0, len(rows), LOAD_BATCH):
                 self._add(session, rows[start : start + LOAD_BATCH])
+        self.gallery.warm()  # the scan compiled now, not in the first search
         self.loaded_in = time.monotonic() - started
         self._changed_at = time.monotonic()
         self.ready.set()
