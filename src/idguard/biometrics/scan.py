@@ -79,35 +79,38 @@ def vote(
     `labels`: finger slot x 256 + direction byte) whose inner product exceeds `min_product`: at the
     row's finger and the cell `cell[(live direction - row direction) mod 256]`, weighing
     `weights[product - min_product]` (the last entry for larger products). Returns the number of pairs added."""
-    n, visits = lists.shape
+    visits = lists.shape[1]
     fingers = votes.shape[0] // bins
+    # The visits grouped by list (each list is visited by ~2.3 live cylinders): a list's rows come
+    # from memory once, then from the cache (~10 % faster than live cylinder after live cylinder).
+    flat = lists.ravel()
     at = np.empty(_BUFFER, np.int64)
     weight = np.empty(_BUFFER, np.int32)
     q = np.empty(DIMS, np.int16)
     last = weights.shape[0] - 1
     held = 0
     added = 0
-    for i in range(n):
+    for o in np.argsort(flat, kind="mergesort"):
+        j = flat[o]
+        if j < 0:
+            continue
+        i = o // visits
         for k in range(DIMS):
             q[k] = live[i, k]
         theta = live_theta[i]
-        for v in range(visits):
-            j = lists[i, v]
-            if j < 0:
-                continue
-            for r in range(offsets[j], offsets[j + 1]):
-                p = np.int32(0)
-                for k in range(DIMS):  # int8 x int8 in int32 lanes: compiled to vpmaddwd
-                    p = np.int32(p + np.int32(q[k]) * np.int32(np.int16(codes[r, k])))
-                if p > min_product:
-                    label = labels[r]
-                    at[held] = cell[(theta - label) & 255] * fingers + (label >> 8)
-                    weight[held] = weights[min(p - min_product, last)]
-                    held += 1
-                    if held == _BUFFER:
-                        _add(at, weight, held, votes)
-                        added += held
-                        held = 0
+        for r in range(offsets[j], offsets[j + 1]):
+            p = np.int32(0)
+            for k in range(DIMS):  # int8 x int8 in int32 lanes: compiled to vpmaddwd
+                p = np.int32(p + np.int32(q[k]) * np.int32(np.int16(codes[r, k])))
+            if p > min_product:
+                label = labels[r]
+                at[held] = cell[(theta - label) & 255] * fingers + (label >> 8)
+                weight[held] = weights[min(p - min_product, last)]
+                held += 1
+                if held == _BUFFER:
+                    _add(at, weight, held, votes)
+                    added += held
+                    held = 0
     _add(at, weight, held, votes)
     return added + held
 
