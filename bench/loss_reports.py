@@ -23,7 +23,10 @@ values they bound, captured from this tree's code on one database and replayed s
 driver (sqlite3, psycopg: no SQLAlchemy, no session, no Python of ours) on a copy of its starting
 state, against a bare insert+commit on the same driver, in alternating blocks. No code on top of
 the driver can do better than that ratio. With a local PostgreSQL it also prints the server
-backend's CPU per operation (/proc).
+backend's CPU per operation (/proc). A second row per database ("in a Session") runs the same
+statements on the cursor of an ORM Session's transaction (its begin, commit and close) against
+this bench's own bare insert (SQLAlchemy Core): the most a loss report written through a Session
+can reach in this bench, with no Python of ours at all.
 
     .venv/bin/python bench/loss_reports.py --floor
 
@@ -330,7 +333,7 @@ def main_wal_frames(args: argparse.Namespace) -> None:
 @contextmanager
 def captured() -> Iterator[list[tuple[str, Any]]]:
     """Every statement the loss reports run on the DBAPI cursor (ledger._Statements) with the
-    values the driver receives, as `_Statements.run` computes them."""
+    values the driver receives, as `_Statements.run` computes them (`_Direct.args`)."""
     seen: list[tuple[Any, Any, dict[str, Any]]] = []
     real = ledger._Statements.run
 
@@ -345,13 +348,7 @@ def captured() -> Iterator[list[tuple[str, Any]]]:
     for statements, statement, params in seen:
         assert not statements.listened, "a listener took conn.execute: nothing to replay"
         direct = statements.compiled[id(statement)][1]
-        values = [
-            static if literal else params[name] if process is None else process(params[name])
-            for name, process, literal, static in direct.plan
-        ]
-        out.append(
-            (direct.sql, tuple(values) if direct.positional else dict(zip(direct.names, values, strict=True)))
-        )
+        out.append((direct.sql, direct.args(params, {})))
 
 
 def _backend_cpu(pid: int | None) -> float:
@@ -365,22 +362,32 @@ def _backend_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def floor(
-    name: str, url: str, copy: str, n: int, admin: sa.Engine | None = None
-) -> tuple[str, float, float, float, float, float, float]:
-    """The reports' statements replayed on the driver (on `copy`, made a copy of `url`'s state
-    before the reports ran there; through `admin` on PostgreSQL) vs the driver's bare
-    insert+commit, alternating blocks."""
+Row = tuple[str, float, float, float, float, float, float]
+
+
+def _each(run: Callable[[list[tuple[str, Any]]], None], works: list[list[tuple[str, Any]]]) -> None:
+    for work in works:
+        run(work)
+
+
+def floor(name: str, url: str, copies: tuple[str, str], n: int, admin: sa.Engine | None = None) -> list[Row]:
+    """The reports' statements replayed on the driver (on `copies[0]`, made a copy of `url`'s
+    state before the reports ran there; through `admin` on PostgreSQL) vs the driver's bare
+    insert+commit; and the same statements on the driver cursor of a Session's transaction (its
+    begin, commit and close; on `copies[1]`) vs the bench's own bare insert (SQLAlchemy Core,
+    `bare_inserts`): the most code that writes through the ORM Session can reach. The four
+    alternate block by block."""
     engine, actor, cards = prepared(url, n)
     engine.dispose()
     sqlite = admin is None
-    if admin is None:
-        source = Path(sa.make_url(url).database or "")
-        with closing(sqlite3.connect(source)) as raw:
-            raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        shutil.copy(source, Path(sa.make_url(copy).database or ""))
-    else:
-        recreate_database(admin, sa.make_url(copy).database or "", template=sa.make_url(url).database)
+    for copy in copies:
+        if admin is None:
+            source = Path(sa.make_url(url).database or "")
+            with closing(sqlite3.connect(source)) as raw:
+                raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            shutil.copy(source, Path(sa.make_url(copy).database or ""))
+        else:
+            recreate_database(admin, sa.make_url(copy).database or "", template=sa.make_url(url).database)
     engine = make_engine(settings_for(url))
     with captured() as statements:
         loss_reports(engine, actor, cards[:n])
@@ -388,12 +395,19 @@ def floor(
         head = conn.execute(sa.text("SELECT seq, chain FROM ledger_head")).one()
     engine.dispose()
     per = len(statements) // n
-    replica = make_engine(settings_for(copy))
+    replica = make_engine(settings_for(copies[0]))
     pooled = replica.raw_connection()
     driver: Any = pooled.driver_connection
+    in_session = make_engine(settings_for(copies[1]))
+    sessions = make_sessionmaker(in_session)
     pid = None
     if sqlite:
         driver.create_function(ledger._SQLITE_LINK, 3, ledger._sqlite_link, deterministic=True)
+
+        @sa.event.listens_for(in_session, "connect")
+        def _link(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.create_function(ledger._SQLITE_LINK, 3, ledger._sqlite_link, deterministic=True)
+
         begin, commit, insert = (
             "BEGIN IMMEDIATE",
             "COMMIT",
@@ -403,88 +417,110 @@ def floor(
         pid = driver.info.backend_pid
         begin, commit, insert = "", "", "INSERT INTO bench_bare (id, payload) VALUES (%s, %s)"
 
-    def one(work: list[tuple[str, Any]]) -> None:
-        if begin:
-            driver.execute(begin)
-        cursor = driver.cursor()
+    def replay(cursor: Any, work: list[tuple[str, Any]]) -> None:
         for sql, args in work:
             cursor.execute(sql, args)
             if cursor.description is not None:
                 cursor.fetchall()
         cursor.close()
+
+    def one(work: list[tuple[str, Any]]) -> None:
+        if begin:
+            driver.execute(begin)
+        replay(driver.cursor(), work)
         if commit:
             driver.execute(commit)
         else:
             driver.commit()
 
+    def through_session(work: list[tuple[str, Any]]) -> None:
+        with sessions() as session:
+            replay(session.connection().connection.cursor(), work)
+            session.commit()
+
     size = max(1, n // BLOCKS)
-    sums = [0.0] * 6  # bare: wall, client CPU, server CPU; reports: the same
+    # driver bare, driver statements, Core bare, statements in a Session: wall, client CPU, server CPU
+    sums = [0.0] * 12
     for start in range(0, n, size):
         stop = min(n, start + size)
-        for i, work in enumerate(
-            (
-                [[(insert, (k, "x" * 32))] for k in range(start, stop)],
-                [statements[k * per : (k + 1) * per] for k in range(start, stop)],
-            )
-        ):
+        works = [statements[k * per : (k + 1) * per] for k in range(start, stop)]
+        bares = [[(insert, (k, "x" * 32))] for k in range(start, stop)]
+        paths: list[Callable[[], object]] = [
+            functools.partial(_each, one, bares),
+            functools.partial(_each, one, works),
+            functools.partial(bare_inserts, in_session, stop - start, first=start),
+            functools.partial(_each, through_session, works),
+        ]
+        for i, path in enumerate(paths):
             wall, cpu, server = time.perf_counter(), time.process_time(), _backend_cpu(pid)
-            for each in work:
-                one(each)
+            path()
             sums[3 * i] += time.perf_counter() - wall
             sums[3 * i + 1] += time.process_time() - cpu
-            sums[3 * i + 2] += _backend_cpu(pid) - server
+            sums[3 * i + 2] += _backend_cpu(pid) - server if i < 2 else 0.0
     cursor = driver.cursor()
     cursor.execute("SELECT seq, chain FROM ledger_head")
     assert tuple(cursor.fetchone()) == tuple(head), "the replay did not write what the reports wrote"
     cursor.close()
     pooled.close()
     replica.dispose()
-    bare_s, bare_cpu, bare_server, report_s, report_cpu, report_server = sums
-    return (
-        name,
-        n / bare_s,
-        n / report_s,
-        bare_cpu / n * 1e6,
-        report_cpu / n * 1e6,
-        bare_server / n * 1e6,
-        report_server / n * 1e6,
-    )
+    with in_session.connect() as conn:
+        replayed = conn.execute(sa.text("SELECT seq, chain FROM ledger_head")).one()
+    assert tuple(replayed) == tuple(head), "the replay in a Session did not write what the reports wrote"
+    in_session.dispose()
+    rows = []
+    for label, k in ((name, 0), (f"{name} in a Session", 6)):
+        bare_s, bare_cpu, bare_server, report_s, report_cpu, report_server = sums[k : k + 6]
+        rows.append(
+            (
+                label,
+                n / bare_s,
+                n / report_s,
+                bare_cpu / n * 1e6,
+                report_cpu / n * 1e6,
+                bare_server / n * 1e6,
+                report_server / n * 1e6,
+            )
+        )
+    return rows
 
 
 def main_floor(args: argparse.Namespace) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        rows.append(
-            floor(
-                "sqlite3 (WAL, synchronous=FULL)",
-                f"sqlite:///{Path(tmp) / 'bench.db'}",
-                f"sqlite:///{Path(tmp) / 'copy.db'}",
-                args.reports,
-            )
+        rows += floor(
+            "sqlite3 (WAL, synchronous=FULL)",
+            f"sqlite:///{Path(tmp) / 'bench.db'}",
+            (f"sqlite:///{Path(tmp) / 'copy.db'}", f"sqlite:///{Path(tmp) / 'copy2.db'}"),
+            args.reports,
         )
     admin = admin_engine(args.postgres_url)
     try:
         with scratch_database(admin, args.postgres_url, "idguard_bench_lr") as url:
             try:
-                copy = database_url(args.postgres_url, "idguard_bench_lr_copy")
-                rows.append(floor("psycopg", url, copy, args.reports, admin))
+                copies = (
+                    database_url(args.postgres_url, "idguard_bench_lr_copy"),
+                    database_url(args.postgres_url, "idguard_bench_lr_copy2"),
+                )
+                rows += floor("psycopg", url, copies, args.reports, admin)
             finally:
                 drop_database(admin, "idguard_bench_lr_copy")
+                drop_database(admin, "idguard_bench_lr_copy2")
     except sa.exc.OperationalError as exc:
         print(f"postgresql skipped: {type(exc.orig).__name__}")
     print(f"\n({uptime()})")
     print(
         f"{args.reports} loss reports' own statements, replayed on the driver, one transaction each, vs. "
-        f"{args.reports} bare insert+commit on the driver"
+        f'{args.reports} bare insert+commit on the driver; and "in a Session": the same statements on the '
+        "cursor of a Session's transaction vs. the bench's bare insert (SQLAlchemy Core)"
     )
     print(
-        f"{'driver':32} {'bare insert/s':>14} {'statements/s':>14} {'ratio':>7}"
+        f"{'driver':44} {'bare insert/s':>14} {'statements/s':>14} {'ratio':>7}"
         f"   {'client CPU us: bare':>20} {'report':>7}   {'server CPU us: bare':>20} {'report':>7}"
     )
     for name, baseline, reports, bare_cpu, report_cpu, bare_server, report_server in rows:
         server = f"{bare_server:20.0f} {report_server:7.0f}" if report_server else f"{'-':>20} {'-':>7}"
         print(
-            f"{name:32} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}"
+            f"{name:44} {baseline:14.0f} {reports:14.0f} {reports / baseline:7.2f}"
             f"   {bare_cpu:20.0f} {report_cpu:7.0f}   {server}"
         )
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from idguard import uow
 from idguard.core import chain as hash_chain
 from idguard.core.grants import Actor
+from idguard.db.types import StrEnumText, UTCDateTime
 from idguard.registry.lifecycle import CardStatus, EventKind, transition
 from idguard.registry.models import Card, LedgerEvent, LedgerHead, LossReport
 
@@ -151,8 +152,9 @@ _PG_CHANGE_AND_APPEND = _pg_append(_allocated)
 # built once per table and set of columns.
 _PG_WITH_ROW: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
 _SQLITE_ROW: dict[tuple[str, tuple[str, ...]], sa.Insert] = {}
-# Per mapped class: its table, and (attribute, column) of every column attribute.
-_ROW_COLUMNS: dict[type, tuple[sa.Table, tuple[tuple[str, str], ...]]] = {}
+# Per mapped class: its table, its columns' names, and (attribute, parameter) of every column
+# attribute, the parameter named `row_` + the column's name.
+_ROW_COLUMNS: dict[type, tuple[sa.Table, tuple[str, ...], tuple[tuple[str, str], ...]]] = {}
 
 
 def _pg_change_append_and_insert(table: sa.Table, columns: tuple[str, ...]) -> sa.Insert:
@@ -184,20 +186,25 @@ def built(cls: type[_T], values: dict[str, Any]) -> _T:
     return cast(_T, obj)
 
 
-def _row_values(obj: object) -> tuple[sa.Table, dict[str, Any]]:
-    """The table of a new object and its row: every column's value, by column name."""
+def _row_values(obj: object) -> tuple[sa.Table, tuple[str, ...], dict[str, Any]]:
+    """The table of a new object, its columns, and its row: every column's value, by parameter
+    name (`row_` + the column's name, as the statements inserting it bind them)."""
     cls = type(obj)
     found = _ROW_COLUMNS.get(cls)
     if found is None:
         mapper = sa.inspect(cls)
-        pairs = tuple((prop.key, prop.columns[0].name) for prop in mapper.column_attrs)
-        found = _ROW_COLUMNS[cls] = (cast(sa.Table, mapper.local_table), pairs)
-    table, pairs = found
+        props = [(prop.key, prop.columns[0].name) for prop in mapper.column_attrs]
+        found = _ROW_COLUMNS[cls] = (
+            cast(sa.Table, mapper.local_table),
+            tuple(column for _, column in props),
+            tuple((key, f"row_{column}") for key, column in props),
+        )
+    table, columns, pairs = found
     held = obj.__dict__  # a new object holds every value it was given (`built` or a constructor)
     try:
-        return table, {column: held[key] for key, column in pairs}
+        return table, columns, {param: held[key] for key, param in pairs}
     except KeyError:  # one not given: its default, as the attribute reads it
-        return table, {column: getattr(obj, key) for key, column in pairs}
+        return table, columns, {param: getattr(obj, key) for key, param in pairs}
 
 
 # An issue event (the card was just inserted, no status to change): the head and the event.
@@ -219,21 +226,47 @@ _INSERT_EVENT = sa.insert(_events).values(
 )
 
 
+_MEMBERS = 256  # the most values an enum's processor keeps: more than any enum of ours has
+
+
+def _by_member(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """`process`, an enum type's bind processor (a pure function of the value), remembering what
+    it made of each value it met, by type and value (a member and its string, equal in Python,
+    are kept apart). An error is raised each time; at most _MEMBERS values are kept."""
+    made: dict[tuple[type, Any], Any] = {}
+
+    def processed(value: Any) -> Any:
+        key = (type(value), value)
+        try:
+            return made[key]
+        except KeyError:
+            done = process(value)
+            if len(made) < _MEMBERS:
+                made[key] = done
+            return done
+        except TypeError:  # unhashable: not an enum's value, processed (and refused) as it is
+            return process(value)
+
+    return processed
+
+
 class _Direct:
     """A statement compiled once for one dialect, to run straight on the DBAPI cursor of a
     connection's transaction (`_Statements.run`): on the loss report's hot path SQLAlchemy's
     work on every execution (the cache key, the compiled lookup, the execution context, the
     result object) cost more client CPU than the driver and the round trip. The same SQL and
     the same values as `conn.execute`: its bind and result processors are the compiled
-    statement's own."""
+    statement's own. A UTC time is processed once per change (`args`' memo): a status change
+    binds its time in three statements."""
 
-    __slots__ = ("_results", "_types", "names", "plan", "positional", "sql")
+    __slots__ = ("_results", "_shared", "_types", "names", "plan", "positional", "sql")
 
     def __init__(self, statement: sa.Executable, dialect: sa.Dialect) -> None:
         compiled = cast(Any, statement).compile(dialect=dialect)
         if compiled.escaped_bind_names or compiled.literal_execute_params or compiled.post_compile_params:
             raise ValueError("a direct statement binds plain parameters only")
         processors = compiled._bind_processors
+        types = {name: bind.type for bind, name in compiled.bind_names.items()}
         self.sql: str = compiled.string
         static: dict[str, Any] = {}  # literals of the statement's construction: processed once
         required: dict[str, Any] = {}  # the caller's parameters: name -> its processor or None
@@ -248,21 +281,54 @@ class _Direct:
         # Per parameter (in the SQL's order for a positional driver): its name, its processor,
         # and whether it is a literal, with its processed value.
         self.names = tuple(compiled.positiontup if self.positional else [*required, *static])
+        # A UTC time's processor depends on nothing but the instant (UTCDateTime): memoised per
+        # change by value, so its plan entry leaves the value as given and `_shared` processes it.
+        shared = {
+            name
+            for name, process in required.items()
+            if process is not None and isinstance(types[name], UTCDateTime)
+        }
+        # An enum's processor (a status, an event kind, a reason) is kept with what it made of
+        # each member: the same few values on every change (`_by_member`).
+        for name, process in required.items():
+            if process is not None and isinstance(types[name], sa.Enum | StrEnumText):
+                required[name] = _by_member(process)
         self.plan = tuple(
-            (name, None, True, static[name]) if name in static else (name, required[name], False, None)
+            (name, None, True, static[name])
+            if name in static
+            else (name, None if name in shared else required[name], False, None)
             for name in self.names
         )
+        self._shared = tuple((i, required[name]) for i, name in enumerate(self.names) if name in shared)
         self._types = tuple(entry.type for entry in compiled._result_columns)
-        self._results: tuple[Any, ...] | None = None  # per result column: its processor or None
+        # (index, processor) of each result column that has one, once the first result told
+        self._results: tuple[tuple[int, Any], ...] | None = None
+
+    def args(self, params: dict[str, Any], memo: dict[Any, Any]) -> Any:
+        """The values the driver receives for `params` (every parameter the statement binds;
+        others are ignored), as a tuple or a dict as the driver takes them. `memo`: the UTC times
+        processed so far in this change (by value), filled here."""
+        values = [
+            static if literal else params[name] if process is None else process(params[name])
+            for name, process, literal, static in self.plan
+        ]
+        for i, process in self._shared:
+            value = values[i]
+            try:
+                values[i] = memo[value]
+            except KeyError:
+                values[i] = memo[value] = process(value)
+        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
 
 class _Statements:
-    """The statements of one change on `conn`, each run on the DBAPI cursor (`_Direct`). An
-    error is raised as `conn.execute` raises it (`_handle_dbapi_exception`: wrapped, and a lost
-    connection invalidated). Listeners of cursor executions (a test counting statements,
-    tracing) still see every statement: with any, `run` takes `conn.execute`."""
+    """The statements of one change on `conn`, each run on the DBAPI cursor (`_Direct`), one
+    cursor for all of them (`close` when the change is written). An error is raised as
+    `conn.execute` raises it (`_handle_dbapi_exception`: wrapped, and a lost connection
+    invalidated). Listeners of cursor executions (a test counting statements, tracing) still
+    see every statement: with any, `run` takes `conn.execute`."""
 
-    __slots__ = ("compiled", "conn", "listened")
+    __slots__ = ("_cursor", "_memo", "compiled", "conn", "listened")
 
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
@@ -275,6 +341,8 @@ class _Statements:
         if found is None:
             found = _DIRECT[id(dialect)] = (dialect, {})
         self.compiled = found[1]
+        self._cursor: Any = None
+        self._memo: dict[Any, Any] = {}  # `_Direct.args`' processed UTC times
 
     def run(self, statement: sa.Executable, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         """Execute `statement` with `params` (every parameter it binds; others are ignored);
@@ -287,38 +355,47 @@ class _Statements:
         if found is None:
             found = self.compiled[id(statement)] = (statement, _Direct(statement, conn.dialect))
         direct = found[1]
-        values = [
-            static if literal else params[name] if process is None else process(params[name])
-            for name, process, literal, static in direct.plan
-        ]
-        args: Any = tuple(values) if direct.positional else dict(zip(direct.names, values, strict=True))
-        cursor = conn.connection.cursor()
+        args = direct.args(params, self._memo)
+        cursor = self._cursor
+        if cursor is None:
+            cursor = self._cursor = conn.connection.cursor()
         try:
             cursor.execute(direct.sql, args)
             rows = cursor.fetchall() if direct._types else []
         except BaseException as exc:
+            self._cursor = None  # closed by the handler
             conn._handle_dbapi_exception(exc, direct.sql, args, cursor, None)
         results = direct._results
         if results is None and direct._types:  # psycopg builds its description anew on each read
-            results = direct._results = tuple(
+            processors = [
                 type_._cached_result_processor(conn.dialect, column[1])
                 for type_, column in zip(direct._types, cursor.description, strict=True)
-            )
-        cursor.close()
-        if results and any(results):
-            return [
-                tuple(
-                    value if process is None else process(value)
-                    for process, value in zip(results, row, strict=True)
-                )
-                for row in rows
             ]
+            results = direct._results = tuple((i, p) for i, p in enumerate(processors) if p is not None)
+        if results:
+            out = []
+            for row in rows:
+                processed = list(row)
+                for i, process in results:
+                    processed[i] = process(processed[i])
+                out.append(tuple(processed))
+            return out
         return cast(list[tuple[Any, ...]], rows)
+
+    def close(self) -> None:
+        """Close the change's cursor (it is not needed again)."""
+        if self._cursor is not None:
+            self._cursor.close()
+            self._cursor = None
 
 
 # Per dialect (each engine's own: its compiled SQL can depend on the server's version), per
 # statement: its _Direct. The objects whose ids are keys are kept alive here, so no id is reused.
 _DIRECT: dict[int, tuple[sa.Dialect, dict[int, tuple[sa.Executable, _Direct]]]] = {}
+
+
+# (name, parameter) of each of an event's values: its INSERT binds them prefixed.
+_EVENT_PARAMS = tuple((name, f"ev_{name}") for name in EVENT_COLUMNS)
 
 
 def _append(statements: _Statements, values: dict[str, object], tail: str) -> int:
@@ -333,21 +410,24 @@ def _append(statements: _Statements, values: dict[str, object], tail: str) -> in
         pooled.driver_connection.create_function(_SQLITE_LINK, 3, _sqlite_link, deterministic=True)  # type: ignore[union-attr]
         pooled.info[_SQLITE_LINK] = True
     ((seq, chain),) = statements.run(_NEXT_SEQ, {"ev_tail": tail})
-    params = {f"ev_{name}": value for name, value in values.items()}
-    params.update(ev_seq=seq, ev_chain=chain)
+    params = {param: values[name] for name, param in _EVENT_PARAMS}
+    params["ev_seq"] = seq
+    params["ev_chain"] = chain
     statements.run(_INSERT_EVENT, params)
     return int(seq)
 
 
-def _sqlite_insert_row(statements: _Statements, table: sa.Table, row: dict[str, Any]) -> None:
-    """INSERT `row` (every column of `table`) into `table` (SQLite)."""
-    key = (table.name, tuple(row))
+def _sqlite_insert_row(
+    statements: _Statements, table: sa.Table, columns: tuple[str, ...], row: dict[str, Any]
+) -> None:
+    """INSERT `row` (every column of `table`, `_row_values`) into `table` (SQLite)."""
+    key = (table.name, columns)
     insert = _SQLITE_ROW.get(key)
     if insert is None:
         insert = _SQLITE_ROW[key] = sa.insert(table).values(
-            {name: sa.bindparam(f"row_{name}", type_=table.c[name].type) for name in row}
+            {name: sa.bindparam(f"row_{name}", type_=table.c[name].type) for name in columns}
         )
-    statements.run(insert, {f"row_{name}": value for name, value in row.items()})
+    statements.run(insert, row)
 
 
 def record(
@@ -407,17 +487,20 @@ def record(
             stmt = _PG_CHANGE_AND_APPEND
             params.update(card_id=card.id, new_status=new_status, at=at)
             if with_row is not None:
-                table, row = _row_values(with_row)
-                stmt = _pg_change_append_and_insert(table, tuple(row))
-                params.update({f"row_{k}": v for k, v in row.items()})
+                table, columns, row = _row_values(with_row)
+                stmt = _pg_change_append_and_insert(table, columns)
+                params.update(row)
             seq = int(conn.execute(stmt, params).scalar_one())
     else:
         statements = _Statements(conn)
-        if not initial:
-            statements.run(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
-        seq = _append(statements, values, tail)
-        if with_row is not None:
-            _sqlite_insert_row(statements, *_row_values(with_row))
+        try:
+            if not initial:
+                statements.run(_SET_STATUS, {"card_id": card.id, "status": new_status, "at": at})
+            seq = _append(statements, values, tail)
+            if with_row is not None:
+                _sqlite_insert_row(statements, *_row_values(with_row))
+        finally:
+            statements.close()
     if not initial:
         set_committed_value(card, "status", new_status)
         set_committed_value(card, "updated_at", at)
@@ -556,28 +639,31 @@ def record_guarded(
         "reason": reason,
         "reference": reference,
     }
-    table, row = _row_values(with_row)
+    table, columns, row = _row_values(with_row)
     change = {"card_id": card_id, "status_before": before, "new_status": new_status, "at": at, **params}
-    stmt = guard.statement(conn.dialect.name, table, tuple(row))
-    if conn.dialect.name == "postgresql":
-        # The canonical tail around the holder's id (EVENT_COLUMNS: card, then person).
-        change["ev_tail_a"] = f'"{card_id}","'  # canonical_tail([card_id]), then the id's opening quote
-        change["ev_tail_b"] = '",' + hash_chain.canonical_tail([values[n] for n in EVENT_COLUMNS[2:]])
-        change.update({f"ev_{k}": v for k, v in values.items() if k != "person_id"})
-        change.update({f"row_{k}": v for k, v in row.items()})
-        found = _Statements(conn).run(stmt, change)
-        if not found:
-            return None
-        ((seq, _, values["person_id"], *read),) = found
-    else:
-        statements = _Statements(conn)
-        found = statements.run(stmt, change)
-        if not found:
-            return None
-        ((values["person_id"], *read),) = found
-        tail = hash_chain.canonical_tail([values[name] for name in EVENT_COLUMNS])
-        seq = _append(statements, values, tail)
-        _sqlite_insert_row(statements, table, row)
+    stmt = guard.statement(conn.dialect.name, table, columns)
+    statements = _Statements(conn)
+    try:
+        if conn.dialect.name == "postgresql":
+            # The canonical tail around the holder's id (EVENT_COLUMNS: card, then person).
+            change["ev_tail_a"] = f'"{card_id}","'  # canonical_tail([card_id]), then the id's opening quote
+            change["ev_tail_b"] = '",' + hash_chain.canonical_tail([values[n] for n in EVENT_COLUMNS[2:]])
+            change.update({param: values[name] for name, param in _EVENT_PARAMS if name != "person_id"})
+            change.update(row)
+            found = statements.run(stmt, change)
+            if not found:
+                return None
+            ((seq, _, values["person_id"], *read),) = found
+        else:
+            found = statements.run(stmt, change)
+            if not found:
+                return None
+            ((values["person_id"], *read),) = found
+            tail = hash_chain.canonical_tail([values[name] for name in EVENT_COLUMNS])
+            seq = _append(statements, values, tail)
+            _sqlite_insert_row(statements, table, columns, row)
+    finally:
+        statements.close()
     make_transient_to_detached(with_row)  # persistent, as a flush would have left it
     session.add(with_row)
     uow.changed(session, ledger_seq=int(seq), notified=True)

@@ -163,6 +163,9 @@ _REPORTABLE = ledger.Guard(
 )
 
 
+_REPORTED = {reason: EventKind.reported(reason) for reason in LossReason}
+
+
 def _report_at_once(
     session: Session,
     *,
@@ -183,7 +186,8 @@ def _report_at_once(
     except ValueError:
         return None
     number = idnumber.normalise(applicant_id_number)
-    if number[6:14] > f"{today:%Y%m%d}":  # a birth date after today: parsed (and refused) below
+    iso = today.isoformat()  # YYYY-MM-DD: the compact form without strftime's cost
+    if number[6:14] > iso[:4] + iso[5:7] + iso[8:]:  # a birth date after today: parsed (and refused) below
         return None
     report = _new_report(key, reason, office, number, False, actor, now)
     card = ledger.record_guarded(
@@ -192,7 +196,7 @@ def _report_at_once(
         {"holder_number": number, "today": today},
         card_id=key,
         before=CardStatus.VALID,
-        event=EventKind.reported(reason),
+        event=_REPORTED[reason],
         actor=actor,
         office=office,
         at=now,

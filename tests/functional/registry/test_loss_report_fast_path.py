@@ -333,3 +333,81 @@ def test_a_bad_number_for_an_unknown_card_is_still_the_422(
             applicant_id_number="110105194912310022",
         )
     assert error.value.field == "applicant_id_number"
+
+
+@pytest.mark.parametrize("zone", [dt.UTC, dt.timezone(dt.timedelta(hours=8))])
+def test_the_direct_statements_send_what_connection_execute_sends(
+    world: dict[str, Any],
+    engine: sa.Engine,
+    session_factory: sessionmaker[Session],
+    clock: FixedClock,
+    zone: dt.tzinfo,
+) -> None:
+    """Both paths write through `ledger._Statements`, so the test above cannot see its binding:
+    here the same report runs on the DBAPI cursor (`_Direct.args`: SQLAlchemy's processors, a UTC
+    time processed once per change) and through `Connection.execute` (which `_Statements` takes
+    when a listener of cursor executions is present). The driver gets the same SQL with the same
+    values, and the same rows are written; the report's time given in UTC or in China's zone."""
+    now = clock.now().astimezone(zone)
+    card_id = world["cards"]["adult"]
+
+    def run(session: Session) -> tuple[LossReport, Card]:
+        with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
+            return loss_reports.report_loss(
+                session,
+                actor=CLERK,
+                now=now,
+                card_id=card_id,
+                reason=LossReason.STOLEN,
+                office=OFFICE_A,
+                applicant_id_number=world["adult"],
+            )
+
+    direct: list[tuple[str, Any]] = []
+    args = ledger._Direct.args
+
+    def spy(self: Any, params: dict[str, Any], memo: dict[Any, Any]) -> Any:
+        direct.append((self.sql, args(self, params, memo)))
+        return direct[-1][1]
+
+    with mock.patch.object(ledger._Direct, "args", spy):
+        on_cursor = _outcome(session_factory, lambda _: None, run, card_id, now)
+    executed: list[tuple[str, Any]] = []
+
+    def listen(conn: object, cursor: object, statement: str, parameters: Any, *args: object) -> None:
+        if not statement.startswith("BEGIN"):
+            executed.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", listen)
+    try:
+        through_execute = _outcome(session_factory, lambda _: None, run, card_id, now)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", listen)
+    change = {sql for sql, _ in direct}  # the snapshot's reads are not the change's
+    sent = [(sql, tuple(p) if isinstance(p, list) else p) for sql, p in executed if sql in change]
+    assert len(direct) == (1 if engine.dialect.name == "postgresql" else 4)
+    assert sent == direct
+    assert on_cursor == through_execute
+    assert on_cursor[1]["reports"]
+    assert on_cursor[1]["events"]
+
+
+def test_an_enum_processor_remembers_each_value_by_its_type_and_refuses_each_time() -> None:
+    """`ledger._by_member`: a member and its string (equal in Python) are processed apart, each
+    once; a value the processor refuses is refused every time, never kept."""
+    calls: list[object] = []
+
+    def process(value: object) -> str:
+        calls.append(value)
+        if value == "bad":
+            raise LookupError(value)
+        return f"{type(value).__name__}:{value}"
+
+    processed = ledger._by_member(process)
+    assert processed(CardStatus.VALID) == processed(CardStatus.VALID) == "CardStatus:valid"
+    assert processed("valid") == "str:valid"
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            processed("bad")
+    assert processed(["unhashable"]) == "list:['unhashable']"
+    assert calls == [CardStatus.VALID, "valid", "bad", "bad", ["unhashable"]]
