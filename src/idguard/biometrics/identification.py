@@ -76,10 +76,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from idguard.biometrics import scan
 from idguard.biometrics.matching import similarity
 from idguard.biometrics.mcc import Template
 from idguard.biometrics.record import TemplateError
+
+# The compiled scan (`scan`) imports numba (~0.5 s): imported where a search or a weight table
+# needs it, so that processes that never search (the command line, most workers' start) do not pay.
 
 I8 = NDArray[np.int8]
 I32 = NDArray[np.int32]
@@ -264,6 +266,8 @@ def _weights(min_similarity: float, slope: float | None) -> I32:
     """The first stage's pair weights by inner product (`scan.weight_table`): 1 + slope x (cosine -
     min_similarity), nearly a count; or (slope None) cosine - min_similarity, as until issue 10's
     sixth round."""
+    from idguard.biometrics import scan
+
     tau = min_similarity
     if slope is None:
         return scan.weight_table(_min_product(tau), 1.0 / CODE_SCALE**2, lambda c: c - tau)
@@ -318,6 +322,8 @@ class _Segment:
     def vote(self, live: NDArray[np.int16], live_theta: I64, lists: I64, p: IndexParams, votes: I32) -> int:
         """Add this run's pairs to the first stage's votes (`scan.vote`): the live codes `live`
         (int8 values in int16, (n, d)) against the rows of the lists `lists[i]` each visits."""
+        from idguard.biometrics import scan
+
         min_product = _min_product(p.min_similarity)
         return int(
             scan.vote(
@@ -565,6 +571,8 @@ class Gallery:
     @staticmethod
     def warm() -> None:
         """Compile the first stage's scan (`scan.warm`) before the first search needs it."""
+        from idguard.biometrics import scan
+
         scan.warm()
 
     def remove(self, key: str) -> None:

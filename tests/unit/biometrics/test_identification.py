@@ -3,6 +3,8 @@ and the index finds mates while comparing only a small share of the gallery 1:1.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -534,3 +536,16 @@ def test_every_stage_one_weighting_finds_the_mates(
     g._state, g._slots = gallery._state, gallery._slots  # the same index, read only
     found = sum(f"card-{f}/right_index" in g.shortlist(probe) for f, probe in enumerate(probes))
     assert found / PROBES >= 0.95
+
+
+def test_numba_is_imported_only_where_a_search_runs() -> None:
+    """The compiled scan's numba costs ~0.5 s to import: a worker that starts (the verifier, the
+    1:N module) does not pay it until its blacklist gallery holds a finger (`Gallery.warm`)."""
+    code = (
+        "import sys, idguard.verification.verifier, idguard.biometrics.identification as i;"
+        "print('numba' in sys.modules); i.Gallery.warm(); print('numba' in sys.modules)"
+    )
+    run = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert run.stdout.split() == ["False", "True"]

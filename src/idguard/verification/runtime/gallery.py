@@ -120,7 +120,6 @@ class BlacklistGallery:
             ).all()
             for start in range(0, len(rows), LOAD_BATCH):
                 self._add(session, rows[start : start + LOAD_BATCH])
-        self.gallery.warm()  # the scan compiled now, not in the first search
         self.loaded_in = time.monotonic() - started
         self._changed_at = time.monotonic()
         self.ready.set()
@@ -183,6 +182,8 @@ class BlacklistGallery:
                     )
                     continue
                 added.append((card_id, finger, stored, index))
+        if added:
+            self.gallery.warm()  # the scan compiled (or read from numba's cache) now, not in a search
         for card_id, finger, *_ in added:
             fingers[card_id].append(finger)
         for card_id, (number, until) in by_card.items():
