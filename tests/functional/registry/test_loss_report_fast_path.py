@@ -138,6 +138,27 @@ class Case:
     reason: LossReason = LossReason.LOST
 
 
+def _reporter(
+    now: dt.datetime, card_id: str, reason: LossReason, number: str, name: str | None = None
+) -> Callable[[Session], tuple[LossReport, Card]]:
+    """The loss report both paths make, with the report number fixed (rows compared equal)."""
+
+    def run(session: Session) -> tuple[LossReport, Card]:
+        with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
+            return loss_reports.report_loss(
+                session,
+                actor=CLERK,
+                now=now,
+                card_id=card_id,
+                reason=reason,
+                office=OFFICE_A,
+                applicant_id_number=number,
+                applicant_name=name,
+            )
+
+    return run
+
+
 def _compare(
     world: dict[str, Any], session_factory: sessionmaker[Session], now: dt.datetime, case: Case
 ) -> None:
@@ -185,18 +206,7 @@ def _compare(
                 .values(id_number=renumbered)
             )
 
-    def run(session: Session) -> tuple[LossReport, Card]:
-        with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
-            return loss_reports.report_loss(
-                session,
-                actor=CLERK,
-                now=now,
-                card_id=card_id,
-                reason=case.reason,
-                office=OFFICE_A,
-                applicant_id_number=number,
-                applicant_name=name,
-            )
+    run = _reporter(now, card_id, case.reason, number, name)
 
     guarded: list[Card | None] = []
     record_guarded = ledger.record_guarded
@@ -351,17 +361,7 @@ def test_the_direct_statements_send_what_connection_execute_sends(
     now = clock.now().astimezone(zone)
     card_id = world["cards"]["adult"]
 
-    def run(session: Session) -> tuple[LossReport, Card]:
-        with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
-            return loss_reports.report_loss(
-                session,
-                actor=CLERK,
-                now=now,
-                card_id=card_id,
-                reason=LossReason.STOLEN,
-                office=OFFICE_A,
-                applicant_id_number=world["adult"],
-            )
+    run = _reporter(now, card_id, LossReason.STOLEN, world["adult"])
 
     direct: list[tuple[str, Any]] = []
     args = ledger._Direct.args
