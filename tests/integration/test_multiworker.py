@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import sqlite3
 import subprocess
 import time
 import uuid
@@ -301,36 +300,25 @@ def test_loss_report_through_one_worker_is_seen_by_another(servers: Callable[...
 
 @contextlib.contextmanager
 def unreachable(database: Database) -> Iterator[None]:
-    """Make the registry database unusable for the servers, and restore it afterwards.
-
-    PostgreSQL: refuse new connections and end the existing ones (as a network partition or a
-    stopped server looks to the pool). SQLite has no connection to cut, and a renamed file
-    stays open in the pool: holding the write lock has the same effect, because every idguard
-    transaction (reads included) starts with BEGIN IMMEDIATE and gives up after the busy timeout.
-    """
-    if database.admin is not None:
+    """Make the registry database unusable for the servers, and restore it afterwards:
+    PostgreSQL refuses new connections and ends the existing ones (as a network partition or a
+    stopped server looks to the pool). Only a database server can become unreachable (see
+    `test_verification_answers_from_the_index_while_the_database_is_unreachable`)."""
+    assert database.admin is not None, "only a PostgreSQL database can be made unreachable"
+    with database.admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS false')
+        conn.execute(
+            sa.text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = :name AND pid <> pg_backend_pid()"
+            ),
+            {"name": database.name},
+        )
+    try:
+        yield
+    finally:
         with database.admin.connect() as conn:
-            conn.exec_driver_sql(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS false')
-            conn.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = :name AND pid <> pg_backend_pid()"
-                ),
-                {"name": database.name},
-            )
-        try:
-            yield
-        finally:
-            with database.admin.connect() as conn:
-                conn.exec_driver_sql(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS true')
-    else:
-        lock = sqlite3.connect(database.sqlite_path, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            lock.execute("ROLLBACK")
-            lock.close()
+            conn.exec_driver_sql(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS true')
 
 
 def _age(r: httpx.Response) -> float:
@@ -346,8 +334,11 @@ def _stale_answer(server: Server, key: str, card: dict[str, Any]) -> tuple[httpx
 def test_verification_answers_from_the_index_while_the_database_is_unreachable(
     database: Database, servers: Callable[..., list[Server]]
 ) -> None:
-    # A short busy timeout so that a SQLite worker notices the locked database quickly.
-    (b,) = servers("b", IDGUARD_SQLITE_BUSY_TIMEOUT_MS="200")
+    if database.admin is None:
+        # Nothing can cut a SQLite worker off its database: the file stays open in its pool, and
+        # under WAL the index follower's deferred reads (db.engine.read_only) pass any lock.
+        pytest.skip("a database server becoming unreachable: needs PostgreSQL (IDGUARD_TEST_POSTGRES_URL)")
+    (b,) = servers("b")
     counter = Counter(b)
     key = counter.onboard(b, "BANK-DOWN")
     good = counter.person_with_card(b, "李晓华")
