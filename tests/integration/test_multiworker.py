@@ -5,8 +5,8 @@ uvicorn processes (the app factory, as `idguard serve` runs it) against one data
 what a unit sees from outside:
 
 - a loss report accepted through one worker is answered `invalid` by another within 2 s;
-- with the database unreachable, a worker keeps answering checks from its index, says in
-  `X-Index-Age` how stale that index is, and reports itself degraded in health;
+- with the database unreachable (PostgreSQL only), a worker keeps answering checks from its
+  index, says in `X-Index-Age` how stale that index is, and reports itself degraded in health;
 - the access log (written by uvicorn, which TestClient never runs) masks id numbers.
 
 The database is a scratch PostgreSQL database when IDGUARD_TEST_POSTGRES_URL is set (created
@@ -51,10 +51,6 @@ class Database:
     url: str
     name: str | None  # the PostgreSQL database's name; None for SQLite
     admin: sa.Engine | None
-
-    @property
-    def sqlite_path(self) -> Path:
-        return Path(sa.make_url(self.url).database or "")
 
 
 @pytest.fixture
