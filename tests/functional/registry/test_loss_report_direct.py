@@ -19,14 +19,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from idguard import uow
 from idguard.core.clock import FixedClock
-from idguard.registry import ledger, loss_reports
+from idguard.registry import ledger
 from idguard.registry.lifecycle import CardStatus, LossReason
 from idguard.registry.models import Card, LedgerHead, LossReport
-from tests.factories import OFFICE_A, actor
 from tests.functional.conftest import Counter
-
-CLERK = actor("clerk_a")
-REPORT_NO = "LRDIRECTTEST"
+from tests.functional.registry.test_loss_report_fast_path import REPORT_NO, reporter
 
 
 @pytest.fixture
@@ -40,16 +37,7 @@ def holders(counter: Counter) -> list[tuple[str, str]]:
 
 
 def _report(session: Session, now: dt.datetime, card_id: str, number: str) -> tuple[LossReport, Card]:
-    with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
-        return loss_reports.report_loss(
-            session,
-            actor=CLERK,
-            now=now,
-            card_id=card_id,
-            reason=LossReason.LOST,
-            office=OFFICE_A,
-            applicant_id_number=number,
-        )
+    return reporter(now, card_id, LossReason.LOST, number)(session)
 
 
 def _guarded_calls() -> tuple[list[Card | None], Any]:

@@ -138,10 +138,11 @@ class Case:
     reason: LossReason = LossReason.LOST
 
 
-def _reporter(
+def reporter(
     now: dt.datetime, card_id: str, reason: LossReason, number: str, name: str | None = None
 ) -> Callable[[Session], tuple[LossReport, Card]]:
-    """The loss report both paths make, with the report number fixed (rows compared equal)."""
+    """The loss report both paths make, with the report number fixed (rows compared equal; also
+    test_loss_report_direct's)."""
 
     def run(session: Session) -> tuple[LossReport, Card]:
         with mock.patch.object(loss_reports, "new_reference", return_value=REPORT_NO):
@@ -206,7 +207,7 @@ def _compare(
                 .values(id_number=renumbered)
             )
 
-    run = _reporter(now, card_id, case.reason, number, name)
+    run = reporter(now, card_id, case.reason, number, name)
 
     guarded: list[Card | None] = []
     record_guarded = ledger.record_guarded
@@ -361,7 +362,7 @@ def test_the_direct_statements_send_what_connection_execute_sends(
     now = clock.now().astimezone(zone)
     card_id = world["cards"]["adult"]
 
-    run = _reporter(now, card_id, LossReason.STOLEN, world["adult"])
+    run = reporter(now, card_id, LossReason.STOLEN, world["adult"])
 
     direct: list[tuple[str, Any]] = []
     args = ledger._Direct.args
