@@ -85,8 +85,7 @@ def local_similarities(a: Template, b: Template, params: ConsolidationParams = D
     return gamma
 
 
-def pairs_to_keep(na: int, nb: int, params: ConsolidationParams) -> int:
-    """n_P: how many of the most efficient relaxed pairs the global score averages."""
+def _pairs_to_keep(na: int, nb: int, params: ConsolidationParams) -> int:
     z = 1.0 / (1.0 + math.exp(-params.tau_p * (min(na, nb) - params.mu_p)))  # Z(min(n_A, n_B); mu_P, tau_P)
     return params.min_np + round(z * (params.max_np - params.min_np))
 
@@ -102,7 +101,7 @@ def similarity(a: Template, b: Template, params: ConsolidationParams = DEFAULT_C
     top = np.argpartition(flat, flat.size - n_r)[flat.size - n_r :]
     g0 = np.take(flat, top)
     top, g0 = top[g0 > 0.0], g0[g0 > 0.0]  # a zero pair has nothing to relax and no efficiency
-    n_p = pairs_to_keep(na, nb, params)
+    n_p = _pairs_to_keep(na, nb, params)
     if top.size == 0:
         return 0.0
     ia, ib = np.divmod(top, nb)

@@ -8,6 +8,7 @@ import sys
 import threading
 import zlib
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -287,7 +288,7 @@ def test_index_data_holds_one_record_per_cylinder(registered: list[Template]) ->
     t = registered[5]
     data = index_data(t.to_bytes())
     assert data[:4] == b"IGIX"
-    assert len(data) == 11 + 74 * t.count
+    assert len(data) == 11 + 70 * t.count
     assert index_data(zlib.compress(t.to_bytes())) == data  # raw or as the registry keeps it
 
 
@@ -301,27 +302,6 @@ def test_index_data_of_another_model_falls_back_to_the_template(
     stale = [index_data(t.to_bytes(), other) for t in registered[:30]]
     g = Gallery()
     g.add_indexed_many((f"k{f}", registered[f].to_bytes(), stale[f]) for f in range(30))
-    ref = Gallery()
-    ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
-    for probe in probes[:5]:
-        assert g.candidates(probe) == ref.candidates(probe)
-
-
-def test_index_data_of_format_one_is_filed_from_the_template(
-    registered: list[Template], probes: list[Template]
-) -> None:
-    """Index data stored before the ninth round (format 1: no positions, which the second stage
-    needs) is not current, and a gallery files those fingers from their templates: it finds the
-    same candidates as one loaded from templates."""
-    old = []
-    for t in registered[:30]:
-        data = index_data(t.to_bytes())
-        n = t.count
-        # format 1: the header with format 1, directions, lists, codes (no positions)
-        old.append(data[:4] + b"\x01" + data[5:11] + data[11 : 11 + 6 * n] + data[11 + 10 * n :])
-    assert not any(index_is_current(d) for d in old)
-    g = Gallery()
-    g.add_indexed_many((f"k{f}", registered[f].to_bytes(), old[f]) for f in range(30))
     ref = Gallery()
     ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
     for probe in probes[:5]:
@@ -431,6 +411,15 @@ def test_a_fingers_score_is_the_largest_sum_of_consecutive_cells_around_the_circ
         wrapped = np.concatenate([votes, votes[:, : window - 1]], axis=1)
         want = np.max([wrapped[:, c : c + window].sum(axis=1) for c in range(bins)], axis=0)
         assert identification._windows(votes.T, window).tolist() == want.tolist()  # cell-major
+        score, start = identification._windows(votes.T.astype(np.float64), window, where=True)
+        assert score.tolist() == want.tolist()
+        first = [
+            int(np.flatnonzero([wrapped[f, c : c + window].sum() == want[f] for c in range(bins)])[0])
+            for f in range(5000)
+        ]
+        assert [s if w > 0 else 0 for s, w in zip(start.tolist(), want.tolist(), strict=True)] == [
+            c if w > 0 else 0 for c, w in zip(first, want.tolist(), strict=True)
+        ]
 
 
 def test_weights_cover_every_product_and_cannot_overflow_a_vote() -> None:
@@ -467,9 +456,9 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
             )
 
 
-def test_blocks_of_gives_each_fingers_rows(registered: list[Template]) -> None:
+def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:
     """Stage 2 reads a finger's rows through the run's per-slot ranges; slots the run does not
-    hold (removed, replaced, or in another run) give no block."""
+    hold (removed, replaced, or in another run) give no rows."""
     g = Gallery()
     g.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
     g.add("k3", registered[40])  # a run of its own, holding only slot 30
@@ -480,41 +469,21 @@ def test_blocks_of_gives_each_fingers_rows(registered: list[Template]) -> None:
     for seg in segments:
         for _ in range(20):
             slots = np.sort(rng.choice(45, size=int(rng.integers(1, 12)), replace=False)).astype(np.int64)
-            lo, hi, place = seg.blocks_of(slots)
-            got = {int(slots[i]): list(range(a, b)) for a, b, i in zip(lo, hi, place, strict=True)}
-            want = {s: np.flatnonzero(seg.slot == s).tolist() for s in slots.tolist()}
-            assert got == {s: rows for s, rows in want.items() if rows}
+            rows, place = seg.rows_of(slots)
+            want = [r for i, s in enumerate(slots.tolist()) for r in np.flatnonzero(seg.slot == s).tolist()]
+            assert sorted(rows.tolist()) == sorted(want)
+            assert (slots[place] == seg.slot[rows]).all()
+            assert (np.diff(place) >= 0).all()  # finger after finger, in the order of `slots`
 
 
-def _stage_one(pairs: list[tuple[float, int, float]], slope: float | None, fingers: int) -> list[float]:
-    """Stage 1's score (the compiled vote, then the best window of rotation cells) of `fingers`
-    fingers from pairs (rotation in degrees, finger, cosine): pair i is live cylinder i against
-    row i alone (codes along axis i, so no other product is above the bar), registered direction
-    0, so the pair's rotation is the live direction."""
-    p = IndexParams(vote_slope=slope)
-    n = len(pairs)
-    codes = np.zeros((n, scan.DIMS), dtype=np.int8)
-    codes[np.arange(n), np.arange(n)] = 127
-    live = np.zeros((n, scan.DIMS), dtype=np.int16)
-    live[np.arange(n), np.arange(n)] = [round(127 * c) for _, _, c in pairs]
-    theta = identification.angle_codes(np.radians(np.array([d for d, _, _ in pairs], dtype=np.float32)))
-    labels = np.array([f << 8 for _, f, _ in pairs], dtype=np.int64)
-    votes = np.zeros(p.angle_bins * fingers, dtype=np.int32)
-    scan.vote(
-        codes,
-        np.array([0, n], dtype=np.int64),
-        labels,
-        live,
-        theta.astype(np.int64),
-        np.zeros((n, 1), dtype=np.int64),
-        identification._min_product(p.min_similarity),
-        identification._weights(p.min_similarity, p.vote_slope),
-        identification._cell_table(p.angle_bins),
-        p.angle_bins,
-        votes,
-    )
-    score = identification._windows(votes.reshape(p.angle_bins, fingers), p.angle_window)
-    return [float(x) / scan.WEIGHT_UNIT for x in score]
+def test_the_second_stage_has_a_cosine_bar_of_its_own(gallery: Gallery, probes: list[Template]) -> None:
+    """`rescore_similarity` is the second stage's bar: nothing passes 0.999, so no candidate is
+    compared 1:1 although the first stage still shortlists fingers."""
+    strict = Gallery(params=IndexParams(rescore_similarity=0.999))
+    strict._state, strict._slots = gallery._state, gallery._slots  # the same index, read only
+    assert strict.shortlist(probes[0]) == gallery.shortlist(probes[0])
+    assert strict.candidates(probes[0]) == []
+    assert gallery.candidates(probes[0])
 
 
 def test_the_rotation_vote_sums_a_pile_wherever_the_cells_fall() -> None:
@@ -522,10 +491,20 @@ def test_the_rotation_vote_sums_a_pile_wherever_the_cells_fall() -> None:
     30-degree window sliding by 10 holds them), wherever the cell boundaries fall and across
     0/360 degrees; pairs scattered over rotations count one by one (stage 1's vote, every pair
     counted). The two fixed grids of 30 degrees before scored the first finger 2."""
+    g = Gallery()
     degrees = [28.0, 35.0, 45.0, 0.0, 120.0, 240.0, 355.0, 5.0, 14.0]  # piles within 20 degrees
     fingers = [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    pairs = [(d, f, 0.45 + 1e-2) for d, f in zip(degrees, fingers, strict=True)]
-    assert _stage_one(pairs, 0.0, 3) == [3.0, 1.0, 3.0]
+    probe = SimpleNamespace(theta=np.radians(np.array(degrees, dtype=np.float32)), count=len(degrees))
+    live = np.arange(len(degrees), dtype=np.int64)
+    score = g._vote(
+        probe,  # type: ignore[arg-type]
+        live,
+        np.array(fingers, dtype=np.int64),
+        np.zeros(len(degrees), dtype=np.uint8),  # registered directions 0: the rotation is the live one
+        np.ones(len(degrees), dtype=np.float32),
+        3,
+    )
+    assert score.tolist() == [3.0, 1.0, 3.0]
 
 
 def test_the_counting_vote_scores_the_number_of_pairs_in_the_best_window() -> None:
@@ -533,14 +512,18 @@ def test_the_counting_vote_scores_the_number_of_pairs_in_the_best_window() -> No
     round, nearly counts): finger 0's four pairs just above the bar, in one pile, outrank finger
     1's two strong ones, which the weighed vote (`vote_slope` None) put first; pairs outside the
     pile do not count."""
+    g = Gallery()
     degrees = [10.0, 12.0, 15.0, 18.0, 100.0, 40.0, 45.0, 200.0]
-    fingers = [0, 0, 0, 0, 0, 1, 1, 1]
-    cosines = [0.51, 0.51, 0.52, 0.51, 0.52, 0.9, 0.95, 0.9]
-    pairs = list(zip(degrees, fingers, cosines, strict=True))
-    assert _stage_one(pairs, 0.0, 2) == [4.0, 2.0]
-    weighed = _stage_one(pairs, None, 2)
-    assert weighed[0] < weighed[1]
-    assert weighed == pytest.approx([0.25, 0.95], abs=0.02)  # (cosine - 0.45) summed in the pile
+    fingers = np.array([0, 0, 0, 0, 0, 1, 1, 1], dtype=np.int64)
+    cosines = np.array([0.51, 0.51, 0.52, 0.51, 0.52, 0.9, 0.95, 0.9], dtype=np.float32)
+    probe = SimpleNamespace(theta=np.radians(np.array(degrees, dtype=np.float32)), count=len(degrees))
+    live = np.arange(len(degrees), dtype=np.int64)
+    zeros = np.zeros(len(degrees), dtype=np.uint8)  # registered directions 0: the rotation is the live one
+    counted = g._vote(probe, live, fingers, zeros, None, 2)  # type: ignore[arg-type]
+    weighed = g._vote(probe, live, fingers, zeros, cosines - np.float32(0.5), 2)  # type: ignore[arg-type]
+    assert counted.tolist() == [4, 2]
+    assert np.issubdtype(counted.dtype, np.integer)  # exact: ties are ties, broken by slot
+    assert weighed.tolist() == pytest.approx([0.05, 0.85])
 
 
 @pytest.mark.parametrize("slope", [None, 0.0, 5.0])
