@@ -21,11 +21,14 @@ Templates are generated on `--workers` processes and cached in bench/.cache/iden
 generates them (~6 min per level on two idle cores), later runs read them.
 
 `--baseline FILE` compares another identification.py (e.g. the last commit's) with this one side
-by side instead: both galleries loaded from the same stored index data (cached beside the
-templates, keyed by the index model), batches and probes alternating, `--variants` giving this
-one's lists probed x candidates compared 1:1 (no calibration: the shipped 1:N threshold; with
-`--exhaustive-misses`, only the probes some gallery did not answer first are searched exhaustively,
-which bounds each gallery's rank-1 gap to exhaustive 1:N). The search runs on one thread (its compiled scan, `biometrics/scan.py`, is
+by side instead: both galleries loaded from the same templates, each with index data in its own
+format (cached beside the templates, keyed by the format and the index model), batches and probes
+alternating, `--variants` giving this one's lists probed x candidates compared 1:1 and other
+parameters. Rank-1 is given at the shipped 1:N threshold and at equal FPIR (each gallery's
+threshold calibrated on the strangers for FPIR 1 %: at one fixed threshold, a search that
+compares closer look-alikes answers more strangers too). With `--exhaustive-misses`, only the
+probes some gallery did not answer first are searched exhaustively, which bounds each gallery's
+rank-1 gap to exhaustive 1:N, at the shipped threshold and at equal FPIR (`_gap`). The search runs on one thread (its compiled scan, `biometrics/scan.py`, is
 single-threaded): the targets are per core. A baseline older than issue 10's seventh round scans
 with faiss, which then must be installed (`pip install faiss-cpu==1.15.1`); it is set to one thread.
 
@@ -35,7 +38,7 @@ with faiss, which then must be installed (`pip install faiss-cpu==1.15.1`); it i
     .venv/bin/python bench/identification.py --baseline /tmp/old_identification.py \
         --sizes 10000,100000 --level medium --variants 16x16,8x16
     .venv/bin/python bench/identification.py --baseline /tmp/old_identification.py \
-        --sizes 100000 --level medium --probes 200 --exhaustive-misses
+        --sizes 100000 --level medium --probes 200 --strangers 1000 --exhaustive-misses
 """
 
 from __future__ import annotations
