@@ -489,7 +489,9 @@ def side_by_side(
                     pct(st["cand"] / len(probes)),
                     pct(st["rank1"] / len(probes)),
                     f"{st['fp']} of {len(strangers)}",
-                    f"{pct(equal[name][1])} at {equal[name][0]:.4f}",
+                    f"{pct(equal[name][1])} at {equal[name][0]:.4f}"
+                    if equal[name][0] == equal[name][0]
+                    else "-",
                     f"{100_000 * load['baseline' if bl else 'this'] / size:.1f}",
                     f"{(old if bl else new).bytes_used() / size / 1024:.1f}",
                 )
@@ -524,7 +526,7 @@ def _rank1_at_fpir(best_stranger: list[float], mated: list[tuple[float, float]])
     scores for `FPIR` (a search that compares closer look-alikes answers more strangers at a given
     threshold, so rank-1 at the shipped threshold alone flatters it), and the share of mated probes
     whose mate was compared, scored at least that and above every other candidate."""
-    if not best_stranger or not mated:
+    if len(best_stranger) * FPIR < 1 or not mated:  # too few strangers to calibrate for FPIR
         return float("nan"), float("nan")
     t = calibrate_identification_threshold(best_stranger, FPIR)
     return t, float(np.mean([m >= t and m > o for m, o in mated]))
@@ -572,6 +574,9 @@ def _gap(
             f"rank-1 gap to exhaustive <= {100 * len(lost) / len(probes):.1f} points (at the shipped threshold)"
         )
     names = list(best_stranger)
+    if len(best_stranger[names[0]]) * FPIR < 1:
+        print(f"  too few strangers for a bound at equal FPIR {FPIR:.0%}: {1 / FPIR:.0f} at least")
+        return
     t_ex = calibrate_identification_threshold(np.max([best_stranger[n] for n in names], axis=0), FPIR)
     rows = dict(zip(union, scores, strict=True))
     first = 0
