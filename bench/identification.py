@@ -489,9 +489,7 @@ def side_by_side(
                     pct(st["cand"] / len(probes)),
                     pct(st["rank1"] / len(probes)),
                     f"{st['fp']} of {len(strangers)}",
-                    f"{pct(equal[name][1])} at {equal[name][0]:.4f}"
-                    if equal[name][0] == equal[name][0]
-                    else "-",
+                    f"{pct(equal[name][1])} at {equal[name][0]:.4f}" if not np.isnan(equal[name][0]) else "-",
                     f"{100_000 * load['baseline' if bl else 'this'] / size:.1f}",
                     f"{(old if bl else new).bytes_used() / size / 1024:.1f}",
                 )
