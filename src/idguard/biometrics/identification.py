@@ -84,6 +84,7 @@ from idguard.biometrics.record import TemplateError
 # needs it, so that processes that never search (the command line, most workers' start) do not pay.
 
 I8 = NDArray[np.int8]
+I16 = NDArray[np.int16]
 I32 = NDArray[np.int32]
 I64 = NDArray[np.int64]
 F32 = NDArray[np.float32]
@@ -95,6 +96,11 @@ MODEL_PATH = Path(__file__).with_name("index_model.npz")
 POOLED = 192  # 8 x 8 cells x 3 layers
 CODE_SCALE = 127.0  # an index vector in int8: rint(127 x the unit vector), as `index_data` stores it
 ANGLE_STEPS = 256  # a minutia direction in the index: a byte, 2 pi / 256 (1.4 degrees) a step
+# A row's label (`_labels`): its finger slot, minutia position and direction in one int64, so that
+# the scan reads a found pair's finger, direction and position at once.
+SLOT_SHIFT = 36  # slot << 36 | (x + 8192) << 22 | (y + 8192) << 8 | direction byte
+POSITION_BITS = 14
+POSITION_OFFSET = 1 << (POSITION_BITS - 1)  # positions -8192..8191 pixels (ISO 19794-2's are 14-bit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +123,25 @@ class IndexParams:
     candidates: int = 16  # fingers the second stage passes to the 1:1 matcher
     angle_bins: int = 36  # rotation cells (10 degrees) ...
     angle_window: int = 3  # ... a finger's rotation: the best run of this many (30 degrees, every 10)
+    # Stage 1's geometry (`scan.consistency`, issue 10's tenth round): the vote's first share of the
+    # gallery is ranked again by how its found pairs agree on where their minutiae lie; None: the
+    # vote alone, as before. Two pairs agree when their rotations differ by at most
+    # `pair_rotation` degrees, their minutiae lie as far apart on both sides within
+    # `pair_distance` pixels and in the same direction within `pair_angle` degrees.
+    consistency_share: float | None = 0.2
+    pair_rotation: float = 30.0
+    pair_distance: float = 15.0
+    pair_angle: float = 20.0
 
     def shortlist(self, fingers: int) -> int:
         """How many fingers the first stage passes to the second in a gallery of `fingers`."""
         return min(fingers, max(self.shortlist_min, math.ceil(self.shortlist_share * fingers)))
+
+    def checked(self, fingers: int) -> int:
+        """How many of the vote's first fingers the first stage's geometry ranks again (0: none)."""
+        if self.consistency_share is None:
+            return 0
+        return min(fingers, math.ceil(self.consistency_share * fingers))
 
 
 DEFAULT_INDEX = IndexParams()
@@ -248,11 +269,17 @@ def angle_codes(theta: F32) -> U8:
     return out
 
 
-def _labels(slot: I32, theta: U8) -> I64:
-    """What the faiss inverted file returns for a row: its finger slot and direction in one int64
-    (slot x 256 + direction byte), so the first stage reads both from the scan's result instead of
-    gathering them from two 4-million-row arrays (two cache misses per pair)."""
-    out: I64 = (slot.astype(np.int64) << 8) | theta.astype(np.int64)
+def _labels(slot: I32, theta: U8, xy: I16) -> I64:
+    """What the first stage's scan reads of a row it finds (`SLOT_SHIFT`): its finger slot, minutia
+    position and direction in one int64, so that a found pair costs one read instead of gathering
+    them from 4-million-row arrays (a cache miss each)."""
+    pos = np.clip(xy.astype(np.int64), -POSITION_OFFSET, POSITION_OFFSET - 1) + POSITION_OFFSET
+    out: I64 = (
+        (slot.astype(np.int64) << SLOT_SHIFT)
+        | (pos[:, 0] << (8 + POSITION_BITS))
+        | (pos[:, 1] << 8)
+        | theta.astype(np.int64)
+    )
     return out
 
 
@@ -275,6 +302,14 @@ def _weights(min_similarity: float, slope: float | None) -> I32:
 
 
 @cache
+def _unit_table() -> F32:
+    """Direction byte -> (cos, sin) of its angle, for the first stage's geometry."""
+    angle = np.arange(ANGLE_STEPS) * (2 * math.pi / ANGLE_STEPS)
+    out: F32 = np.stack([np.cos(angle), np.sin(angle)], axis=1).astype(np.float32)
+    return out
+
+
+@cache
 def _cell_table(bins: int) -> I64:
     """Rotation byte -> its cell (of `bins`)."""
     out: I64 = np.arange(ANGLE_STEPS, dtype=np.int64) * bins // ANGLE_STEPS
@@ -290,6 +325,20 @@ def _by_list(codes: I8, lists: I32, labels: I64, k: int) -> tuple[I8, I64, I64]:
     return np.ascontiguousarray(codes[order]), offsets, np.ascontiguousarray(labels[order])
 
 
+@dataclass(slots=True)
+class _Found:
+    """The pairs a search's scan found, for the first stage's geometry (`scan.consistency`): room
+    for every row the visits reach (pages never written cost nothing), `count` used."""
+
+    label: I64
+    live: NDArray[np.int16]
+    weight: I32
+    count: int = 0
+
+    @classmethod
+    def room(cls, rows: int) -> _Found:
+        return cls(np.empty(rows, np.int64), np.empty(rows, np.int16), np.empty(rows, np.int32))
+
 @dataclass(frozen=True, eq=False)
 class _Segment:
     """An immutable run of indexed cylinders, in finger slot order (a finger's rows together: the
@@ -300,6 +349,7 @@ class _Segment:
     offsets: I64  # (K + 1,) list j holds offsets[j + 1] - offsets[j] rows (`_ivf`)
     slot: I32  # (m,) finger slot of each cylinder, ascending
     theta: U8  # (m,) direction of each cylinder's minutia (`angle_codes`)
+    xy: I16  # (m, 2) its position (pixels, `positions`), for the first stage's geometry
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
     by_list_codes: I8  # the same codes in the inverted file's order (list after list), for stage 1
@@ -310,22 +360,29 @@ class _Segment:
         return int(self.slot.shape[0])
 
     @classmethod
-    def build(cls, codes: I8, lists: I32, slot: I32, theta: U8, k: int) -> _Segment:
+    def build(cls, codes: I8, lists: I32, slot: I32, theta: U8, xy: I16, k: int) -> _Segment:
         if slot.size > 1 and bool((np.diff(slot) < 0).any()):  # batches and merges come in slot order
             order = np.argsort(slot, kind="stable")
-            codes, lists, slot, theta = codes[order], lists[order], slot[order], theta[order]
+            codes, lists, slot, theta, xy = codes[order], lists[order], slot[order], theta[order], xy[order]
         first, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
         slot_rows = np.searchsorted(slot, np.arange(first, last + 2)).astype(np.int64)
-        by_list_codes, offsets, by_list = _by_list(codes, lists, _labels(slot, theta), k)
-        return cls(codes, lists, offsets, slot, theta, first, slot_rows, by_list_codes, by_list)
+        by_list_codes, offsets, by_list = _by_list(codes, lists, _labels(slot, theta, xy), k)
+        return cls(codes, lists, offsets, slot, theta, xy, first, slot_rows, by_list_codes, by_list)
 
-    def vote(self, live: NDArray[np.int16], live_theta: I64, lists: I64, p: IndexParams, votes: I32) -> int:
-        """Add this run's pairs to the first stage's votes (`scan.vote`): the live codes `live`
-        (int8 values in int16, (n, d)) against the rows of the lists `lists[i]` each visits."""
+    def reach(self, lists: I64) -> int:
+        """How many rows the visits `lists` ((n, visits), -1: none) reach in this run."""
+        sizes = np.diff(self.offsets)
+        return int(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0).sum())
+
+    def vote(
+        self, live: NDArray[np.int16], live_theta: I64, lists: I64, p: IndexParams, votes: I32, found: _Found
+    ) -> None:
+        """Add this run's pairs to the first stage's votes (`scan.vote`), and keep them in `found`:
+        the live codes `live` (int8 values in int16, (n, d)) against the rows of the lists
+        `lists[i]` each visits."""
         from idguard.biometrics import scan
 
-        min_product = _min_product(p.min_similarity)
-        return int(
+        found.count = int(
             scan.vote(
                 self.by_list_codes,
                 self.offsets,
@@ -333,13 +390,18 @@ class _Segment:
                 live,
                 live_theta,
                 lists,
-                min_product,
+                _min_product(p.min_similarity),
                 _weights(p.min_similarity, p.vote_slope),
                 _cell_table(p.angle_bins),
                 p.angle_bins,
                 votes,
+                found.label,
+                found.live,
+                found.weight,
+                found.count,
             )
         )
+
 
     def rows_of(self, slots: I64) -> tuple[I64, I64]:
         """The rows of the fingers `slots` (sorted, distinct), finger after finger (each finger's a
@@ -363,9 +425,10 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     codes = np.concatenate([a.codes, b.codes])
     lists = np.concatenate([a.lists, b.lists])
     theta = np.concatenate([a.theta, b.theta])
+    xy = np.concatenate([a.xy, b.xy])
     if not keep.all():  # cylinders of removed fingers leave the index here
-        codes, lists, slot, theta = codes[keep], lists[keep], slot[keep], theta[keep]
-    return _Segment.build(codes, lists, slot, theta, k)
+        codes, lists, slot, theta, xy = codes[keep], lists[keep], slot[keep], theta[keep], xy[keep]
+    return _Segment.build(codes, lists, slot, theta, xy, k)
 
 
 @dataclass(frozen=True, eq=False)
@@ -379,9 +442,10 @@ class _State:
     keys: list[str | None]
 
 
-def _parse_stored(data: bytes) -> tuple[U8, F32]:
-    """Cell bytes and minutia directions of a stored template, without building the comparison
-    arrays (`Template.from_bytes` does that, ~1 ms): the same header and length checks."""
+def _parse_stored(data: bytes) -> tuple[U8, F32, I16]:
+    """Cell bytes, minutia directions and positions (`positions`) of a stored template, without
+    building the comparison arrays (`Template.from_bytes` does that, ~1 ms): the same header and
+    length checks."""
     if len(data) < _HEADER.size:
         raise TemplateError("template.length", f"{len(data)} bytes cannot hold the header")
     magic, version, ns, nd, n, _ = _HEADER.unpack_from(data)
@@ -392,27 +456,40 @@ def _parse_stored(data: bytes) -> tuple[U8, F32]:
     cell_bytes = ns * ns * nd // 2
     if len(data) != _HEADER.size + n * (12 + cell_bytes + ns * ns // 8):
         raise TemplateError("template.length", f"{len(data)} bytes do not match {n} cylinders")
-    theta = np.frombuffer(data, dtype="<f4", count=n, offset=_HEADER.size + 8 * n)
+    coords = np.frombuffer(data, dtype="<f4", count=3 * n, offset=_HEADER.size).reshape(3, n)
     nibbles = np.frombuffer(data, dtype=np.uint8, count=n * cell_bytes, offset=_HEADER.size + 12 * n)
-    return nibbles.reshape(n, cell_bytes), theta.astype(np.float32)
+    return nibbles.reshape(n, cell_bytes), coords[2].astype(np.float32), positions(coords[0], coords[1])
+
+
+def positions(x: NDArray[Any], y: NDArray[Any]) -> I16:
+    """Minutiae positions (pixels) as the index keeps them: (n, 2) int16, rounded to the pixel
+    (the labels keep -8192..8191, `scan.POSITION_BITS`; ISO 19794-2 positions are 14-bit)."""
+    xy = np.rint(np.stack([x, y], axis=1).astype(np.float64))
+    if not np.isfinite(xy).all():
+        raise TemplateError("template.positions", "a minutia position is not a finite number")
+    out: I16 = np.clip(xy, -POSITION_OFFSET, POSITION_OFFSET - 1).astype(np.int16)
+    return out
 
 
 _INDEX_HEADER = struct.Struct("<4sBIH")  # magic, format, model id, cylinders
-_INDEX_MAGIC, _INDEX_FORMAT = b"IGIX", 1
-_INDEX_PER_CYLINDER = 4 + 2 + 64  # direction (float32), list (uint16), vector (64 x int8)
+# Format 2 (issue 10's tenth round) added the minutiae's positions, which the first stage's
+# geometry needs; data of format 1 is filed from its template (the slow load) until
+# `fingerprints.reindex` writes it again.
+_INDEX_MAGIC, _INDEX_FORMAT = b"IGIX", 2
+_INDEX_PER_CYLINDER = 4 + 2 + 4 + 64  # direction (float32), list (uint16), x, y (int16), vector (64 x int8)
 
 
 def index_data(stored: bytes, model: IndexModel | None = None) -> bytes:
     """What the gallery files a finger by, from its stored template (`Template.to_bytes()`, raw or
-    zlib-compressed): per cylinder its minutia's direction, its list and its index vector in
-    int8 (70 bytes), after a header naming the model. Stored beside the template at enrolment so
-    that loading a gallery is reading bytes (`Gallery.add_indexed_many`); derived from the
-    minutiae, so sealed like the template."""
+    zlib-compressed): per cylinder its minutia's direction, its list, its position and its index
+    vector in int8 (74 bytes), after a header naming the format and the model. Stored beside the
+    template at enrolment so that loading a gallery is reading bytes (`Gallery.add_indexed_many`);
+    derived from the minutiae, so sealed like the template."""
     model = default_model() if model is None else model
     if model.dims != 64 or model.lists > 65_535:
         raise ValueError("index data holds 64-dimensional vectors and at most 65,535 lists")
     raw = stored if stored[:4] == _MAGIC else zlib.decompress(stored)
-    nibbles, theta = _parse_stored(raw)
+    nibbles, theta, xy = _parse_stored(raw)
     vectors = model.vectors(nibbles)
     lists = model.nearest(vectors)[:, 0]
     codes = quantise(vectors)
@@ -421,6 +498,7 @@ def index_data(stored: bytes, model: IndexModel | None = None) -> bytes:
             _INDEX_HEADER.pack(_INDEX_MAGIC, _INDEX_FORMAT, model.id, theta.shape[0]),
             theta.astype("<f4").tobytes(),
             lists.astype("<u2").tobytes(),
+            np.ascontiguousarray(xy.T).astype("<i2").tobytes(),
             codes.tobytes(),
         ]
     )
@@ -437,14 +515,17 @@ def index_is_current(data: bytes, model: IndexModel | None = None) -> bool:
     return bool(magic == _INDEX_MAGIC and version == _INDEX_FORMAT and made_with == model.id)
 
 
-def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, I32, I8] | None:
-    """Directions, lists and int8 codes from `index_data`; None when it was made with another
-    model (the template is then filed the slow way). TemplateError when it is malformed."""
+def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, I32, I8, I16] | None:
+    """Directions, lists, int8 codes and positions from `index_data`; None when it was made with
+    another model or in an older format (the template is then filed the slow way). TemplateError
+    when it is malformed."""
     if len(data) < _INDEX_HEADER.size:
         raise TemplateError("index.length", f"{len(data)} bytes cannot hold the header")
     magic, version, made_with, n = _INDEX_HEADER.unpack_from(data)
-    if magic != _INDEX_MAGIC or version != _INDEX_FORMAT:
-        raise TemplateError("index.magic", "not idguard index data of format 1")
+    if magic != _INDEX_MAGIC or not 1 <= version <= _INDEX_FORMAT:
+        raise TemplateError("index.magic", f"not idguard index data of format 1 to {_INDEX_FORMAT}")
+    if version < _INDEX_FORMAT:
+        return None
     if len(data) != _INDEX_HEADER.size + n * _INDEX_PER_CYLINDER:
         raise TemplateError("index.length", f"{len(data)} bytes do not match {n} cylinders")
     if made_with != model_id:
@@ -452,12 +533,13 @@ def _parse_index(data: bytes, model_id: int, lists_in_model: int) -> tuple[F32, 
     off = _INDEX_HEADER.size
     theta = np.frombuffer(data, dtype="<f4", count=n, offset=off).astype(np.float32)
     lists = np.frombuffer(data, dtype="<u2", count=n, offset=off + 4 * n).astype(np.int32)
-    codes = np.frombuffer(data, dtype=np.int8, count=n * 64, offset=off + 6 * n).reshape(n, 64)
+    xy = np.frombuffer(data, dtype="<i2", count=2 * n, offset=off + 6 * n).reshape(2, n).T.astype(np.int16)
+    codes = np.frombuffer(data, dtype=np.int8, count=n * 64, offset=off + 10 * n).reshape(n, 64)
     if not np.isfinite(theta).all():
         raise TemplateError("index.directions", "a direction is not a finite number")
     if n and int(lists.max()) >= lists_in_model:
         raise TemplateError("index.lists", f"a list number is not below {lists_in_model}")
-    return theta, lists, codes
+    return theta, lists, codes, xy
 
 
 class Gallery:
@@ -488,8 +570,9 @@ class Gallery:
         if (template.ns, template.nd) != (_NS, _ND):
             raise ValueError(f"the index needs 16 x 6 cylinders, not {template.ns} x {template.nd}")
         theta = np.asarray(template.theta, dtype=np.float32)
-        nibbles = to_nibbles(template.cell_levels)
-        self._insert([(key, nibbles, theta, zlib.compress(template.to_bytes(), 1))])
+        codes, lists = self._coded(to_nibbles(template.cell_levels))
+        xy = positions(template.x, template.y)
+        self._insert_codes([(key, codes, lists, theta, xy, zlib.compress(template.to_bytes(), 1))])
 
     def add_stored(self, key: str, data: bytes) -> None:
         """`add` from stored bytes (`Template.to_bytes()`, optionally zlib-compressed as the registry
@@ -508,18 +591,18 @@ class Gallery:
         projection: the fast load); the others are filed from their template as
         `add_stored_many` does. Malformed index data or a malformed template raises
         TemplateError before anything of the batch is added."""
-        batch: list[tuple[str, I8, I32, F32, bytes]] = []
+        batch: list[tuple[str, I8, I32, F32, I16, bytes]] = []
         model_id = self.model.id
         for key, data, index in items:
             indexed = _parse_index(index, model_id, self.model.lists) if index is not None else None
             if indexed is not None:
-                theta, lists, codes = indexed
-                batch.append((key, codes, lists, theta, data))
+                theta, lists, codes, xy = indexed
+                batch.append((key, codes, lists, theta, xy, data))
                 continue
             raw = data if data[:4] == _MAGIC else zlib.decompress(data)
-            nibbles, theta = _parse_stored(raw)
+            nibbles, theta, xy = _parse_stored(raw)
             blob = data if raw is not data else zlib.compress(raw, 1)
-            batch.append((key, *self._coded(nibbles), theta, blob))
+            batch.append((key, *self._coded(nibbles), theta, xy, blob))
         if batch:
             self._insert_codes(batch)
 
@@ -528,14 +611,12 @@ class Gallery:
         vectors = self.model.vectors(nibbles)
         return quantise(vectors), self.model.nearest(vectors)[:, 0].astype(np.int32)
 
-    def _insert(self, batch: list[tuple[str, U8, F32, bytes]]) -> None:
-        self._insert_codes([(key, *self._coded(n), theta, blob) for key, n, theta, blob in batch])
-
-    def _insert_codes(self, batch: list[tuple[str, I8, I32, F32, bytes]]) -> None:
-        """File fingers given their cylinders' int8 codes and lists."""
+    def _insert_codes(self, batch: list[tuple[str, I8, I32, F32, I16, bytes]]) -> None:
+        """File fingers given their cylinders' int8 codes, lists, directions and positions."""
         codes = np.concatenate([b[1] for b in batch])
         lists = np.concatenate([b[2] for b in batch]).astype(np.int32)
         theta = angle_codes(np.concatenate([b[3] for b in batch]))
+        xy = np.concatenate([b[4] for b in batch])
         counts = [b[1].shape[0] for b in batch]
         k = self.model.lists
         with self._write:
@@ -548,7 +629,7 @@ class Gallery:
             if need > alive.shape[0]:  # grow: searches keep reading the old array
                 alive = np.concatenate([alive, np.zeros(max(64, need, alive.shape[0]), dtype=bool)])
             replaced = []
-            for i, (key, _, _, _, blob) in enumerate(batch):
+            for i, (key, *_, blob) in enumerate(batch):
                 blobs.append(blob)
                 keys.append(key)
                 alive[first + i] = last[key] == i
@@ -560,7 +641,7 @@ class Gallery:
                 else:
                     blobs[first + i] = keys[first + i] = None
             slot = np.repeat(np.arange(first, need, dtype=np.int32), counts)
-            segments = [*st.segments, _Segment.build(codes, lists, slot, theta, k)]
+            segments = [*st.segments, _Segment.build(codes, lists, slot, theta, xy, k)]
             while len(segments) >= 2 and segments[-2].size <= 2 * segments[-1].size:
                 b, a = segments.pop(), segments.pop()
                 segments.append(_merge(a, b, alive, k))
@@ -570,7 +651,7 @@ class Gallery:
 
     @staticmethod
     def warm() -> None:
-        """Compile the first stage's scan (`scan.warm`) before the first search needs it."""
+        """Compile the first stage's scan and geometry (`scan.warm`) before the first search needs them."""
         from idguard.biometrics import scan
 
         scan.warm()
@@ -601,6 +682,7 @@ class Gallery:
             + s.offsets.nbytes
             + s.slot.nbytes
             + s.theta.nbytes
+            + s.xy.nbytes
             + s.slot_rows.nbytes
             for s in st.segments
         )
@@ -663,7 +745,8 @@ class Gallery:
         return self.model.vectors(to_nibbles(probe.cell_levels))
 
     def _shortlisted(self, st: _State, probe: Template, q: F32) -> I64:
-        """First stage: the inverted file's vote. Finger slots, best first, at most
+        """First stage: the inverted file's vote, then the geometry of the pairs found for the
+        vote's first `params.checked` fingers. Finger slots, best first, at most
         `params.shortlist(len(self))`."""
         p = self.params
         indexed = sum(seg.size for seg in st.segments)
@@ -674,11 +757,51 @@ class Gallery:
         live_theta = angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
         bins = p.angle_bins
         votes = np.zeros(bins * st.alive.shape[0], dtype=np.int32)  # (cell, finger), cell-major
-        if sum(seg.vote(live, live_theta, keys, p, votes) for seg in st.segments) == 0:
+        found = _Found.room(sum(seg.reach(keys) for seg in st.segments))
+        for seg in st.segments:
+            seg.vote(live, live_theta, keys, p, votes, found)
+        if found.count == 0:
             return np.zeros(0, dtype=np.int64)
         score = _windows(votes.reshape(bins, -1), p.angle_window)
         score[~st.alive] = 0
-        return _top(score, p.shortlist(len(self._slots)))
+        fingers = len(self._slots)
+        count, checked = p.shortlist(fingers), p.checked(fingers)
+        if checked <= count:
+            return _top(score, count)
+        return self._consistent(probe, live_theta, votes, found, _top(score, checked), score, count)
+
+    def _consistent(
+        self, probe: Template, live_theta: I64, votes: I32, found: _Found, top: I64, vote: I32, count: int
+    ) -> I64:
+        """The vote's first fingers `top`, ranked again by the geometry of their found pairs
+        (`scan.consistency`), ties by the vote: the first `count` finger slots, best first."""
+        from idguard.biometrics import scan
+
+        p = self.params
+        place = np.full(vote.shape[0], -1, dtype=np.int32)
+        place[top] = np.arange(top.size, dtype=np.int32)
+        agree = np.zeros(top.size, dtype=np.int64)
+        scan.consistency(
+            found.label,
+            found.live,
+            found.weight,
+            found.count,
+            place,
+            votes,
+            _cell_table(p.angle_bins),
+            p.angle_bins,
+            p.angle_window,
+            np.stack([probe.x, probe.y], axis=1).astype(np.float32),
+            live_theta,
+            _unit_table(),
+            p.pair_distance,
+            math.cos(math.radians(p.pair_angle)),
+            round(p.pair_rotation * ANGLE_STEPS / 360.0),
+            agree,
+        )
+        # The geometry first, the vote (below 2^24) breaking its ties: one integer to rank by.
+        key = (agree << 24) | np.minimum(vote[top], (1 << 24) - 1).astype(np.int64)
+        return top[_top(key, count)]
 
     def _rescored(self, st: _State, probe: Template, q: F32, short: I64) -> list[int]:
         """Second stage: every cylinder of the shortlisted fingers against every live one (exact

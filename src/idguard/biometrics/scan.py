@@ -24,8 +24,11 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
+from idguard.biometrics.identification import POSITION_BITS, POSITION_OFFSET, SLOT_SHIFT
+
 I8 = NDArray[np.int8]
 I16 = NDArray[np.int16]
+F32 = NDArray[np.float32]
 I32 = NDArray[np.int32]
 I64 = NDArray[np.int64]
 
@@ -72,13 +75,20 @@ def vote(
     cell: I64,
     bins: int,
     votes: I32,
+    found_label: I64,
+    found_live: I16,
+    found_weight: I32,
+    found: int,
 ) -> int:
     """Add to `votes` ((bins x fingers,) int32, cell-major) every pair of a live cylinder
     (`live[i]`, its int8 code widened to int16; direction byte `live_theta[i]`) and a row of a list
     it visits (`lists[i]`, -1: none; list j is rows offsets[j]:offsets[j + 1] of `codes`, labelled
-    `labels`: finger slot x 256 + direction byte) whose inner product exceeds `min_product`: at the
-    row's finger and the cell `cell[(live direction - row direction) mod 256]`, weighing
-    `weights[product - min_product]` (the last entry for larger products). Returns the number of pairs added."""
+    `labels`, `label_slot` and friends) whose inner product exceeds `min_product`: at the row's
+    finger and the cell `cell[(live direction - row direction) mod 256]`, weighing
+    `weights[product - min_product]` (the last entry for larger products). Each pair is also
+    kept, from place `found` on, in `found_label` (the row's label), `found_live` (i) and
+    `found_weight`, for `consistency`: the arrays must hold every row the visits reach. Returns
+    the places used, `found` + the pairs added."""
     visits = lists.shape[1]
     fingers = votes.shape[0] // bins
     # The visits grouped by list (each list is visited by ~2.3 live cylinders): a list's rows come
@@ -89,7 +99,6 @@ def vote(
     q = np.empty(DIMS, np.int16)
     last = weights.shape[0] - 1
     held = 0
-    added = 0
     for o in np.argsort(flat, kind="mergesort"):
         j = flat[o]
         if j < 0:
@@ -104,22 +113,153 @@ def vote(
                 p = np.int32(p + np.int32(q[k]) * np.int32(np.int16(codes[r, k])))
             if p > min_product:
                 label = labels[r]
-                at[held] = cell[(theta - label) & 255] * fingers + (label >> 8)
-                weight[held] = weights[min(p - min_product, last)]
+                w = weights[min(p - min_product, last)]
+                at[held] = cell[(theta - label) & 255] * fingers + (label >> SLOT_SHIFT)
+                weight[held] = w
+                found_label[found] = label
+                found_live[found] = i
+                found_weight[found] = w
+                found += 1
                 held += 1
                 if held == _BUFFER:
                     _add(at, weight, held, votes)
-                    added += held
                     held = 0
     _add(at, weight, held, votes)
-    return added + held
+    return found
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False, fastmath=True)
+def consistency(
+    found_label: I64,
+    found_live: I16,
+    found_weight: I32,
+    found: int,
+    place: I32,
+    votes: I32,
+    cell: I64,
+    bins: int,
+    window: int,
+    live_xy: F32,
+    live_theta: I64,
+    unit: F32,
+    distance: float,
+    cos_angle: float,
+    rotation: int,
+    out: I64,
+) -> None:
+    """The geometric consistency of the pairs `vote` found, for the fingers `place` names (slot ->
+    its place in `out`, -1 for the others): per finger, the pairs within a cell of its best
+    rotation window (`window` cells of the vote) are compared two by two. Pair b *agrees* with
+    pair a when their rotations (live direction - registered direction) differ by at most
+    `rotation` steps (of 256 to the turn), their minutiae lie as far apart on both sides (within
+    `distance` pixels), and in the same direction seen from a's minutia (within the angle whose
+    cosine is `cos_angle`). A finger scores, over its pairs a, the largest weight of a plus, per
+    other live cylinder, its heaviest pair agreeing with a (a star of the pairs' graph). `unit` is
+    (cos, sin) of each direction byte; `live_xy` (n, 2) and `live_theta` the live minutiae."""
+    fingers = votes.shape[0] // bins
+    n = out.shape[0]
+    # The first cell of each named finger's best window (as `identification._windows` finds it).
+    first = np.zeros(n, np.int64)
+    for slot in range(fingers):
+        f = place[slot]
+        if f < 0:
+            continue
+        best = np.int64(-1)
+        for c in range(bins):
+            s = np.int64(0)
+            for d in range(window):
+                s += votes[((c + d) % bins) * fingers + slot]
+            if s > best:
+                best = s
+                first[f] = c
+    # The pairs of each named finger within a cell of its window, finger after finger.
+    count = np.zeros(n + 1, np.int64)
+    keep = np.empty(found, np.int64)
+    kept = 0
+    for j in range(found):
+        label = found_label[j]
+        f = place[label >> SLOT_SHIFT]
+        if f < 0:
+            continue
+        off = (cell[(live_theta[found_live[j]] - label) & 255] - first[f]) % bins
+        if off <= window or off == bins - 1:
+            keep[kept] = j
+            kept += 1
+            count[f + 1] += 1
+    for f in range(n):
+        count[f + 1] += count[f]
+    at = count[:-1].copy()
+    order = np.empty(kept, np.int64)
+    for k in range(kept):
+        j = keep[k]
+        f = place[found_label[j] >> SLOT_SHIFT]
+        order[at[f]] = j
+        at[f] += 1
+    # Per pair, compactly: live cylinder, rotation byte, weight, both minutiae and directions.
+    mask = (1 << POSITION_BITS) - 1
+    lv = np.empty(kept, np.int64)
+    rot = np.empty(kept, np.int64)
+    w = np.empty(kept, np.int64)
+    row = np.empty(kept, np.int64)
+    g = np.empty((kept, 8), np.float32)  # live x, y, cos, sin; registered x, y, cos, sin
+    for k in range(kept):
+        j = order[k]
+        label = found_label[j]
+        i = found_live[j]
+        t_live, t_reg = live_theta[i], label & 255
+        lv[k], w[k], row[k] = i, found_weight[j], label
+        rot[k] = (t_live - t_reg) & 255
+        g[k, 0], g[k, 1] = live_xy[i, 0], live_xy[i, 1]
+        g[k, 2], g[k, 3] = unit[t_live, 0], unit[t_live, 1]
+        g[k, 4] = np.float32(((label >> 22) & mask) - POSITION_OFFSET)
+        g[k, 5] = np.float32(((label >> 8) & mask) - POSITION_OFFSET)
+        g[k, 6], g[k, 7] = unit[t_reg, 0], unit[t_reg, 1]
+    heaviest = np.zeros(live_xy.shape[0], np.int64)
+    d2 = np.float32(distance * distance)
+    cos_a = np.float32(cos_angle)
+    for f in range(n):
+        lo, hi = count[f], count[f + 1]
+        best = np.int64(0)
+        for a in range(lo, hi):
+            ax, ay, ac, as_ = g[a, 0], g[a, 1], g[a, 2], g[a, 3]
+            bx, by, bc, bs = g[a, 4], g[a, 5], g[a, 6], g[a, 7]
+            for b in range(lo, hi):
+                if lv[b] == lv[a] or row[b] == row[a]:
+                    continue
+                d = (rot[a] - rot[b]) & 255
+                if min(d, 256 - d) > rotation:
+                    continue
+                # b's minutia seen from a's, in a's own frame, on each side
+                dx, dy = g[b, 0] - ax, g[b, 1] - ay
+                ux, uy = ac * dx + as_ * dy, ac * dy - as_ * dx
+                dx, dy = g[b, 4] - bx, g[b, 5] - by
+                vx, vy = bc * dx + bs * dy, bc * dy - bs * dx
+                ll, rr = ux * ux + uy * uy, vx * vx + vy * vy
+                lr = np.sqrt(ll * rr)
+                # |l - r| <= distance, and the angle between u and v within the tolerance
+                if ll + rr - 2 * lr > d2 or ux * vx + uy * vy < cos_a * lr:
+                    continue
+                if w[b] > heaviest[lv[b]]:
+                    heaviest[lv[b]] = w[b]
+            total = w[a]
+            for b in range(lo, hi):
+                total += heaviest[lv[b]]
+                heaviest[lv[b]] = 0
+            if total > best:
+                best = total
+        out[f] = best
 
 
 def warm() -> None:
-    """Compile `vote` now (numba: ~1 s, or ~0.1 s from its cache on disk) instead of in the first
-    search of the process: one live cylinder against one row, with the types a search passes."""
+    """Compile `vote` and `consistency` now (numba: ~2 s, or ~0.2 s from its cache on disk) instead
+    of in the first search of the process: one live cylinder against one row, with the types a
+    search passes."""
     codes = np.zeros((1, DIMS), np.int8)
-    vote(
+    labels = np.zeros(1, np.int64)
+    live = np.zeros(1, np.int16)
+    weight = np.zeros(1, np.int32)
+    votes = np.zeros(1, np.int32)
+    found = vote(
         codes,
         np.array([0, 1], np.int64),
         np.zeros(1, np.int64),
@@ -130,5 +270,27 @@ def warm() -> None:
         np.zeros(2, np.int32),
         np.zeros(256, np.int64),
         1,
+        votes,
+        labels,
+        live,
+        weight,
+        0,
+    )
+    consistency(
+        labels,
+        live,
+        weight,
+        found,
         np.zeros(1, np.int32),
+        votes,
+        np.zeros(256, np.int64),
+        1,
+        1,
+        np.zeros((1, 2), np.float32),
+        np.zeros(1, np.int64),
+        np.zeros((256, 2), np.float32),
+        1.0,
+        0.5,
+        1,
+        np.zeros(1, np.int64),
     )

@@ -288,7 +288,7 @@ def test_index_data_holds_one_record_per_cylinder(registered: list[Template]) ->
     t = registered[5]
     data = index_data(t.to_bytes())
     assert data[:4] == b"IGIX"
-    assert len(data) == 11 + 70 * t.count
+    assert len(data) == 11 + 74 * t.count
     assert index_data(zlib.compress(t.to_bytes())) == data  # raw or as the registry keeps it
 
 
@@ -302,6 +302,27 @@ def test_index_data_of_another_model_falls_back_to_the_template(
     stale = [index_data(t.to_bytes(), other) for t in registered[:30]]
     g = Gallery()
     g.add_indexed_many((f"k{f}", registered[f].to_bytes(), stale[f]) for f in range(30))
+    ref = Gallery()
+    ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
+    for probe in probes[:5]:
+        assert g.candidates(probe) == ref.candidates(probe)
+
+
+def test_index_data_of_format_one_is_filed_from_the_template(
+    registered: list[Template], probes: list[Template]
+) -> None:
+    """Index data stored before the tenth round (format 1: no positions, which the first stage's
+    geometry needs) is not current, and a gallery files those fingers from their templates: it
+    finds the same candidates as one loaded from templates."""
+    old = []
+    for t in registered[:30]:
+        data = index_data(t.to_bytes())
+        n = t.count
+        # format 1: the header with format 1, directions, lists, codes (no positions)
+        old.append(data[:4] + b"\x01" + data[5:11] + data[11 : 11 + 6 * n] + data[11 + 10 * n :])
+    assert not any(index_is_current(d) for d in old)
+    g = Gallery()
+    g.add_indexed_many((f"k{f}", registered[f].to_bytes(), old[f]) for f in range(30))
     ref = Gallery()
     ref.add_stored_many((f"k{f}", registered[f].to_bytes()) for f in range(30))
     for probe in probes[:5]:
@@ -346,11 +367,12 @@ def test_malformed_index_data_adds_nothing(
 
 def _reference_votes(
     gallery: Gallery, probe: Template, lists: int, weight: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, list[tuple[int, int, int, int, int, int]]]:
     """The first stage's votes the slow, obvious way: every live code against every row of the
     gallery (numpy, exact integers), kept where the row's list is one the live cylinder visits and
     the product is above the bar, weighed by `weight(cosine)` in `scan.WEIGHT_UNIT`s and added at
-    the row's finger and the pair's rotation cell; and the number of pairs."""
+    the row's finger and the pair's rotation cell; and the pairs (finger slot, live cylinder, row
+    direction, x, y, weight)."""
     p = gallery.params
     st_ = gallery._state
     v = gallery.model.vectors(identification.to_nibbles(probe.cell_levels))
@@ -359,7 +381,7 @@ def _reference_votes(
     live_theta = identification.angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
     bar = p.min_similarity * identification.CODE_SCALE**2
     votes = np.zeros(st_.alive.shape[0] * p.angle_bins, dtype=np.int64)
-    pairs = 0
+    pairs: list[tuple[int, int, int, int, int, int]] = []
     for seg in st_.segments:
         dots = q @ seg.codes.astype(np.int64).T
         visited = np.zeros((q.shape[0], gallery.model.lists), dtype=bool)
@@ -370,8 +392,34 @@ def _reference_votes(
         rot = (live_theta[i] - seg.theta[r].astype(np.int64)) % 256
         cell = rot * p.angle_bins // 256
         np.add.at(votes, cell * st_.alive.shape[0] + seg.slot[r].astype(np.int64), w)
-        pairs += i.size
+        pairs += zip(
+            seg.slot[r].tolist(),
+            i.tolist(),
+            seg.theta[r].tolist(),
+            seg.xy[r, 0].tolist(),
+            seg.xy[r, 1].tolist(),
+            w.tolist(),
+            strict=True,
+        )
     return votes, pairs
+
+
+def _unpacked(found: identification._Found) -> list[tuple[int, int, int, int, int, int]]:
+    """The pairs a scan kept, as `_reference_votes` gives them: the label's fields read back."""
+    label = found.label[: found.count]
+    mask = (1 << identification.POSITION_BITS) - 1
+    off = identification.POSITION_OFFSET
+    return list(
+        zip(
+            (label >> identification.SLOT_SHIFT).tolist(),
+            found.live[: found.count].tolist(),
+            (label & 255).tolist(),
+            (((label >> (8 + identification.POSITION_BITS)) & mask) - off).tolist(),
+            (((label >> 8) & mask) - off).tolist(),
+            found.weight[: found.count].tolist(),
+            strict=True,
+        )
+    )
 
 
 @pytest.mark.parametrize("slope", [5.0, 0.0, None])
@@ -382,8 +430,10 @@ def test_the_compiled_vote_adds_exactly_the_pairs_of_the_visited_lists(
     """The first stage's compiled scan and vote (`scan.vote`: int8 inner products over the lists
     each live cylinder visits, each pair above the bar added at once to its finger's rotation cell)
     gives the same votes as every live code against every row in numpy: no pair of a visited list
-    lost, none of another list added, each at its finger and cell with its weight. 512 lists (all)
-    at a low bar find more pairs than the kernel buffers, so its flushes are checked too."""
+    lost, none of another list added, each at its finger and cell with its weight; and it keeps
+    exactly those pairs, each with its row's finger, direction and position, for the geometry. 512
+    lists (all) at a low bar find more pairs than the kernel buffers, so its flushes are checked
+    too."""
     g = Gallery(params=IndexParams(vote_slope=slope, min_similarity=bar))
     g._state, g._slots = gallery._state, gallery._slots  # the same index, read only
     tau = g.params.min_similarity
@@ -396,10 +446,12 @@ def test_the_compiled_vote_adds_exactly_the_pairs_of_the_visited_lists(
         theta = identification.angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
         near = np.ascontiguousarray(g.model.nearest(v, lists), dtype=np.int64)
         votes = np.zeros(g._state.alive.shape[0] * g.params.angle_bins, dtype=np.int32)
-        added = sum(seg.vote(live, theta, near, g.params, votes) for seg in g._state.segments)
-        assert added == pairs
+        found = identification._Found.room(sum(seg.reach(near) for seg in g._state.segments))
+        for seg in g._state.segments:
+            seg.vote(live, theta, near, g.params, votes, found)
+        assert sorted(_unpacked(found)) == sorted(pairs)
         assert votes.tolist() == want.tolist()
-        counted = max(counted, pairs)
+        counted = max(counted, len(pairs))
     assert counted > (scan._BUFFER if bar < 0.1 else 0), "too few pairs: the test would prove little"
 
 
@@ -435,14 +487,18 @@ def test_weights_cover_every_product_and_cannot_overflow_a_vote() -> None:
 def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]) -> None:
     """Every run's inverted file (its codes and labels in list order) holds exactly the run's rows,
     list by list, also after runs merged and dropped removed fingers: the scan can neither miss a
-    registered cylinder nor return a row of another run; each row's label is its finger slot and
-    direction byte."""
+    registered cylinder nor return a row of another run; each row's label is its finger slot,
+    position and direction byte, and the positions are the template's, to the pixel."""
     g = Gallery()
     for f in range(60):
         g.add(f"k{f}", registered[f])
         if f % 7 == 3:
             g.remove(f"k{f - 2}")
     segments = g._state.segments
+    for seg in segments:
+        for f in np.unique(seg.slot).tolist():
+            t = registered[f]
+            assert seg.xy[seg.slot == f].tolist() == np.rint(np.stack([t.x, t.y], axis=1)).astype(int).tolist()
     assert sum(seg.size for seg in segments) < sum(t.count for t in registered[:60])  # some dropped
     for seg in segments:
         assert seg.by_list_codes.shape == seg.codes.shape
@@ -451,9 +507,9 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
             rows = np.flatnonzero(seg.lists == j)  # the list's rows, in the run's order
             at = slice(int(seg.offsets[j]), int(seg.offsets[j + 1]))
             assert seg.by_list_codes[at].tolist() == seg.codes[rows].tolist()
-            assert (
-                seg.by_list[at].tolist() == (seg.slot[rows].astype(np.int64) * 256 + seg.theta[rows]).tolist()
-            )
+            x, y = (seg.xy[rows, c].astype(np.int64) + identification.POSITION_OFFSET for c in (0, 1))
+            want = (seg.slot[rows].astype(np.int64) << identification.SLOT_SHIFT) | (x << 22) | (y << 8)
+            assert seg.by_list[at].tolist() == (want | seg.theta[rows]).tolist()
 
 
 def test_rows_of_gives_each_fingers_rows(registered: list[Template]) -> None:
