@@ -432,6 +432,8 @@ def side_by_side(
             stage1 = f"stage 1 >= {params.min_similarity} " + (
                 "weighed" if params.vote_slope is None else f"counted, slope {params.vote_slope:g}"
             )
+            share = getattr(params, "consistency_share", None)
+            stage1 += f", geometry of its first {share:.0%}" if share else ", no geometry"
             galleries.append(
                 (f"this ({lists} lists, {stage1}, {cands} 1:1, stage 2 >= {params.rescore_similarity})", g)
             )

@@ -7,7 +7,12 @@ the index keys (they are invariant to where the finger lies on the scanner), a s
 each live cylinder, the registered cylinders similar to it and scores the registered fingers by
 those cylinder matches. A cascade of three stages then decides:
 
-1. *Shortlist* (`IndexParams.shortlist`, 2 % of the gallery): the inverted file's vote below.
+1. *Shortlist* (`IndexParams.shortlist`, 2 % of the gallery): the inverted file's vote below,
+   then, since issue 10's tenth round, the vote's first 20 % (`consistency_share`) ranked again by
+   the geometry of the cylinder pairs the scan found (`scan.consistency`): per finger, the largest
+   set of its pairs that agree with one pair on where their minutiae lie (distance and direction
+   seen from that pair's minutia, on both sides). The vote alone shortlisted 96.0 % of 200 mates
+   at 100,000; with the geometry, 99.0 % (docs/fingerprints.md, "Tenth round").
 2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, cosines of
    the index vectors (no list missed; the live float32 vector x the registered int8 code) above
    `rescore_similarity` (0.40); each finger's rotation from the vote over all its pairs, then
@@ -48,15 +53,15 @@ cells: sampled bits agree mostly on zeros). Figures in docs/fingerprints.md.
 Removed fingers leave the lists when the run holding them is next merged; until then searches
 skip them. A finger slot is never reused: a replaced or removed finger leaves 17 bytes behind.
 
-Loading: `index_data` (per cylinder its direction, list and int8 vector, ~2.9 KB per finger) is
-stored sealed beside each template at enrolment; `add_indexed_many` files a finger from it
-without decompressing or projecting anything (the template, kept compressed, is decoded only for
-stage 3).
+Loading: `index_data` (per cylinder its direction, list, position and int8 vector, ~3.1 KB per
+finger; format 2 since the tenth round added the positions) is stored sealed beside each
+template at enrolment; `add_indexed_many` files a finger from it without decompressing or
+projecting anything (the template, kept compressed, is decoded only for stage 3).
 
 Memory per registered finger: the stored template, zlib-compressed (~14 KB), plus per cylinder its
 int8 code twice (in slot order for the second stage and merges, in list order for the scan), its
-label in the inverted file's order (8 bytes, `_Segment.by_list`), list, slot and direction byte
-(145 bytes), plus per run 8 bytes per finger slot it spans (where
+label in the inverted file's order (8 bytes, `_Segment.by_list`: slot, position and direction),
+list, slot, direction byte and position (149 bytes), plus per run 8 bytes per finger slot it spans (where
 each finger's rows start: a run keeps its rows in slot order, so a finger's rows are one block);
 see `bytes_used`.
 """
@@ -108,8 +113,9 @@ class IndexParams:
     """Search parameters (measured on the synthetic set, docs/fingerprints.md)."""
 
     # IVF lists each live cylinder visits, at least... (8 before faiss's scan, 16 until issue 10's
-    # sixth round, whose scan costs less per list)
-    lists_probed: int = 24
+    # sixth round, whose scan costs less per list, 24 until the tenth, whose geometry finds at 20
+    # the mates the vote found at 24)
+    lists_probed: int = 20
     visit_budget: int = 25_000  # ... or as many as hold about this many cylinders (small galleries)
     min_similarity: float = 0.45  # cosine of two reduced cylinders that counts as a match (stage 1)
     # Stage 1's vote: a pair weighs 1 + vote_slope x (cosine - min_similarity), nearly a count
@@ -339,6 +345,7 @@ class _Found:
     def room(cls, rows: int) -> _Found:
         return cls(np.empty(rows, np.int64), np.empty(rows, np.int16), np.empty(rows, np.int32))
 
+
 @dataclass(frozen=True, eq=False)
 class _Segment:
     """An immutable run of indexed cylinders, in finger slot order (a finger's rows together: the
@@ -402,7 +409,6 @@ class _Segment:
             )
         )
 
-
     def rows_of(self, slots: I64) -> tuple[I64, I64]:
         """The rows of the fingers `slots` (sorted, distinct), finger after finger (each finger's a
         contiguous block), and for each row the place of its finger in `slots`."""
@@ -420,6 +426,10 @@ class _Segment:
 
 
 def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segment:
+    """One run of the rows of runs `a` and `b` (b's finger slots all above a's) that are still
+    alive. Both inverted files are in list order already, so the merged one interleaves them list
+    by list (a's block of a list, then b's: slot order within the list) instead of sorting 4
+    million rows again: a third of what loading 100,000 fingers cost (issue 10's tenth round)."""
     slot = np.concatenate([a.slot, b.slot])
     keep = alive[slot]
     codes = np.concatenate([a.codes, b.codes])
@@ -428,7 +438,38 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     xy = np.concatenate([a.xy, b.xy])
     if not keep.all():  # cylinders of removed fingers leave the index here
         codes, lists, slot, theta, xy = codes[keep], lists[keep], slot[keep], theta[keep], xy[keep]
-    return _Segment.build(codes, lists, slot, theta, xy, k)
+    offsets = np.zeros(k + 1, dtype=np.int64)
+    if keep.all():  # nothing removed (a load): block copies, list by list
+        count_a = np.diff(a.offsets)
+        np.cumsum(count_a + np.diff(b.offsets), out=offsets[1:])
+        by_list_codes = np.empty((offsets[-1], codes.shape[1]), dtype=np.int8)
+        by_list = np.empty(offsets[-1], dtype=np.int64)
+        for j in range(k):
+            at, mid, end = int(offsets[j]), int(offsets[j] + count_a[j]), int(offsets[j + 1])
+            lo_a, lo_b = int(a.offsets[j]), int(b.offsets[j])
+            by_list_codes[at:mid] = a.by_list_codes[lo_a : lo_a + mid - at]
+            by_list_codes[mid:end] = b.by_list_codes[lo_b : lo_b + end - mid]
+            by_list[at:mid] = a.by_list[lo_a : lo_a + mid - at]
+            by_list[mid:end] = b.by_list[lo_b : lo_b + end - mid]
+    else:
+        parts = []
+        for run in (a, b):
+            live = alive[run.by_list >> SLOT_SHIFT]
+            listed = np.repeat(np.arange(k, dtype=np.int64), np.diff(run.offsets))[live]
+            parts.append((run, live, listed, np.bincount(listed, minlength=k)))
+        np.cumsum(parts[0][3] + parts[1][3], out=offsets[1:])
+        by_list_codes = np.empty((offsets[-1], codes.shape[1]), dtype=np.int8)
+        by_list = np.empty(offsets[-1], dtype=np.int64)
+        for (run, live, listed, counts), before in zip(
+            parts, (np.zeros(k, dtype=np.int64), parts[0][3]), strict=True
+        ):
+            first = np.cumsum(counts) - counts  # where each list starts among the run's kept rows
+            at_ = offsets[listed] + before[listed] + np.arange(listed.size) - first[listed]  # b's after a's
+            by_list_codes[at_] = run.by_list_codes[live]
+            by_list[at_] = run.by_list[live]
+    first_slot, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
+    slot_rows = np.searchsorted(slot, np.arange(first_slot, last + 2)).astype(np.int64)
+    return _Segment(codes, lists, offsets, slot, theta, xy, first_slot, slot_rows, by_list_codes, by_list)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,9 +1,11 @@
-"""The 1:N search's first stage, compiled (numba): the inverted file's scan and vote in one pass.
+"""The 1:N search's first stage, compiled (numba): the inverted file's scan and vote in one pass,
+and the geometry of the pairs it found (`consistency`, since issue 10's tenth round).
 
 For each live cylinder and each list it visits, every registered cylinder of the list is compared
 with it (the int8 index vectors' inner product, an exact integer) and, above the bar, its weight
-is added at once to its finger's vote in the rotation cell the pair agrees on. Nothing is kept of
-a pair: before issue 10's seventh round faiss's range search returned every pair above the bar
+is added at once to its finger's vote in the rotation cell the pair agrees on, and the pair is
+kept (its row's label, the live cylinder, its weight: 14 bytes) for `consistency`, which ranks
+the vote's first fingers again. Before issue 10's seventh round faiss's range search returned every pair above the bar
 (a virtual call, a branch and a list of results per pair, ~30 ns against ~3 for a pair only
 compared) and numpy's `bincount` then voted them; both were most of a search's time.
 
@@ -83,7 +85,7 @@ def vote(
     """Add to `votes` ((bins x fingers,) int32, cell-major) every pair of a live cylinder
     (`live[i]`, its int8 code widened to int16; direction byte `live_theta[i]`) and a row of a list
     it visits (`lists[i]`, -1: none; list j is rows offsets[j]:offsets[j + 1] of `codes`, labelled
-    `labels`, `label_slot` and friends) whose inner product exceeds `min_product`: at the row's
+    `labels`: slot, position and direction, `SLOT_SHIFT`) whose inner product exceeds `min_product`: at the row's
     finger and the cell `cell[(live direction - row direction) mod 256]`, weighing
     `weights[product - min_product]` (the last entry for larger products). Each pair is also
     kept, from place `found` on, in `found_label` (the row's label), `found_live` (i) and
@@ -158,77 +160,95 @@ def consistency(
     (cos, sin) of each direction byte; `live_xy` (n, 2) and `live_theta` the live minutiae."""
     fingers = votes.shape[0] // bins
     n = out.shape[0]
-    # The first cell of each named finger's best window (as `identification._windows` finds it).
-    first = np.zeros(n, np.int64)
+    # The named fingers' votes, gathered cell by cell in slot order (a cell's row is read forwards,
+    # not 36 cache misses a finger), then the first cell of each one's best window (as
+    # `identification._windows` finds it).
+    named = np.empty(n, np.int64)
+    bits = np.zeros((fingers >> 6) + 1, np.uint64)  # the named slots as bits: a 12 KB test per pair
+    m = 0
     for slot in range(fingers):
-        f = place[slot]
-        if f < 0:
-            continue
-        best = np.int64(-1)
-        for c in range(bins):
-            s = np.int64(0)
-            for d in range(window):
-                s += votes[((c + d) % bins) * fingers + slot]
+        if place[slot] >= 0:
+            named[m] = slot
+            bits[slot >> 6] |= np.uint64(1) << np.uint64(slot & 63)
+            m += 1
+    cells = np.empty((n, bins), np.int32)
+    for c in range(bins):
+        row = c * fingers
+        for k in range(m):
+            slot = named[k]
+            cells[place[slot], c] = votes[row + slot]
+    # Then the cells each finger keeps pairs in: its window and a cell either side (a bit mask).
+    kept = np.zeros(n, np.int64)
+    for f in range(n):
+        s = np.int64(0)
+        for d in range(window):
+            s += cells[f, d % bins]
+        best, first = s, 0
+        for c in range(1, bins):  # the window sliding by one cell, around the circle
+            s += cells[f, (c + window - 1) % bins] - cells[f, c - 1]
             if s > best:
-                best = s
-                first[f] = c
-    # The pairs of each named finger within a cell of its window, finger after finger.
+                best, first = s, c
+        for d in range(-1, window + 1):
+            kept[f] |= np.int64(1) << ((first + d) % bins)
+    # The pairs of each named finger within a cell of its window, finger after finger (a counting
+    # sort: the finger of each pair, or -1, then each finger's pairs copied in place).
+    whose = np.empty(found, np.int32)
     count = np.zeros(n + 1, np.int64)
-    keep = np.empty(found, np.int64)
-    kept = 0
     for j in range(found):
         label = found_label[j]
-        f = place[label >> SLOT_SHIFT]
-        if f < 0:
+        slot = label >> SLOT_SHIFT
+        whose[j] = -1
+        if not (bits[slot >> 6] >> np.uint64(slot & 63)) & np.uint64(1):
             continue
-        off = (cell[(live_theta[found_live[j]] - label) & 255] - first[f]) % bins
-        if off <= window or off == bins - 1:
-            keep[kept] = j
-            kept += 1
+        f = place[slot]
+        if (kept[f] >> cell[(live_theta[found_live[j]] - label) & 255]) & 1:
+            whose[j] = f
             count[f + 1] += 1
+    most = 0
     for f in range(n):
+        most = max(most, count[f + 1])
         count[f + 1] += count[f]
     at = count[:-1].copy()
-    order = np.empty(kept, np.int64)
-    for k in range(kept):
-        j = keep[k]
-        f = place[found_label[j] >> SLOT_SHIFT]
-        order[at[f]] = j
-        at[f] += 1
-    # Per pair, compactly: live cylinder, rotation byte, weight, both minutiae and directions.
+    kept_label = np.empty(count[n], np.int64)
+    kept_live = np.empty(count[n], np.int64)
+    kept_weight = np.empty(count[n], np.int64)
+    for j in range(found):
+        f = whose[j]
+        if f >= 0:
+            k = at[f]
+            kept_label[k], kept_live[k], kept_weight[k] = found_label[j], found_live[j], found_weight[j]
+            at[f] = k + 1
+    # Per finger, its pairs decoded: live cylinder, rotation byte, the minutiae's places and
+    # directions on both sides; then every two compared.
     mask = (1 << POSITION_BITS) - 1
-    lv = np.empty(kept, np.int64)
-    rot = np.empty(kept, np.int64)
-    w = np.empty(kept, np.int64)
-    row = np.empty(kept, np.int64)
-    g = np.empty((kept, 8), np.float32)  # live x, y, cos, sin; registered x, y, cos, sin
-    for k in range(kept):
-        j = order[k]
-        label = found_label[j]
-        i = found_live[j]
-        t_live, t_reg = live_theta[i], label & 255
-        lv[k], w[k], row[k] = i, found_weight[j], label
-        rot[k] = (t_live - t_reg) & 255
-        g[k, 0], g[k, 1] = live_xy[i, 0], live_xy[i, 1]
-        g[k, 2], g[k, 3] = unit[t_live, 0], unit[t_live, 1]
-        g[k, 4] = np.float32(((label >> 22) & mask) - POSITION_OFFSET)
-        g[k, 5] = np.float32(((label >> 8) & mask) - POSITION_OFFSET)
-        g[k, 6], g[k, 7] = unit[t_reg, 0], unit[t_reg, 1]
+    lv = np.empty(most, np.int64)
+    rot = np.empty(most, np.int64)
+    row = np.empty(most, np.int64)
+    w = np.empty(most, np.int64)
+    g = np.empty((most, 8), np.float32)  # live x, y, cos, sin; registered x, y, cos, sin
     heaviest = np.zeros(live_xy.shape[0], np.int64)
     d2 = np.float32(distance * distance)
     cos_a = np.float32(cos_angle)
     for f in range(n):
         lo, hi = count[f], count[f + 1]
+        k = hi - lo
+        for t in range(k):
+            label = kept_label[lo + t]
+            i = kept_live[lo + t]
+            t_live, t_reg = live_theta[i], label & 255
+            lv[t], w[t], row[t] = i, kept_weight[lo + t], label
+            rot[t] = (t_live - t_reg) & 255
+            g[t, 0], g[t, 1] = live_xy[i, 0], live_xy[i, 1]
+            g[t, 2], g[t, 3] = unit[t_live, 0], unit[t_live, 1]
+            g[t, 4] = np.float32(((label >> (8 + POSITION_BITS)) & mask) - POSITION_OFFSET)
+            g[t, 5] = np.float32(((label >> 8) & mask) - POSITION_OFFSET)
+            g[t, 6], g[t, 7] = unit[t_reg, 0], unit[t_reg, 1]
         best = np.int64(0)
-        for a in range(lo, hi):
+        for a in range(k):
             ax, ay, ac, as_ = g[a, 0], g[a, 1], g[a, 2], g[a, 3]
             bx, by, bc, bs = g[a, 4], g[a, 5], g[a, 6], g[a, 7]
-            for b in range(lo, hi):
-                if lv[b] == lv[a] or row[b] == row[a]:
-                    continue
+            for b in range(k):  # branch-free: whether b agrees decides only what it adds
                 d = (rot[a] - rot[b]) & 255
-                if min(d, 256 - d) > rotation:
-                    continue
                 # b's minutia seen from a's, in a's own frame, on each side
                 dx, dy = g[b, 0] - ax, g[b, 1] - ay
                 ux, uy = ac * dx + as_ * dy, ac * dy - as_ * dx
@@ -237,12 +257,16 @@ def consistency(
                 ll, rr = ux * ux + uy * uy, vx * vx + vy * vy
                 lr = np.sqrt(ll * rr)
                 # |l - r| <= distance, and the angle between u and v within the tolerance
-                if ll + rr - 2 * lr > d2 or ux * vx + uy * vy < cos_a * lr:
-                    continue
-                if w[b] > heaviest[lv[b]]:
-                    heaviest[lv[b]] = w[b]
+                agree = (
+                    (lv[b] != lv[a])
+                    & (row[b] != row[a])
+                    & (min(d, 256 - d) <= rotation)
+                    & (ll + rr - 2 * lr <= d2)
+                    & (ux * vx + uy * vy >= cos_a * lr)
+                )
+                heaviest[lv[b]] = max(heaviest[lv[b]], w[b] * agree)
             total = w[a]
-            for b in range(lo, hi):
+            for b in range(k):
                 total += heaviest[lv[b]]
                 heaviest[lv[b]] = 0
             if total > best:

@@ -498,7 +498,9 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
     for seg in segments:
         for f in np.unique(seg.slot).tolist():
             t = registered[f]
-            assert seg.xy[seg.slot == f].tolist() == np.rint(np.stack([t.x, t.y], axis=1)).astype(int).tolist()
+            assert (
+                seg.xy[seg.slot == f].tolist() == np.rint(np.stack([t.x, t.y], axis=1)).astype(int).tolist()
+            )
     assert sum(seg.size for seg in segments) < sum(t.count for t in registered[:60])  # some dropped
     for seg in segments:
         assert seg.by_list_codes.shape == seg.codes.shape

@@ -102,8 +102,10 @@ def _reference(
             p
             for p in pairs
             if p.finger == f
-            and ((CELL[(live_theta[p.live] - p.reg_theta) & 255] - first) % BINS <= WINDOW
-            or (CELL[(live_theta[p.live] - p.reg_theta) & 255] - first) % BINS == BINS - 1)
+            and (
+                (CELL[(live_theta[p.live] - p.reg_theta) & 255] - first) % BINS <= WINDOW
+                or (CELL[(live_theta[p.live] - p.reg_theta) & 255] - first) % BINS == BINS - 1
+            )
         ]
         best = 0
         for a in mine:
@@ -190,7 +192,9 @@ def test_a_finger_counts_its_pairs_within_a_cell_of_its_window_and_each_live_cyl
     assert _kernel(pairs, [(0, 0)] * 7, live_theta, [0], rotation=128) == [40_000]
 
 
-def _finger(slot: int, live_xy: list[tuple[float, float]], live_theta: list[int], turn: int, shift: tuple[int, int]) -> list[Pair]:
+def _finger(
+    slot: int, live_xy: list[tuple[float, float]], live_theta: list[int], turn: int, shift: tuple[int, int]
+) -> list[Pair]:
     """The live minutiae moved rigidly: turned by `turn` direction steps, then shifted."""
     a = turn * 2 * math.pi / 256
     c, s = math.cos(a), math.sin(a)
@@ -227,7 +231,9 @@ def test_geometry_reranks_the_vote_and_off_it_does_not(monkeypatch: object) -> N
     good = _finger(0, live_xy, live_theta, turn=20, shift=(10, -5))[:6]  # 6 pairs that agree
     bad = [
         Pair(1, i, i, int(x), int(y), int(t), 4096)  # 10 pairs, positions at random
-        for i, (x, y, t) in enumerate(zip(rng.integers(0, 500, 10), rng.integers(0, 500, 10), live_theta, strict=True))
+        for i, (x, y, t) in enumerate(
+            zip(rng.integers(0, 500, 10), rng.integers(0, 500, 10), live_theta, strict=True)
+        )
     ]
     pairs = good + bad
     fingers = 2
@@ -240,7 +246,9 @@ def test_geometry_reranks_the_vote_and_off_it_does_not(monkeypatch: object) -> N
     found.weight[:] = [p.weight for p in pairs]
     found.count = len(pairs)
     g = identification.Gallery(params=IndexParams(pair_distance=DISTANCE, pair_angle=ANGLE))
-    probe = type("Probe", (), {"x": np.array([x for x, _ in live_xy]), "y": np.array([y for _, y in live_xy])})
+    probe = type(
+        "Probe", (), {"x": np.array([x for x, _ in live_xy]), "y": np.array([y for _, y in live_xy])}
+    )
     top = np.array([1, 0], dtype=np.int64)  # the vote's order
     ranked = g._consistent(probe, np.array(live_theta, dtype=np.int64), votes, found, top, vote, 2)  # type: ignore[arg-type]
     assert ranked.tolist() == [0, 1]
