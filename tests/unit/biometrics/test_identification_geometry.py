@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
@@ -254,3 +255,20 @@ def test_geometry_reranks_the_vote_and_off_it_does_not(monkeypatch: object) -> N
     assert ranked.tolist() == [0, 1]
     assert IndexParams(consistency_share=None).checked(100_000) == 0
     assert IndexParams().checked(100_000) == 20_000
+
+
+def test_a_gallery_refuses_more_fingers_than_a_label_can_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row's label holds its finger slot in the bits above `SLOT_SHIFT`; a gallery that would
+    number more fingers than fit refuses the batch whole instead of corrupting labels. With the
+    shift at 60, 8 slots fit."""
+    from idguard.biometrics import build_template
+    from idguard.biometrics.synthetic import Difficulty, impression, master_finger
+
+    monkeypatch.setattr(identification, "SLOT_SHIFT", 60)
+    t = build_template(impression(master_finger(2026, 0), 0, Difficulty.MEDIUM, seed=2026))
+    g = identification.Gallery()
+    g.add_stored_many((f"k{f}", t.to_bytes()) for f in range(8))
+    with pytest.raises(RuntimeError, match="at most 2\\^3 fingers"):
+        g.add_stored_many([("k8", t.to_bytes())])
+    assert len(g) == 8
+    assert all(int(seg.by_list.min()) >= 0 for seg in g._state.segments)
