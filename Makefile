@@ -30,8 +30,8 @@ lint: $(STAMP) ## ruff (lint and format check), the architecture (import contrac
 typecheck: $(STAMP) ## mypy strict on src/
 	$(BIN)/mypy src
 
-test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (PostgreSQL too when IDGUARD_TEST_POSTGRES_URL is set)
-	$(BIN)/pytest -n 2
+test: $(STAMP) lint typecheck ## lint, typecheck and the whole test suite (PostgreSQL too when IDGUARD_TEST_POSTGRES_URL is set; work stealing: the slow browser and crash tests do not end the run on one worker)
+	$(BIN)/pytest -n 2 --dist worksteal
 
 test-deep: $(STAMP) ## the property-based tests with new random draws, ten times the examples (minutes)
 	IDGUARD_TEST_DEEP=1 $(BIN)/pytest -n 2 tests/integration/test_lifecycle_machine.py tests/unit
