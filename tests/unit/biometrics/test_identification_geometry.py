@@ -222,7 +222,7 @@ def test_a_finger_moved_rigidly_agrees_in_every_pair_and_a_scrambled_one_does_no
     assert mixed < rigid / 2
 
 
-def test_geometry_reranks_the_vote_and_off_it_does_not(monkeypatch: object) -> None:
+def test_geometry_reranks_the_vote_and_off_it_does_not() -> None:
     """`_consistent`: among the vote's first fingers, the one whose pairs agree comes first even
     though the vote put it below; ties of the geometry follow the vote. With `consistency_share`
     None the first stage is the vote alone."""
