@@ -322,13 +322,16 @@ def _cell_table(bins: int) -> I64:
     return out
 
 
-def _by_list(codes: I8, lists: I32, labels: I64, k: int) -> tuple[I8, I64, I64]:
+def _by_list(codes: I8, lists: I32, labels: I64, k: int) -> tuple[U8, I64, I64]:
     """A run's inverted file, for the first stage's scan (`scan.vote`): its codes sorted by list
-    (stable: in slot order within a list), where each list starts among them (K + 1 offsets), and
-    the rows' `_labels` in that order."""
+    (stable: in slot order within a list), biased and padded as the scan reads them
+    (`scan.biased`), where each list starts among them (K + 1 offsets), and the rows' `_labels` in
+    that order."""
+    from idguard.biometrics import scan
+
     order = np.argsort(lists, kind="stable")
     offsets = np.searchsorted(lists[order], np.arange(k + 1)).astype(np.int64)
-    return np.ascontiguousarray(codes[order]), offsets, np.ascontiguousarray(labels[order])
+    return scan.biased(codes[order]), offsets, np.ascontiguousarray(labels[order])
 
 
 @dataclass(slots=True)
@@ -359,7 +362,7 @@ class _Segment:
     xy: I16  # (m, 2) its position (pixels, `positions`), for the first stage's geometry
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
-    by_list_codes: I8  # the same codes in the inverted file's order (list after list), for stage 1
+    by_list_codes: U8  # the same codes in list order, `scan.biased`, for stage 1
     by_list: I64  # the rows' `_labels` in that order
 
     @property
@@ -381,12 +384,10 @@ class _Segment:
         sizes = np.diff(self.offsets)
         return int(np.where(lists >= 0, sizes[np.maximum(lists, 0)], 0).sum())
 
-    def vote(
-        self, live: NDArray[np.int16], live_theta: I64, lists: I64, p: IndexParams, votes: I32, found: _Found
-    ) -> None:
+    def vote(self, live: I8, live_theta: I64, lists: I64, p: IndexParams, votes: I32, found: _Found) -> None:
         """Add this run's pairs to the first stage's votes (`scan.vote`), and keep them in `found`:
-        the live codes `live` (int8 values in int16, (n, d)) against the rows of the lists
-        `lists[i]` each visits."""
+        the live codes `live` ((n, d) int8, `quantise`) against the rows of the lists `lists[i]`
+        each visits."""
         from idguard.biometrics import scan
 
         found.count = int(
@@ -430,6 +431,8 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     alive. Both inverted files are in list order already, so the merged one interleaves them list
     by list (a's block of a list, then b's: slot order within the list) instead of sorting 4
     million rows again (issue 10's tenth round: loading 100,000 fingers 7.8 s against 9.8)."""
+    from idguard.biometrics import scan
+
     slot = np.concatenate([a.slot, b.slot])
     keep = alive[slot]
     codes = np.concatenate([a.codes, b.codes])
@@ -442,7 +445,7 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     if keep.all():  # nothing removed (a load): block copies, list by list
         count_a = np.diff(a.offsets)
         np.cumsum(count_a + np.diff(b.offsets), out=offsets[1:])
-        by_list_codes = np.empty((offsets[-1], codes.shape[1]), dtype=np.int8)
+        by_list_codes = scan.biased(codes, int(offsets[-1]))
         by_list = np.empty(offsets[-1], dtype=np.int64)
         for j in range(k):
             at, mid, end = int(offsets[j]), int(offsets[j] + count_a[j]), int(offsets[j + 1])
@@ -458,14 +461,14 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
             listed = np.repeat(np.arange(k, dtype=np.int64), np.diff(run.offsets))[live]
             parts.append((run, live, listed, np.bincount(listed, minlength=k)))
         np.cumsum(parts[0][3] + parts[1][3], out=offsets[1:])
-        by_list_codes = np.empty((offsets[-1], codes.shape[1]), dtype=np.int8)
+        by_list_codes = scan.biased(codes, int(offsets[-1]))
         by_list = np.empty(offsets[-1], dtype=np.int64)
         for (run, live, listed, counts), before in zip(
             parts, (np.zeros(k, dtype=np.int64), parts[0][3]), strict=True
         ):
             first = np.cumsum(counts) - counts  # where each list starts among the run's kept rows
             at_ = offsets[listed] + before[listed] + np.arange(listed.size) - first[listed]  # b's after a's
-            by_list_codes[at_] = run.by_list_codes[live]
+            by_list_codes[at_] = run.by_list_codes[: live.size][live]
             by_list[at_] = run.by_list[live]
     first_slot, last = (int(slot[0]), int(slot[-1])) if slot.size else (0, -1)
     slot_rows = np.searchsorted(slot, np.arange(first_slot, last + 2)).astype(np.int64)
@@ -798,7 +801,7 @@ class Gallery:
         k = self.model.lists
         near = self.model.nearest(q, max(p.lists_probed, min(k, -(-p.visit_budget * k // max(1, indexed)))))
         keys = np.ascontiguousarray(near, dtype=np.int64)
-        live = quantise(q).astype(np.int16)
+        live = np.ascontiguousarray(quantise(q))
         live_theta = angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
         bins = p.angle_bins
         votes = np.zeros(bins * st.alive.shape[0], dtype=np.int32)  # (cell, finger), cell-major

@@ -442,7 +442,7 @@ def test_the_compiled_vote_adds_exactly_the_pairs_of_the_visited_lists(
     for probe in probes[:3]:
         want, pairs = _reference_votes(g, probe, lists, weight)
         v = g.model.vectors(identification.to_nibbles(probe.cell_levels))
-        live = identification.quantise(v).astype(np.int16)
+        live = np.ascontiguousarray(identification.quantise(v))
         theta = identification.angle_codes(np.asarray(probe.theta, dtype=np.float32)).astype(np.int64)
         near = np.ascontiguousarray(g.model.nearest(v, lists), dtype=np.int64)
         votes = np.zeros(g._state.alive.shape[0] * g.params.angle_bins, dtype=np.int32)
@@ -503,12 +503,15 @@ def test_the_scanned_lists_follow_merges_and_removals(registered: list[Template]
             )
     assert sum(seg.size for seg in segments) < sum(t.count for t in registered[:60])  # some dropped
     for seg in segments:
-        assert seg.by_list_codes.shape == seg.codes.shape
+        # Stored biased (code + 128) for the scan, with a block of zero rows after the last.
+        assert seg.by_list_codes.shape == (seg.codes.shape[0] + scan.BLOCK, seg.codes.shape[1])
+        assert not seg.by_list_codes[seg.size :].any()
+        unbiased = (seg.by_list_codes[: seg.size] ^ np.uint8(scan.BIAS)).view(np.int8)
         assert np.diff(seg.offsets).tolist() == np.bincount(seg.lists, minlength=g.model.lists).tolist()
         for j in range(g.model.lists):
             rows = np.flatnonzero(seg.lists == j)  # the list's rows, in the run's order
             at = slice(int(seg.offsets[j]), int(seg.offsets[j + 1]))
-            assert seg.by_list_codes[at].tolist() == seg.codes[rows].tolist()
+            assert unbiased[at].tolist() == seg.codes[rows].tolist()
             x, y = (seg.xy[rows, c].astype(np.int64) + identification.POSITION_OFFSET for c in (0, 1))
             want = (seg.slot[rows].astype(np.int64) << identification.SLOT_SHIFT) | (x << 22) | (y << 8)
             assert seg.by_list[at].tolist() == (want | seg.theta[rows]).tolist()
