@@ -796,6 +796,8 @@ class Gallery:
         """First stage: the inverted file's vote, then the geometry of the pairs found for the
         vote's first `params.checked` fingers. Finger slots, best first, at most
         `params.shortlist(len(self))`."""
+        from idguard.biometrics import scan
+
         p = self.params
         indexed = sum(seg.size for seg in st.segments)
         k = self.model.lists
@@ -810,19 +812,22 @@ class Gallery:
             seg.vote(live, live_theta, keys, p, votes, found)
         if found.count == 0:
             return np.zeros(0, dtype=np.int64)
-        score = _windows(votes.reshape(bins, -1), p.angle_window)
+        score = np.empty(st.alive.shape[0], dtype=np.int32)
+        start = np.empty(st.alive.shape[0], dtype=np.int8)
+        scan.windows(votes, bins, p.angle_window, score, start)
         score[~st.alive] = 0
         fingers = len(self._slots)
         count, checked = p.shortlist(fingers), p.checked(fingers)
         if checked <= count:
             return _top(score, count)
-        return self._consistent(probe, live_theta, votes, found, _top(score, checked), score, count)
+        return self._consistent(probe, live_theta, start, found, _top(score, checked), score, count)
 
     def _consistent(
-        self, probe: Template, live_theta: I64, votes: I32, found: _Found, top: I64, vote: I32, count: int
+        self, probe: Template, live_theta: I64, start: I8, found: _Found, top: I64, vote: I32, count: int
     ) -> I64:
         """The vote's first fingers `top`, ranked again by the geometry of their found pairs
-        (`scan.consistency`), ties by the vote: the first `count` finger slots, best first."""
+        (`scan.consistency`; `start`: each finger's first cell of its best rotation window), ties
+        by the vote: the first `count` finger slots, best first."""
         from idguard.biometrics import scan
 
         p = self.params
@@ -835,7 +840,7 @@ class Gallery:
             found.weight,
             found.count,
             place,
-            votes,
+            start,
             _cell_table(p.angle_bins),
             p.angle_bins,
             p.angle_window,
@@ -853,13 +858,16 @@ class Gallery:
 
     def _rescored(self, st: _State, probe: Template, q: F32, short: I64) -> list[int]:
         """Second stage: every cylinder of the shortlisted fingers against every live one (exact
-        cosines, no list missed), voted by rotation with one pair per (finger, live cylinder).
-        The first `params.candidates` finger slots, best first."""
+        integer products of the int8 codes, no list missed: `scan.above`), voted by rotation with
+        one pair per (finger, live cylinder). The first `params.candidates` finger slots, best
+        first."""
+        from idguard.biometrics import scan
+
         p = self.params
         short = np.sort(short)
-        scaled: F32 = q * np.float32(1.0 / CODE_SCALE)
+        live = np.ascontiguousarray(quantise(q))
+        bar = _min_product(p.rescore_similarity)
         tau = np.float32(p.rescore_similarity)
-        n_live = q.shape[0]
         lives: list[I64] = []
         places: list[I64] = []
         thetas: list[U8] = []
@@ -868,15 +876,14 @@ class Gallery:
             rows, place = seg.rows_of(short)  # each finger's rows a contiguous block of the run
             if rows.size == 0:
                 continue
-            # (rows, live): the rows' side is the long one; thresholding this way round is ~15 %
-            # faster. One flat index of the few pairs above the bar, not a 2-d nonzero.
-            sims: F32 = seg.codes[rows].astype(np.float32) @ scaled.T
-            flat = np.flatnonzero(sims > tau)
-            j = flat // n_live
-            lives.append(flat - j * n_live)
+            room = rows.size * live.shape[0]  # pages never written cost nothing
+            row, which, product = np.empty(room, np.int32), np.empty(room, np.int16), np.empty(room, np.int32)
+            n = scan.above(seg.codes, rows, live, bar, row, which, product)
+            j = row[:n]
+            lives.append(which[:n].astype(np.int64))
             places.append(place[j])
             thetas.append(seg.theta[rows[j]])
-            weights.append(sims.ravel()[flat] - tau)
+            weights.append(product[:n].astype(np.float32) * np.float32(1.0 / CODE_SCALE**2) - tau)
         if not lives or sum(x.size for x in lives) == 0:
             return []
         score = self._aligned(

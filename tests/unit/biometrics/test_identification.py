@@ -463,6 +463,10 @@ def test_a_fingers_score_is_the_largest_sum_of_consecutive_cells_around_the_circ
         wrapped = np.concatenate([votes, votes[:, : window - 1]], axis=1)
         want = np.max([wrapped[:, c : c + window].sum(axis=1) for c in range(bins)], axis=0)
         assert identification._windows(votes.T, window).tolist() == want.tolist()  # cell-major
+        # The first stage's compiled pass: the same scores and first windows, 256 fingers a chunk.
+        score32, start8 = np.full(5000, -1, np.int32), np.full(5000, -1, np.int8)
+        scan.windows(np.ascontiguousarray(votes.T).ravel(), bins, window, score32, start8)
+        assert score32.tolist() == want.tolist()
         score, start = identification._windows(votes.T.astype(np.float64), window, where=True)
         assert score.tolist() == want.tolist()
         first = [
@@ -472,6 +476,7 @@ def test_a_fingers_score_is_the_largest_sum_of_consecutive_cells_around_the_circ
         assert [s if w > 0 else 0 for s, w in zip(start.tolist(), want.tolist(), strict=True)] == [
             c if w > 0 else 0 for c, w in zip(first, want.tolist(), strict=True)
         ]
+        assert start8.tolist() == [c if w > 0 else 0 for c, w in zip(first, want.tolist(), strict=True)]
 
 
 def test_weights_cover_every_product_and_cannot_overflow_a_vote() -> None:

@@ -50,6 +50,13 @@ def _votes(pairs: list[Pair], live_theta: list[int], fingers: int) -> np.ndarray
     return votes
 
 
+def _starts(pairs: list[Pair], live_theta: list[int], fingers: int) -> np.ndarray:
+    """Each finger's first cell of its best window, as the first stage finds it (`scan.windows`)."""
+    start = np.zeros(fingers, dtype=np.int8)
+    scan.windows(_votes(pairs, live_theta, fingers), BINS, WINDOW, np.zeros(fingers, np.int32), start)
+    return start
+
+
 def _kernel(
     pairs: list[Pair],
     live_xy: list[tuple[int, int]],
@@ -67,7 +74,7 @@ def _kernel(
         np.array([p.weight for p in pairs], dtype=np.int32),
         len(pairs),
         place,
-        _votes(pairs, live_theta, fingers),
+        _starts(pairs, live_theta, fingers),
         CELL,
         BINS,
         WINDOW,
@@ -251,7 +258,8 @@ def test_geometry_reranks_the_vote_and_off_it_does_not() -> None:
         "Probe", (), {"x": np.array([x for x, _ in live_xy]), "y": np.array([y for _, y in live_xy])}
     )
     top = np.array([1, 0], dtype=np.int64)  # the vote's order
-    ranked = g._consistent(probe, np.array(live_theta, dtype=np.int64), votes, found, top, vote, 2)  # type: ignore[arg-type]
+    start = _starts(pairs, live_theta, fingers)
+    ranked = g._consistent(probe, np.array(live_theta, dtype=np.int64), start, found, top, vote, 2)  # type: ignore[arg-type]
     assert ranked.tolist() == [0, 1]
     assert IndexParams(consistency_share=None).checked(100_000) == 0
     assert IndexParams().checked(100_000) == 20_000
