@@ -106,6 +106,10 @@ ANGLE_STEPS = 256  # a minutia direction in the index: a byte, 2 pi / 256 (1.4 d
 SLOT_SHIFT = 36  # slot << 36 | (x + 8192) << 22 | (y + 8192) << 8 | direction byte
 POSITION_BITS = 14
 POSITION_OFFSET = 1 << (POSITION_BITS - 1)  # positions -8192..8191 pixels (ISO 19794-2's are 14-bit)
+# The first stage's scan reads its codes biased, code + 128 as unsigned bytes (AVX-512 VNNI multiplies
+# unsigned by signed bytes), `BLOCK` rows at a time (`scan._dots`): `biased`.
+BLOCK = 16
+BIAS = 128
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,16 +326,26 @@ def _cell_table(bins: int) -> I64:
     return out
 
 
+def biased(codes: I8, rows: int | None = None) -> U8:
+    """Int8 codes as the first stage's scan reads them: code + 128 as unsigned bytes, and `BLOCK`
+    rows of zeros after the last (a block of rows is read whole; rows past a list's end are masked).
+    With `rows`, room for that many rows (the padding zeroed, the rows to fill)."""
+    n = codes.shape[0] if rows is None else rows
+    out = np.empty((n + BLOCK, codes.shape[1]), dtype=np.uint8)
+    out[n:] = 0
+    if rows is None:
+        np.bitwise_xor(codes.view(np.uint8), np.uint8(BIAS), out=out[:n])
+    return out
+
+
 def _by_list(codes: I8, lists: I32, labels: I64, k: int) -> tuple[U8, I64, I64]:
     """A run's inverted file, for the first stage's scan (`scan.vote`): its codes sorted by list
     (stable: in slot order within a list), biased and padded as the scan reads them
-    (`scan.biased`), where each list starts among them (K + 1 offsets), and the rows' `_labels` in
+    (`biased`), where each list starts among them (K + 1 offsets), and the rows' `_labels` in
     that order."""
-    from idguard.biometrics import scan
-
     order = np.argsort(lists, kind="stable")
     offsets = np.searchsorted(lists[order], np.arange(k + 1)).astype(np.int64)
-    return scan.biased(codes[order]), offsets, np.ascontiguousarray(labels[order])
+    return biased(codes[order]), offsets, np.ascontiguousarray(labels[order])
 
 
 @dataclass(slots=True)
@@ -362,7 +376,7 @@ class _Segment:
     xy: I16  # (m, 2) its position (pixels, `positions`), for the first stage's geometry
     first_slot: int  # the lowest finger slot in the run (0 when empty)
     slot_rows: I64  # finger first_slot + i is rows slot_rows[i]:slot_rows[i + 1]
-    by_list_codes: U8  # the same codes in list order, `scan.biased`, for stage 1
+    by_list_codes: U8  # the same codes in list order, `biased`, for stage 1
     by_list: I64  # the rows' `_labels` in that order
 
     @property
@@ -431,8 +445,6 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     alive. Both inverted files are in list order already, so the merged one interleaves them list
     by list (a's block of a list, then b's: slot order within the list) instead of sorting 4
     million rows again (issue 10's tenth round: loading 100,000 fingers 7.8 s against 9.8)."""
-    from idguard.biometrics import scan
-
     slot = np.concatenate([a.slot, b.slot])
     keep = alive[slot]
     codes = np.concatenate([a.codes, b.codes])
@@ -445,7 +457,7 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
     if keep.all():  # nothing removed (a load): block copies, list by list
         count_a = np.diff(a.offsets)
         np.cumsum(count_a + np.diff(b.offsets), out=offsets[1:])
-        by_list_codes = scan.biased(codes, int(offsets[-1]))
+        by_list_codes = biased(codes, int(offsets[-1]))
         by_list = np.empty(offsets[-1], dtype=np.int64)
         for j in range(k):
             at, mid, end = int(offsets[j]), int(offsets[j] + count_a[j]), int(offsets[j + 1])
@@ -461,7 +473,7 @@ def _merge(a: _Segment, b: _Segment, alive: NDArray[np.bool_], k: int) -> _Segme
             listed = np.repeat(np.arange(k, dtype=np.int64), np.diff(run.offsets))[live]
             parts.append((run, live, listed, np.bincount(listed, minlength=k)))
         np.cumsum(parts[0][3] + parts[1][3], out=offsets[1:])
-        by_list_codes = scan.biased(codes, int(offsets[-1]))
+        by_list_codes = biased(codes, int(offsets[-1]))
         by_list = np.empty(offsets[-1], dtype=np.int64)
         for (run, live, listed, counts), before in zip(
             parts, (np.zeros(k, dtype=np.int64), parts[0][3]), strict=True

@@ -40,7 +40,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic
 from numpy.typing import NDArray
 
-from idguard.biometrics.identification import POSITION_BITS, POSITION_OFFSET, SLOT_SHIFT
+from idguard.biometrics.identification import BIAS, BLOCK, POSITION_BITS, POSITION_OFFSET, SLOT_SHIFT, biased
 
 I8 = NDArray[np.int8]
 U8 = NDArray[np.uint8]
@@ -56,23 +56,11 @@ DIMS = 64  # an index vector's length: a constant, so the compiled inner product
 # The largest inner product of two quantised unit vectors: 127^2, a little more after rounding (a
 # code's length is at most 127 + 0.5 x sqrt(64)); `vote` reads larger ones as this.
 MAX_PRODUCT = 131 * 131
-BLOCK = 16  # rows compared at once (`_dots`); a scanned array holds this many rows of padding
-BIAS = 128  # the scanned codes are stored biased, unsigned: code + 128 (`biased`)
 # AVX-512 VNNI (Intel since Cascade Lake, AMD since Zen 4) multiplies 64 bytes and sums them in fours
 # in one instruction (vpdpbusd: unsigned x signed bytes); elsewhere LLVM compiles the same
 # arithmetic from plain vector operations (on this machine 1.5x slower, still ~1.6x faster than
 # comparing row by row).
 VNNI = "+avx512vnni" in llvmlite.binding.get_host_cpu_features().flatten().split(",")
-
-
-def biased(codes: I8, rows: int | None = None) -> U8:
-    """Int8 codes as the scan reads them: code + 128 as unsigned bytes, `BLOCK` rows of zero padding
-    after the last (a block of rows is read whole; the rows past a list's end are masked)."""
-    n = codes.shape[0] if rows is None else rows
-    out = np.zeros((n + BLOCK, DIMS), dtype=np.uint8)
-    if rows is None:
-        out[:n] = codes.view(np.uint8) ^ np.uint8(BIAS)
-    return out
 
 
 _declare: Any = cgutils.get_or_insert_function  # an LLVM function of the module, declared once
@@ -84,7 +72,7 @@ def _shuffle(builder: ir.IRBuilder, a: Any, b: Any, lanes: list[int]) -> Any:
 
 def _dots_for(vnni: bool) -> Any:
     """A compiled `_dots(codes, row, q, bar, out) -> mask`: the inner products of `BLOCK`
-    consecutive rows of `codes` ((m + BLOCK, 64) uint8, `biased`) from `row` on with the int8 code
+    consecutive rows of `codes` ((m + BLOCK, 64) uint8, `identification.biased`) from `row` on with the int8 code
     `q` (64,), written to `out` (BLOCK,) int32, and the bit mask of those above `bar`. Each row
     gives 16 sums of 4 byte products (one vpdpbusd, or the same arithmetic in plain vector
     operations); a tree of shuffles then sums all 16 rows' at once (30 shuffles, where summing

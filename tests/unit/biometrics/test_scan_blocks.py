@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from idguard.biometrics import scan
+from idguard.biometrics import identification, scan
 
 VARIANTS = {"plain vector operations": scan._dots_for(False), "AVX-512 VNNI": scan._dots_for(True)}
 
@@ -52,7 +52,7 @@ def test_a_block_gives_the_exact_products_of_sixteen_rows_and_the_mask_above_the
 ) -> None:
     """Lane t holds the biased product of row `row + t` (code + 128, unsigned, times q), bit t of
     the mask whether it exceeds the bar: exactly numpy's, extreme bytes included."""
-    padded = scan.biased(codes)
+    padded = identification.biased(codes)
     out, mask = kernel(padded, row, q, np.int32(bar))
     rows = codes[row : row + scan.BLOCK].astype(np.int64) + scan.BIAS
     want = rows @ q.astype(np.int64)
@@ -69,7 +69,7 @@ def test_the_bias_comes_off_exactly(kernel) -> None:  # type: ignore[no-untyped-
     signed = codes.astype(np.int64) @ q.astype(np.int64)
     bias = scan.BIAS * int(q.astype(np.int64).sum())
     for bar in np.sort(signed).tolist():  # every row's own product as the bar: exactly above it or not
-        out, mask = kernel(scan.biased(codes), 0, q, np.int32(bar + bias))
+        out, mask = kernel(identification.biased(codes), 0, q, np.int32(bar + bias))
         assert (out - bias).tolist() == signed.tolist()
         assert [bool(mask >> t & 1) for t in range(scan.BLOCK)] == (signed > bar).tolist()
 
