@@ -22,7 +22,7 @@ print(ctypes.CDLL(libs[0]).scipy_openblas_get_num_threads64_())
 
 def _threads(**env: str) -> int:
     clean = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603 - this interpreter with the test's own script
         [sys.executable, "-c", _THREADS], env={**clean, **env}, capture_output=True, text=True, check=False
     )
     if done.returncode == 3:
