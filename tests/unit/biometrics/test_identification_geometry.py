@@ -280,3 +280,17 @@ def test_a_gallery_refuses_more_fingers_than_a_label_can_number(monkeypatch: pyt
         g.add_stored_many([("k8", t.to_bytes())])
     assert len(g) == 8
     assert all(int(seg.by_list.min()) >= 0 for seg in g._state.segments)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    scores=st.lists(st.integers(-3, 40), min_size=1, max_size=300),
+    count=st.integers(1, 320),
+)
+def test_the_fingers_the_geometry_checks_are_the_votes_first(scores: list[int], count: int) -> None:
+    """`_chosen` (the set the geometry ranks again) holds exactly the fingers `_top` ranks first,
+    ties at the cut included, in slot order; no finger without a vote."""
+    score = np.array(scores, dtype=np.int32)
+    chosen = identification._chosen(score, count)
+    assert chosen.tolist() == sorted(identification._top(score, count).tolist())
+    assert (score[chosen] > 0).all()
