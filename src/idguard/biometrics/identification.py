@@ -14,8 +14,9 @@ those cylinder matches. A cascade of three stages then decides:
    seen from that pair's minutia, on both sides). The vote alone shortlisted 96.0 % of 200 mates
    at 100,000; with the geometry, 99.0 % (docs/fingerprints.md, "Tenth round").
 2. *Rescoring*: every cylinder of the shortlisted fingers against every live one, cosines of
-   the index vectors (no list missed; the live float32 vector x the registered int8 code) above
-   `rescore_similarity` (0.40); each finger's rotation from the vote over all its pairs, then
+   the index vectors (no list missed; int8 x int8 products in the scan's blocks, `scan.above`,
+   since issue 10's eleventh round; the live float32 vector x the registered int8 code before)
+   above `rescore_similarity` (0.40); each finger's rotation from the vote over all its pairs, then
    per live cylinder its heaviest pair within `rotation_tolerance` (20 degrees) of that rotation,
    summed (`_aligned`; until issue 10's fifth round each live cylinder's heaviest pair first,
    whatever its rotation, then voted by rotation, at 0.45: it passed 95 of the 97 shortlisted
@@ -32,7 +33,8 @@ on the synthetic set its hash collisions found the true finger too rarely (80 % 
   under its nearest of K centroids; a live cylinder visits the `lists_probed` lists nearest to it
   and computes its cosine with every cylinder there: int8 x int8 inner products, exact integers.
   Pairs above `min_similarity` (0.45) count. The scan and the vote are one compiled pass
-  (`scan.vote`, numba, since issue 10's seventh round; faiss's range search before): each pair
+  (`scan.vote`, numba, since issue 10's seventh round; faiss's range search before; sixteen rows
+  at a time in AVX-512 VNNI where the machine has it, since the eleventh, `scan._dots`): each pair
   found is added at once to its finger's vote, read from the row's label (`_labels`: finger slot
   and direction byte, kept in the inverted file's order, `_Segment.by_list`).
 * *Consolidation*: a registered finger scores the largest sum of its pair weights over the
