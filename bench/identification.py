@@ -434,9 +434,13 @@ def side_by_side(
             )
             share = getattr(params, "consistency_share", None)
             stage1 += f", geometry of its first {share:.0%}" if share else ", no geometry"
-            galleries.append(
-                (f"this ({lists} lists, {stage1}, {cands} 1:1, stage 2 >= {params.rescore_similarity})", g)
+            stage2 = f"stage 2 >= {params.rescore_similarity}" + (
+                ", its geometry" if getattr(params, "rescore_geometry", False) else ""
             )
+            name = f"this ({lists} lists, {stage1}, {cands} 1:1, {stage2})"
+            if any(name == other for other, _ in galleries):  # variants must not share a row
+                name += f" #{len(galleries)}"
+            galleries.append((name, g))
         stats = {
             name: {"t": 0.0, "ts": 0.0, "short": 0, "cand": 0, "rank1": 0, "fp": 0} for name, _ in galleries
         }
@@ -598,11 +602,18 @@ def _gap(
 
 
 def _fields(pairs: list[str]) -> dict[str, Any]:
-    """`name=value` IndexParams fields of a variant: numbers, or None as `none`."""
+    """`name=value` IndexParams fields of a variant: numbers, `true` / `false`, or None as `none`."""
     out: dict[str, Any] = {}
+    words: dict[str, Any] = {"none": None, "true": True, "false": False}
     for pair in pairs:
         name, value = pair.split("=", 1)
-        out[name] = None if value.lower() == "none" else int(value) if value.isdigit() else float(value)
+        out[name] = (
+            words[value.lower()]
+            if value.lower() in words
+            else int(value)
+            if value.isdigit()
+            else float(value)
+        )
     return out
 
 

@@ -615,3 +615,26 @@ def test_numba_is_imported_only_where_a_search_runs() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert run.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("geometry", [True, False])
+def test_the_second_stage_ranks_by_its_geometry_then_its_aligned_score(
+    gallery: Gallery, probes: list[Template], monkeypatch: pytest.MonkeyPatch, geometry: bool
+) -> None:
+    """Stage 2's candidates (issue 10's eleventh round): by the geometry of their pairs first, the
+    rotation-aligned score breaking its ties, then the lower slot; a finger without an aligned
+    score is never a candidate. With `rescore_geometry` off, the aligned score alone, as before."""
+    g = Gallery(params=IndexParams(candidates=6, rescore_geometry=geometry))
+    g._state, g._slots = gallery._state, gallery._slots  # the same index, read only
+    short = np.arange(10, 20, dtype=np.int64)
+    aligned = np.array([5.0, 9.0, 9.0, 0.0, 7.0, 3.0, 1.0, 8.0, 2.0, 6.0])
+    agree = np.array([1, 1, 1, 9, 2, 2, 0, 0, 1, 1], dtype=np.int64)
+    monkeypatch.setattr(g, "_aligned", lambda *a: aligned.copy())
+    monkeypatch.setattr(g, "_pair_geometry", lambda *a: agree.copy())
+    q = g._probe_vectors(probes[0])
+    assert q is not None
+    ranked = g._rescored(g._state, probes[0], q, short[::-1].copy())  # any order in
+    if geometry:  # agree 2: places 4, 5; agree 1: 1, 2 (9.0: the lower slot first), 9, 0
+        assert ranked == [14, 15, 11, 12, 19, 10]
+    else:
+        assert ranked == [11, 12, 17, 14, 19, 10]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -294,3 +295,46 @@ def test_the_fingers_the_geometry_checks_are_the_votes_first(scores: list[int], 
     chosen = identification._chosen(score, count)
     assert chosen.tolist() == sorted(identification._top(score, count).tolist())
     assert (score[chosen] > 0).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(_cases())
+def test_the_second_stage_scores_its_own_pairs_by_the_same_rule(
+    case: tuple[list[Pair], list[tuple[int, int]], list[int], list[int]],
+) -> None:
+    """Stage 2's geometry (`Gallery._pair_geometry`, issue 10's eleventh round): its exact pairs of
+    the shortlisted fingers, weighed from their inner products as the first stage weighs its own
+    (the bar at `rescore_similarity`), scored by the rule above, each finger by its place in the
+    shortlist."""
+    pairs, live_xy, live_theta, named = case
+    params = IndexParams(pair_distance=DISTANCE, pair_angle=ANGLE, pair_rotation=ROTATION * 360 / 256)
+    bar = identification._min_product(params.rescore_similarity)
+    table = identification._weights(params.rescore_similarity, params.vote_slope)
+    short = sorted(named)
+    # each pair's product drawn from its weight; the reference sees the weight the table gives it
+    product = [bar + 1 + p.weight % (scan.MAX_PRODUCT + 200 - bar) for p in pairs if p.finger in short]
+    mine = [
+        Pair(p.finger, p.live, p.reg, p.reg_x, p.reg_y, p.reg_theta, int(table[min(q - bar, table.size - 1)]))
+        for p, q in zip([p for p in pairs if p.finger in short], product, strict=True)
+    ]
+    assume(mine)
+    want, close = _reference(mine, live_xy, live_theta, short)
+    assume(not close)
+    g = identification.Gallery(params=params)
+    state = SimpleNamespace(alive=np.ones(max(short + [p.finger for p in pairs]) + 1, dtype=bool))
+    step = 2 * math.pi / 256
+    probe = SimpleNamespace(
+        x=np.array([x for x, _ in live_xy], dtype=np.float32),
+        y=np.array([y for _, y in live_xy], dtype=np.float32),
+        theta=np.array(live_theta, dtype=np.float64) * step,
+    )
+    got = g._pair_geometry(
+        state,  # type: ignore[arg-type]
+        probe,  # type: ignore[arg-type]
+        np.array(short, dtype=np.int64),
+        np.array([_label(p) for p in mine], dtype=np.int64),
+        np.array([p.live for p in mine], dtype=np.int64),
+        np.array([short.index(p.finger) for p in mine], dtype=np.int64),
+        np.array(product, dtype=np.int32),
+    )
+    assert got.tolist() == want
