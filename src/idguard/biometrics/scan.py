@@ -120,7 +120,10 @@ def _dots_for(vnni: bool) -> Any:
             rows, code, sums = (a.data for a in arrays)
             qv = builder.load(builder.bitcast(code, v8.as_pointer()), align=1)
             base = builder.gep(rows, [builder.mul(row_v, ir.Constant(i64, DIMS))])
-            dp = _declare(builder.module, ir.FunctionType(v32, [v32, v8, v8]), "llvm.x86.avx512.vpdpbusd.512")
+            if vnni:  # declared only where used: other targets have no such intrinsic
+                dp = _declare(
+                    builder.module, ir.FunctionType(v32, [v32, v8, v8]), "llvm.x86.avx512.vpdpbusd.512"
+                )
             level = []
             for t in range(BLOCK):
                 at = builder.gep(base, [ir.Constant(i64, DIMS * t)])
