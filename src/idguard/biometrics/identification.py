@@ -845,32 +845,11 @@ class Gallery:
     def _consistent(
         self, probe: Template, live_theta: I64, start: I8, found: _Found, top: I64, vote: I32, count: int
     ) -> I64:
-        """The vote's first fingers `top` (in slot order, `_chosen`), ranked again by the geometry of their found pairs
-        (`scan.consistency`; `start`: each finger's first cell of its best rotation window), ties
-        by the vote: the first `count` finger slots, best first."""
-        from idguard.biometrics import scan
-
-        p = self.params
-        place = np.full(vote.shape[0], -1, dtype=np.int32)
-        place[top] = np.arange(top.size, dtype=np.int32)
-        agree = np.zeros(top.size, dtype=np.int64)
-        scan.consistency(
-            found.label,
-            found.live,
-            found.weight,
-            found.count,
-            place,
-            start,
-            _cell_table(p.angle_bins),
-            p.angle_bins,
-            p.angle_window,
-            np.stack([probe.x, probe.y], axis=1).astype(np.float32),
-            live_theta,
-            _unit_table(),
-            p.pair_distance,
-            math.cos(math.radians(p.pair_angle)),
-            round(p.pair_rotation * ANGLE_STEPS / 360.0),
-            agree,
+        """The vote's first fingers `top` (in slot order, `_chosen`), ranked again by the geometry
+        of their found pairs (`_agreement`; `start`: each finger's first cell of its best rotation
+        window), ties by the vote: the first `count` finger slots, best first."""
+        agree = self._agreement(
+            probe, live_theta, found.label, found.live, found.weight, found.count, top, start
         )
         # The geometry first, the vote (below 2^24) breaking its ties, then the lower slot (as `_top`
         # breaks the vote's own ties): one integer to rank by.
@@ -948,18 +927,39 @@ class Gallery:
         scan.windows(votes, bins, p.angle_window, np.empty(n, dtype=np.int32), first)
         start = np.zeros(st.alive.shape[0], dtype=np.int8)
         start[short] = first
-        where = np.full(st.alive.shape[0], -1, dtype=np.int32)
-        where[short] = np.arange(n, dtype=np.int32)
-        agree = np.zeros(n, dtype=np.int64)
+        return self._agreement(
+            probe, live_theta, label, live.astype(np.int16), weight, label.size, short, start
+        )
+
+    def _agreement(
+        self,
+        probe: Template,
+        live_theta: I64,
+        label: I64,
+        live: I16,
+        weight: I32,
+        count: int,
+        named: I64,
+        start: I8,
+    ) -> I64:
+        """`scan.consistency` with this gallery's parameters: the geometry of the first `count`
+        pairs (row label, live cylinder, weight) for the finger slots `named`, each finger's window
+        from `start[slot]`. Each named finger's score, in `named`'s order."""
+        from idguard.biometrics import scan
+
+        p = self.params
+        place = np.full(start.shape[0], -1, dtype=np.int32)
+        place[named] = np.arange(named.size, dtype=np.int32)
+        agree = np.zeros(named.size, dtype=np.int64)
         scan.consistency(
             label,
-            live.astype(np.int16),
+            live,
             weight,
-            label.size,
-            where,
+            count,
+            place,
             start,
-            cell,
-            bins,
+            _cell_table(p.angle_bins),
+            p.angle_bins,
             p.angle_window,
             np.stack([probe.x, probe.y], axis=1).astype(np.float32),
             live_theta,
